@@ -1,0 +1,843 @@
+/**
+ * socker: run an administrator-allowlisted Docker image as the calling user, safely, inside Slurm jobs.
+ *
+ * What socker guarantees (each point is tested against a real Docker engine and a real Slurm cluster):
+ * - Only images listed in the root-owned allowlist run, matched after Docker's own name normalisation;
+ *   socker never pulls.
+ * - The container runs as the caller (`--user uid:gid` plus the caller's groups from the user database),
+ *   never as root, with all capabilities dropped and `no-new-privileges`. No docker option is ever taken
+ *   from the user: docker's argument vector is built only from socker's own decisions.
+ * - Inside a Slurm job the container is created inside the calling step's cgroup, read from
+ *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold.
+ * - socker kills its container on SIGTERM, SIGINT and SIGHUP, waits until it is gone, and never exits while
+ *   it still runs; `socker cleanup --job ID` (Slurm's Epilog) catches what a SIGKILL left behind.
+ * - The container's stdin, stdout, stderr and exit code pass through untouched; socker's own refusals exit
+ *   125 with one line on stderr and change nothing.
+ *
+ * How privilege is obtained: the `socker` command users run is a root-owned shell launcher that `exec`s
+ * `sudo -n` on this program; sudo resets the environment before any runtime code starts. This program is
+ * never set-id (see README.md, "Security model"). It trusts only what sudo and the kernel say.
+ *
+ * The module reads top to bottom in the order data flows: arguments, configuration, identity, cgroup,
+ * docker command line, the engine's API, supervision, main. Every decision is a pure, exported function;
+ * side effects live in the few functions that read files, spawn processes or handle signals.
+ */
+
+// ---------------------------------------------------------------------------------------------------------
+// Installation constants. install.sh rewrites these lines in the installed copy; nothing at run time (no
+// environment variable, no option) can move them.
+
+export const CONFIG_DIR = "/etc/socker"; // install.sh
+export const DOCKER_PATH = "/usr/bin/docker"; // install.sh
+export const DOCKER_CONFIG_DIR = "/usr/local/lib/socker/docker-config"; // install.sh
+export const SOCKER_VERSION = "0.1.0"; // install.sh
+
+/** The Docker engine's socket; the CLI and socker's own API calls both use it. */
+export const DOCKER_SOCKET = "/var/run/docker.sock";
+/** The unprivileged account the docker CLI runs as: its only group is `docker`, which opens the socket. */
+export const DOCKER_USER = "dockerroot";
+/** The user database query tool; it asks NSS, so LDAP and SSSD groups count. */
+export const ID_PATH = "/usr/bin/id";
+
+export const ALLOWLIST_PATH = `${CONFIG_DIR}/socker-images`;
+
+/** Exit codes, following docker's convention. Listed in --help and README.md. */
+export const EXIT = {
+  /** socker refused (bad usage, image not allowed, unsafe installation, engine unreachable). */
+  REFUSED: 125,
+} as const;
+
+/** Signals that end the container, and the ones passed on to it. Numbers are Linux's. */
+export const TERMINATING_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+export const FORWARDED_SIGNALS = { SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12 } as const;
+const SIGNAL_NUMBERS: Record<string, number> = {
+  ...TERMINATING_SIGNALS,
+  ...FORWARDED_SIGNALS,
+  SIGKILL: 9,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+};
+
+/** A refusal: a one-line message for the user and the exit code it ends with. */
+export class SockerError extends Error {
+  constructor(message: string, readonly exitCode: number = EXIT.REFUSED) {
+    super(message);
+    this.name = "SockerError";
+  }
+}
+
+const HELP_HINT = "see 'socker --help'";
+
+// ---------------------------------------------------------------------------------------------------------
+// Arguments
+
+/** What the caller asked for, after parsing. Nothing in it has been checked against policy yet. */
+export type Invocation =
+  | { command: "help" }
+  | { command: "version" }
+  | { command: "images"; verbose: boolean }
+  | { command: "run"; verbose: boolean; image: string; argv: string[] }
+  | { command: "cleanup"; verbose: boolean; jobId: string };
+
+const COMMANDS = ["images", "run", "cleanup"] as const;
+
+/**
+ * Parses socker's command line. Options are read only up to the COMMAND and, for `run`, up to IMAGE:
+ * everything after IMAGE is the container's command, untouched (`sh -c '...'` keeps its `-c`).
+ * Throws SockerError (exit 125) naming the problem for anything it does not understand.
+ */
+export function parseCommandLine(args: readonly string[]): Invocation {
+  let verbose = false;
+  let i = 0;
+  for (; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") return { command: "help" };
+    if (arg === "--version") return { command: "version" };
+    if (arg === "-v" || arg === "--verbose") verbose = true;
+    else if (arg.startsWith("-")) throw usageError(`unknown option '${printable(arg)}'`);
+    else break;
+  }
+  if (i === args.length) throw usageError("no command given");
+  const command = args[i++] as (typeof COMMANDS)[number];
+  if (!COMMANDS.includes(command)) throw usageError(`unknown command '${printable(command)}'`);
+
+  // Options of the command itself.
+  let jobId: string | undefined;
+  for (; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") return { command: "help" };
+    if (arg === "-v" || arg === "--verbose") verbose = true;
+    else if (command === "cleanup" && (arg === "--job" || arg.startsWith("--job="))) {
+      jobId = arg === "--job" ? args[++i] : arg.slice("--job=".length);
+      if (jobId === undefined || !/^[1-9][0-9]{0,9}$/.test(jobId)) {
+        throw usageError(`--job needs a numeric Slurm job id, got '${printable(jobId ?? "")}'`);
+      }
+    } else if (arg === "--" && command === "run") {
+      i++;
+      break;
+    } else if (arg.startsWith("-")) {
+      throw usageError(`unknown option '${printable(arg)}' for '${command}'`);
+    } else break;
+  }
+  const rest = args.slice(i);
+
+  if (command === "images") {
+    if (rest.length > 0) throw usageError(`'images' takes no arguments, got '${printable(rest[0])}'`);
+    return { command, verbose };
+  }
+  if (command === "cleanup") {
+    if (rest.length > 0) throw usageError(`'cleanup' takes no arguments, got '${printable(rest[0])}'`);
+    if (jobId === undefined) throw usageError("'cleanup' needs --job ID");
+    return { command, verbose, jobId };
+  }
+  if (rest.length === 0) throw usageError("'run' needs an IMAGE and a COMMAND");
+  const [image, ...argv] = rest;
+  if (image.startsWith("-")) throw usageError(`IMAGE must not start with '-', got '${printable(image)}'`);
+  if (argv.length === 0) throw usageError(`'run' needs a COMMAND to run in '${printable(image)}'`);
+  return { command: "run", verbose, image, argv };
+}
+
+function usageError(problem: string): SockerError {
+  return new SockerError(`socker: ${problem}; ${HELP_HINT}`);
+}
+
+/** Makes a user-supplied string safe to print on one line: control characters become escapes. */
+export function printable(text: string, max = 200): string {
+  // deno-lint-ignore no-control-regex
+  const escaped = text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Configuration: the allowlist, and the trust it needs
+
+/** An image reference normalised as Docker does it: `centos` is `docker.io/library/centos:latest`. */
+export type ImageRef = {
+  /** The registry host, `docker.io` by default. */
+  domain: string;
+  /** The repository path inside the registry, `library/centos` for Docker Hub's official images. */
+  path: string;
+  tag?: string;
+  digest?: string;
+};
+
+// The grammar of github.com/distribution/reference, which the docker CLI and engine use.
+const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const DOMAIN =
+  /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$/;
+const TAG = /^[\w][\w.-]{0,127}$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const NAME_MAX = 255;
+
+/**
+ * Parses and normalises an image reference the way Docker does. Returns the reference, or a string saying
+ * why it is not one. Anything Docker would not read as the same name is not normalised to it: no case
+ * folding, no trimming, ASCII only.
+ */
+export function parseImageRef(text: string): ImageRef | string {
+  if (text === "") return "empty image reference";
+  if (!/^[\x21-\x7e]+$/.test(text)) return "image reference must be printable ASCII without spaces";
+  let rest = text;
+  let digest: string | undefined;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    digest = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!DIGEST.test(digest)) return "digest must be sha256: followed by 64 lowercase hex digits";
+  }
+  let tag: string | undefined;
+  const colon = rest.lastIndexOf(":");
+  if (colon > rest.lastIndexOf("/")) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG.test(tag)) return `invalid tag '${tag}'`;
+  }
+  if (rest.length > NAME_MAX) return `name longer than ${NAME_MAX} characters`;
+  if (/^[a-f0-9]{64}$/.test(rest)) return "a 64-hex name is an image id, not a reference";
+
+  let domain = "docker.io";
+  let path = rest;
+  const slash = rest.indexOf("/");
+  if (slash >= 0) {
+    const first = rest.slice(0, slash);
+    // Docker's rule: the first component is a registry when it looks like a host name.
+    if (/[.:]/.test(first) || first === "localhost" || first !== first.toLowerCase()) {
+      domain = first;
+      path = rest.slice(slash + 1);
+      if (!DOMAIN.test(domain)) return `invalid registry '${domain}'`;
+    }
+  }
+  if (domain === "index.docker.io") domain = "docker.io";
+  const components = path.split("/");
+  for (const component of components) {
+    if (!PATH_COMPONENT.test(component)) {
+      return component !== component.toLowerCase()
+        ? "repository name must be lowercase"
+        : `invalid repository name component '${component}'`;
+    }
+  }
+  if (domain === "docker.io" && components.length === 1) path = `library/${path}`;
+  // A digest pins the content; Docker ignores a tag given alongside it.
+  return digest !== undefined ? { domain, path, digest } : { domain, path, tag: tag ?? "latest" };
+}
+
+/** The one string a normalised reference is known by; two references match when these are equal. */
+export function canonicalImage(ref: ImageRef): string {
+  return `${ref.domain}/${ref.path}${ref.digest !== undefined ? `@${ref.digest}` : `:${ref.tag}`}`;
+}
+
+export type AllowlistEntry = { line: number; text: string; canonical: string };
+
+/**
+ * Parses the allowlist: one reference per line, `#` starts a comment, blank lines are ignored. Any line
+ * that is not a valid reference makes the whole file invalid (fail closed: the administrator must see it).
+ */
+export function parseAllowlist(text: string, fileName: string): AllowlistEntry[] {
+  const entries: AllowlistEntry[] = [];
+  text.split("\n").forEach((raw, index) => {
+    const content = raw.replace(/#.*$/, "").trim();
+    if (content === "") return;
+    const ref = parseImageRef(content);
+    if (typeof ref === "string") {
+      throw new SockerError(
+        `socker: ${fileName}:${index + 1}: '${printable(content)}' is not a valid image reference (${ref}); ` +
+          "ask your administrator to fix the allowlist",
+      );
+    }
+    entries.push({ line: index + 1, text: content, canonical: canonicalImage(ref) });
+  });
+  return entries;
+}
+
+/** Returns the allowlist entry the requested image matches exactly after normalisation, if any. */
+export function matchImage(allowlist: readonly AllowlistEntry[], requested: ImageRef): AllowlistEntry | undefined {
+  const wanted = canonicalImage(requested);
+  return allowlist.find((entry) => entry.canonical === wanted);
+}
+
+/** What socker needs to know of a file or folder to decide whether to trust it. */
+export type Ownership = { path: string; uid: number; mode: number; kind: "file" | "dir" | "other" };
+
+/**
+ * Returns why a configuration file cannot be trusted, or undefined when it can: the file and every folder
+ * above it must be owned by root and not writable by group or others, or an unprivileged user could have
+ * written the policy. `chain` holds the file first, then each folder up to `/`.
+ */
+export function untrustedReason(chain: readonly Ownership[]): string | undefined {
+  for (const [index, item] of chain.entries()) {
+    const wanted = index === 0 ? "file" : "dir";
+    if (item.kind !== wanted) return `${item.path} is not a regular ${wanted === "file" ? "file" : "folder"}`;
+    if (item.uid !== 0) return `${item.path} is not owned by root (owner uid ${item.uid})`;
+    if ((item.mode & 0o022) !== 0) {
+      return `${item.path} is writable by ${(item.mode & 0o020) !== 0 ? "its group" : "others"} (mode ${
+        (item.mode & 0o7777).toString(8).padStart(4, "0")
+      })`;
+    }
+  }
+  return undefined;
+}
+
+/** Lists a path and every folder above it, file first: `/etc/socker/x`, `/etc/socker`, `/etc`, `/`. */
+export function pathChain(path: string): string[] {
+  const chain = [path];
+  for (let current = path; current !== "/";) {
+    current = current.slice(0, current.lastIndexOf("/")) || "/";
+    chain.push(current);
+  }
+  return chain;
+}
+
+const CONFIG_MAX_BYTES = 1 << 20;
+
+/**
+ * Reads a root-owned configuration file after checking it and every folder above it, both along the path
+ * as written and along its real path (a symlink anywhere must not lead out of root's hands).
+ */
+export function readTrustedFile(path: string): string {
+  const missing = (): never => {
+    throw new SockerError(`socker: ${path} is missing; socker is not fully installed, ask your administrator`);
+  };
+  let realPath: string;
+  try {
+    realPath = Deno.realPathSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) missing();
+    throw new SockerError(`socker: cannot resolve ${path}: ${errorText(error)}`);
+  }
+  const lexicalFolders = pathChain(path).slice(1);
+  const ownerships = [...pathChain(realPath), ...lexicalFolders].map((item, index): Ownership => {
+    const info = Deno.statSync(item);
+    const kind = info.isFile ? "file" : info.isDirectory ? "dir" : "other";
+    return { path: index === 0 ? path : item, uid: info.uid ?? -1, mode: info.mode ?? 0o7777, kind };
+  });
+  const reason = untrustedReason(ownerships.slice(0, pathChain(realPath).length)) ??
+    untrustedReason([ownerships[0], ...ownerships.slice(pathChain(realPath).length)]);
+  if (reason !== undefined) {
+    throw new SockerError(`socker: refusing to trust ${path}: ${reason}; ask your administrator to fix it`);
+  }
+  const bytes = Deno.readFileSync(realPath);
+  if (bytes.length > CONFIG_MAX_BYTES) {
+    throw new SockerError(`socker: ${path} is larger than ${CONFIG_MAX_BYTES} bytes; ask your administrator`);
+  }
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    if (text.includes("\0")) throw new TypeError("NUL byte");
+    return text;
+  } catch {
+    throw new SockerError(`socker: ${path} is not a text file; ask your administrator to fix it`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Identity: who called, from what sudo and the user database say
+
+/** The person socker acts for. */
+export type Caller = { uid: number; gid: number; user: string; groups: number[] };
+
+/**
+ * Decides who the caller is from the variables sudo sets (sudo resets the environment first, so they
+ * cannot be forged through it). Without them, the caller is whoever runs this process: root running
+ * socker directly. Returns the uid, gid and name, or throws when they are malformed.
+ */
+export function callerFromSudo(
+  env: { SUDO_UID?: string; SUDO_GID?: string; SUDO_USER?: string },
+  processUid: number,
+): { uid: number; gid: number; user: string } {
+  const { SUDO_UID = "", SUDO_GID = "", SUDO_USER = "" } = env;
+  if (SUDO_UID === "" && SUDO_GID === "" && SUDO_USER === "") {
+    return { uid: processUid, gid: processUid === 0 ? 0 : -1, user: processUid === 0 ? "root" : "" };
+  }
+  if (!/^(0|[1-9][0-9]{0,9})$/.test(SUDO_UID) || !/^(0|[1-9][0-9]{0,9})$/.test(SUDO_GID)) {
+    throw new SockerError("socker: SUDO_UID/SUDO_GID are not numbers; socker must be started through sudo");
+  }
+  if (!/^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$/.test(SUDO_USER)) {
+    throw new SockerError(`socker: SUDO_USER '${printable(SUDO_USER)}' is not a valid user name`);
+  }
+  return { uid: Number(SUDO_UID), gid: Number(SUDO_GID), user: SUDO_USER };
+}
+
+/** Parses `id NAME` output (`uid=2001(alice) gid=2001(alice) groups=2001(alice),3001(proj)`). */
+export function parseIdOutput(text: string): { uid: number; gid: number; groups: number[] } | undefined {
+  const match = /^uid=(\d+)(?:\([^)]*\))? gid=(\d+)(?:\([^)]*\))?(?: groups=(.*))?$/.exec(text.trim());
+  if (!match) return undefined;
+  const groups = (match[3] ?? "").split(",").filter((g) => g !== "").map((g) => Number(/^\d+/.exec(g)?.[0]));
+  if (groups.some((g) => !Number.isSafeInteger(g))) return undefined;
+  return { uid: Number(match[1]), gid: Number(match[2]), groups };
+}
+
+/**
+ * Combines what sudo said with what the user database says: the uid must agree, the primary group is the
+ * caller's current one (sudo's SUDO_GID), the supplementary groups are the database's. Root is refused:
+ * socker never runs a container as uid 0 or gid 0.
+ */
+export function resolveCaller(
+  sudo: { uid: number; gid: number; user: string },
+  database: { uid: number; gid: number; groups: number[] },
+): Caller {
+  if (sudo.uid === 0) {
+    throw new SockerError(
+      "socker: refusing to run a container as root; run socker as the user the container should run as",
+    );
+  }
+  if (database.uid !== sudo.uid) {
+    throw new SockerError(
+      `socker: the user database says '${sudo.user}' is uid ${database.uid}, sudo says ${sudo.uid}; refusing`,
+    );
+  }
+  const groups = [...new Set(database.groups)].filter((g) => g !== sudo.gid).sort((a, b) => a - b);
+  if (sudo.gid === 0 || groups.includes(0)) {
+    throw new SockerError(`socker: refusing to run a container with the root group (gid 0) for '${sudo.user}'`);
+  }
+  return { ...sudo, groups };
+}
+
+/** Finds a local account's uid and primary gid in /etc/passwd text. */
+export function passwdEntry(passwd: string, name: string): { uid: number; gid: number } | undefined {
+  for (const line of passwd.split("\n")) {
+    const fields = line.split(":");
+    if (fields.length >= 7 && fields[0] === name && /^\d+$/.test(fields[2]) && /^\d+$/.test(fields[3])) {
+      return { uid: Number(fields[2]), gid: Number(fields[3]) };
+    }
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Docker command line
+
+/** Everything decided about one run; `dockerRunArgv` turns it into docker's arguments and nothing else. */
+export type RunPlan = {
+  caller: Caller;
+  /** The canonical reference of the allowlisted image. */
+  image: string;
+  argv: readonly string[];
+  containerName: string;
+  tty: boolean;
+  labels: Readonly<Record<string, string>>;
+  /** The cgroup the container is created in (inside a Slurm job), relative to each controller's root. */
+  cgroupParent?: string;
+};
+
+/**
+ * Builds `docker run`'s argument vector. Every option comes from socker; the user supplies only the
+ * image (already allowlisted and normalised) and the command, which follow the image and so are never
+ * read as options by docker.
+ */
+export function dockerRunArgv(plan: RunPlan): string[] {
+  const args = [
+    "run",
+    "--rm",
+    "--interactive",
+    ...(plan.tty ? ["--tty"] : []),
+    "--init",
+    "--pull=never",
+    // socker itself passes signals on, once: the CLI would repeat those sent to the whole process group.
+    "--sig-proxy=false",
+    "--name",
+    plan.containerName,
+    ...Object.entries(plan.labels).flatMap(([key, value]) => ["--label", `${key}=${value}`]),
+    "--user",
+    `${plan.caller.uid}:${plan.caller.gid}`,
+    ...plan.caller.groups.flatMap((gid) => ["--group-add", String(gid)]),
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    // Output goes to the caller only: nothing is written under /var/lib/docker as root.
+    "--log-driver",
+    "none",
+    ...(plan.cgroupParent !== undefined ? ["--cgroup-parent", plan.cgroupParent] : []),
+    "--",
+    plan.image,
+    ...plan.argv,
+  ];
+  return args;
+}
+
+/** The docker CLI's whole environment: nothing of the caller's, no config, hooks or plugins of anyone's. */
+export function dockerEnv(): Record<string, string> {
+  return {
+    PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+    DOCKER_HOST: `unix://${DOCKER_SOCKET}`,
+    DOCKER_CONFIG: DOCKER_CONFIG_DIR,
+    HOME: DOCKER_CONFIG_DIR,
+    DOCKER_CLI_HINTS: "false",
+    LANG: "C.UTF-8",
+  };
+}
+
+/** A container name socker can find again: `socker-<uid>-<random>`. */
+export function containerName(uid: number, random: Uint8Array): string {
+  return `socker-${uid}-${Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** Quotes an argument vector for display (`socker -v`), so that a reader can paste it into a shell. */
+export function shellQuote(args: readonly string[]): string {
+  return args.map((arg) => /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`).join(" ");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The engine's API, spoken directly over its socket for the small questions: a CLI start costs ~40 ms,
+// a request here ~2 ms. Requests are HTTP/1.0, so the engine answers with a plain body and closes.
+
+export type ApiResponse = { status: number; body: string };
+
+/** Splits a raw HTTP/1.x response into status and body. Returns undefined for anything else. */
+export function parseHttpResponse(raw: string): ApiResponse | undefined {
+  const match = /^HTTP\/1\.[01] (\d{3})[^\r\n]*\r\n/.exec(raw);
+  const end = raw.indexOf("\r\n\r\n");
+  if (!match || end < 0) return undefined;
+  return { status: Number(match[1]), body: raw.slice(end + 4) };
+}
+
+/** Sends one request to the engine. Throws SockerError when the engine cannot be reached. */
+export async function dockerApi(method: "GET" | "POST" | "DELETE", path: string): Promise<ApiResponse> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: DOCKER_SOCKET });
+  } catch (error) {
+    throw new SockerError(`socker: the Docker engine is not reachable at ${DOCKER_SOCKET}: ${errorText(error)}`);
+  }
+  try {
+    await conn.write(new TextEncoder().encode(`${method} /v1.41${path} HTTP/1.0\r\nHost: docker\r\n\r\n`));
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(16384);
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) chunks.push(buffer.slice(0, n));
+    const response = parseHttpResponse(new TextDecoder().decode(concatBytes(chunks)));
+    if (response === undefined) throw new SockerError("socker: the Docker engine gave an unreadable answer");
+    return response;
+  } catch (error) {
+    if (error instanceof SockerError) throw error;
+    throw new SockerError(`socker: lost the connection to the Docker engine: ${errorText(error)}`);
+  } finally {
+    conn.close();
+  }
+}
+
+function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return all;
+}
+
+/** Whether the engine holds this image locally (socker never pulls). */
+async function imagePresent(canonical: string): Promise<boolean> {
+  const { status, body } = await dockerApi("GET", `/images/${encodeURIComponent(canonical)}/json`);
+  if (status === 200) return true;
+  if (status === 404) return false;
+  throw new SockerError(`socker: the Docker engine answered ${status} for image ${canonical}: ${apiMessage(body)}`);
+}
+
+function apiMessage(body: string): string {
+  try {
+    return printable(String(JSON.parse(body).message ?? body));
+  } catch {
+    return printable(body);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Supervision: run the CLI, pass signals on, and make sure the container is gone before socker exits
+
+/** What the supervisor should do when a signal arrives. */
+export function signalAction(signal: string): { kind: "terminate"; number: number } | {
+  kind: "forward";
+  number: number;
+} | undefined {
+  if (signal in TERMINATING_SIGNALS) {
+    return { kind: "terminate", number: TERMINATING_SIGNALS[signal as keyof typeof TERMINATING_SIGNALS] };
+  }
+  if (signal in FORWARDED_SIGNALS) {
+    return { kind: "forward", number: FORWARDED_SIGNALS[signal as keyof typeof FORWARDED_SIGNALS] };
+  }
+  return undefined;
+}
+
+/**
+ * socker's exit code: 128+N after socker itself was told to stop by signal N; 128+N when the docker CLI
+ * died of signal N; otherwise the CLI's code, which is the container's (or 125-127 for docker's own errors).
+ */
+export function exitCodeFor(
+  status: { code: number; signal: string | null },
+  terminatedBy: number | undefined,
+): number {
+  if (terminatedBy !== undefined) return 128 + terminatedBy;
+  if (status.signal !== null) return 128 + (SIGNAL_NUMBERS[status.signal] ?? 0);
+  return status.code;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How long socker keeps making sure a container is gone before it reports failure. */
+const GONE_TIMEOUT_MS = 30_000;
+
+/**
+ * Makes sure the named container no longer exists: kills it while it runs, removes it when it was created
+ * but never started, and waits for the engine's `--rm` otherwise. Returns false if it is still there
+ * after the timeout (the Epilog, or an administrator, must then remove it).
+ */
+async function ensureContainerGone(name: string, timeoutMs = GONE_TIMEOUT_MS): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const { status, body } = await dockerApi("GET", `/containers/${name}/json`);
+      if (status === 404) return true;
+      const state = status === 200 ? JSON.parse(body).State ?? {} : {};
+      if (state.Running === true) await dockerApi("POST", `/containers/${name}/kill?signal=SIGKILL`);
+      else if (state.Status === "created") await dockerApi("DELETE", `/containers/${name}?force=true`);
+    } catch {
+      // The engine may be restarting; keep trying until the deadline.
+    }
+    await sleep(50);
+  }
+  return false;
+}
+
+/**
+ * Runs `docker run` and supervises it. Signal listeners are in place before the CLI starts, so no signal
+ * can slip between the start and the trap. Returns socker's exit code.
+ */
+async function superviseRun(args: string[], name: string, dockerUser: { uid: number; gid: number }): Promise<number> {
+  let terminatedBy: number | undefined;
+  let cliDone = false;
+
+  const killUntilCliEnds = async () => {
+    // The container may not exist yet (the CLI is still creating it): keep killing until the CLI returns.
+    while (!cliDone) {
+      await dockerApi("POST", `/containers/${name}/kill?signal=SIGKILL`).catch(() => undefined);
+      await sleep(100);
+    }
+  };
+  const onSignal = (signal: Deno.Signal) => () => {
+    const action = signalAction(signal);
+    if (action?.kind === "terminate" && terminatedBy === undefined) {
+      terminatedBy = action.number;
+      void killUntilCliEnds();
+    } else if (action?.kind === "forward") {
+      void dockerApi("POST", `/containers/${name}/kill?signal=${signal}`).catch(() => undefined);
+    }
+  };
+  const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS)] as Deno.Signal[];
+  const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
+  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+
+  let status: Deno.CommandStatus;
+  try {
+    const child = new Deno.Command(DOCKER_PATH, {
+      args,
+      uid: dockerUser.uid,
+      gid: dockerUser.gid,
+      clearEnv: true,
+      env: dockerEnv(),
+      // The caller's folder may be closed to others; the CLI needs no folder of its own.
+      cwd: "/",
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    status = await child.status;
+  } catch (error) {
+    cliDone = true;
+    throw new SockerError(`socker: cannot start ${DOCKER_PATH}: ${errorText(error)}`);
+  }
+  cliDone = true;
+
+  // Normally the CLI returns after the engine removed the container (--rm); this check costs one request.
+  const gone = await ensureContainerGone(name);
+  for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  if (!gone) {
+    throw new SockerError(`socker: container ${name} could not be removed; ask your administrator to remove it`);
+  }
+  return exitCodeFor(status, terminatedBy);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Commands
+
+async function runCommand(invocation: Extract<Invocation, { command: "run" }>): Promise<number> {
+  const sudo = callerFromSudo(
+    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
+    Deno.uid() ?? -1,
+  );
+  if (sudo.uid === 0) resolveCaller(sudo, { uid: 0, gid: 0, groups: [] }); // throws the refusal for root
+  requireRoot();
+
+  const requested = parseImageRef(invocation.image);
+  if (typeof requested === "string") {
+    throw new SockerError(`socker: '${printable(invocation.image)}' is not a valid image reference: ${requested}`);
+  }
+  const allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
+  const entry = matchImage(allowlist, requested);
+  if (entry === undefined) {
+    throw new SockerError(
+      `socker: image '${printable(invocation.image)}' is not allowed on this cluster; ` +
+        "'socker images' lists the allowed ones",
+    );
+  }
+
+  const caller = resolveCaller(sudo, await userDatabase(sudo.user));
+  const dockerUser = dockerAccount();
+  if (!(await imagePresent(entry.canonical))) {
+    throw new SockerError(
+      `socker: image '${entry.text}' is allowed but not present on node ${hostName()}; ` +
+        "ask your administrator to load it (socker never pulls)",
+    );
+  }
+
+  const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
+  const plan: RunPlan = {
+    caller,
+    image: entry.canonical,
+    argv: invocation.argv,
+    containerName: name,
+    tty: Deno.stdin.isTerminal() && Deno.stdout.isTerminal(),
+    labels: {
+      "socker.managed": "true",
+      "socker.uid": String(caller.uid),
+      "socker.user": caller.user,
+      "socker.node": hostName(),
+    },
+  };
+  const args = dockerRunArgv(plan);
+  if (invocation.verbose) console.error(`socker: ${shellQuote([DOCKER_PATH, ...args])}`);
+  return await superviseRun(args, name, dockerUser);
+}
+
+async function imagesCommand(): Promise<number> {
+  const allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
+  const rows = [["IMAGE", "NORMALISED", "ON THIS NODE"]];
+  for (const entry of allowlist) {
+    rows.push([entry.text, entry.canonical, (await imagePresent(entry.canonical)) ? "yes" : "no"]);
+  }
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+  if (allowlist.length === 0) console.error(`socker: no images are allowed yet (${ALLOWLIST_PATH} lists none)`);
+  return 0;
+}
+
+/** Asks the user database (through NSS) for the caller's groups. */
+async function userDatabase(user: string): Promise<{ uid: number; gid: number; groups: number[] }> {
+  const output = await new Deno.Command(ID_PATH, {
+    args: ["--", user],
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin", LANG: "C" },
+    stdin: "null",
+    stderr: "null",
+  }).output();
+  const parsed = output.success ? parseIdOutput(new TextDecoder().decode(output.stdout)) : undefined;
+  if (parsed === undefined) throw new SockerError(`socker: user '${user}' is not in the user database; refusing`);
+  return parsed;
+}
+
+/** The docker CLI's account, from /etc/passwd (install.sh creates it as a local system user). */
+function dockerAccount(): { uid: number; gid: number } {
+  const account = passwdEntry(Deno.readTextFileSync("/etc/passwd"), DOCKER_USER);
+  if (account === undefined || account.uid === 0) {
+    throw new SockerError(`socker: the account '${DOCKER_USER}' is missing; ask your administrator to run install.sh`);
+  }
+  return account;
+}
+
+function requireRoot(): void {
+  if (Deno.uid() !== 0) {
+    throw new SockerError("socker: this program must be started through sudo by the 'socker' launcher");
+  }
+}
+
+let cachedHostName: string | undefined;
+function hostName(): string {
+  cachedHostName ??= Deno.readTextFileSync("/proc/sys/kernel/hostname").trim();
+  return cachedHostName;
+}
+
+function errorText(error: unknown): string {
+  return printable(error instanceof Error ? error.message : String(error));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Help
+
+export const HELP = `NAME
+    socker - run an allowlisted Docker image as yourself, inside your Slurm job
+
+SYNOPSIS
+    socker [--version] [-h|--help] [-v|--verbose] COMMAND
+    socker images
+    socker [-v] run [-v] IMAGE COMMAND [ARG...]
+    socker cleanup --job ID              (root and Slurm's Epilog only)
+
+DESCRIPTION
+    socker runs a container from an image the administrator allowed, as your own user and groups, never
+    as root, with no capabilities and no way to add docker options. Inside a Slurm job the container is
+    placed in the job's cgroup, so the job's CPU, memory and device limits hold, and it is killed when
+    the job ends or is cancelled. stdin, stdout, stderr and the exit code pass through untouched.
+
+OPTIONS
+    -h, --help      Print this help and exit.
+    --version       Print socker's version and exit.
+    -v, --verbose   Also print the docker command socker runs, on stderr.
+
+COMMANDS
+    images          List the allowed images and whether each is present on this node.
+    run IMAGE COMMAND [ARG...]
+                    Run COMMAND in a new container of IMAGE. Everything after IMAGE is the container's
+                    command, passed on untouched. A terminal is attached when stdin and stdout are both
+                    terminals. The container is removed when it ends.
+    cleanup --job ID
+                    Kill and remove every container of Slurm job ID. For Slurm's Epilog and root.
+
+EXAMPLES
+    socker images
+    socker run centos cat /etc/system-release
+    socker run ubuntu:22.04 sh -c 'echo $HOME; exit 3'
+    srun socker run myimage ./simulate --steps 100      (in a batch script: srun or exec, see README)
+
+FILES
+    ${ALLOWLIST_PATH}
+                    The allowed images, one reference per line; root-owned, not group/other-writable.
+    ${DOCKER_PATH}
+                    The docker CLI socker runs (as the user ${DOCKER_USER}, group docker).
+
+EXIT STATUS
+    0-124, 126-255  The container's own exit code; 128+N when it or socker was stopped by signal N.
+    125             socker refused (bad usage, image not allowed, unsafe installation, engine down),
+                    or docker itself failed to start the container. Nothing was started.
+`;
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+/** Runs socker with these arguments and returns its exit code; refusals are printed, never thrown. */
+export async function main(args: readonly string[]): Promise<number> {
+  try {
+    const invocation = parseCommandLine(args);
+    switch (invocation.command) {
+      case "help":
+        console.log(HELP);
+        return 0;
+      case "version":
+        console.log(`socker ${SOCKER_VERSION}`);
+        return 0;
+      case "images":
+        requireRoot();
+        return await imagesCommand();
+      case "run":
+        return await runCommand(invocation);
+      case "cleanup":
+        throw new SockerError("socker: cleanup is not implemented yet");
+    }
+  } catch (error) {
+    if (error instanceof SockerError) {
+      console.error(error.message);
+      return error.exitCode;
+    }
+    console.error(`socker: internal error: ${errorText(error)}`);
+    return EXIT.REFUSED;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,369 @@
+// Unit tests: every decision socker makes, called as a plain function with plain data. Fast, no root, no
+// Docker, no Slurm: `deno task test:unit`.
+import assert from "node:assert/strict";
+import {
+  callerFromSudo,
+  canonicalImage,
+  containerName,
+  dockerEnv,
+  dockerRunArgv,
+  exitCodeFor,
+  type ImageRef,
+  matchImage,
+  parseAllowlist,
+  parseCommandLine,
+  parseHttpResponse,
+  parseIdOutput,
+  parseImageRef,
+  passwdEntry,
+  pathChain,
+  printable,
+  resolveCaller,
+  type RunPlan,
+  shellQuote,
+  signalAction,
+  SockerError,
+  untrustedReason,
+} from "../socker.ts";
+
+function refusal(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof SockerError, `expected a SockerError, got ${error}`);
+    assert.equal(error.exitCode, 125);
+    assert.match(error.message, pattern);
+    assert.ok(!error.message.includes("\n"), "refusals are one line");
+    return true;
+  });
+}
+
+// ---- arguments
+
+Deno.test("run: everything after IMAGE is the container's command, options included", () => {
+  assert.deepEqual(parseCommandLine(["run", "img", "sh", "-c", "echo $HOME; exit 3"]), {
+    command: "run",
+    verbose: false,
+    image: "img",
+    argv: ["sh", "-c", "echo $HOME; exit 3"],
+  });
+  assert.deepEqual(parseCommandLine(["run", "img", "--privileged", "-v", "/:/host"]).command, "run");
+  const run = parseCommandLine(["run", "img", "--help", "-v"]);
+  assert.ok(run.command === "run" && run.verbose === false && run.argv.join(" ") === "--help -v");
+});
+
+Deno.test("verbose is accepted before and after the command", () => {
+  for (const args of [["-v", "run", "i", "c"], ["--verbose", "run", "i", "c"], ["run", "-v", "i", "c"]]) {
+    const parsed = parseCommandLine(args);
+    assert.ok(parsed.command === "run" && parsed.verbose, args.join(" "));
+  }
+  assert.deepEqual(parseCommandLine(["-v", "images"]), { command: "images", verbose: true });
+});
+
+Deno.test("help and version win wherever they stand before IMAGE", () => {
+  assert.deepEqual(parseCommandLine(["--help"]), { command: "help" });
+  assert.deepEqual(parseCommandLine(["-h", "run"]), { command: "help" });
+  assert.deepEqual(parseCommandLine(["run", "--help"]), { command: "help" });
+  assert.deepEqual(parseCommandLine(["--version"]), { command: "version" });
+});
+
+Deno.test("usage errors name the problem and how to get help", () => {
+  const cases: [string[], RegExp][] = [
+    [[], /no command given/],
+    [["--privileged", "run", "i", "c"], /unknown option '--privileged'/],
+    [["run", "--privileged", "i", "c"], /unknown option '--privileged' for 'run'/],
+    [["run", "-u", "0", "i", "c"], /unknown option '-u' for 'run'/],
+    [["run", "--user=0", "i", "c"], /unknown option '--user=0'/],
+    [["start", "i"], /unknown command 'start'/],
+    [["run"], /needs an IMAGE and a COMMAND/],
+    [["run", "img"], /needs a COMMAND to run in 'img'/],
+    [["run", "--", "-img", "c"], /IMAGE must not start with '-'/],
+    [["images", "extra"], /takes no arguments/],
+    [["cleanup"], /needs --job ID/],
+    [["cleanup", "--job", "12; rm -rf /"], /numeric Slurm job id/],
+    [["cleanup", "--job"], /numeric Slurm job id/],
+    [["cleanup", "--job=0"], /numeric Slurm job id/],
+  ];
+  for (const [args, pattern] of cases) {
+    refusal(() => parseCommandLine(args), pattern);
+    refusal(() => parseCommandLine(args), /see 'socker --help'/);
+  }
+});
+
+Deno.test("'--' ends run's options; the image after it is still checked", () => {
+  const parsed = parseCommandLine(["run", "--", "img", "--", "x"]);
+  assert.ok(parsed.command === "run" && parsed.image === "img" && parsed.argv.join(" ") === "-- x");
+});
+
+Deno.test("cleanup takes a job id", () => {
+  assert.deepEqual(parseCommandLine(["cleanup", "--job", "42"]), { command: "cleanup", verbose: false, jobId: "42" });
+  assert.deepEqual(parseCommandLine(["cleanup", "--job=7"]), { command: "cleanup", verbose: false, jobId: "7" });
+});
+
+Deno.test("printable escapes control characters and cuts long text", () => {
+  assert.equal(printable("a\nb\x1b[2J"), "a\\x0ab\\x1b[2J");
+  assert.equal(printable("x".repeat(300)).length, 203);
+});
+
+// ---- allowlist and image references
+
+function canonical(text: string): string {
+  const ref = parseImageRef(text);
+  assert.equal(typeof ref, "object", `${text}: ${ref}`);
+  return canonicalImage(ref as ImageRef);
+}
+
+Deno.test("references normalise as Docker does", () => {
+  const digest = "sha256:" + "a".repeat(64);
+  const cases: [string, string][] = [
+    ["centos", "docker.io/library/centos:latest"],
+    ["centos:latest", "docker.io/library/centos:latest"],
+    ["library/centos", "docker.io/library/centos:latest"],
+    ["docker.io/library/centos:latest", "docker.io/library/centos:latest"],
+    ["index.docker.io/library/centos", "docker.io/library/centos:latest"],
+    ["docker.io/centos:7", "docker.io/library/centos:7"],
+    ["user/app:1.0", "docker.io/user/app:1.0"],
+    ["localhost/app", "localhost/app:latest"],
+    ["localhost:5000/a/b:v2", "localhost:5000/a/b:v2"],
+    ["registry.example.org/hpc/openfoam:11", "registry.example.org/hpc/openfoam:11"],
+    [`centos@${digest}`, `docker.io/library/centos@${digest}`],
+    [`centos:7@${digest}`, `docker.io/library/centos@${digest}`],
+    ["a__b/c-d.e--f", "docker.io/a__b/c-d.e--f:latest"],
+  ];
+  for (const [input, expected] of cases) assert.equal(canonical(input), expected, input);
+});
+
+Deno.test("malformed and look-alike references are not references", () => {
+  const cases: [string, RegExp][] = [
+    ["", /empty/],
+    ["CentOS", /lowercase/],
+    ["centos ", /printable ASCII without spaces/],
+    [" centos", /printable ASCII/],
+    ["cent\u043es", /printable ASCII/], // Cyrillic o
+    ["centos\u200b", /printable ASCII/], // zero-width space
+    ["centos\t", /printable ASCII/],
+    ["centos:", /invalid tag/],
+    ["centos:-x", /invalid tag/],
+    ["centos:" + "x".repeat(129), /invalid tag/],
+    ["centos@sha256:abc", /digest/],
+    ["centos@sha256:" + "A".repeat(64), /digest/],
+    ["centos@md5:" + "a".repeat(64), /digest/],
+    ["a".repeat(64), /image id/],
+    ["-centos", /invalid repository/],
+    ["centos/", /invalid repository/],
+    ["../centos", /invalid registry|invalid repository/],
+    ["a//b", /invalid repository/],
+    ["a_-b", /invalid repository/],
+    ["x".repeat(256), /longer than/],
+    ["reg.example.org:port/x", /invalid registry|invalid tag/],
+  ];
+  for (const [input, pattern] of cases) {
+    const ref = parseImageRef(input);
+    assert.equal(typeof ref, "string", `${JSON.stringify(input)} should be refused`);
+    assert.match(ref as string, pattern, input);
+  }
+});
+
+Deno.test("a match is exact after normalisation: case, whitespace and look-alikes do not widen it", () => {
+  const digest = "sha256:" + "b".repeat(64);
+  const allowlist = parseAllowlist(`# site images\n  centos   # the default\n\nubuntu:22.04\npinned@${digest}\n`, "f");
+  const match = (text: string) => {
+    const ref = parseImageRef(text);
+    return typeof ref === "string" ? undefined : matchImage(allowlist, ref)?.line;
+  };
+  assert.equal(match("centos"), 2);
+  assert.equal(match("centos:latest"), 2);
+  assert.equal(match("docker.io/library/centos:latest"), 2);
+  assert.equal(match("centos:7"), undefined, "another tag is another image");
+  assert.equal(match("ubuntu"), undefined, "ubuntu:latest is not ubuntu:22.04");
+  assert.equal(match("ubuntu:22.04"), 4);
+  assert.equal(match("evil/centos"), undefined);
+  assert.equal(match("registry.evil.org/library/centos"), undefined);
+  assert.equal(match("Docker.io/library/centos"), undefined, "registry names are not case-folded");
+  assert.equal(match("CENTOS"), undefined);
+  assert.equal(match("centos@" + "sha256:" + "c".repeat(64)), undefined, "a digest is not its tag");
+  assert.equal(match(`pinned@${digest}`), 5);
+  assert.equal(match(`pinned:latest@${digest}`), 5);
+  assert.equal(match("pinned"), undefined, "a digest-pinned entry matches only that digest");
+  assert.equal(match("pinned@sha256:" + "c".repeat(64)), undefined);
+});
+
+Deno.test("an invalid allowlist line fails the whole file, naming file and line", () => {
+  refusal(() => parseAllowlist("centos\nCentOS\n", "/etc/socker/socker-images"), /socker-images:2: 'CentOS'/);
+  refusal(() => parseAllowlist("centos ubuntu\n", "f"), /f:1: 'centos ubuntu'/);
+  assert.deepEqual(parseAllowlist("# only comments\n\n   \n", "f"), []);
+  assert.equal(parseAllowlist("centos\r\n", "f")[0].canonical, "docker.io/library/centos:latest");
+});
+
+Deno.test("trust: file and every folder above must be root-owned and not group/other-writable", () => {
+  const ok = [
+    { path: "/etc/socker/socker-images", uid: 0, mode: 0o100644, kind: "file" as const },
+    { path: "/etc/socker", uid: 0, mode: 0o40755, kind: "dir" as const },
+    { path: "/etc", uid: 0, mode: 0o40755, kind: "dir" as const },
+    { path: "/", uid: 0, mode: 0o40755, kind: "dir" as const },
+  ];
+  assert.equal(untrustedReason(ok), undefined);
+  const variant = (index: number, change: object) => ok.map((item, i) => i === index ? { ...item, ...change } : item);
+  assert.match(untrustedReason(variant(0, { mode: 0o100666 }))!, /socker-images is writable by its group/);
+  assert.match(untrustedReason(variant(0, { mode: 0o100646 }))!, /writable by others \(mode 0646\)/);
+  assert.match(untrustedReason(variant(0, { uid: 1000 }))!, /not owned by root \(owner uid 1000\)/);
+  assert.match(untrustedReason(variant(1, { mode: 0o40777 }))!, /\/etc\/socker is writable by its group/);
+  assert.match(untrustedReason(variant(1, { mode: 0o41777 }))!, /\/etc\/socker is writable/);
+  assert.match(untrustedReason(variant(2, { uid: 5 }))!, /\/etc is not owned by root/);
+  assert.match(untrustedReason(variant(0, { kind: "dir" }))!, /not a regular file/);
+  assert.match(untrustedReason(variant(1, { kind: "other" }))!, /not a regular folder/);
+});
+
+Deno.test("pathChain lists the path and every folder above it", () => {
+  assert.deepEqual(pathChain("/etc/socker/socker-images"), ["/etc/socker/socker-images", "/etc/socker", "/etc", "/"]);
+  assert.deepEqual(pathChain("/x"), ["/x", "/"]);
+});
+
+// ---- identity
+
+Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
+  assert.deepEqual(callerFromSudo({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
+    uid: 2001,
+    gid: 2001,
+    user: "alice",
+  });
+  assert.deepEqual(callerFromSudo({}, 0), { uid: 0, gid: 0, user: "root" });
+  assert.deepEqual(callerFromSudo({ SUDO_UID: "", SUDO_GID: "", SUDO_USER: "" }, 0).uid, 0);
+  for (const uid of ["-1", "1e3", " 2001", "2001 ", "0x10", "02001", "99999999999"]) {
+    refusal(() => callerFromSudo({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
+  }
+  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
+  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
+});
+
+Deno.test("id output parses, with and without names", () => {
+  assert.deepEqual(parseIdOutput("uid=2001(alice) gid=2001(alice) groups=2001(alice),3001(proj)\n"), {
+    uid: 2001,
+    gid: 2001,
+    groups: [2001, 3001],
+  });
+  assert.deepEqual(parseIdOutput("uid=5 gid=6 groups=6,7"), { uid: 5, gid: 6, groups: [6, 7] });
+  assert.equal(parseIdOutput("id: 'x': no such user"), undefined);
+  assert.equal(parseIdOutput(""), undefined);
+});
+
+Deno.test("resolveCaller takes groups from the database and refuses root", () => {
+  const sudo = { uid: 2001, gid: 2001, user: "alice" };
+  assert.deepEqual(resolveCaller(sudo, { uid: 2001, gid: 2001, groups: [3001, 2001, 3001, 100] }), {
+    ...sudo,
+    groups: [100, 3001],
+  });
+  refusal(() => resolveCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
+  refusal(() => resolveCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
+  refusal(() => resolveCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
+  refusal(() => resolveCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
+});
+
+Deno.test("passwdEntry finds local accounts", () => {
+  const passwd = "root:x:0:0:root:/root:/bin/bash\ndockerroot:x:998:106::/nonexistent:/usr/sbin/nologin\n";
+  assert.deepEqual(passwdEntry(passwd, "dockerroot"), { uid: 998, gid: 106 });
+  assert.equal(passwdEntry(passwd, "docker"), undefined);
+  assert.equal(passwdEntry("dockerroot:x:abc:1::/:/bin/sh", "dockerroot"), undefined);
+});
+
+// ---- docker command line
+
+const plan: RunPlan = {
+  caller: { uid: 2001, gid: 2001, user: "alice", groups: [3001] },
+  image: "docker.io/library/centos:latest",
+  argv: ["sh", "-c", "echo $HOME; exit 3"],
+  containerName: "socker-2001-0011aabbccdd",
+  tty: false,
+  labels: { "socker.managed": "true", "socker.uid": "2001" },
+};
+
+Deno.test("docker argv: fixed safety options, the caller's ids, image then command last", () => {
+  const args = dockerRunArgv(plan);
+  assert.deepEqual(args.slice(0, 3), ["run", "--rm", "--interactive"]);
+  const pairs = args.join(" ");
+  for (
+    const required of [
+      "--init",
+      "--pull=never",
+      "--name socker-2001-0011aabbccdd",
+      "--user 2001:2001",
+      "--group-add 3001",
+      "--cap-drop ALL",
+      "--security-opt no-new-privileges",
+      "--label socker.managed=true",
+      "--label socker.uid=2001",
+      "--log-driver none",
+    ]
+  ) assert.ok(pairs.includes(required), required);
+  const separator = args.indexOf("--");
+  assert.deepEqual(args.slice(separator + 1), ["docker.io/library/centos:latest", "sh", "-c", "echo $HOME; exit 3"]);
+  assert.ok(!args.includes("--tty"));
+  assert.ok(dockerRunArgv({ ...plan, tty: true }).includes("--tty"));
+  assert.ok(!args.includes("--cgroup-parent"));
+  const withCgroup = dockerRunArgv({ ...plan, cgroupParent: "/slurm_n1/uid_2001/job_5/step_0" });
+  assert.equal(withCgroup[withCgroup.indexOf("--cgroup-parent") + 1], "/slurm_n1/uid_2001/job_5/step_0");
+});
+
+Deno.test("docker argv never carries dangerous options, whatever the command says", () => {
+  const hostile = { ...plan, argv: ["--privileged", "-v", "/:/host", "--user", "0", "--network=host"] };
+  const args = dockerRunArgv(hostile);
+  const options = args.slice(0, args.indexOf("--"));
+  for (const bad of ["--privileged", "-v", "--volume", "--network", "--pid", "--cap-add", "--device", "-H"]) {
+    assert.ok(!options.some((o) => o === bad || o.startsWith(`${bad}=`)), bad);
+  }
+  assert.equal(options.filter((o) => o === "--user").length, 1);
+});
+
+Deno.test("the docker CLI's environment is fixed and holds nothing of the caller's", () => {
+  const env = dockerEnv();
+  assert.deepEqual(Object.keys(env).sort(), [
+    "DOCKER_CLI_HINTS",
+    "DOCKER_CONFIG",
+    "DOCKER_HOST",
+    "HOME",
+    "LANG",
+    "PATH",
+  ]);
+  assert.equal(env.DOCKER_HOST, "unix:///var/run/docker.sock");
+  assert.equal(env.PATH, "/usr/sbin:/usr/bin:/sbin:/bin");
+  assert.ok(env.DOCKER_CONFIG.startsWith("/"));
+});
+
+Deno.test("container names are valid docker names and unique per random value", () => {
+  const name = containerName(2001, new Uint8Array([0, 1, 255, 16, 32, 48]));
+  assert.equal(name, "socker-2001-0001ff102030");
+  assert.match(name, /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/);
+});
+
+Deno.test("shellQuote shows arguments as a shell would need them", () => {
+  assert.equal(
+    shellQuote(["docker", "run", "sh", "-c", "echo $HOME; it's"]),
+    `docker run sh -c 'echo $HOME; it'\\''s'`,
+  );
+});
+
+// ---- the engine's API and supervision
+
+Deno.test("HTTP responses from the engine parse", () => {
+  assert.deepEqual(parseHttpResponse('HTTP/1.0 404 Not Found\r\nA: b\r\n\r\n{"message":"x"}'), {
+    status: 404,
+    body: '{"message":"x"}',
+  });
+  assert.equal(parseHttpResponse("garbage"), undefined);
+});
+
+Deno.test("signals: TERM/INT/HUP end the container, USR1/USR2/QUIT are passed on", () => {
+  assert.deepEqual(signalAction("SIGTERM"), { kind: "terminate", number: 15 });
+  assert.deepEqual(signalAction("SIGINT"), { kind: "terminate", number: 2 });
+  assert.deepEqual(signalAction("SIGHUP"), { kind: "terminate", number: 1 });
+  assert.deepEqual(signalAction("SIGUSR1"), { kind: "forward", number: 10 });
+  assert.deepEqual(signalAction("SIGUSR2"), { kind: "forward", number: 12 });
+  assert.deepEqual(signalAction("SIGQUIT"), { kind: "forward", number: 3 });
+  assert.equal(signalAction("SIGWINCH"), undefined);
+});
+
+Deno.test("exit codes: the container's, or 128+N after a signal", () => {
+  assert.equal(exitCodeFor({ code: 3, signal: null }, undefined), 3);
+  assert.equal(exitCodeFor({ code: 137, signal: null }, undefined), 137);
+  assert.equal(exitCodeFor({ code: 137, signal: null }, 15), 143);
+  assert.equal(exitCodeFor({ code: 0, signal: null }, 2), 130);
+  assert.equal(exitCodeFor({ code: 1, signal: "SIGKILL" }, undefined), 137);
+});
