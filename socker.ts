@@ -40,6 +40,9 @@ export const DOCKER_USER = "dockerroot";
 export const ID_PATH = "/usr/bin/id";
 
 export const ALLOWLIST_PATH = `${CONFIG_DIR}/socker-images`;
+export const SETTINGS_PATH = `${CONFIG_DIR}/socker.conf`;
+/** Where the kernel shows cgroup hierarchies (socker reads the mount table to find each controller). */
+export const CGROUP_MOUNTS = "/proc/self/mountinfo";
 
 /** Exit codes, following docker's convention. Listed in --help and README.md. */
 export const EXIT = {
@@ -328,6 +331,49 @@ export function readTrustedFile(path: string): string {
   }
 }
 
+/** The administrator's settings in socker.conf; every key has a safe default. */
+export type Settings = {
+  /** Refuse to run outside a Slurm job (for compute nodes, where every run must be accounted to a job). */
+  requireJob: boolean;
+};
+
+export const DEFAULT_SETTINGS: Settings = { requireJob: false };
+
+const BOOLEAN_WORDS: Record<string, boolean> = { yes: true, true: true, no: false, false: false };
+
+/**
+ * Parses socker.conf: `key = value` lines, `#` comments. An unknown key or a bad value makes the whole
+ * file invalid, naming file and line, so that a typo never silently weakens a policy.
+ */
+export function parseSettings(text: string, fileName: string): Settings {
+  const settings = { ...DEFAULT_SETTINGS };
+  text.split("\n").forEach((raw, index) => {
+    const content = raw.replace(/#.*$/, "").trim();
+    if (content === "") return;
+    const where = `socker: ${fileName}:${index + 1}`;
+    const match = /^([a-z_]+)\s*=\s*(.*)$/.exec(content);
+    if (!match) throw new SockerError(`${where}: expected 'key = value', got '${printable(content)}'`);
+    const [, key, value] = match;
+    if (key === "require_job") {
+      if (!(value in BOOLEAN_WORDS)) throw new SockerError(`${where}: require_job must be yes or no`);
+      settings.requireJob = BOOLEAN_WORDS[value];
+    } else {
+      throw new SockerError(`${where}: unknown setting '${printable(key)}'`);
+    }
+  });
+  return settings;
+}
+
+/** Reads socker.conf when it exists (it is optional); it must be as trusted as the allowlist. */
+function readSettings(): Settings {
+  try {
+    Deno.lstatSync(SETTINGS_PATH);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return DEFAULT_SETTINGS;
+  }
+  return parseSettings(readTrustedFile(SETTINGS_PATH), SETTINGS_PATH);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Identity: who called, from what sudo and the user database say
 
@@ -400,6 +446,124 @@ export function passwdEntry(passwd: string, name: string): { uid: number; gid: n
     }
   }
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// cgroup: which Slurm job step the caller is in, from /proc/self/cgroup (written by the kernel; the
+// caller cannot move a process into a cgroup of another job). Environment variables never count.
+
+/** The Slurm job step socker runs in, and the cgroup its container is created under. */
+export type JobCgroup = {
+  version: 1 | 2;
+  jobId: string;
+  stepId: string;
+  /** The `--cgroup-parent`: the step's cgroup, relative to each hierarchy's root. */
+  parent: string;
+};
+
+const V1_SLURM_PATH =
+  /^\/(slurm(?:_[A-Za-z0-9._-]+)?)\/uid_(\d+)\/job_(\d+)\/step_(\d+|batch|extern|interactive)(?:\/task_(\d+))?$/;
+const V2_SLURM_PATH =
+  /^((?:\/[A-Za-z0-9@:._-]+)*\/(?:[A-Za-z0-9._-]+_)?slurmstepd\.scope\/job_(\d+)\/step_(\d+|batch|extern|interactive)\/user)\/task_(\d+)$/;
+/** Anything that says "this process is in a Slurm job": if one of these shows, socker must resolve it. */
+const SLURM_HINT = /(^|\/)(slurm(_[^/]*)?|[^/]*slurmstepd\.scope|job_\d+|step_[a-z0-9]+)(\/|$)/;
+
+/**
+ * Finds the Slurm job step from the text of /proc/self/cgroup. Returns undefined outside any job. Throws
+ * (fail closed) when the process is visibly inside a Slurm cgroup that cannot be resolved safely: paths
+ * with `.` or `..`, another user's job, or controllers that disagree about the job.
+ */
+export function jobCgroup(procSelfCgroup: string, uid: number): JobCgroup | undefined {
+  const lines = procSelfCgroup.split("\n").filter((line) => line !== "");
+  const entries = lines.map((line) => {
+    const match = /^(\d+):([^:]*):(.*)$/.exec(line);
+    if (!match) throw new SockerError(`socker: cannot read /proc/self/cgroup line '${printable(line)}'`);
+    return { hierarchy: Number(match[1]), controllers: match[2], path: match[3] };
+  });
+  const hinted = entries.filter((entry) => SLURM_HINT.test(entry.path));
+  if (hinted.length === 0) return undefined;
+  const refuse = (why: string): never => {
+    throw new SockerError(`socker: cannot place the container in this Slurm job's cgroup: ${why}; refusing to run`);
+  };
+  for (const entry of hinted) {
+    if (entry.path.split("/").some((part) => part === "." || part === "..") || entry.path.includes("//")) {
+      refuse(`the path '${printable(entry.path)}' is not normalised`);
+    }
+  }
+
+  const v1 = hinted.filter((entry) => entry.hierarchy !== 0);
+  if (v1.length > 0) {
+    const steps = new Set<string>();
+    let found: JobCgroup | undefined;
+    for (const entry of v1) {
+      const match = V1_SLURM_PATH.exec(entry.path);
+      if (!match) refuse(`'${printable(entry.path)}' (${entry.controllers}) is not a Slurm step cgroup`);
+      const [, root, owner, jobId, stepId] = match!;
+      if (Number(owner) !== uid) refuse(`'${printable(entry.path)}' belongs to uid ${owner}, not to you (${uid})`);
+      const parent = `/${root}/uid_${owner}/job_${jobId}/step_${stepId}`;
+      steps.add(parent);
+      found = { version: 1, jobId, stepId, parent };
+    }
+    if (steps.size > 1) refuse(`the controllers disagree about the job step (${[...steps].join(", ")})`);
+    return found;
+  }
+  const unified = hinted.filter((entry) => entry.hierarchy === 0 && entry.controllers === "");
+  if (unified.length !== 1 || hinted.length !== 1) refuse("unexpected cgroup v2 layout");
+  const match = V2_SLURM_PATH.exec(unified[0].path);
+  if (!match) return refuse(`'${printable(unified[0].path)}' is not a Slurm task cgroup`);
+  return { version: 2, jobId: match[2], stepId: match[3], parent: match[1] };
+}
+
+/**
+ * Checks that the engine can nest containers under Slurm's cgroups: only the cgroupfs driver takes a
+ * plain cgroup path as parent, and engine and Slurm must see the same cgroup version.
+ */
+export function engineCgroupProblem(info: { CgroupDriver?: string; CgroupVersion?: string }, job: JobCgroup) {
+  if (info.CgroupDriver !== "cgroupfs") {
+    return `the Docker engine uses the '${printable(String(info.CgroupDriver))}' cgroup driver, which cannot ` +
+      'place containers in Slurm\'s cgroups; ask your administrator to set "exec-opts": ' +
+      '["native.cgroupdriver=cgroupfs"] in /etc/docker/daemon.json';
+  }
+  if (String(info.CgroupVersion ?? "1") !== String(job.version)) {
+    return `the Docker engine sees cgroup v${info.CgroupVersion} but this job is on cgroup v${job.version}`;
+  }
+  return undefined;
+}
+
+/** The cgroup hierarchies mounted on this node (v1 controllers and the v2 unified tree), from mountinfo. */
+export function cgroupMountPoints(mountinfo: string): string[] {
+  const points: string[] = [];
+  for (const line of mountinfo.split("\n")) {
+    const [before, after] = line.split(" - ");
+    if (after === undefined) continue;
+    const type = after.split(" ")[0];
+    if (type === "cgroup" || type === "cgroup2") {
+      points.push(before.split(" ")[4].replace(/\\(\d{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8))));
+    }
+  }
+  return points;
+}
+
+/**
+ * Lists, deepest first, the folders a finished job may have left in one hierarchy: Slurm's own job folder
+ * and the parents Docker created for containers (also in controllers Slurm does not manage). v1 jobs sit
+ * in `<root>/slurm[_<node>]/uid_<uid>/job_<id>`, v2 jobs in `<root>/system.slice/[<node>_]slurmstepd.scope/
+ * job_<id>`. `listDirs` returns a folder's sub-folders, or nothing when it does not exist.
+ */
+export function jobFolders(root: string, jobId: string, listDirs: (path: string) => string[]): string[] {
+  const below = (path: string): string[] =>
+    listDirs(path).flatMap((name) => [...below(`${path}/${name}`), `${path}/${name}`]);
+  const jobs: string[] = [];
+  for (const top of listDirs(root).filter((name) => /^slurm(_.+)?$/.test(name))) {
+    for (const user of listDirs(`${root}/${top}`).filter((name) => /^uid_\d+$/.test(name))) {
+      jobs.push(`${root}/${top}/${user}`);
+    }
+  }
+  for (const scope of listDirs(`${root}/system.slice`).filter((name) => /slurmstepd\.scope$/.test(name))) {
+    jobs.push(`${root}/system.slice/${scope}`);
+  }
+  return jobs.filter((parent) => listDirs(parent).includes(`job_${jobId}`))
+    .flatMap((parent) => [...below(`${parent}/job_${jobId}`), `${parent}/job_${jobId}`]);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -679,8 +843,18 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
     );
   }
 
+  const settings = readSettings();
   const caller = resolveCaller(sudo, await userDatabase(sudo.user));
   const dockerUser = dockerAccount();
+  const job = jobCgroup(Deno.readTextFileSync("/proc/self/cgroup"), caller.uid);
+  if (job === undefined && settings.requireJob) {
+    throw new SockerError("socker: this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
+  }
+  if (job !== undefined) {
+    const { status, body } = await dockerApi("GET", "/info");
+    const problem = status === 200 ? engineCgroupProblem(JSON.parse(body), job) : `engine answered ${status}`;
+    if (problem !== undefined) throw new SockerError(`socker: cannot run inside this Slurm job: ${problem}`);
+  }
   if (!(await imagePresent(entry.canonical))) {
     throw new SockerError(
       `socker: image '${entry.text}' is allowed but not present on node ${hostName()}; ` +
@@ -700,7 +874,9 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
       "socker.uid": String(caller.uid),
       "socker.user": caller.user,
       "socker.node": hostName(),
+      ...(job !== undefined ? { "socker.job": job.jobId, "socker.step": job.stepId } : {}),
     },
+    cgroupParent: job?.parent,
   };
   const args = dockerRunArgv(plan);
   if (invocation.verbose) console.error(`socker: ${shellQuote([DOCKER_PATH, ...args])}`);
@@ -717,6 +893,59 @@ async function imagesCommand(): Promise<number> {
   for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
   if (allowlist.length === 0) console.error(`socker: no images are allowed yet (${ALLOWLIST_PATH} lists none)`);
   return 0;
+}
+
+/**
+ * Removes every container of a finished Slurm job, found both by label and by the cgroup folders under
+ * the job (which do not depend on labels), then every folder of the job in every cgroup hierarchy.
+ * For Slurm's Epilog and root only: a user could otherwise end another user's job.
+ */
+async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> {
+  const caller = callerFromSudo(
+    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
+    Deno.uid() ?? -1,
+  );
+  if (caller.uid !== 0 || Deno.uid() !== 0) {
+    throw new SockerError("socker: 'cleanup' is for root and Slurm's Epilog only");
+  }
+  const listDirs = (path: string): string[] => {
+    try {
+      return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
+    } catch {
+      return [];
+    }
+  };
+  const mounts = cgroupMountPoints(Deno.readTextFileSync(CGROUP_MOUNTS));
+  const folders = () => mounts.flatMap((mount) => jobFolders(mount, jobId, listDirs));
+  const ids = new Set(
+    folders().map((path) => path.slice(path.lastIndexOf("/") + 1)).filter((name) => /^[0-9a-f]{64}$/.test(name)),
+  );
+  const filter = encodeURIComponent(JSON.stringify({ label: [`socker.job=${jobId}`] }));
+  const listed = await dockerApi("GET", `/containers/json?all=1&filters=${filter}`);
+  if (listed.status === 200) { for (const container of JSON.parse(listed.body)) ids.add(container.Id); }
+
+  let failures = 0;
+  await Promise.all([...ids].map(async (id) => {
+    await dockerApi("DELETE", `/containers/${id}?force=true`).catch(() => undefined);
+    const gone = await ensureContainerGone(id, 10_000);
+    if (!gone) failures++;
+    if (verbose || !gone) {
+      console.error(`socker: job ${jobId}: container ${id.slice(0, 12)} ${gone ? "removed" : "NOT removed"}`);
+    }
+  }));
+  for (const folder of folders()) {
+    try {
+      Deno.removeSync(folder);
+      if (verbose) console.error(`socker: job ${jobId}: removed ${folder}`);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        failures++;
+        console.error(`socker: job ${jobId}: cannot remove ${folder}: ${errorText(error)}`);
+      }
+    }
+  }
+  console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
+  return failures === 0 ? 0 : 1;
 }
 
 /** Asks the user database (through NSS) for the caller's groups. */
@@ -828,7 +1057,7 @@ export async function main(args: readonly string[]): Promise<number> {
       case "run":
         return await runCommand(invocation);
       case "cleanup":
-        throw new SockerError("socker: cleanup is not implemented yet");
+        return await cleanupCommand(invocation.jobId, invocation.verbose);
     }
   } catch (error) {
     if (error instanceof SockerError) {

@@ -4,17 +4,22 @@ import assert from "node:assert/strict";
 import {
   callerFromSudo,
   canonicalImage,
+  cgroupMountPoints,
   containerName,
   dockerEnv,
   dockerRunArgv,
+  engineCgroupProblem,
   exitCodeFor,
   type ImageRef,
+  jobCgroup,
+  jobFolders,
   matchImage,
   parseAllowlist,
   parseCommandLine,
   parseHttpResponse,
   parseIdOutput,
   parseImageRef,
+  parseSettings,
   passwdEntry,
   pathChain,
   printable,
@@ -366,4 +371,111 @@ Deno.test("exit codes: the container's, or 128+N after a signal", () => {
   assert.equal(exitCodeFor({ code: 137, signal: null }, 15), 143);
   assert.equal(exitCodeFor({ code: 0, signal: null }, 2), 130);
   assert.equal(exitCodeFor({ code: 1, signal: "SIGKILL" }, undefined), 137);
+});
+
+// ---- cgroup: fixture copies of /proc/self/cgroup from real Slurm jobs, and hostile ones
+
+const fixture = (name: string) => Deno.readTextFileSync(new URL(`./fixtures/proc/${name}`, import.meta.url));
+
+Deno.test("cgroup v1: srun and batch steps resolve to the step's folder, whatever the root is called", () => {
+  assert.deepEqual(jobCgroup(fixture("v1-srun-step.cgroup"), 2001), {
+    version: 1,
+    jobId: "1",
+    stepId: "0",
+    parent: "/slurm_vm/uid_2001/job_1/step_0",
+  });
+  assert.deepEqual(jobCgroup(fixture("v1-batch-step.cgroup"), 2001)?.parent, "/slurm_vm/uid_2001/job_1/step_batch");
+  assert.deepEqual(jobCgroup(fixture("v1-plain-root-systemd.cgroup"), 2001), {
+    version: 1,
+    jobId: "77",
+    stepId: "extern",
+    parent: "/slurm/uid_2001/job_77/step_extern",
+  });
+});
+
+Deno.test("cgroup v2: the step's user folder, also with several slurmd per host", () => {
+  assert.deepEqual(jobCgroup(fixture("v2-batch.cgroup"), 2001), {
+    version: 2,
+    jobId: "2",
+    stepId: "batch",
+    parent: "/system.slice/slurmstepd.scope/job_2/step_batch/user",
+  });
+  assert.deepEqual(
+    jobCgroup(fixture("v2-multi-slurmd.cgroup"), 2001)?.parent,
+    "/system.slice/n2_slurmstepd.scope/job_9/step_3/user",
+  );
+});
+
+Deno.test("outside a job there is no cgroup parent", () => {
+  assert.equal(jobCgroup(fixture("v1-outside-job.cgroup"), 2001), undefined);
+  assert.equal(jobCgroup(fixture("v2-outside-job.cgroup"), 2001), undefined);
+});
+
+Deno.test("hostile cgroup paths fail closed, naming why", () => {
+  const cases: [string, RegExp][] = [
+    ["hostile-dotdot.cgroup", /not normalised/],
+    ["hostile-other-user.cgroup", /belongs to uid 2002, not to you \(2001\)/],
+    ["hostile-disagree.cgroup", /controllers disagree/],
+    ["hostile-job-without-step.cgroup", /is not a Slurm step cgroup/],
+    ["hostile-v2-dotdot.cgroup", /not normalised/],
+    ["hostile-v2-stepd.cgroup", /is not a Slurm task cgroup/],
+    ["hostile-garbage.cgroup", /cannot read \/proc\/self\/cgroup/],
+  ];
+  for (const [name, pattern] of cases) {
+    refusal(() => jobCgroup(fixture(name), 2001), pattern);
+    refusal(() => jobCgroup(fixture(name), 2001), /refusing|cannot read/);
+  }
+});
+
+Deno.test("the engine must use the cgroupfs driver and the job's cgroup version", () => {
+  const job = jobCgroup(fixture("v1-srun-step.cgroup"), 2001)!;
+  assert.equal(engineCgroupProblem({ CgroupDriver: "cgroupfs", CgroupVersion: "1" }, job), undefined);
+  assert.match(
+    engineCgroupProblem({ CgroupDriver: "systemd", CgroupVersion: "1" }, job)!,
+    /native\.cgroupdriver=cgroupfs/,
+  );
+  assert.match(engineCgroupProblem({ CgroupDriver: "cgroupfs", CgroupVersion: "2" }, job)!, /cgroup v2 but this job/);
+});
+
+Deno.test("cgroup mount points come from mountinfo", () => {
+  assert.deepEqual(cgroupMountPoints(fixture("v1-mountinfo")), [
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpuacct",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/systemd",
+    "/sys/fs/cgroup/unified",
+  ]);
+});
+
+Deno.test("a finished job's folders are listed deepest first, in v1 and v2 layouts, and only that job's", () => {
+  const tree: Record<string, string[]> = {
+    "/cg": ["slurm_n1", "slurm_n2", "system.slice", "docker"],
+    "/cg/slurm_n1": ["uid_2001"],
+    "/cg/slurm_n1/uid_2001": ["job_5", "job_6"],
+    "/cg/slurm_n1/uid_2001/job_5": ["step_0"],
+    "/cg/slurm_n1/uid_2001/job_5/step_0": ["a".repeat(64)],
+    "/cg/slurm_n2": ["uid_2001"],
+    "/cg/slurm_n2/uid_2001": ["job_5"],
+    "/cg/system.slice": ["slurmstepd.scope"],
+    "/cg/system.slice/slurmstepd.scope": ["job_5", "job_50"],
+    "/cg/docker": ["job_5"],
+  };
+  assert.deepEqual(jobFolders("/cg", "5", (path) => tree[path] ?? []), [
+    `/cg/slurm_n1/uid_2001/job_5/step_0/${"a".repeat(64)}`,
+    "/cg/slurm_n1/uid_2001/job_5/step_0",
+    "/cg/slurm_n1/uid_2001/job_5",
+    "/cg/slurm_n2/uid_2001/job_5",
+    "/cg/system.slice/slurmstepd.scope/job_5",
+  ]);
+});
+
+// ---- settings
+
+Deno.test("socker.conf: known keys only, yes/no values, errors name file and line", () => {
+  assert.deepEqual(parseSettings("# comment\n\nrequire_job = yes\n", "f"), { requireJob: true });
+  assert.deepEqual(parseSettings("require_job=no", "f"), { requireJob: false });
+  assert.deepEqual(parseSettings("", "f"), { requireJob: false });
+  refusal(() => parseSettings("require_jobs = yes", "/etc/socker/socker.conf"), /socker\.conf:1: unknown setting/);
+  refusal(() => parseSettings("\nrequire_job = maybe", "f"), /f:2: require_job must be yes or no/);
+  refusal(() => parseSettings("require_job", "f"), /expected 'key = value'/);
 });

@@ -1,0 +1,139 @@
+// Shared helpers for the integration tests: they drive the installed socker exactly as a user would, as
+// real users (alice, bob; created by tests/setup.sh) through the real launcher and sudo, on the real Docker
+// engine. Nothing here stands in for socker, sudo or docker.
+import assert from "node:assert/strict";
+
+export const SOCKER = "/usr/local/bin/socker";
+export const PRIVILEGED_SOCKER = "/usr/local/libexec/socker/socker";
+export const DOCKER = "/usr/bin/docker";
+export const ALLOWLIST = "/etc/socker/socker-images";
+export const IMAGE = "socker-test/busybox:1";
+export const ABSENT_IMAGE = "socker-test/absent:1";
+
+export type Result = { code: number; stdout: string; stderr: string; stdoutBytes: Uint8Array };
+
+const decoder = new TextDecoder();
+
+/** Runs a command and collects its output. */
+export async function sh(
+  cmd: string,
+  args: string[],
+  options: { stdin?: string; env?: Record<string, string>; cwd?: string } = {},
+): Promise<Result> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    clearEnv: options.env !== undefined,
+    env: options.env,
+    cwd: options.cwd,
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const output = await child.output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+    stdoutBytes: output.stdout,
+  };
+}
+
+/** The environment a user's login shell would have. */
+export function userEnv(user: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: "/usr/local/bin:/usr/bin:/bin",
+    HOME: `/home/${user}`,
+    USER: user,
+    LOGNAME: user,
+    LANG: "C.UTF-8",
+    ...extra,
+  };
+}
+
+/** The argument vector that runs `cmd` as `user` with the user's own groups and a chosen environment. */
+export function asUserArgv(user: string, env: Record<string, string>, cmd: string[]): string[] {
+  return [
+    "--reuid",
+    user,
+    "--regid",
+    user,
+    "--init-groups",
+    "--",
+    "/usr/bin/env",
+    "-i",
+    ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    ...cmd,
+  ];
+}
+
+/** Runs `socker ARGS` as `user` through the installed launcher. */
+export function socker(
+  user: string,
+  args: string[],
+  options: { stdin?: string; env?: Record<string, string>; cwd?: string } = {},
+): Promise<Result> {
+  const env = userEnv(user, options.env);
+  return sh("/usr/bin/setpriv", asUserArgv(user, env, [SOCKER, ...args]), {
+    stdin: options.stdin,
+    cwd: options.cwd ?? `/home/${user}`,
+  });
+}
+
+/** Starts `socker ARGS` as `user` in the background; the returned pid is the launcher's, which became sudo. */
+export function spawnSocker(user: string, args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
+  return new Deno.Command("/usr/bin/setpriv", {
+    args: asUserArgv(user, userEnv(user, env), [SOCKER, ...args]),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    cwd: `/home/${user}`,
+  }).spawn();
+}
+
+/** Names of all containers socker made (running or not). */
+export async function sockerContainers(filter = "label=socker.managed=true"): Promise<string[]> {
+  const result = await sh(DOCKER, ["ps", "-a", "--filter", filter, "--format", "{{.Names}}"]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout.split("\n").filter((line) => line !== "");
+}
+
+/** Waits until `probe` is true or the timeout passes; returns the time it took in ms, or -1. */
+export async function waitFor(probe: () => Promise<boolean>, timeoutMs: number, stepMs = 25): Promise<number> {
+  const start = performance.now();
+  while (performance.now() - start < timeoutMs) {
+    if (await probe()) return performance.now() - start;
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+  return -1;
+}
+
+/** Replaces the allowlist for a test and gives a function that restores it exactly. */
+export function withAllowlist(content: string): () => void {
+  const original = Deno.readTextFileSync(ALLOWLIST);
+  const info = Deno.statSync(ALLOWLIST);
+  Deno.writeTextFileSync(ALLOWLIST, content);
+  return () => {
+    Deno.writeTextFileSync(ALLOWLIST, original);
+    Deno.chmodSync(ALLOWLIST, info.mode! & 0o7777);
+    Deno.chownSync(ALLOWLIST, info.uid, info.gid);
+  };
+}
+
+/** Asserts that a refusal looks right: exit 125, one line, naming what it should. */
+export function assertRefused(result: Result, pattern: RegExp): void {
+  assert.equal(result.code, 125, `expected 125, got ${result.code}; stderr: ${result.stderr}`);
+  assert.match(result.stderr, pattern);
+  assert.equal(result.stderr.trimEnd().split("\n").length, 1, `one line: ${result.stderr}`);
+  assert.equal(result.stdout, "");
+}
+
+/** The allowlist the integration tests run with. */
+export const TEST_ALLOWLIST = `# written by socker's integration tests
+${IMAGE}
+${ABSENT_IMAGE}
+`;
