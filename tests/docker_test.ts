@@ -13,13 +13,11 @@ import {
   socker,
   sockerContainers,
   spawnSocker,
-  TEST_ALLOWLIST,
   waitFor,
   withAllowlist,
 } from "./helpers.ts";
 
-const restoreAllowlist = withAllowlist(TEST_ALLOWLIST);
-globalThis.addEventListener("unload", restoreAllowlist);
+// tests/run.sh installs the test allowlist (helpers.ts TEST_ALLOWLIST) for the run and restores it after.
 
 /** Asserts that no socker container is left on the engine. */
 async function assertNoContainers(): Promise<void> {

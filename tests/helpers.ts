@@ -10,7 +10,7 @@ export const ALLOWLIST = "/etc/socker/socker-images";
 export const IMAGE = "socker-test/busybox:1";
 export const ABSENT_IMAGE = "socker-test/absent:1";
 
-export type Result = { code: number; stdout: string; stderr: string; stdoutBytes: Uint8Array };
+export type Result = { code: number; stdout: string; stderr: string; stdoutBytes: Uint8Array<ArrayBuffer> };
 
 const decoder = new TextDecoder();
 

@@ -1,0 +1,916 @@
+#!/usr/bin/env bash
+# install.sh: installs (or, with --uninstall, removes) socker on one node.
+#
+# socker lets the users of a Slurm cluster run administrator-allowlisted Docker images
+# as themselves, without the docker group. The privilege comes from sudo:
+#   $PREFIX/bin/socker               user launcher (sh), execs `sudo -n` on the entry point
+#   $PREFIX/libexec/socker/socker    privileged entry point, run as root by sudo: a binary
+#                                    made by `deno compile`, or an sh wrapper that starts the
+#                                    pinned Deno with `env -i` and fixed permission flags
+#   $PREFIX/lib/socker/              socker.ts (install-time constants rewritten), the pinned
+#                                    deno binary, its DENO_DIR and the docker CLI's DOCKER_CONFIG
+#   $SYSCONFDIR/socker/socker-images the image allowlist (installed once, never overwritten)
+#   /etc/sudoers.d/socker            lets every user run exactly the entry point as root
+# Nothing is ever installed set-uid or set-gid (see --setuid). Run `install.sh --help`.
+set -euo pipefail
+umask 022
+export LC_ALL=C
+
+readonly DENO_VERSION=2.9.6            # pinned: installed with npm when no deno is found
+readonly COMPILE_TIMEOUT=60            # seconds for `deno compile`: it hangs on a proxy that never answers
+readonly SUDOERS_FILE=/etc/sudoers.d/socker
+readonly SUDOERS_DIR=/etc/sudoers.d
+SELF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+readonly SELF_DIR
+readonly SOURCE_TS="$SELF_DIR/socker.ts"
+readonly SOURCE_IMAGES="$SELF_DIR/socker-images.example"
+readonly DEMO_IMAGE=socker-demo:latest
+
+PREFIX=/usr/local
+SYSCONFDIR=/etc
+DOCKER=/usr/bin/docker
+DENO_SRC=""
+DENORT=""
+DO_EPILOG=0
+DO_DEMO=0
+DRY_RUN=0
+UNINSTALL=0
+TEMP_PATHS=()
+SCRATCH=""
+SCRATCH_N=0
+NEW_TEMP=""
+PLANNED_DIRS="" # folders that --dry-run would have created
+CONTENT_FILE=""
+
+# ---------------------------------------------------------------- messages
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+usage_error() { printf 'install.sh: %s (see install.sh --help)\n' "$*" >&2; exit 2; }
+
+usage() {
+	cat <<EOF
+Usage: install.sh [OPTIONS]
+
+Installs socker on this node (run it on every node, as root). Idempotent: a second run
+changes nothing and says "unchanged". Nothing is installed set-uid or set-gid.
+
+Options:
+  --prefix DIR       installation prefix (default: /usr/local)
+  --sysconfdir DIR   configuration root (default: /etc); the allowlist is DIR/socker/socker-images
+  --docker PATH      docker CLI socker runs (default: /usr/bin/docker); must be an existing,
+                     root-owned executable not writable by group or others
+  --deno PATH        deno binary to copy as socker's pinned runtime (default: the deno on PATH;
+                     if there is none: npm install -g deno@$DENO_VERSION)
+  --denort PATH      denort base binary for \`deno compile\` on air-gapped clusters (matching the
+                     deno version); passed to deno compile as DENORT_BIN
+  --epilog           also install the Slurm Epilog hook that removes a finished job's containers
+  --demo             quick start: make sure a docker engine runs (apt-get install docker.io if
+                     needed), build the local image $DEMO_IMAGE from busybox, allow it, and run
+                     it through socker as an unprivileged user (\$SUDO_USER or nobody)
+  --dry-run          print every action, change nothing (works without root)
+  --uninstall        remove what install.sh installed; keeps SYSCONFDIR/socker, the dockerroot
+                     user and the docker group
+  --setuid, --setgid refused: socker is never installed set-id (the reason is printed)
+  -h, --help         show this help
+
+Installed (default paths):
+  /usr/local/bin/socker                    user launcher: exec /usr/bin/sudo -n -- <entry point>
+  /usr/local/libexec/socker/socker         privileged entry point (compiled binary, or an sh
+                                           wrapper running the pinned deno with env -i)
+  /usr/local/libexec/socker/slurm-epilog   Slurm Epilog hook (only with --epilog)
+  /usr/local/lib/socker/socker.ts          socker, with its install-time constants set
+  /usr/local/lib/socker/deno               pinned private copy of deno
+  /usr/local/lib/socker/deno-dir/          DENO_DIR of the privileged side (filled at install)
+  /usr/local/lib/socker/docker-config/     empty DOCKER_CONFIG for the docker CLI
+  /etc/socker/socker-images                image allowlist (from socker-images.example, only if absent)
+  /etc/sudoers.d/socker                    sudo rule: every user may run the entry point as root
+Also creates the group 'docker' and the system user 'dockerroot' (primary group docker) if missing.
+EOF
+}
+
+refuse_setid() {
+	cat >&2 <<'EOF'
+install.sh: refused: socker is never installed set-uid or set-gid.
+A Deno runtime honours environment variables (e.g. DENO_INTERNAL_CHILD_ENTRYPOINT with NODE_CHANNEL_FD)
+and a V8 code cache in /tmp, so a set-id socker would run any caller's own code with its privileges;
+the launcher goes through sudo instead, which resets the environment before any runtime code starts.
+EOF
+	exit 2
+}
+
+# ---------------------------------------------------------------- helpers
+
+dry() { [ "$DRY_RUN" -eq 1 ]; }
+
+# run CMD...: prints the command in --dry-run, executes it otherwise.
+run() {
+	if dry; then
+		printf 'would run:'
+		printf ' %q' "$@"
+		printf '\n'
+	else
+		"$@"
+	fi
+}
+
+cleanup_temps() {
+	local p
+	for p in "${TEMP_PATHS[@]+"${TEMP_PATHS[@]}"}"; do
+		rm -rf -- "$p" 2>/dev/null || true
+	done
+}
+trap cleanup_temps EXIT
+
+# make_scratch: a private folder (0700) for generated content, removed at exit.
+make_scratch() {
+	SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/socker-install.XXXXXX")
+	TEMP_PATHS+=("$SCRATCH")
+}
+
+# new_temp DIR NAME [-d]: sets NEW_TEMP to a new temp file (or folder) in DIR, removed at exit
+# unless moved into place. (No command substitution: its subshell would lose TEMP_PATHS.)
+new_temp() {
+	if [ "${3-}" = -d ]; then
+		NEW_TEMP=$(mktemp -d "$1/.$2.XXXXXX")
+	else
+		NEW_TEMP=$(mktemp "$1/.$2.XXXXXX")
+	fi
+	TEMP_PATHS+=("$NEW_TEMP")
+}
+
+# check_path NAME VALUE: an absolute path without quotes, backslashes, blanks, newlines or '..'.
+# The character set is what sudoers, sh and deno's comma-separated permission lists take literally.
+check_path() {
+	local name=$1 value=$2
+	[[ "$value" == /* ]] || usage_error "$name must be an absolute path: $value"
+	[[ "$value" =~ ^[A-Za-z0-9._/+-]+$ ]] ||
+		usage_error "$name may only contain letters, digits and . _ / + - : $value"
+	[[ "/$value/" != */../* && "/$value/" != */./* ]] || usage_error "$name must not contain '.' or '..' components: $value"
+}
+
+strip_slash() {
+	local p=$1
+	while [ "${#p}" -gt 1 ] && [ "${p%/}" != "$p" ]; do p=${p%/}; done
+	printf '%s\n' "$p"
+}
+
+# mode_owner PATH: "user:group octal-mode" of PATH itself (not following symlinks), e.g. "root:root 755".
+mode_owner() { stat -c '%U:%G %a' -- "$1"; }
+
+# root_mode MODE: what mode_owner prints for a root:root file of MODE (0755 -> "root:root 755").
+root_mode() { printf 'root:root %o\n' "$((8#$1))"; }
+
+# check_ancestors PATH: every existing folder from / down to PATH must be root-owned and not
+# writable by group or others, else whoever can write there could swap what root runs.
+check_ancestors() {
+	local p=$1 cur="" part info
+	local -a parts
+	IFS=/ read -r -a parts <<<"${p#/}"
+	for part in / "${parts[@]}"; do
+		if [ "$part" = / ]; then cur=/; else cur="${cur%/}/$part"; fi
+		[ -e "$cur" ] || break
+		if [ -L "$cur" ]; then
+			die "$cur is a symlink; install socker under real folders (use --prefix / --sysconfdir)"
+		fi
+		info=$(stat -c '%U %A' -- "$cur")
+		if [[ "${info%% *}" != root || "${info#* }" =~ ^.....w || "${info#* }" =~ ^........w ]]; then
+			die "$cur is '$info' (must be root-owned and not writable by group or others): fix it or choose another --prefix/--sysconfdir"
+		fi
+	done
+}
+
+# ensure_parent DIR: creates a missing folder (root, 0755) but never changes an existing one.
+ensure_parent() {
+	local d=$1
+	if [ -d "$d" ] || [[ " $PLANNED_DIRS " == *" $d "* ]]; then return 0; fi
+	run mkdir -p -- "$d"
+	if dry; then PLANNED_DIRS+=" $d"; else say "created $d"; fi
+}
+
+# ensure_dir DIR MODE: a folder that socker owns: root:root MODE.
+ensure_dir() {
+	local d=$1 mode=$2
+	if [ -L "$d" ] || { [ -e "$d" ] && [ ! -d "$d" ]; }; then
+		die "$d exists and is not a folder; remove it first"
+	fi
+	if [ -d "$d" ]; then
+		if [ "$(mode_owner "$d")" = "$(root_mode "$mode")" ]; then
+			say "unchanged $d/"
+			return 0
+		fi
+		run chown root:root -- "$d"
+		# An octal mode leaves a folder's set-id bits alone in GNU chmod: clear them explicitly.
+		run chmod "$mode" -- "$d"
+		run chmod ug-s -- "$d"
+		dry || say "fixed owner/mode of $d/"
+		return 0
+	fi
+	ensure_parent "$(dirname "$d")"
+	run install -d -o root -g root -m "$mode" -- "$d"
+	if dry; then PLANNED_DIRS+=" $d"; else say "installed $d/"; fi
+}
+
+# same_file SRC DEST MODE: DEST exists with SRC's content, root:root and MODE.
+same_file() {
+	[ -f "$2" ] && [ ! -L "$2" ] && [ -r "$2" ] && cmp -s -- "$1" "$2" &&
+		[ "$(mode_owner "$2")" = "$(root_mode "$3")" ]
+}
+
+# install_file SRC DEST MODE: installs SRC as DEST atomically (temp file beside DEST, then mv).
+install_file() {
+	local src=$1 dest=$2 mode=$3 tmp
+	if [ -L "$dest" ] || { [ -e "$dest" ] && [ ! -f "$dest" ]; }; then
+		die "$dest exists and is not a regular file; remove it first"
+	fi
+	if same_file "$src" "$dest" "$mode"; then
+		say "unchanged $dest"
+		return 0
+	fi
+	if dry; then
+		say "would install $dest (root:root $mode)"
+		return 0
+	fi
+	new_temp "$(dirname "$dest")" "$(basename "$dest")"
+	tmp=$NEW_TEMP
+	install -o root -g root -m "$mode" -- "$src" "$tmp"
+	mv -f -- "$tmp" "$dest"
+	say "installed $dest"
+}
+
+# content_file TEXT: sets CONTENT_FILE to a new scratch file holding TEXT and a newline.
+content_file() {
+	SCRATCH_N=$((SCRATCH_N + 1))
+	CONTENT_FILE=$SCRATCH/content.$SCRATCH_N
+	printf '%s\n' "$1" >"$CONTENT_FILE"
+}
+
+install_text() {
+	content_file "$1"
+	install_file "$CONTENT_FILE" "$2" "$3"
+}
+
+is_elf() { [ "$(head -c 4 -- "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
+
+# ---------------------------------------------------------------- options
+
+parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--prefix | --sysconfdir | --docker | --deno | --denort)
+			[ $# -ge 2 ] || usage_error "$1 needs a value"
+			case $1 in
+			--prefix) PREFIX=$2 ;;
+			--sysconfdir) SYSCONFDIR=$2 ;;
+			--docker) DOCKER=$2 ;;
+			--deno) DENO_SRC=$2 ;;
+			--denort) DENORT=$2 ;;
+			esac
+			shift 2
+			;;
+		--prefix=* | --sysconfdir=* | --docker=* | --deno=* | --denort=*)
+			local name=${1%%=*} value=${1#*=}
+			set -- "$name" "$value" "${@:2}"
+			;;
+		--epilog) DO_EPILOG=1; shift ;;
+		--demo) DO_DEMO=1; shift ;;
+		--dry-run) DRY_RUN=1; shift ;;
+		--uninstall) UNINSTALL=1; shift ;;
+		--setuid | --setgid) refuse_setid ;;
+		-h | --help) usage; exit 0 ;;
+		*) usage_error "unknown option: $1" ;;
+		esac
+	done
+	PREFIX=$(strip_slash "$PREFIX")
+	SYSCONFDIR=$(strip_slash "$SYSCONFDIR")
+	check_path --prefix "$PREFIX"
+	check_path --sysconfdir "$SYSCONFDIR"
+	if [ "$PREFIX" = / ] || [ "$SYSCONFDIR" = / ]; then usage_error "--prefix and --sysconfdir cannot be /"; fi
+	check_path --docker "$DOCKER"
+	if [ -n "$DENO_SRC" ]; then check_path --deno "$DENO_SRC"; fi
+	if [ -n "$DENORT" ]; then check_path --denort "$DENORT"; fi
+	if [ "$UNINSTALL" -eq 1 ] && [ $((DO_EPILOG + DO_DEMO)) -gt 0 ]; then
+		usage_error "--uninstall cannot be combined with --epilog or --demo"
+	fi
+	if [ "$(id -u)" -ne 0 ] && ! dry; then
+		die "must run as root (only --help and --dry-run work without root)"
+	fi
+	BIN_DIR=$PREFIX/bin
+	LAUNCHER=$PREFIX/bin/socker
+	LIBEXEC=$PREFIX/libexec/socker
+	ENTRY=$LIBEXEC/socker
+	EPILOG_HOOK=$LIBEXEC/slurm-epilog
+	LIB=$PREFIX/lib/socker
+	CONF_DIR=$SYSCONFDIR/socker
+	ALLOWLIST=$CONF_DIR/socker-images
+	DOCKER_CONFIG_DIR=$LIB/docker-config
+	# Deno permissions of the privileged side: used for deno compile and for the wrapper alike.
+	# Deno 2.9 opens no path under /proc or /sys (socker reads /proc/self/cgroup and
+	# /proc/sys/kernel/hostname, and manages /sys/fs/cgroup) to anything but a plain --allow-all
+	# without any --deny-* flag: "Requires all access", whatever --allow-read/--allow-write say.
+	# So socker.ts as it is runs only with --allow-all. The fine-grained set, for a socker that
+	# leaves /proc and /sys alone (Deno.connect to the engine also needs --allow-net=unix:PATH):
+	#   --allow-read --allow-write=/var/run/docker.sock,/run/docker.sock
+	#   --allow-net=unix:/var/run/docker.sock,unix:/run/docker.sock
+	#   --allow-run=$DOCKER,/usr/bin/id,/usr/bin/setpriv
+	#   --allow-env=SUDO_UID,SUDO_GID,SUDO_USER --allow-sys=hostname,uid
+	# Deno's sandbox is defence in depth only: callers are kept out by sudo's environment reset,
+	# env -i, root-owned code and DENO_DIR, and --no-config --no-remote --no-npm --cached-only.
+	PERM_FLAGS=(--allow-all)
+	local f
+	for f in "${PERM_FLAGS[@]}"; do
+		[[ "$f" =~ ^[A-Za-z0-9._/+,=-]+$ ]] || die "unexpected character in deno flag: $f"
+	done
+	if dry; then say "dry run: nothing will be changed"; fi
+}
+
+# ---------------------------------------------------------------- checks
+
+# check_trusted_file OPTION PATH: an executable file, root-owned, not writable by group or others.
+check_trusted_file() {
+	local option=$1 path=$2 info
+	if [ ! -f "$path" ] || [ ! -x "$path" ]; then die "$option $path: no such executable file"; fi
+	info=$(stat -L -c '%U %A' -- "$path")
+	if [[ "${info%% *}" != root || "${info#* }" =~ ^.....w || "${info#* }" =~ ^........w ]]; then
+		die "$option $path is '$info': it must be root-owned and not writable by group or others"
+	fi
+}
+
+check_docker() {
+	check_trusted_file --docker "$DOCKER"
+	local tool
+	for tool in /usr/bin/id /usr/bin/setpriv; do
+		[ -x "$tool" ] || warn "$tool is missing: socker runs it (util-linux / coreutils)"
+	done
+}
+
+check_sudo() {
+	SUDO=$(command -v sudo || true)
+	[ -n "$SUDO" ] || die "sudo is not installed (apt-get install sudo)"
+	SUDO=$(readlink -f -- "$SUDO")
+	command -v visudo >/dev/null || die "visudo is missing (it comes with sudo)"
+	if [ -r /etc/sudoers ] && ! grep -Eqs '^[@#]includedir[[:space:]]+/etc/sudoers\.d/?[[:space:]]*$' /etc/sudoers; then
+		warn "/etc/sudoers has no '@includedir /etc/sudoers.d': $SUDOERS_FILE will have no effect"
+	fi
+}
+
+check_source() {
+	if [ ! -f "$SOURCE_TS" ]; then
+		dry || die "$SOURCE_TS not found (install.sh installs the socker.ts beside it)"
+		warn "$SOURCE_TS not found: a real run would fail here"
+		return 0
+	fi
+	local name
+	for name in CONFIG_DIR DOCKER_PATH DOCKER_CONFIG_DIR SOCKER_VERSION; do
+		local n
+		n=$(grep -c -E "^export const $name = \"[^\"]*\"; // install\\.sh\$" "$SOURCE_TS" || true)
+		[ "$n" -eq 1 ] || die "$SOURCE_TS must contain exactly one line 'export const $name = \"...\"; // install.sh' (found $n): refusing to install a copy with default paths"
+	done
+}
+
+# ---------------------------------------------------------------- deno
+
+find_deno() {
+	if [ -z "$DENO_SRC" ]; then
+		DENO_SRC=$(command -v deno || true)
+	fi
+	if [ -z "$DENO_SRC" ]; then
+		command -v npm >/dev/null ||
+			die "no deno found and npm is missing: install deno $DENO_VERSION (e.g. apt-get install npm; npm install -g deno@$DENO_VERSION) or pass --deno PATH"
+		run npm install -g "deno@$DENO_VERSION"
+		if dry; then
+			DENO_SRC=/usr/bin/deno
+			return 0
+		fi
+		DENO_SRC=$(command -v deno || true)
+		[ -n "$DENO_SRC" ] || die "npm install -g deno@$DENO_VERSION did not put deno on PATH: pass --deno PATH"
+		say "installed deno $DENO_VERSION with npm"
+	fi
+	# npm's deno is a symlink to the real binary; copy the binary, never a JS shim.
+	DENO_SRC=$(readlink -f -- "$DENO_SRC")
+	check_trusted_file --deno "$DENO_SRC"
+	is_elf "$DENO_SRC" || die "--deno $DENO_SRC is not a native deno binary (a launcher script?): pass the real binary"
+	local version
+	version=$("$DENO_SRC" --version 2>/dev/null | head -n 1 || true)
+	[[ "$version" == "deno "* ]] || die "--deno $DENO_SRC does not run as deno ('$version')"
+	say "using $version from $DENO_SRC"
+	if [ -n "$DENORT" ]; then
+		check_trusted_file --denort "$DENORT"
+		if [ "$DENORT" -ef "$DENO_SRC" ]; then die "--denort must be the denort base binary, not deno itself"; fi
+	fi
+}
+
+# ---------------------------------------------------------------- pieces
+
+# The installed socker.ts: the repo's copy with the install-time constants rewritten.
+make_socker_ts() {
+	local out=$1 version sha
+	cp -- "$SOURCE_TS" "$out"
+	set_const "$out" CONFIG_DIR "$CONF_DIR"
+	set_const "$out" DOCKER_PATH "$DOCKER"
+	set_const "$out" DOCKER_CONFIG_DIR "$DOCKER_CONFIG_DIR"
+	version=$(sed -n -E 's|^export const SOCKER_VERSION = "([^"]*)"; // install\.sh$|\1|p' "$out")
+	# rev-parse only: it runs no hooks or fsmonitor of the checkout.
+	if [[ "$version" != *+g* ]] && command -v git >/dev/null &&
+		sha=$(git -C "$SELF_DIR" rev-parse --short HEAD 2>/dev/null) && [[ "$sha" =~ ^[0-9a-f]+$ ]]; then
+		version="$version+g$sha"
+		set_const "$out" SOCKER_VERSION "$version"
+	fi
+	SOCKER_VERSION=$version
+}
+
+# set_const FILE NAME VALUE: rewrites the value of one `// install.sh` constant, then checks it.
+set_const() {
+	local file=$1 name=$2 value=$3
+	sed -i -E "s|^(export const $name = \")[^\"]*(\"; // install\\.sh)\$|\\1$value\\2|" "$file"
+	grep -Fqx "export const $name = \"$value\"; // install.sh" "$file" ||
+		die "could not set $name in the installed socker.ts"
+}
+
+launcher_text() {
+	cat <<EOF
+#!/bin/sh
+# socker launcher, installed by install.sh: the privileged side runs through sudo, which resets the environment.
+exec $SUDO -n -- $ENTRY "\$@"
+EOF
+}
+
+wrapper_text() {
+	local flags="" f
+	# parse_args checked that every flag is safe unquoted in sh.
+	for f in "${PERM_FLAGS[@]}"; do flags+=" $f"; done
+	cat <<EOF
+#!/bin/sh
+# socker privileged entry, installed by install.sh. Started by sudo (environment already reset); starts Deno with a fixed environment and fixed permissions.
+# SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly).
+exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
+  \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
+  $LIB/deno run --quiet --no-config --no-lock --no-remote --no-npm --cached-only \\
+ $flags $LIB/socker.ts "\$@"
+EOF
+}
+
+sudoers_text() {
+	cat <<EOF
+# socker: every user may run exactly the installed privileged socker as root, nothing else.
+# Installed by install.sh; edit install.sh rather than this file.
+Cmnd_Alias SOCKER = $ENTRY
+Defaults!SOCKER env_reset, !env_keep, !env_check, !setenv, !use_pty, !requiretty, !log_output, !pam_session
+ALL ALL=(root) NOPASSWD: SOCKER
+EOF
+}
+
+epilog_text() {
+	local logger
+	logger=$(command -v logger || true)
+	cat <<EOF
+#!/bin/sh
+# socker's Slurm Epilog: removes every container of the finished job. An Epilog must always exit 0 (a failing Epilog drains the node).
+# Installed by install.sh. Runs as root from slurmd; socker runs with an empty environment.
+job=\${SLURM_JOB_ID-}
+case \$job in '' | *[!0-9]*) exit 0 ;; esac
+msg=\$(/usr/bin/env -i $ENTRY cleanup --job "\$job" 2>&1 >/dev/null)
+rc=\$?
+EOF
+	if [ -n "$logger" ]; then
+		cat <<EOF
+if [ "\$rc" -ne 0 ] || [ -n "\$msg" ]; then
+  printf 'job %s: cleanup exit %s: %s\n' "\$job" "\$rc" "\$msg" | $logger -t socker-epilog -p daemon.warning 2>/dev/null || true
+fi
+EOF
+	else
+		# shellcheck disable=SC2016 # the text is sh code for the hook
+		printf '%s\n' ': "$rc" "$msg" # no logger(1) on this node at install time: cleanup messages are dropped'
+	fi
+	printf '%s\n' 'exit 0'
+}
+
+# ---------------------------------------------------------------- steps
+
+step_accounts() {
+	local docker_gid
+	if getent group docker >/dev/null; then
+		say "kept existing group docker"
+	else
+		run groupadd --system docker
+		dry || say "created group docker"
+	fi
+	if ! getent passwd dockerroot >/dev/null; then
+		run useradd --system --gid docker --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin dockerroot
+		dry || say "created system user dockerroot"
+		return 0
+	fi
+	docker_gid=$(getent group docker | cut -d: -f3)
+	if [ -z "$docker_gid" ] || [ "$(id -g dockerroot)" != "$docker_gid" ] || [ "$(id -G dockerroot)" != "$docker_gid" ]; then
+		die "user dockerroot exists with groups '$(id -Gn dockerroot)': its primary group must be docker and it must be in no other group (fix: usermod -g docker -G '' dockerroot)"
+	fi
+	say "kept existing user dockerroot (only group: docker)"
+}
+
+step_layout() {
+	check_ancestors "$PREFIX"
+	check_ancestors "$CONF_DIR"
+	check_ancestors "$SUDOERS_DIR"
+	ensure_parent "$BIN_DIR"
+	ensure_dir "$LIBEXEC" 0755
+	ensure_dir "$LIB" 0755
+	ensure_dir "$DOCKER_CONFIG_DIR" 0755
+	ensure_dir "$CONF_DIR" 0755
+}
+
+step_runtime() {
+	local ts
+	TS_CHANGED=0
+	DENO_CHANGED=0
+	if [ -f "$SOURCE_TS" ]; then
+		content_file ""
+		ts=$CONTENT_FILE
+		make_socker_ts "$ts"
+		same_file "$ts" "$LIB/socker.ts" 0644 || TS_CHANGED=1
+		install_file "$ts" "$LIB/socker.ts" 0644
+	else
+		SOCKER_VERSION=unknown
+		say "would install $LIB/socker.ts (root:root 0644)"
+	fi
+	same_file "$DENO_SRC" "$LIB/deno" 0755 || DENO_CHANGED=1
+	install_file "$DENO_SRC" "$LIB/deno" 0755
+}
+
+# try_compile: builds the entry point with deno compile into $COMPILED; fails with $COMPILE_WHY.
+try_compile() {
+	local work log rc out
+	COMPILE_WHY=""
+	# In the private scratch folder (0700): an unchanged entry point leaves $LIBEXEC untouched.
+	work=$SCRATCH/compile
+	mkdir -m 0700 -- "$work"
+	log=$work/log
+	# A private DENO_DIR (no cache of root's home) and, when given, the local denort.
+	local -a envs=(NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENO_NO_PACKAGE_JSON=1 "DENO_DIR=$work/deno-dir")
+	if [ -n "$DENORT" ]; then envs+=("DENORT_BIN=$DENORT"); fi
+	rc=0
+	(cd "$work" && env -u DENORT_BIN "${envs[@]}" timeout -k 5 "$COMPILE_TIMEOUT" \
+		"$LIB/deno" compile --quiet --no-code-cache --no-config --no-lock "${PERM_FLAGS[@]}" \
+		-o "$work/socker" "$LIB/socker.ts") >"$log" 2>&1 || rc=$?
+	if [ "$rc" -ne 0 ] || [ ! -s "$work/socker" ]; then
+		if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+			COMPILE_WHY="timed out after ${COMPILE_TIMEOUT}s"
+		else
+			COMPILE_WHY=$(compile_reason "$log")
+		fi
+		return 1
+	fi
+	# The result must run socker, not the deno CLI (as a wrong DENORT_BIN would give).
+	out=$(env -i "$work/socker" --version 2>&1 | head -n 1 || true)
+	if [[ "$out" == deno* || "$out" != *"$SOCKER_VERSION"* ]]; then
+		COMPILE_WHY="the compiled binary answers --version with '$out', not socker $SOCKER_VERSION"
+		return 1
+	fi
+	COMPILED=$work/socker
+}
+
+# compile_reason LOG: one short line from deno's error: its outermost and innermost causes when it
+# printed a "Caused by:" list (the error line itself only names the output file), else the error line.
+compile_reason() {
+	local first outer inner
+	first=$(grep -m 1 -E '^error' "$1" || true)
+	[ -n "$first" ] || first=$(grep -m 1 -v '^[[:space:]]*$' "$1" || true)
+	outer=$(sed -n -E '/^Caused by:/,/^Stack backtrace:/s/^[[:space:]]*[0-9]+: (.*)$/\1/p' "$1" | head -n 1)
+	inner=$(sed -n -E '/^Caused by:/,/^Stack backtrace:/s/^[[:space:]]*[0-9]+: (.*)$/\1/p' "$1" | tail -n 1)
+	outer=${outer%.}
+	if [ -n "$outer" ] && [ "$outer" != "$inner" ]; then
+		first="$outer: $inner"
+	elif [ -n "$inner" ]; then
+		first=$inner
+	fi
+	printf '%s\n' "${first:-no output}"
+}
+
+step_entry() {
+	if dry; then
+		say "would try: deno compile --no-code-cache --no-config --no-lock ${PERM_FLAGS[*]} (timeout ${COMPILE_TIMEOUT}s)"
+		say "would install $ENTRY (compiled binary, or else an sh wrapper running $LIB/deno) (root:root 0755)"
+		return 0
+	fi
+	ENTRY_MODE=wrapper
+	if try_compile; then
+		ENTRY_MODE=compiled
+		install_file "$COMPILED" "$ENTRY" 0755
+		say "compiled with deno compile"
+	else
+		install_text "$(wrapper_text)" "$ENTRY" 0755
+		say "deno compile unavailable ($COMPILE_WHY): installed socker.ts with a launcher running the pinned Deno"
+	fi
+}
+
+# step_warmup: runs the entry point once as root, so that the wrapper's DENO_DIR holds the
+# transpiled socker.ts (nothing is transpiled per run) and a broken install shows now.
+step_warmup() {
+	local dd=$LIB/deno-dir out
+	if dry; then
+		say "would run env -i $ENTRY --version once (checks the entry point, fills $dd/)"
+		return 0
+	fi
+	if [ "$TS_CHANGED" -eq 1 ] || [ "$DENO_CHANGED" -eq 1 ]; then
+		if [ -d "$dd" ] && [ ! -L "$dd" ]; then rm -rf -- "$dd"; fi
+	fi
+	ensure_dir "$dd" 0755
+	if ! out=$(cd / && env -i "$ENTRY" --version 2>&1); then
+		die "the installed entry point fails: env -i $ENTRY --version said: $(printf '%s' "$out" | head -n 3)"
+	fi
+	if [ "$ENTRY_MODE" = wrapper ] && [ -z "$(ls -A -- "$dd")" ]; then
+		die "$dd is still empty after running the entry point once"
+	fi
+	say "checked $ENTRY --version: $(printf '%s' "$out" | head -n 1)"
+}
+
+step_launcher() {
+	install_text "$(launcher_text)" "$LAUNCHER" 0755
+}
+
+step_allowlist() {
+	if [ -e "$ALLOWLIST" ] || [ -L "$ALLOWLIST" ]; then
+		say "kept existing $ALLOWLIST"
+		return 0
+	fi
+	[ -f "$SOURCE_IMAGES" ] || die "$SOURCE_IMAGES not found"
+	install_file "$SOURCE_IMAGES" "$ALLOWLIST" 0644
+}
+
+step_sudoers() {
+	local text tmp
+	text=$(sudoers_text)
+	content_file "$text"
+	if same_file "$CONTENT_FILE" "$SUDOERS_FILE" 0440; then
+		say "unchanged $SUDOERS_FILE"
+		return 0
+	fi
+	if dry; then
+		say "would check with visudo -cf and install $SUDOERS_FILE (root:root 0440)"
+		return 0
+	fi
+	# The temp name starts with '.', which sudo's @includedir skips while it sits there.
+	new_temp "$SUDOERS_DIR" socker
+	tmp=$NEW_TEMP
+	printf '%s\n' "$text" >"$tmp"
+	chown root:root -- "$tmp"
+	chmod 0440 -- "$tmp"
+	if ! visudo -cqf "$tmp" >/dev/null 2>&1; then
+		visudo -cf "$tmp" >&2 || true
+		die "visudo rejects the new sudoers rule: kept the old $SUDOERS_FILE (if any)"
+	fi
+	if [ -f "$SUDOERS_FILE" ] && ! grep -Fqx "Cmnd_Alias SOCKER = $ENTRY" "$SUDOERS_FILE"; then
+		warn "$SUDOERS_FILE named another entry point; it now names $ENTRY (one socker per node)"
+	fi
+	mv -f -- "$tmp" "$SUDOERS_FILE"
+	say "installed $SUDOERS_FILE (checked with visudo)"
+}
+
+find_slurm_conf() {
+	local f
+	for f in "${SLURM_CONF-}" /etc/slurm/slurm.conf /etc/slurm-llnl/slurm.conf /usr/local/etc/slurm.conf; do
+		if [ -n "$f" ] && [ -f "$f" ]; then
+			printf '%s\n' "$f"
+			return 0
+		fi
+	done
+	return 1
+}
+
+step_epilog() {
+	local conf="" current=""
+	install_text "$(epilog_text)" "$EPILOG_HOOK" 0755
+	if conf=$(find_slurm_conf); then
+		current=$(grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf" | sed -E 's/^[^=]*=[[:space:]]*//; s/[[:space:]]*(#.*)?$//' | paste -sd ' ' - || true)
+	fi
+	if [ -n "$current" ] && [ "$current" = "$EPILOG_HOOK" ]; then
+		say "kept Epilog=$EPILOG_HOOK in $conf"
+		return 0
+	fi
+	say "add to slurm.conf on every node (install.sh never edits it), then 'scontrol reconfigure':"
+	say "  Epilog=$EPILOG_HOOK"
+	if [ -n "$current" ]; then
+		say "note: $conf already has Epilog=$current: if your Slurm does not take several Epilog= lines, call $EPILOG_HOOK from that script"
+	fi
+}
+
+self_check() {
+	local bad paths=("$LAUNCHER" "$LIBEXEC" "$LIB" "$CONF_DIR" "$SUDOERS_FILE")
+	bad=$(find "${paths[@]}" \( -type l ! -user root \) -o \( ! -type l \( ! -user root -o ! -group root -o -perm /022 \) \) -print 2>&1 || true)
+	[ -z "$bad" ] || die "self-check: not root:root or writable by group/others: $bad"
+	bad=$(find "${paths[@]}" -perm /6000 -print 2>&1 || true)
+	[ -z "$bad" ] || die "self-check: set-id bit found (never allowed): $bad"
+	[ "$(mode_owner "$SUDOERS_FILE")" = "root:root 440" ] || die "self-check: $SUDOERS_FILE is not root:root 0440"
+	visudo -cqf "$SUDOERS_FILE" >/dev/null 2>&1 || die "self-check: visudo -cf $SUDOERS_FILE fails"
+	visudo -cq >/dev/null 2>&1 || warn "visudo -c reports a problem in the sudo configuration (not in $SUDOERS_FILE)"
+	say "self-check passed: root-owned, no group/other write, no set-id bit, sudoers valid"
+}
+
+# ---------------------------------------------------------------- demo
+
+docker_ok() { "$DOCKER" info >/dev/null 2>&1; }
+
+APT_UPDATED=0
+apt_update() {
+	command -v apt-get >/dev/null || die "--demo installs Debian packages with apt-get, which is missing"
+	if [ "$APT_UPDATED" -eq 0 ]; then run apt-get update -q; fi
+	APT_UPDATED=1
+}
+
+demo_engine() {
+	local missing=() pkg _
+	if [ -x "$DOCKER" ] && docker_ok; then
+		say "kept running docker engine"
+		return 0
+	fi
+	for pkg in docker.io iptables; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+	done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		apt_update
+		run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+		dry || say "installed ${missing[*]}"
+	fi
+	if dry; then
+		say "would start the docker engine and wait up to 60 s for docker info"
+		return 0
+	fi
+	if [ -d /run/systemd/system ]; then
+		systemctl start docker
+	else
+		command -v dockerd >/dev/null || die "dockerd not found"
+		setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+	fi
+	for _ in $(seq 60); do
+		if docker_ok; then
+			say "started the docker engine"
+			return 0
+		fi
+		sleep 1
+	done
+	die "the docker engine did not come up within 60 s (see /var/log/dockerd.log or journalctl -u docker)"
+}
+
+demo_image() {
+	local root tarball applet
+	# ldd fails on a static binary: a dynamic busybox would not run in the image.
+	if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+		apt_update
+		run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static
+		dry || say "installed busybox-static"
+	fi
+	if ! dry && "$DOCKER" image inspect "$DEMO_IMAGE" >/dev/null 2>&1; then
+		say "kept existing image $DEMO_IMAGE"
+		return 0
+	fi
+	if dry; then
+		say "would build $DEMO_IMAGE with docker import from /bin/busybox (unless it exists)"
+		return 0
+	fi
+	root=$SCRATCH/demo
+	mkdir -p "$root/rootfs/bin" "$root/rootfs/etc" "$root/rootfs/tmp"
+	chmod 1777 "$root/rootfs/tmp"
+	cp /bin/busybox "$root/rootfs/bin/busybox"
+	for applet in sh cat id echo ls uname hostname env sleep true false; do
+		ln -s busybox "$root/rootfs/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/rootfs/etc/passwd"
+	printf 'root:x:0:\n' >"$root/rootfs/etc/group"
+	tarball=$root/rootfs.tar
+	tar -C "$root/rootfs" --owner=0 --group=0 --numeric-owner -cf "$tarball" .
+	"$DOCKER" import -c 'ENV PATH=/bin' -m 'socker demo image, built by install.sh --demo' \
+		"$tarball" "$DEMO_IMAGE" >/dev/null
+	say "built image $DEMO_IMAGE"
+}
+
+# demo_allow: appends the demo image to the allowlist unless a line already names it.
+demo_allow() {
+	local tmp
+	if [ -f "$ALLOWLIST" ] && awk '
+		{ sub(/#.*/, ""); gsub(/[ \t\r]/, "") }
+		$0 == "socker-demo" || $0 == "socker-demo:latest" || $0 == "library/socker-demo" ||
+		$0 == "library/socker-demo:latest" || $0 == "docker.io/library/socker-demo" ||
+		$0 == "docker.io/library/socker-demo:latest" { found = 1 }
+		END { exit !found }' "$ALLOWLIST"; then
+		say "kept $ALLOWLIST (already allows $DEMO_IMAGE)"
+		return 0
+	fi
+	if dry; then
+		say "would append $DEMO_IMAGE to $ALLOWLIST"
+		return 0
+	fi
+	new_temp "$CONF_DIR" socker-images
+	tmp=$NEW_TEMP
+	cat -- "$ALLOWLIST" >"$tmp"
+	if [ -s "$tmp" ] && [ -n "$(tail -c 1 -- "$tmp")" ]; then printf '\n' >>"$tmp"; fi
+	printf '# added by install.sh --demo\n%s\n' "$DEMO_IMAGE" >>"$tmp"
+	chown root:root -- "$tmp"
+	chmod 0644 -- "$tmp"
+	mv -f -- "$tmp" "$ALLOWLIST"
+	say "added $DEMO_IMAGE to $ALLOWLIST"
+}
+
+demo_run() {
+	local user=nobody home out rc=0
+	if [ -n "${SUDO_USER-}" ] && [ "${SUDO_UID-0}" != 0 ] && getent passwd "$SUDO_USER" >/dev/null; then
+		user=$SUDO_USER
+	fi
+	# The single quotes matter: id runs inside the container, not here.
+	# shellcheck disable=SC2016
+	local -a cmd=("$LAUNCHER" run socker-demo sh -c 'echo "hello from socker, uid=$(id -u) gid=$(id -g) groups=$(id -G)"')
+	if dry; then
+		printf 'would run as %s:' "$user"
+		printf ' %q' runuser -u "$user" -- "${cmd[@]}"
+		printf '\n'
+		return 0
+	fi
+	home=$(getent passwd "$user" | cut -d: -f6)
+	[ -n "$home" ] && [ -d "$home" ] || home=/tmp
+	out=$(cd "$home" && runuser -u "$user" -- "${cmd[@]}" 2>&1) || rc=$?
+	say "demo as $user (uid $(id -u "$user")): socker run socker-demo ..."
+	printf '%s\n' "$out" | sed 's/^/  | /'
+	[ "$rc" -eq 0 ] || die "the demo failed (socker exited $rc)"
+}
+
+# ---------------------------------------------------------------- uninstall
+
+uninstall() {
+	local p
+	# The sudo rule goes first, so no half-removed socker can run as root.
+	# Only the rule for this prefix's entry point: another prefix's socker may own the file.
+	if [ -e "$SUDOERS_FILE" ]; then
+		if [ ! -r "$SUDOERS_FILE" ]; then
+			say "would remove $SUDOERS_FILE if it names $ENTRY (not readable without root)"
+		elif grep -Fqx "Cmnd_Alias SOCKER = $ENTRY" "$SUDOERS_FILE"; then
+			run rm -f -- "$SUDOERS_FILE"
+			dry || say "removed $SUDOERS_FILE"
+		else
+			warn "kept $SUDOERS_FILE: it does not name $ENTRY (another installation's?)"
+		fi
+	fi
+	if [ -e "$LAUNCHER" ] || [ -L "$LAUNCHER" ]; then
+		if grep -qs 'installed by install.sh' "$LAUNCHER"; then
+			run rm -f -- "$LAUNCHER"
+			dry || say "removed $LAUNCHER"
+		else
+			warn "kept $LAUNCHER: it is not socker's launcher"
+		fi
+	fi
+	for p in "$LIBEXEC" "$LIB"; do
+		if [ -e "$p" ] || [ -L "$p" ]; then
+			run rm -rf -- "$p"
+			dry || say "removed $p"
+		fi
+	done
+	say "kept $CONF_DIR (the allowlist; remove it by hand if wanted)"
+	say "kept the user dockerroot and the group docker (other software may use them)"
+	local conf
+	if conf=$(find_slurm_conf) &&
+		grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf" | grep -qs -F "$EPILOG_HOOK"; then
+		say "remove Epilog=$EPILOG_HOOK from $conf yourself (install.sh never edits it)"
+	fi
+	if dry; then say "dry run done: nothing was changed"; else say "uninstalled socker from $PREFIX"; fi
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+	parse_args "$@"
+	make_scratch
+	if [ "$UNINSTALL" -eq 1 ]; then
+		uninstall
+		return 0
+	fi
+	if [ "$DO_DEMO" -eq 1 ]; then demo_engine; fi
+	if [ "$DO_DEMO" -eq 1 ] && dry && [ ! -x "$DOCKER" ]; then
+		say "(dry run: $DOCKER does not exist yet; its checks are skipped)"
+	else
+		check_docker
+	fi
+	check_sudo
+	check_source
+	find_deno
+	step_accounts
+	step_layout
+	step_runtime
+	step_entry
+	step_warmup
+	step_launcher
+	step_allowlist
+	step_sudoers
+	if [ "$DO_EPILOG" -eq 1 ]; then step_epilog; fi
+	dry || self_check
+	if [ "$DO_DEMO" -eq 1 ]; then
+		demo_image
+		demo_allow
+		demo_run
+	fi
+	if dry; then
+		say "dry run done: nothing was changed"
+		return 0
+	fi
+	say "socker $SOCKER_VERSION installed: users run $LAUNCHER (entry point: $ENTRY_MODE)"
+}
+
+main "$@"
