@@ -50,7 +50,7 @@ Deno.test("the callers are not in the docker group and cannot use docker themsel
 });
 
 Deno.test("a setuid-root binary in the image does not give root inside the container", async () => {
-  const result = await socker("alice", ["run", IMAGE, "/bin/suid-busybox", "id", "-u"]);
+  const result = await socker("alice", ["run", IMAGE, "/suid/id", "-u"]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout.trim(), "2001");
   const caps = await socker("alice", ["run", IMAGE, "sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status"]);
@@ -128,7 +128,7 @@ Deno.test("--version, --help and -v", async () => {
   assert.equal(verbose.stdout, "hi\n");
   assert.match(
     verbose.stderr,
-    /^socker: \/usr\/bin\/docker run --rm .*--user 2001:2001 .* -- docker\.io\/socker-test\/busybox:1 echo hi\n$/,
+    /^socker: \/usr\/bin\/docker run --rm .*--user 2001:2001 .* -- docker\.io\/socker-test\/busybox:2 echo hi\n$/,
   );
 });
 
@@ -144,8 +144,9 @@ Deno.test("refusals: exit 125, one line naming the problem, nothing started", as
   const before = await sh(DOCKER, ["ps", "-aq"]);
   const cases: [string[], RegExp][] = [
     [["run", "socker-test/other:1", "id"], /image 'socker-test\/other:1' is not allowed.*socker images/],
-    [["run", "SOCKER-TEST/busybox:1", "id"], /not a valid image reference/],
-    [["run", "socker-test/busybox:1 ", "id"], /not a valid image reference/],
+    [["run", "SOCKER-TEST/busybox:2", "id"], /image 'SOCKER-TEST\/busybox:2' is not allowed/],
+    [["run", "socker-test/BUSYBOX:2", "id"], /not a valid image reference: repository name must be lowercase/],
+    [["run", "socker-test/busybox:2 ", "id"], /not a valid image reference/],
     [["run", "socker-test/busybox", "id"], /is not allowed/],
     [["run", ABSENT_IMAGE, "id"], /allowed but not present on node .*ask your administrator.*never pulls/],
     [["run", "--privileged", IMAGE, "id"], /unknown option '--privileged' for 'run'/],
@@ -323,6 +324,7 @@ Deno.test("attack: options smuggled into the command stay the container's argume
     "sh",
     "-c",
     'echo "$@"; id -u; ls /host 2>&1',
+    "sh",
     "--privileged",
     "-v",
     "/:/host",

@@ -7,7 +7,7 @@ export const SOCKER = "/usr/local/bin/socker";
 export const PRIVILEGED_SOCKER = "/usr/local/libexec/socker/socker";
 export const DOCKER = "/usr/bin/docker";
 export const ALLOWLIST = "/etc/socker/socker-images";
-export const IMAGE = "socker-test/busybox:1";
+export const IMAGE = "socker-test/busybox:2";
 export const ABSENT_IMAGE = "socker-test/absent:1";
 
 export type Result = { code: number; stdout: string; stderr: string; stdoutBytes: Uint8Array<ArrayBuffer> };

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # tests/setup.sh - prepare this machine (Debian 12, root, no systemd, cgroup v1) for socker's
 # integration tests: packages, a Docker engine (cgroupfs driver), test users alice/bob, the local
-# test image socker-test/busybox:1, munge, and a two-node Slurm cluster (n1, n2) on this host,
+# test image socker-test/busybox:2, munge, and a two-node Slurm cluster (n1, n2) on this host,
 # then a self-check. Idempotent: what is already in place is left alone, so a second run only
 # checks (a few seconds) and changes nothing.
 # Usage: tests/setup.sh [--rebuild-images]
 set -euo pipefail
 
 DOCKER=/usr/bin/docker # not /usr/local/bin/docker, an unrelated client
-IMAGE=socker-test/busybox:1
+IMAGE=socker-test/busybox:2
 SLURM_LOG=/var/log/slurm
 SLURM_CONF=/etc/slurm/slurm.conf
 CGROUP_CONF=/etc/slurm/cgroup.conf
@@ -133,10 +133,13 @@ build_image() {
     /bin/busybox --list | grep -qxF -- "$a" || die "busybox has no applet '$a'"
     ln -s busybox "$root/bin/$a"
   done
-  # A setuid-root busybox: tests show it cannot give root inside a socker container.
-  cp /bin/busybox "$root/bin/suid-busybox"
-  chown 0:0 "$root/bin/suid-busybox"
-  chmod 4755 "$root/bin/suid-busybox"
+  # A setuid-root busybox, with /suid/id running its id applet: tests show it cannot give root inside
+  # a socker container.
+  mkdir -p "$root/suid"
+  cp /bin/busybox "$root/suid/busybox"
+  chown 0:0 "$root/suid/busybox"
+  chmod 4755 "$root/suid/busybox"
+  ln -s busybox "$root/suid/id"
   chmod 1777 "$root/tmp"
   chmod 0700 "$root/root"
   echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
@@ -146,9 +149,9 @@ build_image() {
     "$DOCKER" import -c 'ENV PATH=/bin' - "$IMAGE" >/dev/null
   new=$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE")
   if [ -n "$old" ] && [ "$old" != "$new" ]; then "$DOCKER" image rm "$old" >/dev/null 2>&1 || true; fi
-  ls_out=$("$DOCKER" run --rm "$IMAGE" ls -ln /bin/suid-busybox)
+  ls_out=$("$DOCKER" run --rm "$IMAGE" ls -ln /suid/busybox)
   [[ "$ls_out" =~ ^-rwsr-xr-x\ +1\ +0\ +0\  ]] || die "setuid bit lost in $IMAGE: $ls_out"
-  say "built $IMAGE (${new:7:12}); /bin/suid-busybox: $ls_out"
+  say "built $IMAGE (${new:7:12}); /suid/busybox: $ls_out"
 }
 if [ "$rebuild_images" = 1 ] || ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
   build_image

@@ -32,14 +32,13 @@ async function jobState(jobId: string): Promise<string> {
   return /JobState=(\S+)/.exec(result.stdout)?.[1] ?? "GONE";
 }
 
-/** Waits until the job has ended and its Epilog has run on every node (the nodes are idle again). */
+/** Waits until the job has ended and its Epilog has run on every node. */
 async function waitJobEnd(jobId: string, timeoutMs = 60_000): Promise<void> {
   const ended = await waitFor(
     async () => {
       const state = await jobState(jobId);
-      if (["PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED"].includes(state)) return false;
-      const nodes = await sh("/usr/bin/sinfo", ["-h", "-o", "%t"]);
-      return !/comp|mix|alloc/.test(nodes.stdout);
+      // COMPLETING lasts until the Epilog has finished on every node of the job.
+      return !["PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED"].includes(state);
     },
     timeoutMs,
     100,
@@ -74,8 +73,10 @@ Deno.test("srun step: every container process sits in the step's cgroup, forged 
   const job = await sbatch(
     [
       `srun -n1 socker run ${probe}`,
-      `SLURM_JOB_ID=${other} SLURM_JOBID=${other} SLURM_STEP_ID=7 srun -n1 --export=ALL socker run ${probe}`,
-      `env -u SLURM_JOB_ID -u SLURM_JOBID -u SLURM_STEP_ID srun -n1 socker run ${probe}`,
+      // The forged variables must reach socker, not srun (srun itself would follow them to the other job,
+      // or make a new allocation without them).
+      `srun -n1 env SLURM_JOB_ID=${other} SLURM_JOBID=${other} SLURM_STEP_ID=7 socker run ${probe}`,
+      `srun -n1 env -u SLURM_JOB_ID -u SLURM_JOBID -u SLURM_STEP_ID socker run ${probe}`,
     ].join("\n"),
   );
   await waitJobEnd(job);
@@ -161,6 +162,7 @@ async function cancelAndMeasure(script: string): Promise<{ goneMs: number; job: 
   await sh("/usr/bin/scancel", [job]);
   const gone = await waitFor(async () => (await jobContainers(job)).length === 0, 15_000, 20);
   const goneMs = gone >= 0 ? performance.now() - start : -1;
+  console.log(`scancel to container gone: ${goneMs.toFixed(0)} ms`);
   await waitJobEnd(job);
   assert.deepEqual(await jobContainers(job), []);
   assert.deepEqual(await jobCgroupFolders(job), [], "every cgroup folder of the job is removed");
