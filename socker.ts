@@ -721,6 +721,17 @@ export function signalAction(signal: string): { kind: "terminate"; number: numbe
   return undefined;
 }
 
+/** Repeats of one signal closer together than this are passed on once. */
+export const SIGNAL_REPEAT_MS = 100;
+
+/**
+ * Whether a forwarded signal is a repeat of one just passed on. Slurm signals every process of a step,
+ * so socker gets the signal once directly and once more relayed by sudo; the container should get it once.
+ */
+export function isSignalRepeat(lastForwardedAt: number | undefined, now: number): boolean {
+  return lastForwardedAt !== undefined && now - lastForwardedAt < SIGNAL_REPEAT_MS;
+}
+
 /**
  * socker's exit code: 128+N after socker itself was told to stop by signal N; 128+N when the docker CLI
  * died of signal N; otherwise the CLI's code, which is the container's (or 125-127 for docker's own errors).
@@ -776,12 +787,14 @@ async function superviseRun(args: string[], name: string, dockerUser: { uid: num
       await sleep(100);
     }
   };
+  const lastForwarded = new Map<string, number>();
   const onSignal = (signal: Deno.Signal) => () => {
     const action = signalAction(signal);
     if (action?.kind === "terminate" && terminatedBy === undefined) {
       terminatedBy = action.number;
       void killUntilCliEnds();
-    } else if (action?.kind === "forward") {
+    } else if (action?.kind === "forward" && !isSignalRepeat(lastForwarded.get(signal), performance.now())) {
+      lastForwarded.set(signal, performance.now());
       void dockerApi("POST", `/containers/${name}/kill?signal=${signal}`).catch(() => undefined);
     }
   };
@@ -844,18 +857,25 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   }
 
   const settings = readSettings();
-  const caller = resolveCaller(sudo, await userDatabase(sudo.user));
-  const dockerUser = dockerAccount();
-  const job = jobCgroup(Deno.readTextFileSync("/proc/self/cgroup"), caller.uid);
+  const job = jobCgroup(Deno.readTextFileSync("/proc/self/cgroup"), sudo.uid);
   if (job === undefined && settings.requireJob) {
     throw new SockerError("socker: this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
-  if (job !== undefined) {
-    const { status, body } = await dockerApi("GET", "/info");
-    const problem = status === 200 ? engineCgroupProblem(JSON.parse(body), job) : `engine answered ${status}`;
+  const dockerUser = dockerAccount();
+  // The three questions are independent: ask them at once (the first process spawn alone costs ~8 ms).
+  const [database, present, engineInfo] = await Promise.all([
+    userDatabase(sudo.user),
+    imagePresent(entry.canonical),
+    job !== undefined ? dockerApi("GET", "/info") : undefined,
+  ]);
+  const caller = resolveCaller(sudo, database);
+  if (job !== undefined && engineInfo !== undefined) {
+    const problem = engineInfo.status === 200
+      ? engineCgroupProblem(JSON.parse(engineInfo.body), job)
+      : `the engine answered ${engineInfo.status}`;
     if (problem !== undefined) throw new SockerError(`socker: cannot run inside this Slurm job: ${problem}`);
   }
-  if (!(await imagePresent(entry.canonical))) {
+  if (!present) {
     throw new SockerError(
       `socker: image '${entry.text}' is allowed but not present on node ${hostName()}; ` +
         "ask your administrator to load it (socker never pulls)",

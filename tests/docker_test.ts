@@ -113,6 +113,28 @@ Deno.test("100 MB of stdout arrive intact", async () => {
   assert.equal(hex, expected.stdout.split(" ")[0]);
 });
 
+Deno.test("a terminal is attached only when stdin and stdout are terminals", async () => {
+  const tty = await socker("alice", ["run", IMAGE, "tty"]);
+  assert.equal(tty.stdout.trim(), "not a tty");
+  const script = await socker("alice", ["--version"]); // warm
+  assert.equal(script.code, 0);
+  const viaScript = await sh("/usr/bin/setpriv", [
+    "--reuid=alice",
+    "--regid=alice",
+    "--init-groups",
+    "/usr/bin/env",
+    "-i",
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    "TERM=xterm",
+    "/usr/bin/script",
+    "-qec",
+    `socker run ${IMAGE} sh -c 'tty; exit 5'`,
+    "/dev/null",
+  ], { cwd: "/tmp" });
+  assert.equal(viaScript.code, 5, viaScript.stdout);
+  assert.match(viaScript.stdout, /\/dev\/pts\/\d+/);
+});
+
 // ---- the command line
 
 Deno.test("--version, --help and -v", async () => {

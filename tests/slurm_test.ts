@@ -257,3 +257,31 @@ Deno.test("cleanup --job is refused to users and works for root", async () => {
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /job 999999: 0 container\(s\) removed/);
 });
+
+// ---- interactive allocations
+
+Deno.test("salloc: a step started with srun places the container in the allocation's step", async () => {
+  const result = await asAlice([
+    "/usr/bin/salloc",
+    "-n1",
+    "/usr/bin/srun",
+    "socker",
+    "run",
+    IMAGE,
+    "sh",
+    "-c",
+    "grep :memory: /proc/self/cgroup",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const job = /Granted job allocation (\d+)/.exec(result.stderr)?.[1];
+  assert.ok(job, result.stderr);
+  assert.match(result.stdout, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/[0-9a-f]{64}\\n`));
+});
+
+Deno.test("srun --pty: the container gets a terminal, inside the step's cgroup, and its exit code", async () => {
+  const line = `srun -n1 --pty socker run ${IMAGE} sh -c 'tty; grep :memory: /proc/self/cgroup; exit 4'`;
+  const result = await asAlice(["/usr/bin/script", "-qec", line, "/dev/null"]);
+  assert.equal(result.code, 4, result.stdout + result.stderr);
+  assert.match(result.stdout, /\/dev\/pts\/\d+/);
+  assert.match(result.stdout, /:memory:\/slurm_n\d\/uid_2001\/job_\d+\/step_0\/[0-9a-f]{64}/);
+});

@@ -11,6 +11,7 @@ import {
   engineCgroupProblem,
   exitCodeFor,
   type ImageRef,
+  isSignalRepeat,
   jobCgroup,
   jobFolders,
   matchImage,
@@ -478,4 +479,11 @@ Deno.test("socker.conf: known keys only, yes/no values, errors name file and lin
   refusal(() => parseSettings("require_jobs = yes", "/etc/socker/socker.conf"), /socker\.conf:1: unknown setting/);
   refusal(() => parseSettings("\nrequire_job = maybe", "f"), /f:2: require_job must be yes or no/);
   refusal(() => parseSettings("require_job", "f"), /expected 'key = value'/);
+});
+
+Deno.test("a signal that arrives twice at once (directly and through sudo) is passed on once", () => {
+  assert.equal(isSignalRepeat(undefined, 5), false);
+  assert.equal(isSignalRepeat(1000, 1050), true);
+  assert.equal(isSignalRepeat(1000, 1100), false);
+  assert.equal(isSignalRepeat(1000, 5000), false);
 });
