@@ -74,19 +74,39 @@ const HELP_HINT = "see 'socker --help'";
 // ---------------------------------------------------------------------------------------------------------
 // Arguments
 
+/** The options of `socker run`, as given; policy has not judged them yet. */
+export type RunOptions = {
+  /** `-v SRC:DST[:ro]`, in order. */
+  volumes: string[];
+  /** `-w DIR`. */
+  workdir?: string;
+  /** `-e NAME[=VALUE]`, in order. */
+  env: string[];
+  /** `--no-tty`: never attach a terminal. `--no-stdin`: do not pass stdin on. */
+  noTty: boolean;
+  noStdin: boolean;
+  /** `--gpus`: the GPUs allocated to the Slurm job. */
+  gpus: boolean;
+};
+
 /** What the caller asked for, after parsing. Nothing in it has been checked against policy yet. */
 export type Invocation =
   | { command: "help" }
   | { command: "version" }
   | { command: "images"; verbose: boolean }
-  | { command: "run"; verbose: boolean; image: string; argv: string[] }
+  | { command: "run"; verbose: boolean; image: string; argv: string[]; options: RunOptions }
   | { command: "cleanup"; verbose: boolean; jobId: string };
 
 const COMMANDS = ["images", "run", "cleanup"] as const;
 
+/** How many mounts and variables one run may ask for: enough for real work, not for abuse. */
+export const MAX_VOLUMES = 32;
+export const MAX_ENV = 256;
+
 /**
  * Parses socker's command line. Options are read only up to the COMMAND and, for `run`, up to IMAGE:
  * everything after IMAGE is the container's command, untouched (`sh -c '...'` keeps its `-c`).
+ * Before `run`, `-v` means --verbose; after it, `-v` is a volume, as in docker.
  * Throws SockerError (exit 125) naming the problem for anything it does not understand.
  */
 export function parseCommandLine(args: readonly string[]): Invocation {
@@ -106,16 +126,35 @@ export function parseCommandLine(args: readonly string[]): Invocation {
 
   // Options of the command itself.
   let jobId: string | undefined;
+  const options: RunOptions = { volumes: [], env: [], noTty: false, noStdin: false, gpus: false };
+  /** The value of an option given as `-x VALUE`, `--long VALUE` or `--long=VALUE`. */
+  const valueOf = (arg: string, short: string, long: string): string | undefined => {
+    if (arg === short || arg === long) {
+      if (i + 1 >= args.length) throw usageError(`${arg} needs a value`);
+      return args[++i];
+    }
+    return arg.startsWith(`${long}=`) ? arg.slice(long.length + 1) : undefined;
+  };
   for (; i < args.length; i++) {
     const arg = args[i];
+    let value: string | undefined;
     if (arg === "-h" || arg === "--help") return { command: "help" };
-    if (arg === "-v" || arg === "--verbose") verbose = true;
-    else if (command === "cleanup" && (arg === "--job" || arg.startsWith("--job="))) {
-      jobId = arg === "--job" ? args[++i] : arg.slice("--job=".length);
-      if (jobId === undefined || !/^[1-9][0-9]{0,9}$/.test(jobId)) {
-        throw usageError(`--job needs a numeric Slurm job id, got '${printable(jobId ?? "")}'`);
+    if (arg === "--verbose" || (arg === "-v" && command !== "run")) verbose = true;
+    else if (command === "cleanup" && (value = valueOf(arg, "--job", "--job")) !== undefined) {
+      jobId = value;
+      if (!/^[1-9][0-9]{0,9}$/.test(jobId)) {
+        throw usageError(`--job needs a numeric Slurm job id, got '${printable(jobId)}'`);
       }
-    } else if (arg === "--" && command === "run") {
+    } else if (command === "run" && (value = valueOf(arg, "-v", "--volume")) !== undefined) {
+      options.volumes.push(value);
+    } else if (command === "run" && (value = valueOf(arg, "-w", "--workdir")) !== undefined) {
+      options.workdir = value;
+    } else if (command === "run" && (value = valueOf(arg, "-e", "--env")) !== undefined) {
+      options.env.push(value);
+    } else if (command === "run" && arg === "--no-tty") options.noTty = true;
+    else if (command === "run" && arg === "--no-stdin") options.noStdin = true;
+    else if (command === "run" && arg === "--gpus") options.gpus = true;
+    else if (arg === "--" && command === "run") {
       i++;
       break;
     } else if (arg.startsWith("-")) {
@@ -133,11 +172,13 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     if (jobId === undefined) throw usageError("'cleanup' needs --job ID");
     return { command, verbose, jobId };
   }
+  if (options.volumes.length > MAX_VOLUMES) throw usageError(`at most ${MAX_VOLUMES} volumes`);
+  if (options.env.length > MAX_ENV) throw usageError(`at most ${MAX_ENV} environment variables`);
   if (rest.length === 0) throw usageError("'run' needs an IMAGE and a COMMAND");
   const [image, ...argv] = rest;
   if (image.startsWith("-")) throw usageError(`IMAGE must not start with '-', got '${printable(image)}'`);
   if (argv.length === 0) throw usageError(`'run' needs a COMMAND to run in '${printable(image)}'`);
-  return { command: "run", verbose, image, argv };
+  return { command: "run", verbose, image, argv, options };
 }
 
 function usageError(problem: string): SockerError {
@@ -293,31 +334,36 @@ export function pathChain(path: string): string[] {
 const CONFIG_MAX_BYTES = 1 << 20;
 
 /**
- * Reads a root-owned configuration file after checking it and every folder above it, both along the path
- * as written and along its real path (a symlink anywhere must not lead out of root's hands).
+ * Checks that a file and every folder above it are root's alone, both along the path as written and along
+ * its real path (a symlink anywhere must not lead out of root's hands). Returns the real path.
  */
-export function readTrustedFile(path: string): string {
-  const missing = (): never => {
-    throw new SockerError(`socker: ${path} is missing; socker is not fully installed, ask your administrator`);
-  };
+export function assertTrusted(path: string): string {
   let realPath: string;
   try {
     realPath = Deno.realPathSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) missing();
+    if (error instanceof Deno.errors.NotFound) {
+      throw new SockerError(`socker: ${path} is missing; socker is not fully installed, ask your administrator`);
+    }
     throw new SockerError(`socker: cannot resolve ${path}: ${errorText(error)}`);
   }
-  const lexicalFolders = pathChain(path).slice(1);
-  const ownerships = [...pathChain(realPath), ...lexicalFolders].map((item, index): Ownership => {
+  const realChain = pathChain(realPath);
+  const ownerships = [...realChain, ...pathChain(path).slice(1)].map((item, index): Ownership => {
     const info = Deno.statSync(item);
     const kind = info.isFile ? "file" : info.isDirectory ? "dir" : "other";
     return { path: index === 0 ? path : item, uid: info.uid ?? -1, mode: info.mode ?? 0o7777, kind };
   });
-  const reason = untrustedReason(ownerships.slice(0, pathChain(realPath).length)) ??
-    untrustedReason([ownerships[0], ...ownerships.slice(pathChain(realPath).length)]);
+  const reason = untrustedReason(ownerships.slice(0, realChain.length)) ??
+    untrustedReason([ownerships[0], ...ownerships.slice(realChain.length)]);
   if (reason !== undefined) {
     throw new SockerError(`socker: refusing to trust ${path}: ${reason}; ask your administrator to fix it`);
   }
+  return realPath;
+}
+
+/** Reads a root-owned configuration file after `assertTrusted`; it must be small, valid UTF-8 text. */
+export function readTrustedFile(path: string): string {
+  const realPath = assertTrusted(path);
   const bytes = Deno.readFileSync(realPath);
   if (bytes.length > CONFIG_MAX_BYTES) {
     throw new SockerError(`socker: ${path} is larger than ${CONFIG_MAX_BYTES} bytes; ask your administrator`);
@@ -333,32 +379,129 @@ export function readTrustedFile(path: string): string {
 
 /** The administrator's settings in socker.conf; every key has a safe default. */
 export type Settings = {
-  /** Refuse to run outside a Slurm job (for compute nodes, where every run must be accounted to a job). */
+  /** `require_job`: refuse to run outside a Slurm job (for compute nodes). */
   requireJob: boolean;
+  /** `network`: the engine's default `bridge`, or `none`. Never `host`. */
+  network: "bridge" | "none";
+  /** `docker`: the docker CLI; root-owned, checked like the configuration. */
+  docker: string;
+  /** `default_mounts`: mounted in every run: `home`, `workdir` (the caller's folder) or absolute paths. */
+  defaultMounts: string[];
+  /** `mount_prefixes`: folders under which users may mount more with `-v` (whole path components). */
+  mountPrefixes: string[];
+  /** `forbidden_destinations`: added to the built-in list of places no mount may cover. */
+  forbiddenDestinations: string[];
+  /** `env_set NAME=VALUE`: always set in the container. */
+  envSet: Record<string, string>;
+  /** `env_deny`: never passed with `-e`. */
+  envDeny: string[];
 };
 
-export const DEFAULT_SETTINGS: Settings = { requireJob: false };
+/** Destinations no mount may cover, whatever socker.conf says: the image's system and the kernel's views. */
+export const BUILTIN_FORBIDDEN_DESTINATIONS = [
+  "/bin",
+  "/boot",
+  "/dev",
+  "/etc",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+  "/proc",
+  "/root",
+  "/run",
+  "/sbin",
+  "/sys",
+  "/usr",
+  "/var",
+];
+
+export const DEFAULT_SETTINGS: Settings = {
+  requireJob: false,
+  network: "bridge",
+  docker: DOCKER_PATH,
+  defaultMounts: ["home", "workdir"],
+  mountPrefixes: ["/home"],
+  forbiddenDestinations: [],
+  envSet: {},
+  envDeny: [],
+};
 
 const BOOLEAN_WORDS: Record<string, boolean> = { yes: true, true: true, no: false, false: false };
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Whether a path is absolute and clean: no `.`, `..`, empty components or trailing slash. */
+export function isCleanAbsolute(path: string): boolean {
+  return path === "/" ||
+    (/^\/[^\0]*[^/]$/.test(path) && !path.slice(1).split("/").some((p) => ["", ".", ".."].includes(p)));
+}
 
 /**
- * Parses socker.conf: `key = value` lines, `#` comments. An unknown key or a bad value makes the whole
- * file invalid, naming file and line, so that a typo never silently weakens a policy.
+ * Parses socker.conf: `key = value` lines, `#` comments; list values are separated by blanks. An unknown
+ * key or a bad value makes the whole file invalid, naming file and line, so that a typo never silently
+ * weakens a policy.
  */
 export function parseSettings(text: string, fileName: string): Settings {
-  const settings = { ...DEFAULT_SETTINGS };
+  const settings: Settings = { ...DEFAULT_SETTINGS, envSet: {}, envDeny: [] };
   text.split("\n").forEach((raw, index) => {
     const content = raw.replace(/#.*$/, "").trim();
     if (content === "") return;
-    const where = `socker: ${fileName}:${index + 1}`;
+    const fail = (why: string): never => {
+      throw new SockerError(`socker: ${fileName}:${index + 1}: ${why}`);
+    };
     const match = /^([a-z_]+)\s*=\s*(.*)$/.exec(content);
-    if (!match) throw new SockerError(`${where}: expected 'key = value', got '${printable(content)}'`);
+    if (!match) return fail(`expected 'key = value', got '${printable(content)}'`);
     const [, key, value] = match;
-    if (key === "require_job") {
-      if (!(value in BOOLEAN_WORDS)) throw new SockerError(`${where}: require_job must be yes or no`);
-      settings.requireJob = BOOLEAN_WORDS[value];
-    } else {
-      throw new SockerError(`${where}: unknown setting '${printable(key)}'`);
+    const words = value.split(/\s+/).filter((word) => word !== "");
+    const paths = (what: string) => {
+      for (const word of words) {
+        if (!isCleanAbsolute(word)) fail(`${what}: '${printable(word)}' is not a clean absolute path`);
+      }
+      return words;
+    };
+    switch (key) {
+      case "require_job":
+        if (!(value in BOOLEAN_WORDS)) fail("require_job must be yes or no");
+        settings.requireJob = BOOLEAN_WORDS[value];
+        break;
+      case "network":
+        if (value !== "bridge" && value !== "none") fail(`network must be bridge or none, not '${printable(value)}'`);
+        settings.network = value as Settings["network"];
+        break;
+      case "docker":
+        if (words.length !== 1) fail("docker takes one path");
+        settings.docker = paths("docker")[0];
+        break;
+      case "default_mounts":
+        for (const word of words) {
+          if (word !== "home" && word !== "workdir" && !isCleanAbsolute(word)) {
+            fail(`default_mounts: '${printable(word)}' is not home, workdir or a clean absolute path`);
+          }
+        }
+        settings.defaultMounts = words;
+        break;
+      case "mount_prefixes":
+        settings.mountPrefixes = paths("mount_prefixes");
+        if (settings.mountPrefixes.includes("/")) fail("mount_prefixes: '/' would allow mounting the whole host");
+        break;
+      case "forbidden_destinations":
+        settings.forbiddenDestinations = paths("forbidden_destinations");
+        break;
+      case "env_set": {
+        const equals = value.indexOf("=");
+        const name = value.slice(0, equals);
+        if (equals < 1 || !ENV_NAME.test(name)) fail("env_set takes NAME=VALUE");
+        settings.envSet[name] = value.slice(equals + 1);
+        break;
+      }
+      case "env_deny":
+        for (const word of words) {
+          if (!ENV_NAME.test(word)) fail(`env_deny: '${printable(word)}' is not a variable name`);
+        }
+        settings.envDeny.push(...words);
+        break;
+      default:
+        fail(`unknown setting '${printable(key)}'`);
     }
   });
   return settings;
@@ -567,6 +710,213 @@ export function jobFolders(root: string, jobId: string, listDirs: (path: string)
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Data and devices: mounts, working directory, environment, GPUs. The Docker daemon makes bind mounts as
+// root, so every path a user names is judged by a process running as the user (the kernel's own rules,
+// ACLs and groups included), and the folder that is mounted is proven to be the one that was judged.
+
+/** A mount as asked for: by the user (`-v`) or by the administrator (`default_mounts`). */
+export type MountRequest = {
+  source: string;
+  destination: string;
+  readOnly: boolean;
+  /** Where the request came from, for messages: `-v /x:/y` or `default_mounts home`. */
+  origin: string;
+  /** The administrator named this path in default_mounts: it need not lie under mount_prefixes. */
+  adminPath: boolean;
+};
+
+/** What the kernel said about a path, asked as the user. */
+export type PathCheck = {
+  realPath: string;
+  device: number;
+  inode: number;
+  kind: "dir" | "file" | "other";
+  readable: boolean;
+  writable: boolean;
+  searchable: boolean;
+};
+
+/** A mount socker decided to make: the checked real path, and the inode it must still be when mounted. */
+export type Mount = {
+  source: string;
+  destination: string;
+  readOnly: boolean;
+  device: number;
+  inode: number;
+  kind: "dir" | "file";
+};
+
+/** Destinations are passed to docker's `--mount` (comma-separated): keep them to plain characters. */
+const DESTINATION_CHARS = /^[A-Za-z0-9._+@/-]+$/;
+
+/** Parses `-v SRC:DST[:ro|:rw]`. Throws SockerError naming the value and the rule it broke. */
+export function parseVolume(spec: string): MountRequest {
+  const parts = spec.split(":");
+  const bad = (why: string): never => {
+    throw new SockerError(`socker: -v '${printable(spec)}': ${why}; ${HELP_HINT}`);
+  };
+  if (parts.length < 2 || parts.length > 3) bad("expected SRC:DST or SRC:DST:ro");
+  const [source, destination, mode = "rw"] = parts;
+  if (mode !== "ro" && mode !== "rw") bad(`the mode must be ro or rw, not '${printable(mode)}'`);
+  if (!source.startsWith("/")) bad("SRC must be an absolute path");
+  if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
+  if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
+  return { source, destination, readOnly: mode === "ro", origin: `-v ${spec}`, adminPath: false };
+}
+
+/** Whether `path` is `prefix` or lies below it, by whole path components (`/scratch` is not `/scratch2`). */
+export function isUnder(path: string, prefix: string): boolean {
+  return path === prefix || path.startsWith(prefix === "/" ? "/" : `${prefix}/`);
+}
+
+/** Why a destination may not be mounted over, or undefined when it may. */
+export function destinationProblem(destination: string, forbidden: readonly string[]): string | undefined {
+  if (destination === "/") return "'/' would cover the image's own root";
+  const rule = [...BUILTIN_FORBIDDEN_DESTINATIONS, ...forbidden].find((item) => isUnder(destination, item));
+  return rule === undefined ? undefined : `'${destination}' is under the forbidden destination ${rule}`;
+}
+
+/**
+ * Decides one mount from the request and what the kernel said as the user. Returns the mount, or why
+ * not. The source is the checked real path; read-only when asked or when the user cannot write it.
+ */
+export function decideMount(request: MountRequest, check: PathCheck | string, settings: Settings): Mount | string {
+  const what = `${request.origin}: '${printable(request.source)}'`;
+  if (typeof check === "string") return `${what}: ${check}`;
+  if (!request.adminPath && !settings.mountPrefixes.some((prefix) => isUnder(check.realPath, prefix))) {
+    return `${what} (real path ${printable(check.realPath)}) is not under a folder users may mount ` +
+      `(${settings.mountPrefixes.join(" ") || "none"})`;
+  }
+  if (check.kind === "other") return `${what} is neither a folder nor a regular file`;
+  if (!check.readable || (check.kind === "dir" && !check.searchable)) return `${what} is not readable by you`;
+  const problem = destinationProblem(request.destination, settings.forbiddenDestinations);
+  if (problem !== undefined) return `${request.origin}: ${problem}`;
+  return {
+    source: check.realPath,
+    destination: request.destination,
+    readOnly: request.readOnly || !check.writable,
+    device: check.device,
+    inode: check.inode,
+    kind: check.kind,
+  };
+}
+
+/** The mounts every run gets from `default_mounts`: `home`, `workdir` (when known) and admin paths. */
+export function defaultMountRequests(settings: Settings, home: string | undefined, cwd: string | undefined) {
+  const requests: MountRequest[] = [];
+  for (const item of settings.defaultMounts) {
+    const path = item === "home" ? home : item === "workdir" ? cwd : item;
+    if (path === undefined || requests.some((request) => isUnder(path, request.source))) continue;
+    requests.push({
+      source: path,
+      destination: path,
+      readOnly: false,
+      origin: `default_mounts ${item}`,
+      adminPath: item.startsWith("/"),
+    });
+  }
+  return requests;
+}
+
+/**
+ * The container's working directory: the one asked for (absolute, clean, never under /proc, where a
+ * leaked file descriptor becomes a way out: CVE-2024-21626), else the caller's folder when a mount holds
+ * it, else the image's own (undefined).
+ */
+export function chooseWorkdir(requested: string | undefined, cwd: string | undefined, mounts: readonly Mount[]) {
+  if (requested !== undefined) {
+    if (!isCleanAbsolute(requested)) {
+      throw new SockerError(`socker: -w '${printable(requested)}' must be a clean absolute path; ${HELP_HINT}`);
+    }
+    if (isUnder(requested, "/proc")) throw new SockerError(`socker: -w '${printable(requested)}': never a /proc path`);
+    return requested;
+  }
+  if (cwd === undefined) return undefined;
+  const holder = mounts.find((mount) => mount.kind === "dir" && isUnder(cwd, mount.source));
+  return holder === undefined ? undefined : holder.destination + cwd.slice(holder.source.length);
+}
+
+/**
+ * The container's environment: HOME, USER and LOGNAME of the caller (so programs work in images without
+ * the user in /etc/passwd), then the user's `-e` (a bare NAME takes the caller's value), then the
+ * administrator's `env_set`, which always wins. `env_deny` names are refused.
+ */
+export function containerEnvironment(
+  requests: readonly string[],
+  callerEnv: Readonly<Record<string, string>> | undefined,
+  caller: { user: string; home?: string },
+  settings: Settings,
+): string[] {
+  const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
+  for (const request of requests) {
+    const equals = request.indexOf("=");
+    const name = equals < 0 ? request : request.slice(0, equals);
+    if (!ENV_NAME.test(name)) {
+      throw new SockerError(`socker: -e '${printable(request)}': '${printable(name)}' is not a variable name`);
+    }
+    if (settings.envDeny.includes(name)) {
+      throw new SockerError(`socker: -e ${name}: your administrator never lets ${name} into containers (env_deny)`);
+    }
+    if (equals >= 0) env.set(name, request.slice(equals + 1));
+    else if (callerEnv === undefined) {
+      throw new SockerError(`socker: -e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
+    } else if (name in callerEnv) env.set(name, callerEnv[name]);
+  }
+  for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
+  return [...env].map(([name, value]) => `${name}=${value}`);
+}
+
+/** Parses `find -printf '%D %i %y ' ...` output of the user's path check (`2049 131 d rwx`). */
+export function parsePathCheck(realPath: string, findOutput: string): PathCheck | undefined {
+  const match = /^(\d+) (\d+) ([a-z]) ?([rwx]*)$/.exec(findOutput.trim());
+  if (!match) return undefined;
+  return {
+    realPath,
+    device: Number(match[1]),
+    inode: Number(match[2]),
+    kind: match[3] === "d" ? "dir" : match[3] === "f" ? "file" : "other",
+    readable: match[4].includes("r"),
+    writable: match[4].includes("w"),
+    searchable: match[4].includes("x"),
+  };
+}
+
+/** NVIDIA GPUs are character devices of major 195; minor 255 is the control device. */
+const NVIDIA_MAJOR = 195;
+
+/**
+ * The GPUs a cgroup v1 `devices.list` allows (`c 195:1 rw`), or undefined when the list does not
+ * constrain devices at all (`a *:* rwm`) and so proves nothing.
+ */
+export function gpusFromDeviceRules(devicesList: string): number[] | undefined {
+  const lines = devicesList.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+  if (lines.some((line) => /^a \*:\* /.test(line))) return undefined;
+  const gpus = lines.flatMap((line) => {
+    const match = /^c (\d+):(\d+) [rwm]+$/.exec(line);
+    return match && Number(match[1]) === NVIDIA_MAJOR && Number(match[2]) < 255 ? [Number(match[2])] : [];
+  });
+  return [...new Set(gpus)].sort((a, b) => a - b);
+}
+
+/** The GPU indices Slurm records for a job (`scontrol show job -d`: `GRES=gpu:a100:2(IDX:0-1,3)`). */
+export function gpusFromSlurmJob(scontrolDetail: string): number[] {
+  const gpus = new Set<number>();
+  for (const match of scontrolDetail.matchAll(/GRES=gpu[^ ]*?\(IDX:([0-9,-]+)\)/g)) {
+    for (const range of match[1].split(",")) {
+      const [first, last = first] = range.split("-").map(Number);
+      for (let gpu = first; gpu <= last && gpu - first < 1024; gpu++) gpus.add(gpu);
+    }
+  }
+  return [...gpus].sort((a, b) => a - b);
+}
+
+/** The device nodes for these GPUs plus the shared control devices that exist on this node. */
+export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) => boolean): string[] {
+  const shared = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists);
+  return [...gpus.map((gpu) => `/dev/nvidia${gpu}`), ...shared];
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Docker command line
 
 /** Everything decided about one run; `dockerRunArgv` turns it into docker's arguments and nothing else. */
@@ -577,9 +927,19 @@ export type RunPlan = {
   argv: readonly string[];
   containerName: string;
   tty: boolean;
+  /** Pass stdin on (`--interactive`); off with `--no-stdin`. */
+  stdin: boolean;
   labels: Readonly<Record<string, string>>;
   /** The cgroup the container is created in (inside a Slurm job), relative to each controller's root. */
   cgroupParent?: string;
+  /** Bind mounts; `source` is socker's root-owned staging path of the checked folder or file. */
+  mounts: readonly { source: string; destination: string; readOnly: boolean }[];
+  workdir?: string;
+  /** `NAME=VALUE` entries. */
+  env: readonly string[];
+  network: Settings["network"];
+  /** Device nodes (the job's GPUs). */
+  devices: readonly string[];
 };
 
 /**
@@ -591,7 +951,7 @@ export function dockerRunArgv(plan: RunPlan): string[] {
   const args = [
     "run",
     "--rm",
-    "--interactive",
+    ...(plan.stdin ? ["--interactive"] : []),
     ...(plan.tty ? ["--tty"] : []),
     "--init",
     "--pull=never",
@@ -610,7 +970,16 @@ export function dockerRunArgv(plan: RunPlan): string[] {
     // Output goes to the caller only: nothing is written under /var/lib/docker as root.
     "--log-driver",
     "none",
+    "--network",
+    plan.network,
     ...(plan.cgroupParent !== undefined ? ["--cgroup-parent", plan.cgroupParent] : []),
+    ...plan.mounts.flatMap((mount) => [
+      "--mount",
+      `type=bind,source=${mount.source},target=${mount.destination}${mount.readOnly ? ",readonly" : ""}`,
+    ]),
+    ...(plan.workdir !== undefined ? ["--workdir", plan.workdir] : []),
+    ...plan.env.flatMap((entry) => ["--env", entry]),
+    ...plan.devices.flatMap((device) => ["--device", device]),
     "--",
     plan.image,
     ...plan.argv,
@@ -776,7 +1145,12 @@ async function ensureContainerGone(name: string, timeoutMs = GONE_TIMEOUT_MS): P
  * Runs `docker run` and supervises it. Signal listeners are in place before the CLI starts, so no signal
  * can slip between the start and the trap. Returns socker's exit code.
  */
-async function superviseRun(args: string[], name: string, dockerUser: { uid: number; gid: number }): Promise<number> {
+async function superviseRun(
+  dockerPath: string,
+  args: string[],
+  name: string,
+  dockerUser: { uid: number; gid: number },
+): Promise<number> {
   let terminatedBy: number | undefined;
   let cliDone = false;
 
@@ -804,7 +1178,7 @@ async function superviseRun(args: string[], name: string, dockerUser: { uid: num
 
   let status: Deno.CommandStatus;
   try {
-    const child = new Deno.Command(DOCKER_PATH, {
+    const child = new Deno.Command(dockerPath, {
       args,
       uid: dockerUser.uid,
       gid: dockerUser.gid,
@@ -819,7 +1193,7 @@ async function superviseRun(args: string[], name: string, dockerUser: { uid: num
     status = await child.status;
   } catch (error) {
     cliDone = true;
-    throw new SockerError(`socker: cannot start ${DOCKER_PATH}: ${errorText(error)}`);
+    throw new SockerError(`socker: cannot start ${dockerPath}: ${errorText(error)}`);
   }
   cliDone = true;
 
@@ -861,10 +1235,15 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   if (job === undefined && settings.requireJob) {
     throw new SockerError("socker: this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
+  const options = invocation.options;
+  const volumeRequests = options.volumes.map(parseVolume);
+  chooseWorkdir(options.workdir, undefined, []); // refuse a bad -w before any work
+  const dockerPath = assertTrusted(settings.docker);
   const dockerUser = dockerAccount();
-  // The three questions are independent: ask them at once (the first process spawn alone costs ~8 ms).
-  const [database, present, engineInfo] = await Promise.all([
+  // These questions are independent: ask them at once (the first process spawn alone costs ~8 ms).
+  const [database, home, present, engineInfo] = await Promise.all([
     userDatabase(sudo.user),
+    homeOf(sudo.user),
     imagePresent(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
   ]);
@@ -881,26 +1260,253 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
         "ask your administrator to load it (socker never pulls)",
     );
   }
+  const env = containerEnvironment(options.env, callerEnvironment(), { user: caller.user, home }, settings);
+  const devices = options.gpus ? gpuDeviceNodes(await jobGpus(job), exists) : [];
+
+  // Mounts: the user's must pass every rule; a default mount the user cannot use is simply left out.
+  const cwd = await realPathAsUser(caller, currentFolder());
+  const defaults = defaultMountRequests(settings, home, typeof cwd === "string" ? undefined : cwd?.realPath);
+  const decided = await Promise.all(
+    [...defaults, ...volumeRequests].map(async (request) =>
+      decideMount(request, await checkPathAsUser(caller, request.source), settings)
+    ),
+  );
+  const refusal = decided.slice(defaults.length).find((result) => typeof result === "string");
+  if (refusal !== undefined) throw new SockerError(`socker: ${refusal}`);
+  const mounts = decided.filter((result): result is Mount => typeof result !== "string");
+  const workdir = chooseWorkdir(options.workdir, typeof cwd === "string" ? undefined : cwd?.realPath, mounts);
 
   const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
-  const plan: RunPlan = {
-    caller,
-    image: entry.canonical,
-    argv: invocation.argv,
-    containerName: name,
-    tty: Deno.stdin.isTerminal() && Deno.stdout.isTerminal(),
-    labels: {
-      "socker.managed": "true",
-      "socker.uid": String(caller.uid),
-      "socker.user": caller.user,
-      "socker.node": hostName(),
-      ...(job !== undefined ? { "socker.job": job.jobId, "socker.step": job.stepId } : {}),
-    },
-    cgroupParent: job?.parent,
-  };
-  const args = dockerRunArgv(plan);
-  if (invocation.verbose) console.error(`socker: ${shellQuote([DOCKER_PATH, ...args])}`);
-  return await superviseRun(args, name, dockerUser);
+  try {
+    const staged = await stageMounts(name, mounts);
+    const plan: RunPlan = {
+      caller,
+      image: entry.canonical,
+      argv: invocation.argv,
+      containerName: name,
+      tty: !options.noTty && Deno.stdin.isTerminal() && Deno.stdout.isTerminal(),
+      stdin: !options.noStdin,
+      labels: {
+        "socker.managed": "true",
+        "socker.uid": String(caller.uid),
+        "socker.user": caller.user,
+        "socker.node": hostName(),
+        ...(job !== undefined ? { "socker.job": job.jobId, "socker.step": job.stepId } : {}),
+      },
+      cgroupParent: job?.parent,
+      mounts: staged,
+      workdir,
+      env,
+      network: settings.network,
+      devices,
+    };
+    const args = dockerRunArgv(plan);
+    if (invocation.verbose) console.error(`socker: ${shellQuote([dockerPath, ...args])}`);
+    return await superviseRun(dockerPath, args, name, dockerUser);
+  } finally {
+    await unstageMounts(name);
+  }
+}
+
+/** The caller's current folder (sudo keeps it), or undefined when it no longer exists. */
+function currentFolder(): string | undefined {
+  try {
+    return Deno.cwd();
+  } catch {
+    return undefined;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a query as the caller: their uid, gid and groups, no privileges, an empty environment. */
+async function asCaller(caller: Caller, command: string, args: string[]) {
+  const output = await new Deno.Command("/usr/bin/setpriv", {
+    args: [
+      `--reuid=${caller.uid}`,
+      `--regid=${caller.gid}`,
+      ...(caller.groups.length > 0 ? [`--groups=${caller.groups.join(",")}`] : ["--clear-groups"]),
+      "--no-new-privs",
+      "--",
+      command,
+      ...args,
+    ],
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin", LANG: "C" },
+    cwd: "/",
+    stdin: "null",
+  }).output();
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { success: output.success, stdout: text(output.stdout), stderr: text(output.stderr) };
+}
+
+/** Resolves a path as the caller would (so a folder closed to them stops it); returns why not on failure. */
+async function realPathAsUser(
+  caller: Caller,
+  path: string | undefined,
+): Promise<{ realPath: string } | string | undefined> {
+  if (path === undefined) return undefined;
+  const result = await asCaller(caller, "/usr/bin/realpath", ["-e", "-z", "--", path]);
+  if (!result.success) {
+    const reason = /: ([^:]+)\n?$/.exec(result.stderr)?.[1] ?? "cannot be resolved";
+    return reason.toLowerCase();
+  }
+  return { realPath: result.stdout.replace(/\0$/, "") };
+}
+
+/** Asks the kernel, as the caller, what a path is and whether they may read, write and search it. */
+async function checkPathAsUser(caller: Caller, path: string): Promise<PathCheck | string> {
+  const resolved = await realPathAsUser(caller, path);
+  if (resolved === undefined || typeof resolved === "string") return resolved ?? "no path";
+  const result = await asCaller(caller, "/usr/bin/find", [
+    resolved.realPath,
+    "-maxdepth",
+    "0",
+    "-printf",
+    "%D %i %y ",
+    "(",
+    "-readable",
+    "-printf",
+    "r",
+    "-o",
+    "-true",
+    ")",
+    "(",
+    "-writable",
+    "-printf",
+    "w",
+    "-o",
+    "-true",
+    ")",
+    "(",
+    "-executable",
+    "-printf",
+    "x",
+    "-o",
+    "-true",
+    ")",
+    "-printf",
+    "\\n",
+  ]);
+  return (result.success ? parsePathCheck(resolved.realPath, result.stdout) : undefined) ?? "cannot be checked";
+}
+
+/** Where socker stages the checked mounts of each container: root's alone, out of every user's reach. */
+const STAGING_DIR = "/run/socker";
+
+/**
+ * Binds each checked path to a root-owned staging path and proves the bind holds the very inode the
+ * caller's check saw. A user who swaps a folder for a symlink after the check gets a refusal, not
+ * someone else's data: docker is given only the staging path, which no user can change.
+ */
+async function stageMounts(name: string, mounts: readonly Mount[]) {
+  if (mounts.length === 0) return [];
+  Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
+  Deno.mkdirSync(`${STAGING_DIR}/${name}`, { mode: 0o700 });
+  return await Promise.all(mounts.map(async (mount, index) => {
+    const target = `${STAGING_DIR}/${name}/${index}`;
+    if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
+    else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
+    const bound = await new Deno.Command("/usr/bin/mount", {
+      args: ["--bind", "--no-canonicalize", "--", mount.source, target],
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin", LANG: "C" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!bound.success) {
+      throw new SockerError(
+        `socker: cannot mount ${printable(mount.source)}: ${printable(new TextDecoder().decode(bound.stderr).trim())}`,
+      );
+    }
+    const info = Deno.statSync(target);
+    if (info.dev !== mount.device || info.ino !== mount.inode) {
+      throw new SockerError(`socker: ${printable(mount.source)} changed while socker was checking it; refusing`);
+    }
+    return { source: target, destination: mount.destination, readOnly: mount.readOnly };
+  }));
+}
+
+/** Undoes stageMounts: unmounts and removes each staging path, never recursively (a mount may still hold data). */
+async function unstageMounts(name: string): Promise<void> {
+  const dir = `${STAGING_DIR}/${name}`;
+  let entries: string[];
+  try {
+    entries = [...Deno.readDirSync(dir)].map((entry) => `${dir}/${entry.name}`);
+  } catch {
+    return;
+  }
+  for (const target of entries) {
+    await new Deno.Command("/usr/bin/umount", { args: ["--", target], stdout: "null", stderr: "null", clearEnv: true })
+      .output();
+    try {
+      Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
+    } catch { /* left for cleanup */ }
+  }
+  try {
+    Deno.removeSync(dir);
+  } catch { /* left for cleanup */ }
+}
+
+/** The caller's home folder from the user database (NSS). */
+async function homeOf(user: string): Promise<string | undefined> {
+  const output = await new Deno.Command("/usr/bin/getent", {
+    args: ["passwd", "--", user],
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin", LANG: "C" },
+    stdin: "null",
+    stderr: "null",
+  }).output();
+  const home = new TextDecoder().decode(output.stdout).split(":")[5];
+  return home !== undefined && isCleanAbsolute(home) ? home : undefined;
+}
+
+/**
+ * The caller's environment, for `-e NAME`: sudo reset socker's own, but sudo (our parent, started with
+ * the caller's environment) still holds it. Read only when the parent really is sudo.
+ */
+function callerEnvironment(): Record<string, string> | undefined {
+  try {
+    if (Deno.readLinkSync(`/proc/${Deno.ppid}/exe`) !== "/usr/bin/sudo") return undefined;
+    const entries = Deno.readTextFileSync(`/proc/${Deno.ppid}/environ`).split("\0").filter((item) =>
+      item.includes("=")
+    );
+    return Object.fromEntries(
+      entries.map((item) => [item.slice(0, item.indexOf("=")), item.slice(item.indexOf("=") + 1)]),
+    );
+  } catch {
+    return undefined;
+  }
+}
+
+/** The GPUs of the caller's job, from the job's cgroup device rules, else from Slurm's own record. */
+async function jobGpus(job: JobCgroup | undefined): Promise<number[]> {
+  if (job === undefined) throw new SockerError("socker: --gpus works only inside a Slurm job with GPUs allocated");
+  const rulesFile = `/sys/fs/cgroup/devices${job.parent}/devices.list`;
+  const fromRules = job.version === 1 && exists(rulesFile)
+    ? gpusFromDeviceRules(Deno.readTextFileSync(rulesFile))
+    : undefined;
+  let gpus = fromRules;
+  if (gpus === undefined) {
+    const output = await new Deno.Command("/usr/bin/scontrol", {
+      args: ["show", "job", "-d", job.jobId],
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin", LANG: "C" },
+      stdin: "null",
+      stderr: "null",
+    }).output();
+    gpus = gpusFromSlurmJob(new TextDecoder().decode(output.stdout));
+  }
+  if (gpus.length === 0) throw new SockerError(`socker: --gpus: no GPU is allocated to job ${job.jobId}`);
+  return gpus;
 }
 
 async function imagesCommand(): Promise<number> {
@@ -963,6 +1569,11 @@ async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> 
         console.error(`socker: job ${jobId}: cannot remove ${folder}: ${errorText(error)}`);
       }
     }
+  }
+  // Staging mounts of containers that are gone (their socker was killed before it could undo them).
+  for (const entry of listDirs(STAGING_DIR)) {
+    const { status } = await dockerApi("GET", `/containers/${entry}/json`).catch(() => ({ status: 0 }));
+    if (status === 404) await unstageMounts(entry);
   }
   console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
   return failures === 0 ? 0 : 1;

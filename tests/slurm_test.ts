@@ -285,3 +285,13 @@ Deno.test("srun --pty: the container gets a terminal, inside the step's cgroup, 
   assert.match(result.stdout, /\/dev\/pts\/\d+/);
   assert.match(result.stdout, /:memory:\/slurm_n\d\/uid_2001\/job_\d+\/step_0\/[0-9a-f]{64}/);
 });
+
+Deno.test("--gpus inside a job with no GPU allocated is refused, whatever the environment says", async () => {
+  const job = await sbatch(
+    `CUDA_VISIBLE_DEVICES=0 SLURM_JOB_GPUS=0 srun -n1 socker run --gpus ${IMAGE} true; echo "rc=$?"`,
+  );
+  await waitJobEnd(job);
+  const output = jobOutput(job);
+  assert.match(output, new RegExp(`--gpus: no GPU is allocated to job ${job}`), output);
+  assert.match(output, /rc=125/);
+});

@@ -5,13 +5,24 @@ import {
   callerFromSudo,
   canonicalImage,
   cgroupMountPoints,
+  chooseWorkdir,
+  containerEnvironment,
   containerName,
+  decideMount,
+  DEFAULT_SETTINGS,
+  defaultMountRequests,
+  destinationProblem,
   dockerEnv,
   dockerRunArgv,
   engineCgroupProblem,
   exitCodeFor,
+  gpuDeviceNodes,
+  gpusFromDeviceRules,
+  gpusFromSlurmJob,
   type ImageRef,
+  isCleanAbsolute,
   isSignalRepeat,
+  isUnder,
   jobCgroup,
   jobFolders,
   matchImage,
@@ -20,9 +31,12 @@ import {
   parseHttpResponse,
   parseIdOutput,
   parseImageRef,
+  parsePathCheck,
   parseSettings,
+  parseVolume,
   passwdEntry,
   pathChain,
+  type PathCheck,
   printable,
   resolveCaller,
   type RunPlan,
@@ -50,6 +64,7 @@ Deno.test("run: everything after IMAGE is the container's command, options inclu
     verbose: false,
     image: "img",
     argv: ["sh", "-c", "echo $HOME; exit 3"],
+    options: { volumes: [], env: [], noTty: false, noStdin: false, gpus: false },
   });
   assert.deepEqual(parseCommandLine(["run", "img", "--privileged", "-v", "/:/host"]).command, "run");
   const run = parseCommandLine(["run", "img", "--help", "-v"]);
@@ -57,7 +72,7 @@ Deno.test("run: everything after IMAGE is the container's command, options inclu
 });
 
 Deno.test("verbose is accepted before and after the command", () => {
-  for (const args of [["-v", "run", "i", "c"], ["--verbose", "run", "i", "c"], ["run", "-v", "i", "c"]]) {
+  for (const args of [["-v", "run", "i", "c"], ["--verbose", "run", "i", "c"], ["run", "--verbose", "i", "c"]]) {
     const parsed = parseCommandLine(args);
     assert.ok(parsed.command === "run" && parsed.verbose, args.join(" "));
   }
@@ -85,7 +100,7 @@ Deno.test("usage errors name the problem and how to get help", () => {
     [["images", "extra"], /takes no arguments/],
     [["cleanup"], /needs --job ID/],
     [["cleanup", "--job", "12; rm -rf /"], /numeric Slurm job id/],
-    [["cleanup", "--job"], /numeric Slurm job id/],
+    [["cleanup", "--job"], /--job needs a value/],
     [["cleanup", "--job=0"], /numeric Slurm job id/],
   ];
   for (const [args, pattern] of cases) {
@@ -278,7 +293,12 @@ const plan: RunPlan = {
   argv: ["sh", "-c", "echo $HOME; exit 3"],
   containerName: "socker-2001-0011aabbccdd",
   tty: false,
+  stdin: true,
   labels: { "socker.managed": "true", "socker.uid": "2001" },
+  mounts: [],
+  env: ["HOME=/home/alice"],
+  network: "bridge",
+  devices: [],
 };
 
 Deno.test("docker argv: fixed safety options, the caller's ids, image then command last", () => {
@@ -312,7 +332,8 @@ Deno.test("docker argv never carries dangerous options, whatever the command say
   const hostile = { ...plan, argv: ["--privileged", "-v", "/:/host", "--user", "0", "--network=host"] };
   const args = dockerRunArgv(hostile);
   const options = args.slice(0, args.indexOf("--"));
-  for (const bad of ["--privileged", "-v", "--volume", "--network", "--pid", "--cap-add", "--device", "-H"]) {
+  assert.equal(options[options.indexOf("--network") + 1], "bridge");
+  for (const bad of ["--privileged", "-v", "--volume", "--mount", "--pid", "--cap-add", "--device", "-H"]) {
     assert.ok(!options.some((o) => o === bad || o.startsWith(`${bad}=`)), bad);
   }
   assert.equal(options.filter((o) => o === "--user").length, 1);
@@ -473,9 +494,9 @@ Deno.test("a finished job's folders are listed deepest first, in v1 and v2 layou
 // ---- settings
 
 Deno.test("socker.conf: known keys only, yes/no values, errors name file and line", () => {
-  assert.deepEqual(parseSettings("# comment\n\nrequire_job = yes\n", "f"), { requireJob: true });
-  assert.deepEqual(parseSettings("require_job=no", "f"), { requireJob: false });
-  assert.deepEqual(parseSettings("", "f"), { requireJob: false });
+  assert.equal(parseSettings("# comment\n\nrequire_job = yes\n", "f").requireJob, true);
+  assert.equal(parseSettings("require_job=no", "f").requireJob, false);
+  assert.deepEqual(parseSettings("", "f"), DEFAULT_SETTINGS);
   refusal(() => parseSettings("require_jobs = yes", "/etc/socker/socker.conf"), /socker\.conf:1: unknown setting/);
   refusal(() => parseSettings("\nrequire_job = maybe", "f"), /f:2: require_job must be yes or no/);
   refusal(() => parseSettings("require_job", "f"), /expected 'key = value'/);
@@ -486,4 +507,223 @@ Deno.test("a signal that arrives twice at once (directly and through sudo) is pa
   assert.equal(isSignalRepeat(1000, 1050), true);
   assert.equal(isSignalRepeat(1000, 1100), false);
   assert.equal(isSignalRepeat(1000, 5000), false);
+});
+
+// ---- data and devices
+
+Deno.test("run options: -v, -w, -e, --no-tty, --no-stdin, --gpus before IMAGE; -v after run is a volume", () => {
+  const parsed = parseCommandLine([
+    "run",
+    "-v",
+    "/a:/b",
+    "--volume=/c:/d:ro",
+    "-w",
+    "/b",
+    "-e",
+    "X=1",
+    "--env",
+    "Y",
+    "--no-tty",
+    "--no-stdin",
+    "--gpus",
+    "img",
+    "-v",
+    "/x:/y",
+  ]);
+  assert.ok(parsed.command === "run");
+  assert.deepEqual(parsed.options, {
+    volumes: ["/a:/b", "/c:/d:ro"],
+    workdir: "/b",
+    env: ["X=1", "Y"],
+    noTty: true,
+    noStdin: true,
+    gpus: true,
+  });
+  assert.deepEqual(parsed.argv, ["-v", "/x:/y"]);
+  refusal(() => parseCommandLine(["run", "-v"]), /-v needs a value/);
+  refusal(() => parseCommandLine(["run", ...Array(33).fill(["-v", "/a:/b"]).flat(), "i", "c"]), /at most 32 volumes/);
+});
+
+Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only", () => {
+  assert.deepEqual(parseVolume("/home/a/d:/data:ro"), {
+    source: "/home/a/d",
+    destination: "/data",
+    readOnly: true,
+    origin: "-v /home/a/d:/data:ro",
+    adminPath: false,
+  });
+  const cases: [string, RegExp][] = [
+    ["/a", /expected SRC:DST/],
+    ["/a:/b:ro:x", /expected SRC:DST/],
+    ["rel:/b", /SRC must be an absolute path/],
+    ["/a:rel", /clean absolute/],
+    ["/a:/b/../etc", /clean absolute/],
+    ["/a:/b/", /clean absolute/],
+    ["/a:/b:z", /mode must be ro or rw/],
+    ["/a:/b:Z", /mode must be ro or rw/],
+    ["/a:/x,source=/etc", /DST may hold only/],
+    ["/a:/x y", /DST may hold only/],
+  ];
+  for (const [spec, pattern] of cases) refusal(() => parseVolume(spec), pattern);
+});
+
+Deno.test("paths: clean absolute, and prefixes by whole components", () => {
+  for (const good of ["/", "/a", "/a/b.c", "/a/.b"]) assert.ok(isCleanAbsolute(good), good);
+  for (const bad of ["", "a", "/a/", "/a//b", "/a/./b", "/a/../b", "/.."]) assert.ok(!isCleanAbsolute(bad), bad);
+  assert.ok(isUnder("/scratch/x", "/scratch"));
+  assert.ok(isUnder("/scratch", "/scratch"));
+  assert.ok(!isUnder("/scratch2/x", "/scratch"));
+  assert.ok(!isUnder("/scratc", "/scratch"));
+});
+
+Deno.test("destinations: never / or under the system folders, nor the administrator's", () => {
+  assert.equal(destinationProblem("/data", []), undefined);
+  assert.equal(destinationProblem("/home/alice", []), undefined);
+  assert.match(destinationProblem("/", [])!, /image's own root/);
+  for (const bad of ["/etc", "/etc/passwd", "/usr/bin", "/proc/1", "/sys", "/dev/shm", "/var/run", "/bin"]) {
+    assert.ok(destinationProblem(bad, []), bad);
+  }
+  assert.equal(destinationProblem("/etcetera", []), undefined);
+  assert.match(destinationProblem("/opt/site/x", ["/opt/site"])!, /forbidden destination \/opt\/site/);
+});
+
+const check = (overrides: Partial<PathCheck> = {}): PathCheck => ({
+  realPath: "/home/alice/data",
+  device: 2049,
+  inode: 77,
+  kind: "dir",
+  readable: true,
+  writable: true,
+  searchable: true,
+  ...overrides,
+});
+
+Deno.test("decideMount: the checked real path, under a prefix, readable, read-only when not writable", () => {
+  const request = parseVolume("/home/alice/link:/data");
+  assert.deepEqual(decideMount(request, check(), DEFAULT_SETTINGS), {
+    source: "/home/alice/data",
+    destination: "/data",
+    readOnly: false,
+    device: 2049,
+    inode: 77,
+    kind: "dir",
+  });
+  assert.equal(
+    (decideMount(request, check({ writable: false }), DEFAULT_SETTINGS) as { readOnly: boolean }).readOnly,
+    true,
+  );
+  assert.match(decideMount(request, "permission denied", DEFAULT_SETTINGS) as string, /permission denied/);
+  assert.match(
+    decideMount(request, check({ realPath: "/etc" }), DEFAULT_SETTINGS) as string,
+    /real path \/etc\) is not under a folder users may mount \(\/home\)/,
+  );
+  assert.match(
+    decideMount(request, check({ realPath: "/home2/x" }), DEFAULT_SETTINGS) as string,
+    /not under a folder users may mount/,
+  );
+  assert.match(decideMount(request, check({ readable: false }), DEFAULT_SETTINGS) as string, /not readable by you/);
+  assert.match(decideMount(request, check({ searchable: false }), DEFAULT_SETTINGS) as string, /not readable by you/);
+  assert.match(decideMount(request, check({ kind: "other" }), DEFAULT_SETTINGS) as string, /neither a folder/);
+  assert.match(
+    decideMount(parseVolume("/home/alice/data:/etc"), check(), DEFAULT_SETTINGS) as string,
+    /forbidden destination \/etc/,
+  );
+  const admin = { ...parseVolume("/scratch:/scratch"), adminPath: true };
+  assert.equal(typeof decideMount(admin, check({ realPath: "/scratch" }), DEFAULT_SETTINGS), "object");
+});
+
+Deno.test("default mounts: home and the caller's folder, once", () => {
+  const requests = defaultMountRequests(
+    { ...DEFAULT_SETTINGS, defaultMounts: ["home", "workdir", "/scratch"] },
+    "/home/alice",
+    "/home/alice/run",
+  );
+  assert.deepEqual(requests.map((r) => [r.source, r.destination, r.adminPath]), [
+    ["/home/alice", "/home/alice", false],
+    ["/scratch", "/scratch", true],
+  ]);
+  assert.equal(defaultMountRequests(DEFAULT_SETTINGS, undefined, "/tmp").length, 1);
+});
+
+Deno.test("workdir: as asked (never /proc), else the caller's folder when mounted, else the image's", () => {
+  const mounts = [{
+    source: "/home/alice",
+    destination: "/home/alice",
+    readOnly: false,
+    device: 1,
+    inode: 2,
+    kind: "dir" as const,
+  }];
+  assert.equal(chooseWorkdir("/data", "/home/alice/x", mounts), "/data");
+  assert.equal(chooseWorkdir(undefined, "/home/alice/x", mounts), "/home/alice/x");
+  assert.equal(chooseWorkdir(undefined, "/tmp", mounts), undefined);
+  assert.equal(chooseWorkdir(undefined, undefined, mounts), undefined);
+  refusal(() => chooseWorkdir("/proc/self/fd/7", undefined, []), /never a \/proc path/);
+  refusal(() => chooseWorkdir("/proc", undefined, []), /never a \/proc path/);
+  refusal(() => chooseWorkdir("data", undefined, []), /clean absolute/);
+});
+
+Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
+  const settings = { ...DEFAULT_SETTINGS, envSet: { SITE: "x", FOO: "admin" }, envDeny: ["LD_PRELOAD"] };
+  const env = containerEnvironment(["FOO=1", "BAR", "GONE", "A=b=c"], { BAR: "from-caller" }, {
+    user: "alice",
+    home: "/home/alice",
+  }, settings);
+  assert.deepEqual(env, [
+    "HOME=/home/alice",
+    "USER=alice",
+    "LOGNAME=alice",
+    "FOO=admin",
+    "BAR=from-caller",
+    "A=b=c",
+    "SITE=x",
+  ]);
+  refusal(() => containerEnvironment(["LD_PRELOAD=/x.so"], {}, { user: "a" }, settings), /never lets LD_PRELOAD/);
+  refusal(() => containerEnvironment(["1X=2"], {}, { user: "a" }, settings), /not a variable name/);
+  refusal(() => containerEnvironment(["A B=1"], {}, { user: "a" }, settings), /not a variable name/);
+  refusal(() => containerEnvironment(["BAR"], undefined, { user: "a" }, settings), /give -e BAR=VALUE/);
+  assert.deepEqual(containerEnvironment([], {}, { user: "a" }, DEFAULT_SETTINGS)[0], "HOME=/");
+});
+
+Deno.test("path checks made as the user parse", () => {
+  assert.deepEqual(parsePathCheck("/d", "2049 131 d rwx\n"), check({ realPath: "/d", inode: 131 }));
+  assert.deepEqual(
+    parsePathCheck("/f", "2049 5 f r\n"),
+    check({ realPath: "/f", inode: 5, kind: "file", writable: false, searchable: false }),
+  );
+  assert.equal(parsePathCheck("/x", "garbage"), undefined);
+});
+
+Deno.test("GPUs come from the job's device rules or Slurm's record, never from the environment", () => {
+  const rules = "c 1:3 rwm\nc 195:255 rwm\nc 195:0 rwm\nc 195:2 rw\nb 8:0 r\n";
+  assert.deepEqual(gpusFromDeviceRules(rules), [0, 2]);
+  assert.deepEqual(gpusFromDeviceRules("c 1:3 rwm\n"), []);
+  assert.equal(gpusFromDeviceRules("a *:* rwm\n"), undefined, "unconstrained proves nothing");
+  const record = "JobId=5 ...\n     Nodes=n1 CPU_IDs=0-3 Mem=1000 GRES=gpu:a100:3(IDX:0-1,3)\n";
+  assert.deepEqual(gpusFromSlurmJob(record), [0, 1, 3]);
+  assert.deepEqual(gpusFromSlurmJob("JobId=5 TresPerNode=gres:gpu:2 CUDA_VISIBLE_DEVICES=0,1"), []);
+  assert.deepEqual(gpuDeviceNodes([0, 3], (p) => p === "/dev/nvidiactl"), [
+    "/dev/nvidia0",
+    "/dev/nvidia3",
+    "/dev/nvidiactl",
+  ]);
+});
+
+Deno.test("docker argv carries mounts, workdir, env, network and devices after socker's own options", () => {
+  const args = dockerRunArgv({
+    ...plan,
+    mounts: [{ source: "/run/socker/n/0", destination: "/data", readOnly: true }],
+    workdir: "/data",
+    env: ["HOME=/home/alice", "X=a b"],
+    network: "none",
+    devices: ["/dev/nvidia0"],
+    stdin: false,
+  });
+  const options = args.slice(0, args.indexOf("--"));
+  assert.ok(!options.includes("--interactive"));
+  assert.equal(options[options.indexOf("--mount") + 1], "type=bind,source=/run/socker/n/0,target=/data,readonly");
+  assert.equal(options[options.indexOf("--workdir") + 1], "/data");
+  assert.equal(options[options.indexOf("--network") + 1], "none");
+  assert.equal(options[options.indexOf("--device") + 1], "/dev/nvidia0");
+  assert.ok(options.includes("X=a b"));
 });
