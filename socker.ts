@@ -1627,7 +1627,7 @@ export const HELP = `NAME
 SYNOPSIS
     socker [--version] [-h|--help] [-v|--verbose] COMMAND
     socker images
-    socker [-v] run [-v] IMAGE COMMAND [ARG...]
+    socker [-v] run [RUN OPTIONS] IMAGE COMMAND [ARG...]
     socker cleanup --job ID              (root and Slurm's Epilog only)
 
 DESCRIPTION
@@ -1639,7 +1639,23 @@ DESCRIPTION
 OPTIONS
     -h, --help      Print this help and exit.
     --version       Print socker's version and exit.
-    -v, --verbose   Also print the docker command socker runs, on stderr.
+    -v, --verbose   Also print the docker command socker runs, on stderr (after 'run': --verbose).
+
+RUN OPTIONS
+    -v, --volume SRC:DST[:ro]
+                    Bind SRC (a folder or file you can read, under a folder your administrator lets
+                    users mount) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
+                    cover /, /etc, /usr, /proc, /sys, /dev, /var and the like.
+    -w, --workdir DIR
+                    Working directory in the container (never under /proc). Default: your current
+                    folder when it is mounted, else the image's.
+    -e, --env NAME[=VALUE]
+                    Set NAME in the container; a bare NAME takes your own value. HOME, USER and
+                    LOGNAME are always yours.
+    --no-tty        Never attach a terminal, even from a terminal.
+    --no-stdin      Do not pass stdin on.
+    --gpus          Give the container the GPUs allocated to your Slurm job (and no other).
+    --verbose       As -v before 'run'.
 
 COMMANDS
     images          List the allowed images and whether each is present on this node.
@@ -1654,11 +1670,14 @@ EXAMPLES
     socker images
     socker run centos cat /etc/system-release
     socker run ubuntu:22.04 sh -c 'echo $HOME; exit 3'
+    socker run -v /scratch/$USER/in:/in:ro -e OMP_NUM_THREADS=4 myimage ./solve /in
     srun socker run myimage ./simulate --steps 100      (in a batch script: srun or exec, see README)
 
 FILES
     ${ALLOWLIST_PATH}
                     The allowed images, one reference per line; root-owned, not group/other-writable.
+    ${SETTINGS_PATH}
+                    Optional settings (mounts, network, environment, require_job); same checks.
     ${DOCKER_PATH}
                     The docker CLI socker runs (as the user ${DOCKER_USER}, group docker).
 
