@@ -36,8 +36,6 @@ export const SOCKER_VERSION = "0.1.0"; // install.sh
 export const DOCKER_SOCKET = "/var/run/docker.sock";
 /** The unprivileged account the docker CLI runs as: its only group is `docker`, which opens the socket. */
 export const DOCKER_USER = "dockerroot";
-/** The user database query tool; it asks NSS, so LDAP and SSSD groups count. */
-export const ID_PATH = "/usr/bin/id";
 
 export const ALLOWLIST_PATH = `${CONFIG_DIR}/socker-images`;
 export const SETTINGS_PATH = `${CONFIG_DIR}/socker.conf`;
@@ -545,15 +543,6 @@ export function callerFromSudo(
   return { uid: Number(SUDO_UID), gid: Number(SUDO_GID), user: SUDO_USER };
 }
 
-/** Parses `id NAME` output (`uid=2001(alice) gid=2001(alice) groups=2001(alice),3001(proj)`). */
-export function parseIdOutput(text: string): { uid: number; gid: number; groups: number[] } | undefined {
-  const match = /^uid=(\d+)(?:\([^)]*\))? gid=(\d+)(?:\([^)]*\))?(?: groups=(.*))?$/.exec(text.trim());
-  if (!match) return undefined;
-  const groups = (match[3] ?? "").split(",").filter((g) => g !== "").map((g) => Number(/^\d+/.exec(g)?.[0]));
-  if (groups.some((g) => !Number.isSafeInteger(g))) return undefined;
-  return { uid: Number(match[1]), gid: Number(match[2]), groups };
-}
-
 /**
  * Combines what sudo said with what the user database says: the uid must agree, the primary group is the
  * caller's current one (sudo's SUDO_GID), the supplementary groups are the database's. Root is refused:
@@ -589,6 +578,48 @@ export function passwdEntry(passwd: string, name: string): { uid: number; gid: n
     }
   }
   return undefined;
+}
+
+/** What the user database (NSS: files, LDAP, SSSD, ...) says of a user. */
+export type UserRecord = { uid: number; gid: number; home?: string; groups: number[] };
+
+/** glibc's `struct passwd` on 64-bit Linux: name, passwd, uid (16), gid (20), gecos, dir (32), shell. */
+const PASSWD_UID_OFFSET = 16;
+const PASSWD_GID_OFFSET = 20;
+const PASSWD_DIR_OFFSET = 32;
+const MAX_GROUPS = 65536;
+
+/**
+ * Asks the C library, through NSS exactly as `id` would, for a user's uid, gid, home and groups. Called
+ * in-process (getpwnam, getgrouplist) because spawning `id` and `getent` cost ~10 ms of every run.
+ */
+function userRecord(user: string): UserRecord {
+  const libc = Deno.dlopen("libc.so.6", {
+    getpwnam: { parameters: ["buffer"], result: "pointer" },
+    getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
+  });
+  try {
+    const name = new TextEncoder().encode(`${user}\0`);
+    const entry = libc.symbols.getpwnam(name);
+    if (entry === null) throw new SockerError(`socker: user '${user}' is not in the user database; refusing`);
+    const view = new Deno.UnsafePointerView(entry);
+    const uid = view.getUint32(PASSWD_UID_OFFSET);
+    const gid = view.getUint32(PASSWD_GID_OFFSET);
+    const dirPointer = view.getPointer(PASSWD_DIR_OFFSET);
+    const dir = dirPointer === null ? "" : Deno.UnsafePointerView.getCString(dirPointer);
+    let groups = new Uint32Array(64);
+    const count = new Int32Array([groups.length]);
+    if (libc.symbols.getgrouplist(name, gid, groups, count) < 0) {
+      if (count[0] <= 0 || count[0] > MAX_GROUPS) throw new SockerError(`socker: cannot list the groups of '${user}'`);
+      groups = new Uint32Array(count[0]);
+      if (libc.symbols.getgrouplist(name, gid, groups, count) < 0) {
+        throw new SockerError(`socker: cannot list the groups of '${user}'`);
+      }
+    }
+    return { uid, gid, home: isCleanAbsolute(dir) ? dir : undefined, groups: [...groups.slice(0, count[0])] };
+  } finally {
+    libc.close();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1241,13 +1272,26 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   const dockerPath = assertTrusted(settings.docker);
   const dockerUser = dockerAccount();
   // These questions are independent: ask them at once (the first process spawn alone costs ~8 ms).
-  const [database, home, present, engineInfo] = await Promise.all([
-    userDatabase(sudo.user),
-    homeOf(sudo.user),
+  const database = userRecord(sudo.user);
+  const caller = resolveCaller(sudo, database);
+  const home = database.home;
+  const env = containerEnvironment(options.env, callerEnvironment(), { user: caller.user, home }, settings);
+
+  // Mounts: the user's must pass every rule; a default mount the user cannot use is simply left out.
+  const folder = currentFolder();
+  const cwdResolved = folder === undefined ? undefined : realPathOf(folder);
+  const cwd = typeof cwdResolved === "object" ? cwdResolved.realPath : undefined;
+  const defaults = defaultMountRequests(settings, home, cwd);
+  // The engine's answers and the checks made as the user are independent: wait for them together.
+  const [present, engineInfo, decided] = await Promise.all([
     imagePresent(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
+    Promise.all(
+      [...defaults, ...volumeRequests].map(async (request) =>
+        decideMount(request, await checkPathAsUser(caller, request.source), settings)
+      ),
+    ),
   ]);
-  const caller = resolveCaller(sudo, database);
   if (job !== undefined && engineInfo !== undefined) {
     const problem = engineInfo.status === 200
       ? engineCgroupProblem(JSON.parse(engineInfo.body), job)
@@ -1260,21 +1304,11 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
         "ask your administrator to load it (socker never pulls)",
     );
   }
-  const env = containerEnvironment(options.env, callerEnvironment(), { user: caller.user, home }, settings);
   const devices = options.gpus ? gpuDeviceNodes(await jobGpus(job), exists) : [];
-
-  // Mounts: the user's must pass every rule; a default mount the user cannot use is simply left out.
-  const cwd = await realPathAsUser(caller, currentFolder());
-  const defaults = defaultMountRequests(settings, home, typeof cwd === "string" ? undefined : cwd?.realPath);
-  const decided = await Promise.all(
-    [...defaults, ...volumeRequests].map(async (request) =>
-      decideMount(request, await checkPathAsUser(caller, request.source), settings)
-    ),
-  );
   const refusal = decided.slice(defaults.length).find((result) => typeof result === "string");
   if (refusal !== undefined) throw new SockerError(`socker: ${refusal}`);
   const mounts = decided.filter((result): result is Mount => typeof result !== "string");
-  const workdir = chooseWorkdir(options.workdir, typeof cwd === "string" ? undefined : cwd?.realPath, mounts);
+  const workdir = chooseWorkdir(options.workdir, cwd, mounts);
 
   const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
   try {
@@ -1347,70 +1381,65 @@ async function asCaller(caller: Caller, command: string, args: string[]) {
   return { success: output.success, stdout: text(output.stdout), stderr: text(output.stderr) };
 }
 
-/** Resolves a path as the caller would (so a folder closed to them stops it); returns why not on failure. */
-async function realPathAsUser(
-  caller: Caller,
-  path: string | undefined,
-): Promise<{ realPath: string } | string | undefined> {
-  if (path === undefined) return undefined;
-  const result = await asCaller(caller, "/usr/bin/realpath", ["-e", "-z", "--", path]);
-  if (!result.success) {
-    const reason = /: ([^:]+)\n?$/.exec(result.stderr)?.[1] ?? "cannot be resolved";
-    return reason.toLowerCase();
+/** Resolves a path to its real path; returns why not on failure. What it leads to is then checked as the user. */
+function realPathOf(path: string): { realPath: string } | string {
+  try {
+    return { realPath: Deno.realPathSync(path) };
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound ? "no such file or folder" : errorText(error);
   }
-  return { realPath: result.stdout.replace(/\0$/, "") };
 }
 
-/** Asks the kernel, as the caller, what a path is and whether they may read, write and search it. */
+/** find(1) expression printing what the kernel's access(2) says, as the user: `2049 131 d rwx`. */
+const FIND_ACCESS = [
+  ..."-maxdepth 0 -printf".split(" "),
+  "%D %i %y ",
+  ..."( -readable -printf r -o -true ) ( -writable -printf w -o -true ) ( -executable -printf x -o -true )"
+    .split(" "),
+  "-printf",
+  "\\n",
+];
+
+/**
+ * Asks the kernel, as the caller, what the real path of `path` is and whether they may read, write and
+ * search it, every folder above included (so a 0700 folder of someone else stops it, ACLs and groups count).
+ */
 async function checkPathAsUser(caller: Caller, path: string): Promise<PathCheck | string> {
-  const resolved = await realPathAsUser(caller, path);
-  if (resolved === undefined || typeof resolved === "string") return resolved ?? "no path";
-  const result = await asCaller(caller, "/usr/bin/find", [
-    resolved.realPath,
-    "-maxdepth",
-    "0",
-    "-printf",
-    "%D %i %y ",
-    "(",
-    "-readable",
-    "-printf",
-    "r",
-    "-o",
-    "-true",
-    ")",
-    "(",
-    "-writable",
-    "-printf",
-    "w",
-    "-o",
-    "-true",
-    ")",
-    "(",
-    "-executable",
-    "-printf",
-    "x",
-    "-o",
-    "-true",
-    ")",
-    "-printf",
-    "\\n",
-  ]);
-  return (result.success ? parsePathCheck(resolved.realPath, result.stdout) : undefined) ?? "cannot be checked";
+  const resolved = realPathOf(path);
+  if (typeof resolved === "string") return resolved;
+  const result = await asCaller(caller, "/usr/bin/find", [resolved.realPath, ...FIND_ACCESS]);
+  if (!result.success) return (/: ([^:\n]+)\n?$/.exec(result.stderr)?.[1] ?? "cannot be checked").toLowerCase();
+  return parsePathCheck(resolved.realPath, result.stdout) ?? "cannot be checked";
+}
+
+/**
+ * Whether no one but root can change which folder a real path names: every folder above it is root's
+ * and not group/other-writable. Such a path is mounted as it is; any other is staged (see stageMounts).
+ */
+function pathFixedByRoot(realPath: string): boolean {
+  return pathChain(realPath).slice(1).every((dir) => {
+    const info = Deno.statSync(dir);
+    return info.uid === 0 && ((info.mode ?? 0o777) & 0o022) === 0;
+  });
 }
 
 /** Where socker stages the checked mounts of each container: root's alone, out of every user's reach. */
 const STAGING_DIR = "/run/socker";
 
 /**
- * Binds each checked path to a root-owned staging path and proves the bind holds the very inode the
- * caller's check saw. A user who swaps a folder for a symlink after the check gets a refusal, not
+ * Binds each checked path whose folders a user could change to a root-owned staging path, and proves
+ * the bind holds the very inode the caller's check saw. A user who swaps a folder for a symlink after the check gets a refusal, not
  * someone else's data: docker is given only the staging path, which no user can change.
  */
 async function stageMounts(name: string, mounts: readonly Mount[]) {
-  if (mounts.length === 0) return [];
+  const direct = mounts.map((mount) => pathFixedByRoot(mount.source));
+  if (direct.every(Boolean)) {
+    return mounts.map(({ source, destination, readOnly }) => ({ source, destination, readOnly }));
+  }
   Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
   Deno.mkdirSync(`${STAGING_DIR}/${name}`, { mode: 0o700 });
   return await Promise.all(mounts.map(async (mount, index) => {
+    if (direct[index]) return { source: mount.source, destination: mount.destination, readOnly: mount.readOnly };
     const target = `${STAGING_DIR}/${name}/${index}`;
     if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
     else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
@@ -1454,19 +1483,6 @@ async function unstageMounts(name: string): Promise<void> {
   try {
     Deno.removeSync(dir);
   } catch { /* left for cleanup */ }
-}
-
-/** The caller's home folder from the user database (NSS). */
-async function homeOf(user: string): Promise<string | undefined> {
-  const output = await new Deno.Command("/usr/bin/getent", {
-    args: ["passwd", "--", user],
-    clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C" },
-    stdin: "null",
-    stderr: "null",
-  }).output();
-  const home = new TextDecoder().decode(output.stdout).split(":")[5];
-  return home !== undefined && isCleanAbsolute(home) ? home : undefined;
 }
 
 /**
@@ -1577,20 +1593,6 @@ async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> 
   }
   console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
   return failures === 0 ? 0 : 1;
-}
-
-/** Asks the user database (through NSS) for the caller's groups. */
-async function userDatabase(user: string): Promise<{ uid: number; gid: number; groups: number[] }> {
-  const output = await new Deno.Command(ID_PATH, {
-    args: ["--", user],
-    clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C" },
-    stdin: "null",
-    stderr: "null",
-  }).output();
-  const parsed = output.success ? parseIdOutput(new TextDecoder().decode(output.stdout)) : undefined;
-  if (parsed === undefined) throw new SockerError(`socker: user '${user}' is not in the user database; refusing`);
-  return parsed;
 }
 
 /** The docker CLI's account, from /etc/passwd (install.sh creates it as a local system user). */

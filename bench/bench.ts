@@ -22,7 +22,12 @@ const PAIRS = Number(values.pairs);
 const CANCELS = Number(values.cancels);
 const IMAGE = "socker-test/busybox:2";
 const SOCKER = "/usr/local/bin/socker";
-const USER_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/alice", "USER=alice", "LOGNAME=alice"];
+const userEnv = (user: string) => [
+  "PATH=/usr/local/bin:/usr/bin:/bin",
+  `HOME=${user === "alice" ? "/home/alice" : "/nonexistent"}`,
+  `USER=${user}`,
+  `LOGNAME=${user}`,
+];
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -39,7 +44,7 @@ function asUser(user: string, group: string, shellLine: string): Deno.Command {
       "--init-groups",
       "/usr/bin/env",
       "-i",
-      ...USER_ENV,
+      ...userEnv(user),
       "/bin/sh",
       "-c",
       shellLine,
@@ -93,10 +98,14 @@ console.log(
 const verbose = await asUser("alice", "alice", `exec ${SOCKER} -v run ${IMAGE} true`).output();
 const line = new TextDecoder().decode(verbose.stderr).trim();
 const dockerArgs = line.replace(/^socker: /, "").split(" ");
-// Plain docker with socker's flags, but its own unique container name each run.
+// Plain docker with socker's flags, but its own unique container name each run, and socker's staged
+// mounts (root-owned bind mounts of the checked folders) replaced by the folders themselves.
 const nameAt = dockerArgs.indexOf("--name") + 1;
-const plainLine = (i: number) =>
-  "exec " + dockerArgs.map((a, j) => j === nameAt ? `bench-plain-${Deno.pid}-${i}` : a).map(quote).join(" ");
+const plainArg = (arg: string, index: number, i: number) =>
+  index === nameAt
+    ? `bench-plain-${Deno.pid}-${i}`
+    : arg.replace(/source=\/run\/socker\/[^,]+,target=([^,]+)/, "source=$1,target=$1");
+const plainLine = (i: number) => "exec " + dockerArgs.map((a, j) => plainArg(a, j, i)).map(quote).join(" ");
 // Warm both paths once.
 await timed(asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} true`));
 await timed(asUser("dockerroot", "docker", plainLine(-1)));

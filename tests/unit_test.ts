@@ -29,7 +29,6 @@ import {
   parseAllowlist,
   parseCommandLine,
   parseHttpResponse,
-  parseIdOutput,
   parseImageRef,
   parsePathCheck,
   parseSettings,
@@ -253,17 +252,6 @@ Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
   }
   refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
   refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
-});
-
-Deno.test("id output parses, with and without names", () => {
-  assert.deepEqual(parseIdOutput("uid=2001(alice) gid=2001(alice) groups=2001(alice),3001(proj)\n"), {
-    uid: 2001,
-    gid: 2001,
-    groups: [2001, 3001],
-  });
-  assert.deepEqual(parseIdOutput("uid=5 gid=6 groups=6,7"), { uid: 5, gid: 6, groups: [6, 7] });
-  assert.equal(parseIdOutput("id: 'x': no such user"), undefined);
-  assert.equal(parseIdOutput(""), undefined);
 });
 
 Deno.test("resolveCaller takes groups from the database and refuses root", () => {
