@@ -362,7 +362,7 @@ check_source() {
 		return 0
 	fi
 	local name
-	for name in CONFIG_DIR DOCKER_PATH DOCKER_CONFIG_DIR SOCKER_VERSION; do
+	for name in PREFIX CONFIG_DIR DOCKER_PATH DOCKER_CONFIG_DIR SOCKER_VERSION; do
 		local n
 		n=$(grep -c -E "^export const $name = \"[^\"]*\"; // install\\.sh\$" "$SOURCE_TS" || true)
 		[ "$n" -eq 1 ] || die "$SOURCE_TS must contain exactly one line 'export const $name = \"...\"; // install.sh' (found $n): refusing to install a copy with default paths"
@@ -407,6 +407,7 @@ find_deno() {
 make_socker_ts() {
 	local out=$1 version sha
 	cp -- "$SOURCE_TS" "$out"
+	set_const "$out" PREFIX "$PREFIX"
 	set_const "$out" CONFIG_DIR "$CONF_DIR"
 	set_const "$out" DOCKER_PATH "$DOCKER"
 	set_const "$out" DOCKER_CONFIG_DIR "$DOCKER_CONFIG_DIR"

@@ -27,6 +27,7 @@
 // Installation constants. install.sh rewrites these lines in the installed copy; nothing at run time (no
 // environment variable, no option) can move them.
 
+export const PREFIX = "/usr/local"; // install.sh
 export const CONFIG_DIR = "/etc/socker"; // install.sh
 export const DOCKER_PATH = "/usr/bin/docker"; // install.sh
 export const DOCKER_CONFIG_DIR = "/usr/local/lib/socker/docker-config"; // install.sh
@@ -393,7 +394,18 @@ export type Settings = {
   envSet: Record<string, string>;
   /** `env_deny`: never passed with `-e`. */
   envDeny: string[];
+  /** `log_facility`: the syslog facility of the audit log. */
+  logFacility: string;
 };
+
+/** Facilities the audit log may use. */
+export const LOG_FACILITIES = [
+  "auth",
+  "authpriv",
+  "daemon",
+  "user",
+  ...Array.from({ length: 8 }, (_, i) => `local${i}`),
+];
 
 /** Destinations no mount may cover, whatever socker.conf says: the image's system and the kernel's views. */
 export const BUILTIN_FORBIDDEN_DESTINATIONS = [
@@ -423,6 +435,7 @@ export const DEFAULT_SETTINGS: Settings = {
   forbiddenDestinations: [],
   envSet: {},
   envDeny: [],
+  logFacility: "authpriv",
 };
 
 const BOOLEAN_WORDS: Record<string, boolean> = { yes: true, true: true, no: false, false: false };
@@ -497,6 +510,10 @@ export function parseSettings(text: string, fileName: string): Settings {
           if (!ENV_NAME.test(word)) fail(`env_deny: '${printable(word)}' is not a variable name`);
         }
         settings.envDeny.push(...words);
+        break;
+      case "log_facility":
+        if (!LOG_FACILITIES.includes(value)) fail(`log_facility must be one of ${LOG_FACILITIES.join(" ")}`);
+        settings.logFacility = value;
         break;
       default:
         fail(`unknown setting '${printable(key)}'`);
@@ -1088,11 +1105,11 @@ function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
   return all;
 }
 
-/** Whether the engine holds this image locally (socker never pulls). */
-async function imagePresent(canonical: string): Promise<boolean> {
+/** The local image's id (its content digest), or undefined when the engine does not hold it (socker never pulls). */
+async function imageId(canonical: string): Promise<string | undefined> {
   const { status, body } = await dockerApi("GET", `/images/${encodeURIComponent(canonical)}/json`);
-  if (status === 200) return true;
-  if (status === 404) return false;
+  if (status === 200) return String(JSON.parse(body).Id ?? "");
+  if (status === 404) return undefined;
   throw new SockerError(`socker: the Docker engine answered ${status} for image ${canonical}: ${apiMessage(body)}`);
 }
 
@@ -1181,9 +1198,18 @@ async function superviseRun(
   args: string[],
   name: string,
   dockerUser: { uid: number; gid: number },
-): Promise<number> {
+): Promise<{ exitCode: number; containerId?: string }> {
   let terminatedBy: number | undefined;
   let cliDone = false;
+  let containerId: string | undefined;
+  // For the audit log: the engine's id of the container, once it exists.
+  const learnContainerId = async () => {
+    for (let tries = 0; tries < 60 && !cliDone && containerId === undefined; tries++) {
+      const found = await dockerApi("GET", `/containers/${name}/json`).catch(() => undefined);
+      if (found?.status === 200) containerId = String(JSON.parse(found.body).Id ?? "") || undefined;
+      else await sleep(50);
+    }
+  };
 
   const killUntilCliEnds = async () => {
     // The container may not exist yet (the CLI is still creating it): keep killing until the CLI returns.
@@ -1221,6 +1247,7 @@ async function superviseRun(
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
+    void learnContainerId();
     status = await child.status;
   } catch (error) {
     cliDone = true;
@@ -1234,13 +1261,98 @@ async function superviseRun(
   if (!gone) {
     throw new SockerError(`socker: container ${name} could not be removed; ask your administrator to remove it`);
   }
-  return exitCodeFor(status, terminatedBy);
+  return { exitCode: exitCodeFor(status, terminatedBy), containerId };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Audit log: every run, refusal and cleanup, one structured line in the system log (tag `socker`)
+
+/** One audit record; undefined fields are left out. */
+export type AuditRecord = Record<string, string | number | readonly string[] | undefined>;
+
+const AUDIT_FIELD_MAX = 2000;
+const AUDIT_FAILURE = "socker: cannot write the audit log";
+
+/** The record as one line of JSON, long fields cut, so that a log reader never has to guess. */
+export function auditLine(record: AuditRecord): string {
+  const cut = (value: unknown): unknown =>
+    typeof value === "string"
+      ? (value.length > AUDIT_FIELD_MAX ? `${value.slice(0, AUDIT_FIELD_MAX)}...` : value)
+      : Array.isArray(value)
+      ? value.slice(0, 64).map(cut)
+      : value;
+  return JSON.stringify(
+    Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined).map(([k, v]) => [k, cut(v)])),
+  );
+}
+
+/**
+ * Writes one record to the system log through logger(1). Throws when the log cannot be written: a run
+ * is never started without its record.
+ */
+async function audit(facility: string, record: AuditRecord): Promise<void> {
+  const output = await new Deno.Command("/usr/bin/logger", {
+    args: ["--socket-errors=on", "-p", `${facility}.info`, "-t", "socker", `--id=${Deno.pid}`, "--", auditLine(record)],
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin", LANG: "C" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((error) => ({ success: false, stderr: new TextEncoder().encode(errorText(error)) }));
+  if (!output.success) {
+    const why = printable(new TextDecoder().decode(output.stderr).trim().split("\n")[0] ?? "");
+    throw new SockerError(
+      `socker: cannot write the audit log (${why}); refusing to run unlogged, ask your administrator`,
+    );
+  }
+}
+
+/** Writes a record after the fact (an outcome, a refusal): a failure is reported, never hidden. */
+async function auditAfter(facility: string, record: AuditRecord): Promise<void> {
+  try {
+    await audit(facility, record);
+  } catch (error) {
+    console.error(`socker: warning: ${errorText(error).replace(/^socker: /, "")}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Commands
 
+/** `socker run`, with its audit records: a start before the container, then its outcome or the refusal. */
 async function runCommand(invocation: Extract<Invocation, { command: "run" }>): Promise<number> {
+  const started = performance.now();
+  const record: AuditRecord = {
+    event: "run",
+    user: Deno.env.get("SUDO_USER") || "root",
+    uid: Deno.env.get("SUDO_UID") || "0",
+    host: hostName(),
+    image: printable(invocation.image),
+    command: invocation.argv.map((arg) => printable(arg)),
+  };
+  const facility = { name: DEFAULT_SETTINGS.logFacility };
+  try {
+    const exitCode = await runContainer(invocation, record, facility);
+    await auditAfter(facility.name, {
+      ...record,
+      event: "end",
+      outcome: `exit ${exitCode}`,
+      duration_ms: Math.round(performance.now() - started),
+    });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof SockerError && !error.message.startsWith(AUDIT_FAILURE)) {
+      await auditAfter(facility.name, { ...record, event: "refused", rule: error.message.replace(/^socker: /, "") });
+    }
+    throw error;
+  }
+}
+
+async function runContainer(
+  invocation: Extract<Invocation, { command: "run" }>,
+  record: AuditRecord,
+  facility: { name: string },
+): Promise<number> {
   const sudo = callerFromSudo(
     { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
     Deno.uid() ?? -1,
@@ -1262,7 +1374,10 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   }
 
   const settings = readSettings();
+  facility.name = settings.logFacility;
   const job = jobCgroup(Deno.readTextFileSync("/proc/self/cgroup"), sudo.uid);
+  record.job = job?.jobId;
+  record.step = job?.stepId;
   if (job === undefined && settings.requireJob) {
     throw new SockerError("socker: this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
@@ -1283,8 +1398,8 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   const cwd = typeof cwdResolved === "object" ? cwdResolved.realPath : undefined;
   const defaults = defaultMountRequests(settings, home, cwd);
   // The engine's answers and the checks made as the user are independent: wait for them together.
-  const [present, engineInfo, decided] = await Promise.all([
-    imagePresent(entry.canonical),
+  const [imageDigest, engineInfo, decided] = await Promise.all([
+    imageId(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
     Promise.all(
       [...defaults, ...volumeRequests].map(async (request) =>
@@ -1298,7 +1413,7 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
       : `the engine answered ${engineInfo.status}`;
     if (problem !== undefined) throw new SockerError(`socker: cannot run inside this Slurm job: ${problem}`);
   }
-  if (!present) {
+  if (imageDigest === undefined) {
     throw new SockerError(
       `socker: image '${entry.text}' is allowed but not present on node ${hostName()}; ` +
         "ask your administrator to load it (socker never pulls)",
@@ -1336,7 +1451,17 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
     };
     const args = dockerRunArgv(plan);
     if (invocation.verbose) console.error(`socker: ${shellQuote([dockerPath, ...args])}`);
-    return await superviseRun(dockerPath, args, name, dockerUser);
+    Object.assign(record, {
+      image: entry.canonical,
+      digest: imageDigest,
+      container: name,
+      mounts: mounts.map((m) => `${printable(m.source)}:${m.destination}${m.readOnly ? ":ro" : ""}`),
+      workdir,
+    });
+    await audit(facility.name, { ...record, event: "start" });
+    const { exitCode, containerId } = await superviseRun(dockerPath, args, name, dockerUser);
+    record.container_id = containerId;
+    return exitCode;
   } finally {
     await unstageMounts(name);
   }
@@ -1529,7 +1654,7 @@ async function imagesCommand(): Promise<number> {
   const allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
   const rows = [["IMAGE", "NORMALISED", "ON THIS NODE"]];
   for (const entry of allowlist) {
-    rows.push([entry.text, entry.canonical, (await imagePresent(entry.canonical)) ? "yes" : "no"]);
+    rows.push([entry.text, entry.canonical, (await imageId(entry.canonical)) !== undefined ? "yes" : "no"]);
   }
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
   for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
@@ -1592,6 +1717,17 @@ async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> 
     if (status === 404) await unstageMounts(entry);
   }
   console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
+  let facility = DEFAULT_SETTINGS.logFacility;
+  try {
+    facility = readSettings().logFacility;
+  } catch { /* the default facility, then */ }
+  await auditAfter(facility, {
+    event: "cleanup",
+    host: hostName(),
+    job: jobId,
+    containers: [...ids].map((id) => id.slice(0, 12)),
+    outcome: failures === 0 ? "ok" : `${failures} problem(s)`,
+  });
   return failures === 0 ? 0 : 1;
 }
 

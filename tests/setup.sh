@@ -48,7 +48,7 @@ chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 
 # 1. Packages ------------------------------------------------------------------------------
-pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux passwd tmux)
+pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux bsdutils passwd tmux rsyslog gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   # shellcheck disable=SC2016 # ${...} is dpkg-query's format, not the shell's
@@ -158,6 +158,16 @@ if [ "$rebuild_images" = 1 ] || ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>
 else
   say "image $IMAGE: present"
 fi
+
+# 4b. System log: socker's audit records go to syslog (authpriv -> /var/log/auth.log). No systemd
+# here, so start rsyslogd by hand; it creates /dev/log.
+if ! pgrep -x rsyslogd >/dev/null; then
+  rm -f /run/rsyslogd.pid
+  rsyslogd
+  for _ in $(seq 1 40); do [ -S /dev/log ] && break; sleep 0.25; done
+fi
+[ -S /dev/log ] || die "rsyslogd did not create /dev/log"
+say "syslog: rsyslogd running, /dev/log present"
 
 # 5. munge ------------------------------------------------------------------------------------
 mkdir -p /run/munge
