@@ -94,9 +94,10 @@ export type Invocation =
   | { command: "version" }
   | { command: "images"; verbose: boolean }
   | { command: "run"; verbose: boolean; image: string; argv: string[]; options: RunOptions }
-  | { command: "cleanup"; verbose: boolean; jobId: string };
+  | { command: "cleanup"; verbose: boolean; jobId: string }
+  | { command: "doctor" };
 
-const COMMANDS = ["images", "run", "cleanup"] as const;
+const COMMANDS = ["images", "run", "cleanup", "doctor"] as const;
 
 /** How many mounts and variables one run may ask for: enough for real work, not for abuse. */
 export const MAX_VOLUMES = 32;
@@ -162,9 +163,9 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   const rest = args.slice(i);
 
-  if (command === "images") {
-    if (rest.length > 0) throw usageError(`'images' takes no arguments, got '${printable(rest[0])}'`);
-    return { command, verbose };
+  if (command === "images" || command === "doctor") {
+    if (rest.length > 0) throw usageError(`'${command}' takes no arguments, got '${printable(rest[0])}'`);
+    return command === "images" ? { command, verbose } : { command };
   }
   if (command === "cleanup") {
     if (rest.length > 0) throw usageError(`'cleanup' takes no arguments, got '${printable(rest[0])}'`);
@@ -1265,6 +1266,56 @@ async function superviseRun(
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Doctor: the administrator's check of an installation, one line per check
+
+/** One check's verdict: ok, or what is wrong and how to fix it. */
+export type Check = { name: string; ok: boolean; detail: string };
+
+/** Distribution builds of runc known to carry the fix for CVE-2024-21626 although their version is older. */
+const RUNC_FIXED_BUILDS = [/^1\.1\.5\+ds1-1\+deb12u([1-9]\d*)$/];
+
+/**
+ * Whether the engine's runc is free of CVE-2024-21626 (a working directory in /proc/self/fd lets a
+ * container reach the host): upstream 1.1.12 or later, or a distribution build known to carry the fix.
+ * Returns undefined when the version cannot be read.
+ */
+export function runcFixed(runcId: string): boolean | undefined {
+  if (RUNC_FIXED_BUILDS.some((pattern) => pattern.test(runcId))) return true;
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(runcId);
+  if (!match) return undefined;
+  const [major, minor, patch] = match.slice(1).map(Number);
+  return major > 1 || (major === 1 && (minor > 1 || (minor === 1 && patch >= 12)));
+}
+
+/** What a node's slurm.conf lacks for socker: cgroup process tracking and limits, and the Epilog hook. */
+export function slurmConfProblems(slurmConf: string, epilogHook: string): string[] {
+  const settings = new Map<string, string>();
+  for (const raw of slurmConf.split("\n")) {
+    const match = /^\s*([A-Za-z]+)\s*=\s*(\S+)/.exec(raw.replace(/#.*$/, ""));
+    if (match) settings.set(match[1].toLowerCase(), match[2]);
+  }
+  const problems: string[] = [];
+  if (settings.get("proctracktype") !== "proctrack/cgroup") problems.push("set ProctrackType=proctrack/cgroup");
+  if (!(settings.get("taskplugin") ?? "").split(",").includes("task/cgroup")) {
+    problems.push("add task/cgroup to TaskPlugin");
+  }
+  if (!(settings.get("epilog") ?? "").split(",").includes(epilogHook)) {
+    problems.push(`add Epilog=${epilogHook} (install.sh --epilog installs it)`);
+  }
+  return problems;
+}
+
+/** The report: one line per check, and the exit code (0 only when every check passed). */
+export function doctorReport(checks: readonly Check[]): { lines: string[]; exitCode: number } {
+  const lines = checks.map((check) =>
+    `${check.ok ? "ok  " : "FIX "} ${check.name}${check.detail ? `: ${check.detail}` : ""}`
+  );
+  const failed = checks.filter((check) => !check.ok).length;
+  lines.push(failed === 0 ? `all ${checks.length} checks passed` : `${failed} of ${checks.length} checks need a fix`);
+  return { lines, exitCode: failed === 0 ? 0 : 1 };
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Audit log: every run, refusal and cleanup, one structured line in the system log (tag `socker`)
 
 /** One audit record; undefined fields are left out. */
@@ -1662,6 +1713,126 @@ async function imagesCommand(): Promise<number> {
   return 0;
 }
 
+/** `socker doctor`: checks the installation, the engine and Slurm's configuration, one line each. */
+async function doctorCommand(): Promise<number> {
+  const caller = callerFromSudo(
+    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
+    Deno.uid() ?? -1,
+  );
+  if (caller.uid !== 0 || Deno.uid() !== 0) throw new SockerError("socker: 'doctor' is for root");
+  const checks: Check[] = [];
+  const check = async (name: string, body: () => string | Promise<string>) => {
+    try {
+      checks.push({ name, ok: true, detail: await body() });
+    } catch (error) {
+      checks.push({ name, ok: false, detail: errorText(error).replace(/^socker: /, "") });
+    }
+  };
+  const fail = (why: string): never => {
+    throw new Error(why);
+  };
+
+  for (
+    const file of [`${PREFIX}/bin/socker`, `${PREFIX}/libexec/socker/socker`, Deno.mainModule.replace(/^file:\/\//, "")]
+  ) {
+    await check(`installed ${file}`, () => {
+      assertTrusted(file);
+      if ((Deno.statSync(file).mode ?? 0) & 0o6000) {
+        fail(`${file} is set-id; remove the bit (chmod ug-s): never run a Deno program set-id`);
+      }
+      return "root-owned, not writable by others, not set-id";
+    });
+  }
+  let allowlist: AllowlistEntry[] = [];
+  await check(`allowlist ${ALLOWLIST_PATH}`, () => {
+    allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
+    return `${allowlist.length} image(s)`;
+  });
+  await check(`settings ${SETTINGS_PATH}`, () => {
+    readSettings();
+    return exists(SETTINGS_PATH) ? "valid" : "absent (defaults apply)";
+  });
+  await check("sudoers rule /etc/sudoers.d/socker", async () => {
+    const info = Deno.statSync("/etc/sudoers.d/socker");
+    if (info.uid !== 0 || ((info.mode ?? 0) & 0o777) !== 0o440) fail("must be root-owned, mode 0440: rerun install.sh");
+    const text = Deno.readTextFileSync("/etc/sudoers.d/socker");
+    if (!text.includes(`${PREFIX}/libexec/socker/socker`)) {
+      fail(`does not name ${PREFIX}/libexec/socker/socker: rerun install.sh`);
+    }
+    if (!/env_reset/.test(text)) fail("does not reset the environment: rerun install.sh");
+    const visudo = await new Deno.Command("/usr/sbin/visudo", {
+      args: ["-cf", "/etc/sudoers.d/socker"],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!visudo.success) fail(`visudo rejects it: ${printable(new TextDecoder().decode(visudo.stderr).trim())}`);
+    return "valid, environment reset";
+  });
+  await check(`account ${DOCKER_USER}`, () => {
+    const account = dockerAccount();
+    const record = userRecord(DOCKER_USER);
+    if (record.groups.length !== 1 || record.groups[0] !== account.gid) {
+      fail(`its groups are ${record.groups.join(",")}; its only group must be docker (usermod -G "" ${DOCKER_USER})`);
+    }
+    return `uid ${account.uid}, only group ${account.gid}`;
+  });
+  let info: Record<string, unknown> = {};
+  await check("Docker engine", async () => {
+    const answer = await dockerApi("GET", "/info");
+    info = JSON.parse(answer.body);
+    return `version ${
+      printable(String(info.ServerVersion))
+    }, cgroup driver ${info.CgroupDriver}, cgroup v${info.CgroupVersion}`;
+  });
+  await check("runc free of CVE-2024-21626", () => {
+    const id = String((info.RuncCommit as { ID?: string } | undefined)?.ID ?? "");
+    const fixed = runcFixed(id);
+    if (fixed === undefined) {
+      fail(`cannot tell runc's version from '${printable(id)}': make sure it is 1.1.12 or later`);
+    }
+    if (!fixed) fail(`runc ${printable(id)} is vulnerable: upgrade runc to 1.1.12 or later`);
+    return `runc ${printable(id)}`;
+  });
+  for (const entry of allowlist) {
+    await check(`image ${entry.text}`, async () => {
+      if ((await imageId(entry.canonical)) === undefined) {
+        fail(`not present on this node: docker pull or docker load it`);
+      }
+      return "present";
+    });
+  }
+  if (exists("/etc/slurm/slurm.conf")) {
+    await check("Slurm configuration /etc/slurm/slurm.conf", () => {
+      const problems = slurmConfProblems(
+        Deno.readTextFileSync("/etc/slurm/slurm.conf"),
+        `${PREFIX}/libexec/socker/slurm-epilog`,
+      );
+      if (problems.length > 0) fail(problems.join("; "));
+      return "proctrack/cgroup, task/cgroup, socker's Epilog";
+    });
+    await check("engine fits Slurm's cgroups", () => {
+      if (info.CgroupDriver !== "cgroupfs") {
+        fail('set "exec-opts": ["native.cgroupdriver=cgroupfs"] in /etc/docker/daemon.json');
+      }
+      return "cgroupfs driver";
+    });
+  }
+  await check("audit log", async () => {
+    const facility = (() => {
+      try {
+        return readSettings().logFacility;
+      } catch {
+        return DEFAULT_SETTINGS.logFacility;
+      }
+    })();
+    await audit(facility, { event: "doctor", host: hostName() });
+    return `writable (facility ${facility})`;
+  });
+  const report = doctorReport(checks);
+  for (const line of report.lines) console.log(line);
+  return report.exitCode;
+}
+
 /**
  * Removes every container of a finished Slurm job, found both by label and by the cgroup folders under
  * the job (which do not depend on labels), then every folder of the job in every cgroup hierarchy.
@@ -1767,6 +1938,7 @@ SYNOPSIS
     socker images
     socker [-v] run [RUN OPTIONS] IMAGE COMMAND [ARG...]
     socker cleanup --job ID              (root and Slurm's Epilog only)
+    socker doctor                        (root only)
 
 DESCRIPTION
     socker runs a container from an image the administrator allowed, as your own user and groups, never
@@ -1803,6 +1975,8 @@ COMMANDS
                     terminals. The container is removed when it ends.
     cleanup --job ID
                     Kill and remove every container of Slurm job ID. For Slurm's Epilog and root.
+    doctor          Check the installation, the engine and Slurm's configuration: one line per check,
+                    ok or how to fix it. Exit 0 only when every check passes. For root.
 
 EXAMPLES
     socker images
@@ -1846,6 +2020,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await runCommand(invocation);
       case "cleanup":
         return await cleanupCommand(invocation.jobId, invocation.verbose);
+      case "doctor":
+        return await doctorCommand();
     }
   } catch (error) {
     if (error instanceof SockerError) {

@@ -2,6 +2,7 @@
 // Docker, no Slurm: `deno task test:unit`.
 import assert from "node:assert/strict";
 import {
+  auditLine,
   callerFromSudo,
   canonicalImage,
   cgroupMountPoints,
@@ -14,6 +15,7 @@ import {
   destinationProblem,
   dockerEnv,
   dockerRunArgv,
+  doctorReport,
   engineCgroupProblem,
   exitCodeFor,
   gpuDeviceNodes,
@@ -38,9 +40,11 @@ import {
   type PathCheck,
   printable,
   resolveCaller,
+  runcFixed,
   type RunPlan,
   shellQuote,
   signalAction,
+  slurmConfProblems,
   SockerError,
   untrustedReason,
 } from "../socker.ts";
@@ -714,4 +718,56 @@ Deno.test("docker argv carries mounts, workdir, env, network and devices after s
   assert.equal(options[options.indexOf("--network") + 1], "none");
   assert.equal(options[options.indexOf("--device") + 1], "/dev/nvidia0");
   assert.ok(options.includes("X=a b"));
+});
+
+// ---- operations
+
+Deno.test("runc: 1.1.12 or later, or a distribution build known to carry the CVE-2024-21626 fix", () => {
+  assert.equal(runcFixed("1.1.12"), true);
+  assert.equal(runcFixed("v1.1.14-0-g2c9f560"), true);
+  assert.equal(runcFixed("1.2.0"), true);
+  assert.equal(runcFixed("1.1.11"), false);
+  assert.equal(runcFixed("v1.1.5-0-gf19387a"), false);
+  assert.equal(runcFixed("1.0.3"), false);
+  assert.equal(runcFixed("1.1.5+ds1-1+deb12u1"), true);
+  assert.equal(runcFixed("1.1.5+ds1-1"), false);
+  assert.equal(runcFixed("f19387a6"), undefined);
+  assert.equal(runcFixed(""), undefined);
+});
+
+Deno.test("slurm.conf: cgroup tracking, task/cgroup and socker's Epilog are required", () => {
+  const good =
+    "ProctrackType=proctrack/cgroup\nTaskPlugin=task/affinity,task/cgroup\nEpilog=/usr/local/libexec/socker/slurm-epilog\n";
+  assert.deepEqual(slurmConfProblems(good, "/usr/local/libexec/socker/slurm-epilog"), []);
+  const bad =
+    "ProctrackType=proctrack/linuxproc\n#Epilog=/usr/local/libexec/socker/slurm-epilog\nTaskPlugin=task/affinity\n";
+  assert.deepEqual(slurmConfProblems(bad, "/usr/local/libexec/socker/slurm-epilog"), [
+    "set ProctrackType=proctrack/cgroup",
+    "add task/cgroup to TaskPlugin",
+    "add Epilog=/usr/local/libexec/socker/slurm-epilog (install.sh --epilog installs it)",
+  ]);
+});
+
+Deno.test("doctor's report: one line per check, exit 0 only when all pass", () => {
+  assert.deepEqual(doctorReport([{ name: "a", ok: true, detail: "fine" }]), {
+    lines: ["ok   a: fine", "all 1 checks passed"],
+    exitCode: 0,
+  });
+  const report = doctorReport([{ name: "a", ok: true, detail: "" }, { name: "b", ok: false, detail: "do x" }]);
+  assert.deepEqual(report, { lines: ["ok   a", "FIX  b: do x", "1 of 2 checks need a fix"], exitCode: 1 });
+});
+
+Deno.test("audit lines are one line of JSON, long fields cut, undefined fields left out", () => {
+  const line = auditLine({
+    event: "run",
+    user: "alice",
+    job: undefined,
+    command: ["sh", "-c", "x\ny"],
+    long: "z".repeat(3000),
+  });
+  assert.ok(!line.includes("\n"));
+  const parsed = JSON.parse(line);
+  assert.deepEqual(Object.keys(parsed), ["event", "user", "command", "long"]);
+  assert.deepEqual(parsed.command, ["sh", "-c", "x\ny"]);
+  assert.equal(parsed.long.length, 2003);
 });
