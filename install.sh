@@ -445,6 +445,8 @@ wrapper_text() {
 #!/bin/sh
 # socker privileged entry, installed by install.sh. Started by sudo (environment already reset); starts Deno with a fixed environment and fixed permissions.
 # SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly).
+# Deno cannot start in a folder that was removed: then start from / (the image's working directory is used).
+[ -n "\${PWD:-}" ] || cd /
 exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
   \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
   $LIB/deno run --quiet --no-config --no-lock --no-remote --no-npm --cached-only \\

@@ -1449,9 +1449,11 @@ async function runContainer(
   const cwd = typeof cwdResolved === "object" ? cwdResolved.realPath : undefined;
   const defaults = defaultMountRequests(settings, home, cwd);
   // The engine's answers and the checks made as the user are independent: wait for them together.
-  const [imageDigest, engineInfo, decided] = await Promise.all([
+  const [imageDigest, engineInfo, cwdCheck, decided] = await Promise.all([
     imageId(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
+    // The caller's folder is the default working directory only if they can enter it themselves.
+    cwd !== undefined ? checkPathAsUser(caller, cwd) : undefined,
     Promise.all(
       [...defaults, ...volumeRequests].map(async (request) =>
         decideMount(request, await checkPathAsUser(caller, request.source), settings)
@@ -1474,7 +1476,8 @@ async function runContainer(
   const refusal = decided.slice(defaults.length).find((result) => typeof result === "string");
   if (refusal !== undefined) throw new SockerError(`socker: ${refusal}`);
   const mounts = decided.filter((result): result is Mount => typeof result !== "string");
-  const workdir = chooseWorkdir(options.workdir, cwd, mounts);
+  const cwdUsable = typeof cwdCheck === "object" && cwdCheck.kind === "dir" && cwdCheck.searchable;
+  const workdir = chooseWorkdir(options.workdir, cwdUsable ? cwd : undefined, mounts);
 
   const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
   try {

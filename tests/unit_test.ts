@@ -771,3 +771,152 @@ Deno.test("audit lines are one line of JSON, long fields cut, undefined fields l
   assert.deepEqual(parsed.command, ["sh", "-c", "x\ny"]);
   assert.equal(parsed.long.length, 2003);
 });
+
+// ---- fuzz: random argument vectors never crash the parser and never reach docker unvalidated
+
+/** A small deterministic PRNG (mulberry32), so that a failing vector can be reproduced. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("fuzz: 1000 random argument vectors are parsed or refused, and only validated values reach docker", () => {
+  const tokens = [
+    "run",
+    "images",
+    "cleanup",
+    "doctor",
+    "-v",
+    "--verbose",
+    "-h",
+    "--help",
+    "--version",
+    "--",
+    "-",
+    "-e",
+    "--env",
+    "-w",
+    "--workdir",
+    "--volume",
+    "--no-tty",
+    "--no-stdin",
+    "--gpus",
+    "--job",
+    "--job=5",
+    "--privileged",
+    "--user=0",
+    "-u",
+    "0",
+    "--network=host",
+    "--pid=host",
+    "-H",
+    "tcp://x",
+    "centos",
+    "CentOS",
+    "centos:7",
+    "docker.io/library/centos:latest",
+    "a@sha256:" + "f".repeat(64),
+    "/home/alice:/data",
+    "/etc:/etc",
+    "/a:/b:ro",
+    "/a:/b:z",
+    "X=1",
+    "LD_PRELOAD=/x.so",
+    "1BAD=x",
+    "/proc/self/fd/7",
+    "/tmp",
+    "rel",
+    "sh",
+    "-c",
+    "echo $HOME",
+    "$(id)",
+    "`id`",
+    ";",
+    "\n",
+    "\u0000",
+    "\u001b[2J",
+    "é",
+    "x".repeat(300),
+    "",
+    " ",
+    "/:/host",
+    "/home/alice/data:/x,source=/etc",
+    "--mount",
+    "type=bind,source=/,target=/h",
+  ];
+  const random = prng(20261129);
+  const safeOption =
+    /^(--?[a-z][a-z-]*(=[a-z]+)?|[0-9]+:[0-9]+|[0-9]+|ALL|no-new-privileges|none|bridge|socker-[0-9]+-[0-9a-f]+|socker\.[a-z]+=.*|type=bind,source=\/[A-Za-z0-9._+@/-]+,target=\/[A-Za-z0-9._+@/-]+(,readonly)?)$/;
+  let runs = 0;
+  for (let round = 0; round < 1000; round++) {
+    const pick = () => tokens[Math.floor(random() * tokens.length)];
+    const some = (most: number) => Array.from({ length: Math.floor(random() * most) }, pick);
+    // Half fully random, half shaped like a run (options, a valid image, a command) to reach docker's argv.
+    const argv = round % 2 === 0
+      ? some(8)
+      : ["run", ...some(5), ["centos", "centos:7", "a/b:1"][round % 3], "sh", ...some(4)];
+    let invocation;
+    try {
+      invocation = parseCommandLine(argv);
+    } catch (error) {
+      assert.ok(error instanceof SockerError, `${JSON.stringify(argv)} threw ${error}`);
+      continue;
+    }
+    if (invocation.command !== "run") continue;
+    try {
+      const image = parseImageRef(invocation.image);
+      if (typeof image === "string") continue;
+      const mounts = invocation.options.volumes.map(parseVolume).map((request) =>
+        decideMount(request, {
+          realPath: request.source,
+          device: 1,
+          inode: 1,
+          kind: "dir",
+          readable: true,
+          writable: true,
+          searchable: true,
+        }, DEFAULT_SETTINGS)
+      ).filter((mount) => typeof mount !== "string");
+      const env = containerEnvironment(
+        invocation.options.env,
+        {},
+        { user: "alice", home: "/home/alice" },
+        DEFAULT_SETTINGS,
+      );
+      const workdir = chooseWorkdir(invocation.options.workdir, undefined, []);
+      const args = dockerRunArgv({
+        ...plan,
+        image: canonicalImage(image),
+        argv: invocation.argv,
+        mounts: mounts.map((m) => ({
+          source: `/run/socker/n/${m.destination.length}`,
+          destination: m.destination,
+          readOnly: m.readOnly,
+        })),
+        env,
+        workdir,
+      });
+      runs++;
+      assert.equal(args[0], "run");
+      const options = args.slice(1, args.indexOf("--"));
+      for (const [index, option] of options.entries()) {
+        const previous = options[index - 1];
+        if (previous === "--env") assert.match(option, /^[A-Za-z_][A-Za-z0-9_]*=/s);
+        else if (previous === "--workdir") assert.ok(isCleanAbsolute(option) && !isUnder(option, "/proc"), option);
+        else {assert.match(
+            option,
+            safeOption,
+            `${JSON.stringify(argv)}: unexpected docker option ${JSON.stringify(option)}`,
+          );}
+      }
+      assert.ok(!options.some((option) => /privileged|=host|^-H$|^-u$/.test(option)), JSON.stringify(options));
+    } catch (error) {
+      assert.ok(error instanceof SockerError, `${JSON.stringify(argv)} threw ${error}`);
+    }
+  }
+  assert.ok(runs > 20, `only ${runs} vectors reached the docker command line`);
+});
