@@ -598,6 +598,23 @@ export function passwdEntry(passwd: string, name: string): { uid: number; gid: n
   return undefined;
 }
 
+/** The C library's functions socker calls in-process; opened once, on first use. */
+const LIBC_SYMBOLS = {
+  getpwnam: { parameters: ["buffer"], result: "pointer" },
+  getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+let openedLibc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] | undefined;
+function libc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] {
+  openedLibc ??= Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  return openedLibc;
+}
+
 /** What the user database (NSS: files, LDAP, SSSD, ...) says of a user. */
 export type UserRecord = { uid: number; gid: number; home?: string; groups: number[] };
 
@@ -612,13 +629,9 @@ const MAX_GROUPS = 65536;
  * in-process (getpwnam, getgrouplist) because spawning `id` and `getent` cost ~10 ms of every run.
  */
 function userRecord(user: string): UserRecord {
-  const libc = Deno.dlopen("libc.so.6", {
-    getpwnam: { parameters: ["buffer"], result: "pointer" },
-    getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
-  });
-  try {
+  {
     const name = new TextEncoder().encode(`${user}\0`);
-    const entry = libc.symbols.getpwnam(name);
+    const entry = libc().getpwnam(name);
     if (entry === null) throw new SockerError(`socker: user '${user}' is not in the user database; refusing`);
     const view = new Deno.UnsafePointerView(entry);
     const uid = view.getUint32(PASSWD_UID_OFFSET);
@@ -627,16 +640,14 @@ function userRecord(user: string): UserRecord {
     const dir = dirPointer === null ? "" : Deno.UnsafePointerView.getCString(dirPointer);
     let groups = new Uint32Array(64);
     const count = new Int32Array([groups.length]);
-    if (libc.symbols.getgrouplist(name, gid, groups, count) < 0) {
+    if (libc().getgrouplist(name, gid, groups, count) < 0) {
       if (count[0] <= 0 || count[0] > MAX_GROUPS) throw new SockerError(`socker: cannot list the groups of '${user}'`);
       groups = new Uint32Array(count[0]);
-      if (libc.symbols.getgrouplist(name, gid, groups, count) < 0) {
+      if (libc().getgrouplist(name, gid, groups, count) < 0) {
         throw new SockerError(`socker: cannot list the groups of '${user}'`);
       }
     }
     return { uid, gid, home: isCleanAbsolute(dir) ? dir : undefined, groups: [...groups.slice(0, count[0])] };
-  } finally {
-    libc.close();
   }
 }
 
@@ -915,19 +926,31 @@ export function containerEnvironment(
   return [...env].map(([name, value]) => `${name}=${value}`);
 }
 
-/** Parses `find -printf '%D %i %y ' ...` output of the user's path check (`2049 131 d rwx`). */
-export function parsePathCheck(realPath: string, findOutput: string): PathCheck | undefined {
-  const match = /^(\d+) (\d+) ([a-z]) ?([rwx]*)$/.exec(findOutput.trim());
-  if (!match) return undefined;
-  return {
-    realPath,
-    device: Number(match[1]),
-    inode: Number(match[2]),
-    kind: match[3] === "d" ? "dir" : match[3] === "f" ? "file" : "other",
-    readable: match[4].includes("r"),
-    writable: match[4].includes("w"),
-    searchable: match[4].includes("x"),
-  };
+/**
+ * Parses the user's path checks: find(1) prints `2049 131 d rwx/the/path` and a NUL for each path it
+ * could look at, and `/usr/bin/find: '/the/path': Permission denied` on stderr for each it could not.
+ * Returns, for every path, what the kernel said or why it could not be checked.
+ */
+export function parsePathChecks(stdout: string, stderr: string): Map<string, PathCheck | string> {
+  const results = new Map<string, PathCheck | string>();
+  for (const record of stdout.split("\0")) {
+    const match = /^(\d+) (\d+) ([a-z]) ([rwx]*)(\/.*)$/s.exec(record);
+    if (!match) continue;
+    results.set(match[5], {
+      realPath: match[5],
+      device: Number(match[1]),
+      inode: Number(match[2]),
+      kind: match[3] === "d" ? "dir" : match[3] === "f" ? "file" : "other",
+      readable: match[4].includes("r"),
+      writable: match[4].includes("w"),
+      searchable: match[4].includes("x"),
+    });
+  }
+  for (const line of stderr.split("\n")) {
+    const match = /^(?:\S*\/)?find: '(\/.*)': ([^:]+)$/.exec(line);
+    if (match && !results.has(match[1])) results.set(match[1], match[2].toLowerCase());
+  }
+  return results;
 }
 
 /** NVIDIA GPUs are character devices of major 195; minor 255 is the control device. */
@@ -1205,10 +1228,12 @@ async function superviseRun(
   let containerId: string | undefined;
   // For the audit log: the engine's id of the container, once it exists.
   const learnContainerId = async () => {
-    for (let tries = 0; tries < 60 && !cliDone && containerId === undefined; tries++) {
+    // A few spaced questions, so as not to load the engine while it starts the container.
+    for (const delay of [150, 300, 600, 1200]) {
+      await sleep(delay);
+      if (cliDone || containerId !== undefined) return;
       const found = await dockerApi("GET", `/containers/${name}/json`).catch(() => undefined);
       if (found?.status === 200) containerId = String(JSON.parse(found.body).Id ?? "") || undefined;
-      else await sleep(50);
     }
   };
 
@@ -1337,24 +1362,57 @@ export function auditLine(record: AuditRecord): string {
   );
 }
 
+/** syslog facility numbers (RFC 5424). */
+const FACILITY_CODES: Record<string, number> = {
+  user: 1,
+  daemon: 3,
+  auth: 4,
+  authpriv: 10,
+  ...Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`local${i}`, 16 + i])),
+};
+const SEVERITY_INFO = 6;
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** One datagram for the local syslog socket, in the traditional format: `<86>Nov 29 03:58:00 socker[7]: ...`. */
+export function syslogDatagram(facility: string, pid: number, date: Date, line: string): string {
+  const priority = (FACILITY_CODES[facility] ?? FACILITY_CODES.authpriv) * 8 + SEVERITY_INFO;
+  const two = (n: number) => String(n).padStart(2, "0");
+  const stamp = `${MONTHS[date.getMonth()]} ${String(date.getDate()).padStart(2, " ")} ` +
+    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+  return `<${priority}>${stamp} socker[${pid}]: ${line}`;
+}
+
+const SYSLOG_SOCKET = "/dev/log";
+
 /**
- * Writes one record to the system log through logger(1). Throws when the log cannot be written: a run
- * is never started without its record.
+ * Writes one record to the system log, straight to its socket (a logger(1) process would cost ~3 ms
+ * of every run, twice). Throws when the log cannot be written: a run is never started without its record.
  */
-async function audit(facility: string, record: AuditRecord): Promise<void> {
-  const output = await new Deno.Command("/usr/bin/logger", {
-    args: ["--socket-errors=on", "-p", `${facility}.info`, "-t", "socker", `--id=${Deno.pid}`, "--", auditLine(record)],
-    clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch((error) => ({ success: false, stderr: new TextEncoder().encode(errorText(error)) }));
-  if (!output.success) {
-    const why = printable(new TextDecoder().decode(output.stderr).trim().split("\n")[0] ?? "");
+function audit(facility: string, record: AuditRecord): Promise<void> {
+  const c = libc();
+  const failure = (what: string): never => {
+    const errno = new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
+    const text = c.strerror(errno);
+    const why = text === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(text);
     throw new SockerError(
-      `socker: cannot write the audit log (${why}); refusing to run unlogged, ask your administrator`,
+      `${AUDIT_FAILURE} (${what} ${SYSLOG_SOCKET}: ${why}); refusing to run unlogged, ask your administrator`,
     );
+  };
+  const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
+  const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  try {
+    if (fd < 0) failure("socket for");
+    const address = new Uint8Array(110); // struct sockaddr_un: family, then the path
+    new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+    address.set(new TextEncoder().encode(SYSLOG_SOCKET), 2);
+    if (c.connect(fd, address, address.length) !== 0) failure("connect to");
+    const message = new TextEncoder().encode(syslogDatagram(facility, Deno.pid, new Date(), auditLine(record)));
+    if (Number(c.send(fd, message, BigInt(message.length), 0)) !== message.length) failure("send to");
+    return Promise.resolve();
+  } catch (error) {
+    return Promise.reject(error);
+  } finally {
+    if (fd >= 0) c.close(fd);
   }
 }
 
@@ -1449,17 +1507,15 @@ async function runContainer(
   const cwd = typeof cwdResolved === "object" ? cwdResolved.realPath : undefined;
   const defaults = defaultMountRequests(settings, home, cwd);
   // The engine's answers and the checks made as the user are independent: wait for them together.
-  const [imageDigest, engineInfo, cwdCheck, decided] = await Promise.all([
+  const requests = [...defaults, ...volumeRequests];
+  const [imageDigest, engineInfo, checks] = await Promise.all([
     imageId(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
     // The caller's folder is the default working directory only if they can enter it themselves.
-    cwd !== undefined ? checkPathAsUser(caller, cwd) : undefined,
-    Promise.all(
-      [...defaults, ...volumeRequests].map(async (request) =>
-        decideMount(request, await checkPathAsUser(caller, request.source), settings)
-      ),
-    ),
+    checkPathsAsUser(caller, [...requests.map((request) => request.source), ...(cwd !== undefined ? [cwd] : [])]),
   ]);
+  const decided = requests.map((request) => decideMount(request, checks.get(request.source)!, settings));
+  const cwdCheck = cwd !== undefined ? checks.get(cwd) : undefined;
   if (job !== undefined && engineInfo !== undefined) {
     const problem = engineInfo.status === 200
       ? engineCgroupProblem(JSON.parse(engineInfo.body), job)
@@ -1569,26 +1625,32 @@ function realPathOf(path: string): { realPath: string } | string {
   }
 }
 
-/** find(1) expression printing what the kernel's access(2) says, as the user: `2049 131 d rwx`. */
+/** find(1) arguments printing, for each path, what access(2) says as the user: `2049 131 d rwx/path\0`. */
 const FIND_ACCESS = [
   ..."-maxdepth 0 -printf".split(" "),
   "%D %i %y ",
   ..."( -readable -printf r -o -true ) ( -writable -printf w -o -true ) ( -executable -printf x -o -true )"
     .split(" "),
   "-printf",
-  "\\n",
+  "%p\\0",
 ];
 
 /**
- * Asks the kernel, as the caller, what the real path of `path` is and whether they may read, write and
- * search it, every folder above included (so a 0700 folder of someone else stops it, ACLs and groups count).
+ * Asks the kernel, as the caller, about the real path of each path: whether they may read, write and
+ * search it, every folder above included (so a 0700 folder of someone else stops it; ACLs and groups
+ * count). One find(1) process for all of them. Returns, by the path as given, the check or why not.
  */
-async function checkPathAsUser(caller: Caller, path: string): Promise<PathCheck | string> {
-  const resolved = realPathOf(path);
-  if (typeof resolved === "string") return resolved;
-  const result = await asCaller(caller, "/usr/bin/find", [resolved.realPath, ...FIND_ACCESS]);
-  if (!result.success) return (/: ([^:\n]+)\n?$/.exec(result.stderr)?.[1] ?? "cannot be checked").toLowerCase();
-  return parsePathCheck(resolved.realPath, result.stdout) ?? "cannot be checked";
+async function checkPathsAsUser(caller: Caller, paths: readonly string[]): Promise<Map<string, PathCheck | string>> {
+  const resolved = new Map(paths.map((path) => [path, realPathOf(path)] as const));
+  const realPaths = [...new Set([...resolved.values()].flatMap((r) => typeof r === "string" ? [] : [r.realPath]))];
+  const found = realPaths.length === 0
+    ? new Map<string, PathCheck | string>()
+    : await asCaller(caller, "/usr/bin/find", ["-H", "--", ...realPaths.map((p) => p), ...FIND_ACCESS])
+      .then((result) => parsePathChecks(result.stdout, result.stderr));
+  return new Map(paths.map((path) => {
+    const real = resolved.get(path)!;
+    return [path, typeof real === "string" ? real : found.get(real.realPath) ?? "cannot be checked"];
+  }));
 }
 
 /**

@@ -8,11 +8,14 @@
 //    (setpriv, then /bin/sh -c 'exec ...'), interleaved pair by pair.
 // 2. Cleanup: SIGTERM to socker until its container is gone, and (with Slurm) scancel until it is gone.
 // 3. socker's own peak memory (the privileged Deno process and sudo) while a container runs.
+// 4. Scale: N concurrent `socker run` on this node, and an N-task Slurm job array; every exit code and
+//    output checked, and nothing left behind (containers, staging mounts, job cgroup folders).
 import { parseArgs } from "node:util";
 import { dockerApi } from "../socker.ts";
 
 const { values } = parseArgs({
   options: {
+    scale: { type: "string", default: "50" },
     pairs: { type: "string", default: "25" },
     cancels: { type: "string", default: "10" },
     "no-slurm": { type: "boolean", default: false },
@@ -20,6 +23,7 @@ const { values } = parseArgs({
 });
 const PAIRS = Number(values.pairs);
 const CANCELS = Number(values.cancels);
+const SCALE = Number(values.scale);
 const IMAGE = "socker-test/busybox:2";
 const SOCKER = "/usr/local/bin/socker";
 const userEnv = (user: string) => [
@@ -224,3 +228,72 @@ table("Peak memory while a container runs (VmHWM)", [
   ["privileged socker (Deno)", `${(denoPeak / 1024).toFixed(1)} MiB`],
   ["sudo", `${(sudoPeak / 1024).toFixed(1)} MiB`],
 ]);
+
+// ---- 5. scale
+const leftovers = async (jobs: string[] = []) => {
+  const containers = await containersWith("socker.managed=true");
+  let staging = 0;
+  try {
+    staging = [...Deno.readDirSync("/run/socker")].length;
+  } catch { /* none */ }
+  let folders = 0;
+  for (const job of jobs) {
+    const found = await new Deno.Command("/usr/bin/find", {
+      args: ["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", `job_${job}`],
+    }).output();
+    folders += new TextDecoder().decode(found.stdout).split("\n").filter((l) => l !== "").length;
+  }
+  return `${containers} containers, ${staging} staging folders, ${folders} job cgroup folders`;
+};
+const scaleStart = performance.now();
+const results = await Promise.all(Array.from({ length: SCALE }, async (_, i) => {
+  const output = await asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} sh -c 'echo task-${i}; exit ${i % 7}'`)
+    .output();
+  return output.code === i % 7 && new TextDecoder().decode(output.stdout) === `task-${i}\n`;
+}));
+const scaleMs = performance.now() - scaleStart;
+const scaleRows = [
+  ["", "succeeded", "wall time", "left behind"],
+  [`${SCALE} concurrent socker run`, `${results.filter(Boolean).length}/${SCALE}`, ms(scaleMs), await leftovers()],
+];
+if (!values["no-slurm"]) {
+  const arrayStart = performance.now();
+  const submit = await asUser(
+    "alice",
+    "alice",
+    `printf '#!/bin/sh\\nsrun -n1 socker run ${IMAGE} sh -c "echo task-$SLURM_ARRAY_TASK_ID; exit $((SLURM_ARRAY_TASK_ID %% 7))"; echo "rc=$?"\\n' | ` +
+      `sbatch --parsable --array=1-${SCALE} --output=/home/alice/bench-%A_%a.out`,
+  ).output();
+  const arrayJob = new TextDecoder().decode(submit.stdout).trim();
+  await waitUntil(
+    async () => {
+      const out = await new Deno.Command("/usr/bin/squeue", { args: ["-h", "-j", arrayJob] }).output();
+      return new TextDecoder().decode(out.stdout).trim() === "";
+    },
+    600_000,
+    500,
+  );
+  await sleep(2000); // the last Epilogs
+  let good = 0;
+  const taskJobs: string[] = [];
+  for (let task = 1; task <= SCALE; task++) {
+    const file = `/home/alice/bench-${arrayJob}_${task}.out`;
+    const text = Deno.readTextFileSync(file);
+    if (text.includes(`task-${task}\n`) && text.includes(`rc=${task % 7}\n`)) good++;
+    Deno.removeSync(file);
+  }
+  const ids = await new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      `grep -h "JobId=" /var/log/slurm/slurmctld.log | grep -o "JobId=${arrayJob}_[0-9]*([0-9]*)" | grep -o "([0-9]*)" | tr -d "()" | sort -u`,
+    ],
+  }).output();
+  taskJobs.push(...new TextDecoder().decode(ids.stdout).split("\n").filter((l) => l !== ""));
+  scaleRows.push([
+    `${SCALE}-task Slurm job array (2 one-CPU nodes)`,
+    `${good}/${SCALE}`,
+    ms(performance.now() - arrayStart),
+    await leftovers([arrayJob, ...taskJobs]),
+  ]);
+}
+table("Scale", scaleRows);

@@ -2,7 +2,16 @@
 // (rsyslogd, started by tests/setup.sh, writes authpriv to /var/log/auth.log) as one JSON line, and a run
 // is never started when its record cannot be written.
 import assert from "node:assert/strict";
-import { assertRefused, IMAGE, PRIVILEGED_SOCKER, sh, socker, sockerContainers, waitFor } from "./helpers.ts";
+import {
+  assertRefused,
+  IMAGE,
+  PRIVILEGED_SOCKER,
+  sh,
+  socker,
+  sockerContainers,
+  stagingLeft,
+  waitFor,
+} from "./helpers.ts";
 
 const AUTH_LOG = "/var/log/auth.log";
 
@@ -73,7 +82,7 @@ Deno.test("when the system log cannot be written, no container is started", asyn
     const result = await socker("alice", ["run", IMAGE, "echo", "should-not-run"]);
     assertRefused(result, /cannot write the audit log .*refusing to run unlogged/);
     assert.deepEqual(await sockerContainers(), before);
-    assert.equal(await sh("/bin/sh", ["-c", "ls -A /run/socker 2>/dev/null"]).then((r) => r.stdout), "");
+    assert.equal(await stagingLeft(), "");
   } finally {
     await sh("/usr/sbin/rsyslogd", []);
     await waitFor(

@@ -11,6 +11,8 @@ import {
   socker,
   sockerContainers,
   spawnSocker,
+  stagingLeft,
+  userShell,
   waitFor,
   withAllowlist,
 } from "./helpers.ts";
@@ -56,7 +58,7 @@ Deno.test("engine restarted during a run: socker ends with an error and leaves n
   const output = await child.output();
   assert.notEqual(output.code, 0);
   assert.ok(await waitFor(async () => (await sockerContainers()).length === 0, 10_000) >= 0, "no container left");
-  assert.equal((await sh("/bin/sh", ["-c", "ls -A /run/socker 2>/dev/null"])).stdout, "");
+  assert.equal(await stagingLeft(), "");
 });
 
 Deno.test("an image removed after it was allowed: socker says to ask the administrator", async () => {
@@ -96,19 +98,7 @@ Deno.test("a working directory the caller can no longer enter: the container run
   Deno.mkdirSync(dir, { recursive: true });
   Deno.chownSync(dir, 2001, 2001);
   Deno.chmodSync(dir, 0o755);
-  const child = new Deno.Command("/usr/bin/setpriv", {
-    args: [
-      "--reuid=alice",
-      "--regid=alice",
-      "--init-groups",
-      "/bin/sh",
-      "-c",
-      `cd ${dir} && sleep 1 && exec socker run ${IMAGE} pwd`,
-    ],
-    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = userShell("alice", `cd ${dir} && sleep 1 && exec socker run ${IMAGE} pwd`).spawn();
   await new Promise((resolve) => setTimeout(resolve, 300));
   Deno.chmodSync(dir, 0o000);
   try {
@@ -122,19 +112,7 @@ Deno.test("a working directory the caller can no longer enter: the container run
   // And a folder that no longer exists.
   Deno.mkdirSync(dir);
   Deno.chownSync(dir, 2001, 2001);
-  const gone = new Deno.Command("/usr/bin/setpriv", {
-    args: [
-      "--reuid=alice",
-      "--regid=alice",
-      "--init-groups",
-      "/bin/sh",
-      "-c",
-      `cd ${dir} && rmdir ${dir} && exec socker run ${IMAGE} pwd`,
-    ],
-    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
-    stdout: "piped",
-    stderr: "piped",
-  });
+  const gone = userShell("alice", `cd ${dir} && rmdir ${dir} && exec socker run ${IMAGE} pwd`);
   const result = await gone.output();
   assert.equal(result.code, 0, new TextDecoder().decode(result.stderr));
   assert.equal(new TextDecoder().decode(result.stdout), "/\n");

@@ -95,6 +95,21 @@ export function spawnSocker(user: string, args: string[], env: Record<string, st
   }).spawn();
 }
 
+/** A shell line run as a test user (their uid, gid and groups), for tests that act as a user's shell. */
+export function userShell(user: string, line: string, output: "piped" | "null" = "piped"): Deno.Command {
+  return new Deno.Command("/usr/bin/setpriv", {
+    args: [`--reuid=${user}`, `--regid=${user}`, "--init-groups", "/bin/sh", "-c", line],
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
+    stdout: output,
+    stderr: output,
+  });
+}
+
+/** What socker left in its staging folder (nothing, after every run). */
+export async function stagingLeft(): Promise<string> {
+  return (await sh("/bin/sh", ["-c", "ls -A /run/socker 2>/dev/null"])).stdout;
+}
+
 /** Names of all containers socker made (running or not). */
 export async function sockerContainers(filter = "label=socker.managed=true"): Promise<string[]> {
   const result = await sh(DOCKER, ["ps", "-a", "--filter", filter, "--format", "{{.Names}}"]);

@@ -32,7 +32,7 @@ import {
   parseCommandLine,
   parseHttpResponse,
   parseImageRef,
-  parsePathCheck,
+  parsePathChecks,
   parseSettings,
   parseVolume,
   passwdEntry,
@@ -46,6 +46,7 @@ import {
   signalAction,
   slurmConfProblems,
   SockerError,
+  syslogDatagram,
   untrustedReason,
 } from "../socker.ts";
 
@@ -677,13 +678,19 @@ Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused,
   assert.deepEqual(containerEnvironment([], {}, { user: "a" }, DEFAULT_SETTINGS)[0], "HOME=/");
 });
 
-Deno.test("path checks made as the user parse", () => {
-  assert.deepEqual(parsePathCheck("/d", "2049 131 d rwx\n"), check({ realPath: "/d", inode: 131 }));
-  assert.deepEqual(
-    parsePathCheck("/f", "2049 5 f r\n"),
-    check({ realPath: "/f", inode: 5, kind: "file", writable: false, searchable: false }),
+Deno.test("path checks made as the user parse, one record per path, errors by path", () => {
+  const checks = parsePathChecks(
+    "2049 131 d rwx/home/alice\u00002049 5 f r/home/alice/in put\nx\u0000",
+    "/usr/bin/find: '/home/bob/private': Permission denied\nfind: '/nope': No such file or directory\n",
   );
-  assert.equal(parsePathCheck("/x", "garbage"), undefined);
+  assert.deepEqual(checks.get("/home/alice"), check({ realPath: "/home/alice", inode: 131 }));
+  assert.deepEqual(
+    checks.get("/home/alice/in put\nx"),
+    check({ realPath: "/home/alice/in put\nx", inode: 5, kind: "file", writable: false, searchable: false }),
+  );
+  assert.equal(checks.get("/home/bob/private"), "permission denied");
+  assert.equal(checks.get("/nope"), "no such file or directory");
+  assert.equal(parsePathChecks("garbage", "").size, 0);
 });
 
 Deno.test("GPUs come from the job's device rules or Slurm's record, never from the environment", () => {
@@ -919,4 +926,11 @@ Deno.test("fuzz: 1000 random argument vectors are parsed or refused, and only va
     }
   }
   assert.ok(runs > 20, `only ${runs} vectors reached the docker command line`);
+});
+
+Deno.test("syslog datagrams carry facility, time, tag and pid in the traditional local format", () => {
+  const date = new Date(2026, 10, 9, 3, 4, 5);
+  assert.equal(syslogDatagram("authpriv", 42, date, "{}"), "<86>Nov  9 03:04:05 socker[42]: {}");
+  assert.equal(syslogDatagram("local3", 1, date, "x"), "<158>Nov  9 03:04:05 socker[1]: x");
+  assert.equal(syslogDatagram("daemon", 1, date, "x").slice(0, 4), "<30>");
 });
