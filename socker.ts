@@ -11,15 +11,19 @@
  *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold.
  * - socker kills its container on SIGTERM, SIGINT and SIGHUP, waits until it is gone, and never exits while
  *   it still runs; `socker cleanup --job ID` (Slurm's Epilog) catches what a SIGKILL left behind.
+ * - What a user names (a bind mount, the working folder) is judged by the kernel as the user, and the
+ *   folder mounted is proven to be the one judged; the administrator's policy (socker.conf) bounds the rest.
  * - The container's stdin, stdout, stderr and exit code pass through untouched; socker's own refusals exit
  *   125 with one line on stderr and change nothing.
+ * - Every run, refusal and cleanup is one JSON line in the system log; a run is never started unlogged.
  *
  * How privilege is obtained: the `socker` command users run is a root-owned shell launcher that `exec`s
  * `sudo -n` on this program; sudo resets the environment before any runtime code starts. This program is
  * never set-id (see README.md, "Security model"). It trusts only what sudo and the kernel say.
  *
  * The module reads top to bottom in the order data flows: arguments, configuration, identity, cgroup,
- * docker command line, the engine's API, supervision, main. Every decision is a pure, exported function;
+ * data and devices, docker command line, the engine's API, supervision, doctor, audit log, commands, help,
+ * main. Every decision is a pure, exported function;
  * side effects live in the few functions that read files, spawn processes or handle signals.
  */
 
