@@ -1461,6 +1461,11 @@ async function runCommand(invocation: Extract<Invocation, { command: "run" }>): 
   }
 }
 
+/**
+ * Decides everything about one run (image, caller, job, mounts, environment), in the order of the data,
+ * refusing at the first rule broken; then logs the start, runs and supervises the container.
+ * `record` collects what the audit log reports; `facility` is the log's, once socker.conf is read.
+ */
 async function runContainer(
   invocation: Extract<Invocation, { command: "run" }>,
   record: AuditRecord,
@@ -1499,7 +1504,6 @@ async function runContainer(
   chooseWorkdir(options.workdir, undefined, []); // refuse a bad -w before any work
   const dockerPath = assertTrusted(settings.docker);
   const dockerUser = dockerAccount();
-  // These questions are independent: ask them at once (the first process spawn alone costs ~8 ms).
   const database = userRecord(sudo.user);
   const caller = resolveCaller(sudo, database);
   const home = database.home;
@@ -1507,8 +1511,8 @@ async function runContainer(
 
   // Mounts: the user's must pass every rule; a default mount the user cannot use is simply left out.
   const folder = currentFolder();
-  const cwdResolved = folder === undefined ? undefined : realPathOf(folder);
-  const cwd = typeof cwdResolved === "object" ? cwdResolved.realPath : undefined;
+  const resolvedFolder = folder === undefined ? undefined : realPathOf(folder);
+  const cwd = typeof resolvedFolder === "object" ? resolvedFolder.realPath : undefined;
   const defaults = defaultMountRequests(settings, home, cwd);
   // The engine's answers and the checks made as the user are independent: wait for them together.
   const requests = [...defaults, ...volumeRequests];
