@@ -552,6 +552,12 @@ try_compile() {
 	# A private DENO_DIR (no cache of root's home) and, when given, the local denort.
 	local -a envs=(NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENO_NO_PACKAGE_JSON=1 "DENO_DIR=$work/deno-dir")
 	if [ -n "$DENORT" ]; then envs+=("DENORT_BIN=$DENORT"); fi
+	# Deno's own download cache (root's) may already hold the denort base: let compile find it there.
+	local cache=${DENO_DIR:-${HOME:-/root}/.cache/deno}
+	mkdir -m 0700 -- "$work/deno-dir"
+	if [ -z "$DENORT" ] && [ -d "$cache/dl" ] && [ "$(stat -c %u -- "$cache/dl")" = 0 ]; then
+		ln -s -- "$cache/dl" "$work/deno-dir/dl"
+	fi
 	rc=0
 	(cd "$work" && env -u DENORT_BIN "${envs[@]}" timeout -k 5 "$COMPILE_TIMEOUT" \
 		"$LIB/deno" compile --quiet --no-code-cache --no-config --no-lock "${PERM_FLAGS[@]}" \
