@@ -883,6 +883,21 @@ export function defaultMountRequests(settings: Settings, home: string | undefine
 }
 
 /**
+ * Joins the default mounts and the user's: a user's mount replaces a default one at the same destination;
+ * two of the user's at one destination are refused (docker would fail on them, later and less clearly).
+ */
+export function mountRequests(defaults: readonly MountRequest[], user: readonly MountRequest[]): MountRequest[] {
+  const seen = new Set<string>();
+  for (const request of user) {
+    if (seen.has(request.destination)) {
+      throw new SockerError(`socker: two mounts at ${request.destination}; ${HELP_HINT}`);
+    }
+    seen.add(request.destination);
+  }
+  return [...defaults.filter((request) => !seen.has(request.destination)), ...user];
+}
+
+/**
  * The container's working directory: the one asked for (absolute, clean, never under /proc, where a
  * leaked file descriptor becomes a way out: CVE-2024-21626), else the caller's folder when a mount holds
  * it, else the image's own (undefined).
@@ -1515,7 +1530,8 @@ async function runContainer(
   const cwd = typeof resolvedFolder === "object" ? resolvedFolder.realPath : undefined;
   const defaults = defaultMountRequests(settings, home, cwd);
   // The engine's answers and the checks made as the user are independent: wait for them together.
-  const requests = [...defaults, ...volumeRequests];
+  const requests = mountRequests(defaults, volumeRequests);
+  const defaultCount = requests.length - volumeRequests.length;
   const [imageDigest, engineInfo, checks] = await Promise.all([
     imageId(entry.canonical),
     job !== undefined ? dockerApi("GET", "/info") : undefined,
@@ -1537,7 +1553,7 @@ async function runContainer(
     );
   }
   const devices = options.gpus ? gpuDeviceNodes(await jobGpus(job), exists) : [];
-  const refusal = decided.slice(defaults.length).find((result) => typeof result === "string");
+  const refusal = decided.slice(defaultCount).find((result) => typeof result === "string");
   if (refusal !== undefined) throw new SockerError(`socker: ${refusal}`);
   const mounts = decided.filter((result): result is Mount => typeof result !== "string");
   const cwdUsable = typeof cwdCheck === "object" && cwdCheck.kind === "dir" && cwdCheck.searchable;

@@ -243,3 +243,19 @@ Deno.test("a broken socker.conf names the line; an unknown key is an error", asy
     Deno.removeSync(SETTINGS);
   }
 });
+
+Deno.test("a user's mount may replace the default home mount; two at one destination are refused", async () => {
+  const replaced = await socker("alice", [
+    "run",
+    "-v",
+    "/home/alice/data:/home/alice",
+    IMAGE,
+    "cat",
+    "/home/alice/whose",
+  ]);
+  assert.equal(replaced.stdout, "alice's", replaced.stderr);
+  assertRefused(
+    await socker("alice", ["run", "-v", "/home/alice/data:/d", "-v", "/home/alice:/d", IMAGE, "true"]),
+    /two mounts at \/d/,
+  );
+});

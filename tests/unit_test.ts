@@ -28,6 +28,7 @@ import {
   jobCgroup,
   jobFolders,
   matchImage,
+  mountRequests,
   parseAllowlist,
   parseCommandLine,
   parseHttpResponse,
@@ -933,4 +934,12 @@ Deno.test("syslog datagrams carry facility, time, tag and pid in the traditional
   assert.equal(syslogDatagram("authpriv", 42, date, "{}"), "<86>Nov  9 03:04:05 socker[42]: {}");
   assert.equal(syslogDatagram("local3", 1, date, "x"), "<158>Nov  9 03:04:05 socker[1]: x");
   assert.equal(syslogDatagram("daemon", 1, date, "x").slice(0, 4), "<30>");
+});
+
+Deno.test("a user's mount replaces a default one at the same destination; two of the user's at one are refused", () => {
+  const home = defaultMountRequests(DEFAULT_SETTINGS, "/home/alice", undefined);
+  const mine = [parseVolume("/home/alice/other:/home/alice"), parseVolume("/home/alice/d:/data")];
+  assert.deepEqual(mountRequests(home, mine).map((r) => r.source), ["/home/alice/other", "/home/alice/d"]);
+  assert.deepEqual(mountRequests(home, [parseVolume("/x:/data")]).map((r) => r.destination), ["/home/alice", "/data"]);
+  refusal(() => mountRequests(home, [parseVolume("/a:/data"), parseVolume("/b:/data:ro")]), /two mounts at \/data/);
 });
