@@ -1232,6 +1232,26 @@ async function ensureContainerGone(name: string, timeoutMs = GONE_TIMEOUT_MS): P
   return false;
 }
 
+/** A terminating signal that arrived while socker was still preparing the run. */
+type EarlyTrap = { signal: () => number | undefined; release: () => void };
+
+/**
+ * Catches SIGTERM, SIGINT and SIGHUP from the moment socker changes anything (staging mounts) until
+ * supervision takes over, so that such a signal undoes the preparation instead of killing socker halfway.
+ */
+function trapEarlySignals(): EarlyTrap {
+  let caught: number | undefined;
+  const listeners = (Object.keys(TERMINATING_SIGNALS) as Deno.Signal[]).map((signal) => {
+    const listener = () => caught ??= signalAction(signal)?.number;
+    Deno.addSignalListener(signal, listener);
+    return [signal, listener] as const;
+  });
+  return {
+    signal: () => caught,
+    release: () => listeners.forEach(([signal, listener]) => Deno.removeSignalListener(signal, listener)),
+  };
+}
+
 /**
  * Runs `docker run` and supervises it. Signal listeners are in place before the CLI starts, so no signal
  * can slip between the start and the trap. Returns socker's exit code.
@@ -1241,6 +1261,7 @@ async function superviseRun(
   args: string[],
   name: string,
   dockerUser: { uid: number; gid: number },
+  early: EarlyTrap,
 ): Promise<{ exitCode: number; containerId?: string }> {
   let terminatedBy: number | undefined;
   let cliDone = false;
@@ -1277,6 +1298,11 @@ async function superviseRun(
   const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS)] as Deno.Signal[];
   const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+  early.release();
+  if (early.signal() !== undefined) {
+    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+    return { exitCode: 128 + early.signal()! };
+  }
 
   let status: Deno.CommandStatus;
   try {
@@ -1560,6 +1586,7 @@ async function runContainer(
   const workdir = chooseWorkdir(options.workdir, cwdUsable ? cwd : undefined, mounts);
 
   const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
+  const early = trapEarlySignals();
   try {
     const staged = await stageMounts(name, mounts);
     const plan: RunPlan = {
@@ -1593,10 +1620,11 @@ async function runContainer(
       workdir,
     });
     await audit(facility.name, { ...record, event: "start" });
-    const { exitCode, containerId } = await superviseRun(dockerPath, args, name, dockerUser);
+    const { exitCode, containerId } = await superviseRun(dockerPath, args, name, dockerUser, early);
     record.container_id = containerId;
     return exitCode;
   } finally {
+    early.release();
     await unstageMounts(name);
   }
 }
