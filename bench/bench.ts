@@ -230,6 +230,9 @@ table("Peak memory while a container runs (VmHWM)", [
 ]);
 
 // ---- 5. scale
+const tempEntries = () =>
+  new Set(["/tmp", "/var/tmp"].flatMap((dir) => [...Deno.readDirSync(dir)].map((entry) => `${dir}/${entry.name}`)));
+const tempBefore = tempEntries();
 const leftovers = async (jobs: string[] = []) => {
   const containers = await containersWith("socker.managed=true");
   let staging = 0;
@@ -243,7 +246,8 @@ const leftovers = async (jobs: string[] = []) => {
     }).output();
     folders += new TextDecoder().decode(found.stdout).split("\n").filter((l) => l !== "").length;
   }
-  return `${containers} containers, ${staging} staging folders, ${folders} job cgroup folders`;
+  const temps = [...tempEntries()].filter((path) => !tempBefore.has(path)).length;
+  return `${containers} containers, ${staging} staging folders, ${folders} job cgroup folders, ${temps} temp files`;
 };
 const scaleStart = performance.now();
 const results = await Promise.all(Array.from({ length: SCALE }, async (_, i) => {
