@@ -1095,6 +1095,17 @@ export function containerName(uid: number, random: Uint8Array): string {
   return `socker-${uid}-${Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
+/** The staging folder of a container's mounts: named after its job too, so that the job's Epilog finds it. */
+export function stagingName(container: string, jobId: string | undefined): string {
+  return jobId === undefined ? container : `job_${jobId}.${container}`;
+}
+
+/** Reads a staging folder's name back: the container and, inside a job, the job. */
+export function parseStagingName(staging: string): { container: string; jobId?: string } {
+  const match = /^job_(\d+)\.(.+)$/.exec(staging);
+  return match ? { jobId: match[1], container: match[2] } : { container: staging };
+}
+
 /** Quotes an argument vector for display (`socker -v`), so that a reader can paste it into a shell. */
 export function shellQuote(args: readonly string[]): string {
   return args.map((arg) => /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`).join(" ");
@@ -1586,9 +1597,10 @@ async function runContainer(
   const workdir = chooseWorkdir(options.workdir, cwdUsable ? cwd : undefined, mounts);
 
   const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
+  const staging = stagingName(name, job?.jobId);
   const early = trapEarlySignals();
   try {
-    const staged = await stageMounts(name, mounts);
+    const staged = await stageMounts(staging, mounts);
     const plan: RunPlan = {
       caller,
       image: entry.canonical,
@@ -1625,7 +1637,7 @@ async function runContainer(
     return exitCode;
   } finally {
     early.release();
-    await unstageMounts(name);
+    await unstageMounts(staging);
   }
 }
 
@@ -1718,22 +1730,24 @@ function pathFixedByRoot(realPath: string): boolean {
 
 /** Where socker stages the checked mounts of each container: root's alone, out of every user's reach. */
 const STAGING_DIR = "/run/socker";
+/** How old a staging folder must be before `cleanup` may judge it abandoned. */
+const STAGING_GRACE_MS = 60_000;
 
 /**
  * Binds each checked path whose folders a user could change to a root-owned staging path, and proves
  * the bind holds the very inode the caller's check saw. A user who swaps a folder for a symlink after the check gets a refusal, not
  * someone else's data: docker is given only the staging path, which no user can change.
  */
-async function stageMounts(name: string, mounts: readonly Mount[]) {
+async function stageMounts(staging: string, mounts: readonly Mount[]) {
   const direct = mounts.map((mount) => pathFixedByRoot(mount.source));
   if (direct.every(Boolean)) {
     return mounts.map(({ source, destination, readOnly }) => ({ source, destination, readOnly }));
   }
   Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
-  Deno.mkdirSync(`${STAGING_DIR}/${name}`, { mode: 0o700 });
+  Deno.mkdirSync(`${STAGING_DIR}/${staging}`, { mode: 0o700 });
   return await Promise.all(mounts.map(async (mount, index) => {
     if (direct[index]) return { source: mount.source, destination: mount.destination, readOnly: mount.readOnly };
-    const target = `${STAGING_DIR}/${name}/${index}`;
+    const target = `${STAGING_DIR}/${staging}/${index}`;
     if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
     else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
     const bound = await new Deno.Command("/usr/bin/mount", {
@@ -1758,8 +1772,8 @@ async function stageMounts(name: string, mounts: readonly Mount[]) {
 }
 
 /** Undoes stageMounts: unmounts and removes each staging path, never recursively (a mount may still hold data). */
-async function unstageMounts(name: string): Promise<void> {
-  const dir = `${STAGING_DIR}/${name}`;
+async function unstageMounts(staging: string): Promise<void> {
+  const dir = `${STAGING_DIR}/${staging}`;
   let entries: string[];
   try {
     entries = [...Deno.readDirSync(dir)].map((entry) => `${dir}/${entry.name}`);
@@ -1999,10 +2013,18 @@ async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> 
       }
     }
   }
-  // Staging mounts of containers that are gone (their socker was killed before it could undo them).
+  // Staging mounts left by a socker that was killed before it could undo them: all of this job's, and
+  // those of containers that are gone, once older than a minute (a younger one may belong to a socker
+  // still preparing its container).
   for (const entry of listDirs(STAGING_DIR)) {
-    const { status } = await dockerApi("GET", `/containers/${entry}/json`).catch(() => ({ status: 0 }));
-    if (status === 404) await unstageMounts(entry);
+    const { container, jobId: owner } = parseStagingName(entry);
+    if (owner !== jobId) {
+      const modified = Deno.statSync(`${STAGING_DIR}/${entry}`).mtime?.getTime() ?? Date.now();
+      if (Date.now() - modified < STAGING_GRACE_MS) continue;
+      const { status } = await dockerApi("GET", `/containers/${container}/json`).catch(() => ({ status: 0 }));
+      if (status !== 404) continue;
+    }
+    await unstageMounts(entry);
   }
   console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
   let facility = DEFAULT_SETTINGS.logFacility;

@@ -2,7 +2,18 @@
 // proctrack/cgroup, task/cgroup with ConstrainCores/RAMSpace/Devices, socker's Epilog), jobs submitted by
 // alice with sbatch and srun, containers on the real Docker engine. `sudo tests/run.sh` sets it all up.
 import assert from "node:assert/strict";
-import { assertRefused, asUserArgv, DOCKER, IMAGE, sh, socker, sockerContainers, userEnv, waitFor } from "./helpers.ts";
+import {
+  assertRefused,
+  asUserArgv,
+  DOCKER,
+  IMAGE,
+  sh,
+  socker,
+  sockerContainers,
+  stagingLeft,
+  userEnv,
+  waitFor,
+} from "./helpers.ts";
 
 // tests/run.sh installs the test allowlist (helpers.ts TEST_ALLOWLIST) for the run and restores it after.
 
@@ -184,17 +195,23 @@ Deno.test("scancel with a plain socker line: the Epilog removes the container wi
   assert.ok(goneMs >= 0 && goneMs < 3000, `gone after ${goneMs} ms`);
 });
 
-Deno.test("kill -9 of socker inside a job: the container is gone once the job ends", async () => {
-  const job = await sbatch(`socker run ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
+Deno.test("kill -9 of socker inside a job: container and staging mount are gone once the job ends", async () => {
+  // A folder of alice's own is staged (she could rename it): the Epilog must undo that too.
+  Deno.mkdirSync(`${HOME}/k9`, { recursive: true });
+  Deno.chownSync(`${HOME}/k9`, 2001, 2001);
+  const job = await sbatch(`socker run -v ${HOME}/k9:/d ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
   assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 20_000) >= 0, "container started");
   const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "socker.ts run|libexec/socker/socker run"]);
   assert.equal(pids.code, 0, "the privileged socker runs");
   for (const pid of pids.stdout.trim().split("\n")) await sh("/bin/kill", ["-KILL", pid]);
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.equal((await jobContainers(job)).length, 1, "SIGKILL cannot be trapped: the container still runs");
+  assert.match(await stagingLeft(), new RegExp(`^job_${job}\\.socker-2001-`), "the killed socker left its staging");
   await waitJobEnd(job);
   assert.deepEqual(await jobContainers(job), []);
   assert.deepEqual(await jobCgroupFolders(job), []);
+  assert.equal(await stagingLeft(), "");
+  Deno.removeSync(`${HOME}/k9`);
 });
 
 Deno.test("sbatch --signal=USR1 reaches the process inside the container", async () => {

@@ -35,6 +35,7 @@ import {
   parseImageRef,
   parsePathChecks,
   parseSettings,
+  parseStagingName,
   parseVolume,
   passwdEntry,
   pathChain,
@@ -47,6 +48,7 @@ import {
   signalAction,
   slurmConfProblems,
   SockerError,
+  stagingName,
   syslogDatagram,
   untrustedReason,
 } from "../socker.ts";
@@ -942,4 +944,11 @@ Deno.test("a user's mount replaces a default one at the same destination; two of
   assert.deepEqual(mountRequests(home, mine).map((r) => r.source), ["/home/alice/other", "/home/alice/d"]);
   assert.deepEqual(mountRequests(home, [parseVolume("/x:/data")]).map((r) => r.destination), ["/home/alice", "/data"]);
   refusal(() => mountRequests(home, [parseVolume("/a:/data"), parseVolume("/b:/data:ro")]), /two mounts at \/data/);
+});
+
+Deno.test("staging folders carry the job, so the job's Epilog finds what a killed socker left", () => {
+  assert.equal(stagingName("socker-2001-ab", "42"), "job_42.socker-2001-ab");
+  assert.equal(stagingName("socker-2001-ab", undefined), "socker-2001-ab");
+  assert.deepEqual(parseStagingName("job_42.socker-2001-ab"), { jobId: "42", container: "socker-2001-ab" });
+  assert.deepEqual(parseStagingName("socker-2001-ab"), { container: "socker-2001-ab" });
 });
