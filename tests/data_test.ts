@@ -2,7 +2,7 @@
 // and terminals, on the real Docker engine through the real launcher and sudo. Users alice (2001, group
 // proj 3001) and bob (2002) come from tests/setup.sh.
 import assert from "node:assert/strict";
-import { assertRefused, IMAGE, sh, socker, stagingLeft, userShell } from "./helpers.ts";
+import { assertRefused, IMAGE, inTerminal, sh, socker, stagingLeft, userShell } from "./helpers.ts";
 
 const SETTINGS = "/etc/socker/socker.conf";
 
@@ -204,18 +204,7 @@ Deno.test("the network is the engine's bridge by default, none when the administ
 
 Deno.test("--no-tty and --no-stdin force batch behaviour even on a terminal", async () => {
   const line = `socker run --no-tty --no-stdin ${IMAGE} sh -c 'tty; cat; echo done'`;
-  const result = await sh("/usr/bin/setpriv", [
-    "--reuid=alice",
-    "--regid=alice",
-    "--init-groups",
-    "/usr/bin/env",
-    "-i",
-    "PATH=/usr/local/bin:/usr/bin:/bin",
-    "/usr/bin/script",
-    "-qec",
-    line,
-    "/dev/null",
-  ], { cwd: "/tmp" });
+  const result = await inTerminal("alice", line);
   assert.match(result.stdout, /not a tty/);
   assert.match(result.stdout, /done/);
 });

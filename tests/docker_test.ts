@@ -8,6 +8,7 @@ import {
   assertRefused,
   DOCKER,
   IMAGE,
+  inTerminal,
   PRIVILEGED_SOCKER,
   sh,
   socker,
@@ -117,19 +118,7 @@ Deno.test("100 MB of stdout arrive intact", async () => {
 Deno.test("a terminal is attached only when stdin and stdout are terminals", async () => {
   const tty = await socker("alice", ["run", IMAGE, "sh", "-c", "tty"]);
   assert.equal(tty.stdout.trim(), "not a tty");
-  const viaScript = await sh("/usr/bin/setpriv", [
-    "--reuid=alice",
-    "--regid=alice",
-    "--init-groups",
-    "/usr/bin/env",
-    "-i",
-    "PATH=/usr/local/bin:/usr/bin:/bin",
-    "TERM=xterm",
-    "/usr/bin/script",
-    "-qec",
-    `socker run ${IMAGE} sh -c 'tty; exit 5'`,
-    "/dev/null",
-  ], { cwd: "/tmp" });
+  const viaScript = await inTerminal("alice", `socker run ${IMAGE} sh -c 'tty; exit 5'`);
   assert.equal(viaScript.code, 5, viaScript.stdout);
   assert.match(viaScript.stdout, /\/dev\/pts\/\d+/);
 });

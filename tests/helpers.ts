@@ -105,6 +105,12 @@ export function userShell(user: string, line: string, output: "piped" | "null" =
   });
 }
 
+/** Runs a shell line as a test user inside a terminal (script(1) gives it a pty), as an interactive user would. */
+export function inTerminal(user: string, line: string): Promise<Result> {
+  const env = { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" };
+  return sh("/usr/bin/setpriv", asUserArgv(user, env, ["/usr/bin/script", "-qec", line, "/dev/null"]), { cwd: "/tmp" });
+}
+
 /** What socker left in its staging folder (nothing, after every run). */
 export async function stagingLeft(): Promise<string> {
   return (await sh("/bin/sh", ["-c", "ls -A /run/socker 2>/dev/null"])).stdout;
