@@ -1523,10 +1523,7 @@ async function runContainer(
   record: AuditRecord,
   facility: { name: string },
 ): Promise<number> {
-  const sudo = callerFromSudo(
-    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
-    Deno.uid() ?? -1,
-  );
+  const sudo = sudoCaller();
   if (sudo.uid === 0) resolveCaller(sudo, { uid: 0, gid: 0, groups: [] }); // throws the refusal for root
   requireRoot();
 
@@ -1846,11 +1843,7 @@ async function imagesCommand(): Promise<number> {
 
 /** `socker doctor`: checks the installation, the engine and Slurm's configuration, one line each. */
 async function doctorCommand(): Promise<number> {
-  const caller = callerFromSudo(
-    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
-    Deno.uid() ?? -1,
-  );
-  if (caller.uid !== 0 || Deno.uid() !== 0) throw new SockerError("socker: 'doctor' is for root");
+  requireRootCaller("socker: 'doctor' is for root");
   const checks: Check[] = [];
   const check = async (name: string, body: () => string | Promise<string>) => {
     try {
@@ -1949,13 +1942,7 @@ async function doctorCommand(): Promise<number> {
     });
   }
   await check("audit log", async () => {
-    const facility = (() => {
-      try {
-        return readSettings().logFacility;
-      } catch {
-        return DEFAULT_SETTINGS.logFacility;
-      }
-    })();
+    const facility = auditFacility();
     await audit(facility, { event: "doctor", host: hostName() });
     return `writable (facility ${facility})`;
   });
@@ -1970,13 +1957,7 @@ async function doctorCommand(): Promise<number> {
  * For Slurm's Epilog and root only: a user could otherwise end another user's job.
  */
 async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> {
-  const caller = callerFromSudo(
-    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
-    Deno.uid() ?? -1,
-  );
-  if (caller.uid !== 0 || Deno.uid() !== 0) {
-    throw new SockerError("socker: 'cleanup' is for root and Slurm's Epilog only");
-  }
+  requireRootCaller("socker: 'cleanup' is for root and Slurm's Epilog only");
   const listDirs = (path: string): string[] => {
     try {
       return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
@@ -2027,11 +2008,7 @@ async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> 
     await unstageMounts(entry);
   }
   console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
-  let facility = DEFAULT_SETTINGS.logFacility;
-  try {
-    facility = readSettings().logFacility;
-  } catch { /* the default facility, then */ }
-  await auditAfter(facility, {
+  await auditAfter(auditFacility(), {
     event: "cleanup",
     host: hostName(),
     job: jobId,
@@ -2048,6 +2025,28 @@ function dockerAccount(): { uid: number; gid: number } {
     throw new SockerError(`socker: the account '${DOCKER_USER}' is missing; ask your administrator to run install.sh`);
   }
   return account;
+}
+
+/** Who called, as sudo said (or root, when root ran this program directly). */
+function sudoCaller(): { uid: number; gid: number; user: string } {
+  return callerFromSudo(
+    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
+    Deno.uid() ?? -1,
+  );
+}
+
+/** Refuses unless root itself called (not a user through sudo): for cleanup and doctor. */
+function requireRootCaller(refusal: string): void {
+  if (sudoCaller().uid !== 0 || Deno.uid() !== 0) throw new SockerError(refusal);
+}
+
+/** The audit log's facility from socker.conf, or the default when the file cannot be read. */
+function auditFacility(): string {
+  try {
+    return readSettings().logFacility;
+  } catch {
+    return DEFAULT_SETTINGS.logFacility;
+  }
 }
 
 function requireRoot(): void {

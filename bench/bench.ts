@@ -85,6 +85,12 @@ async function waitUntil(probe: () => Promise<boolean>, timeoutMs: number, stepM
   throw new Error(`timed out after ${timeoutMs} ms`);
 }
 
+/** Whether Slurm's queue no longer lists the job (or any task of an array job). */
+async function jobLeftQueue(job: string): Promise<boolean> {
+  const out = await new Deno.Command("/usr/bin/squeue", { args: ["-h", "-j", job] }).output();
+  return new TextDecoder().decode(out.stdout).trim() === "";
+}
+
 function table(title: string, rows: string[][]): void {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log(`\n${title}`);
@@ -198,14 +204,7 @@ if (!values["no-slurm"]) {
     await waitUntil(async () => (await containersWith(`socker.job=${job}`)) === 0, 10_000, 5);
     cancelGone.push(performance.now() - start);
     // Let the job finish completing before the next one.
-    await waitUntil(
-      async () => {
-        const out = await new Deno.Command("/usr/bin/squeue", { args: ["-h", "-j", job] }).output();
-        return new TextDecoder().decode(out.stdout).trim() === "";
-      },
-      60_000,
-      200,
-    ).catch(() => 0);
+    await waitUntil(() => jobLeftQueue(job), 60_000, 200).catch(() => 0);
   }
 }
 
@@ -269,14 +268,7 @@ if (!values["no-slurm"]) {
       `sbatch --parsable --array=1-${SCALE} --output=/home/alice/bench-%A_%a.out`,
   ).output();
   const arrayJob = new TextDecoder().decode(submit.stdout).trim();
-  await waitUntil(
-    async () => {
-      const out = await new Deno.Command("/usr/bin/squeue", { args: ["-h", "-j", arrayJob] }).output();
-      return new TextDecoder().decode(out.stdout).trim() === "";
-    },
-    600_000,
-    500,
-  );
+  await waitUntil(() => jobLeftQueue(arrayJob), 600_000, 500);
   await sleep(2000); // the last Epilogs
   let good = 0;
   const taskJobs: string[] = [];
