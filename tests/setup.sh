@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/setup.sh - prepare this machine (Debian 12, root, no systemd, cgroup v1) for socker's
 # integration tests: packages, a Docker engine (cgroupfs driver), test users alice/bob, the local
-# test image socker-test/busybox:2, munge, and a two-node Slurm cluster (n1, n2) on this host,
-# then a self-check. Idempotent: what is already in place is left alone, so a second run only
-# checks (a few seconds) and changes nothing.
+# test images socker-test/busybox:2 and socker-test/openmpi:1 (tests/setup-mpi.sh), munge, and a
+# two-node Slurm cluster (n1, n2; mpi/pmix, two fake GPUs each) on this host, then a self-check.
+# Idempotent: what is already in place is left alone; a second run only checks and changes nothing.
 # Usage: tests/setup.sh [--rebuild-images]
 set -euo pipefail
 
@@ -12,7 +12,9 @@ IMAGE=socker-test/busybox:2
 SLURM_LOG=/var/log/slurm
 SLURM_CONF=/etc/slurm/slurm.conf
 CGROUP_CONF=/etc/slurm/cgroup.conf
+GRES_CONF=/etc/slurm/gres.conf
 EPILOG=/usr/local/libexec/socker/slurm-epilog
+FAKE_GPUS=/var/lib/socker-tests/fake-gpus # what gres.conf names: empty regular files
 NODES=(n1 n2)
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
@@ -188,6 +190,12 @@ for _ in $(seq 1 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
 munge -n | unmunge >/dev/null || { tail_logs /var/log/munge/munged.log; die "munge does not work"; }
 say "munged: $munge_state"
 
+# 5b. MPI and GPUs (tests/setup-mpi.sh): OpenMPI and PMIx on the host, the MPI test programs, the
+# image socker-test/openmpi:1. Before Slurm starts: slurmd needs libpmix2 when it starts.
+mpi_args=(prepare)
+[ "$rebuild_images" = 0 ] || mpi_args+=(--rebuild-images)
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-mpi.sh" "${mpi_args[@]}"
+
 # 6. Slurm: two nodes, n1 and n2, each with its own slurmd on this host ---------------------------
 host=$(hostname -s)
 mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
@@ -214,19 +222,37 @@ KillWait=5
 MinJobAge=30
 SchedulerParameters=batch_sched_delay=0
 MailProg=/bin/true
+# Each node its own TmpFS (%n: the node name): both slurmd share this host's /tmp, and mpi/pmix puts
+# each step's client folder spmix_appdir_<uid>_<job>.<step> under TmpFS, so with a shared /tmp the
+# second node's step fails (Cannot create directory ...: File exists). MpiDefault stays none:
+# MPI users pass srun --mpi=pmix.
+TmpFS=/tmp/slurm-%n
+# Two fake GPUs per node (see gres.conf below).
+GresTypes=gpu
 # socker's Epilog: runs as root on each node after every job and removes containers the job left.
 # socker's install.sh installs it. Slurm 22.05 drains the node when the Epilog file is missing
 # (slurmd: epilog: Unable to create list of paths), so tests/setup.sh enables the line only once the
 # file exists: run tests/setup.sh again after install.sh.
 ${epilog_line}
-NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=6818 CPUs=1 RealMemory=$real_mem State=UNKNOWN
-NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=6819 CPUs=1 RealMemory=$real_mem State=UNKNOWN
+# One core each, and not the same one: CPUs=2 with the other core reserved (CpuSpecList) puts n1's
+# jobs on core 0 and n2's on core 1 (with CPUs=1 both used core 0, and two MPI ranks on two
+# nodes shared it: 4 ms ping-pong latency, the scheduler's tick).
+NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=6818 CPUs=2 CpuSpecList=1 RealMemory=$real_mem Gres=gpu:2 State=UNKNOWN
+NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=6819 CPUs=2 CpuSpecList=0 RealMemory=$real_mem Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP"
 cgroup_conf="# Written by socker's tests/setup.sh.
 CgroupPlugin=autodetect
 ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes"
+# Fake GPUs: Slurm allocates them by index (CUDA_VISIBLE_DEVICES, scontrol show job -d: IDX), but
+# File= names regular files, so Slurm has no device to deny in the job's devices cgroup. With real
+# character devices there (c 195:N), ConstrainDevices=yes denies the GPUs a step did not get, and then
+# docker cannot start any container under that step on cgroup v1: runc always writes the rule
+# 'c *:* m', which the step's cgroup no longer allows (runc issue 1618). /dev/nvidia0 and 1 exist as
+# character devices beside, for containers to be given.
+gres_conf="# Written by socker's tests/setup.sh: fake GPUs (no driver), the same two on each node.
+NodeName=n[1-2] Name=gpu File=$FAKE_GPUS/nvidia[0-1]"
 
 write_if_changed() { # file content: replace the file if its content differs; true if it did
   [ "$(cat "$1" 2>/dev/null)" != "$2" ] || return 1
@@ -237,7 +263,25 @@ write_if_changed() { # file content: replace the file if its content differs; tr
 }
 no_epilog() { grep -v '^#\{0,1\}Epilog=' || true; }
 mkdir -p /etc/slurm /var/spool/slurmctld "$SLURM_LOG"
-for n in "${NODES[@]}"; do mkdir -p "/var/spool/slurmd/$n"; done
+for n in "${NODES[@]}"; do
+  mkdir -p "/var/spool/slurmd/$n"
+  # The node's TmpFS, like /tmp: mode 1777, root's.
+  install -d -o root -g root -m 1777 "/tmp/slurm-$n"
+done
+# The fake GPUs: files for gres.conf, and character devices of NVIDIA's major (195) that socker may
+# give a container (harmless without NVIDIA's driver: opening one fails with ENXIO).
+install -d -o root -g root -m 0755 "$FAKE_GPUS"
+for i in 0 1; do
+  [ -f "$FAKE_GPUS/nvidia$i" ] || install -o root -g root -m 0644 /dev/null "$FAKE_GPUS/nvidia$i"
+  dev=/dev/nvidia$i
+  if [ ! -e "$dev" ]; then
+    mknod -m 0666 "$dev" c 195 "$i"
+    say "created fake GPU $dev (c 195 $i)"
+  fi
+  if [ ! -c "$dev" ] || [ "$(stat -c '%t:%T' "$dev")" != "c3:$i" ]; then
+    die "$dev exists but is not the character device 195:$i"
+  fi
+done
 old_conf=$(cat "$SLURM_CONF" 2>/dev/null || true)
 restart=0 reconfigure=0
 if write_if_changed "$SLURM_CONF" "$slurm_conf"; then
@@ -245,6 +289,7 @@ if write_if_changed "$SLURM_CONF" "$slurm_conf"; then
   if [ "$(no_epilog <<<"$old_conf")" = "$(no_epilog <<<"$slurm_conf")" ]; then reconfigure=1; else restart=1; fi
 fi
 if write_if_changed "$CGROUP_CONF" "$cgroup_conf"; then restart=1; fi
+if write_if_changed "$GRES_CONF" "$gres_conf"; then restart=1; fi
 
 alive() { local st; st=$(ps -o stat= -p "$1") && [[ "$st" != Z* ]]; } # zombies do not count
 daemon_pid() { # pidfile comm: print the pid if that daemon runs
@@ -260,6 +305,17 @@ stop_daemon() { # pidfile comm
   alive "$pid" && die "$2 ($pid) did not stop"
   say "stopped $2 ($pid)"
 }
+# slurmd loads the PMIx library when it starts: one started before libpmix2 was installed (by
+# tests/setup-mpi.sh above) has no working mpi/pmix until it is restarted.
+pmix_installed=$(stat -c %Y "/var/lib/dpkg/info/libpmix2:$(dpkg --print-architecture).list" 2>/dev/null || echo 0)
+for n in "${NODES[@]}"; do
+  pid=$(daemon_pid "/run/slurmd-$n.pid" slurmd) || continue
+  age=$(ps -o etimes= -p "$pid") || continue
+  if [ $(($(date +%s) - age)) -le "$pmix_installed" ]; then
+    say "slurmd -N $n started before libpmix2 was installed: restarting Slurm"
+    restart=1
+  fi
+done
 if [ "$restart" = 1 ]; then
   for n in "${NODES[@]}"; do stop_daemon "/run/slurmd-$n.pid" slurmd; done
   stop_daemon /run/slurmctld.pid slurmctld
@@ -332,4 +388,5 @@ say "OK: sbatch --wait as alice completed; batch step cgroup on n2: $mem_line"
 out=$("$DOCKER" run --rm "$IMAGE" id -u 2>&1) || { tail_logs /var/log/dockerd.log; die "docker run failed: $out"; }
 [ "$out" = 0 ] || die "docker run $IMAGE id -u printed '$out', want 0"
 say "OK: docker run $IMAGE id -u -> 0"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-mpi.sh" check
 say "done in $((SECONDS - start)) s"
