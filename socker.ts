@@ -2,29 +2,37 @@
  * socker: run an administrator-allowlisted Docker image as the calling user, safely, inside Slurm jobs.
  *
  * What socker guarantees (each point is tested against a real Docker engine and a real Slurm cluster):
- * - Only images listed in the root-owned allowlist run, matched after Docker's own name normalisation;
- *   socker never pulls.
- * - The container runs as the caller (`--user uid:gid` plus the caller's groups from the user database),
- *   never as root, with all capabilities dropped and `no-new-privileges`. No docker option is ever taken
- *   from the user: docker's argument vector is built only from socker's own decisions.
+ * - Only images listed in the root-owned allowlist run, matched after Docker's own name normalisation.
+ *   socker pulls only when the administrator allows it (`pull = missing`), and then only the allowlisted
+ *   reference, with the site's registry settings, never the user's credentials.
+ * - The container runs as the caller (their uid, gid and groups from the user database), never as root,
+ *   with all capabilities dropped and `no-new-privileges`, and with the caller's own resource limits.
+ *   No container option is ever taken from the user: the container's specification is built only from
+ *   socker's own decisions and the administrator's settings.
  * - Inside a Slurm job the container is created inside the calling step's cgroup, read from
- *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold.
- * - socker kills its container on SIGTERM, SIGINT and SIGHUP, waits until it is gone, and never exits while
- *   it still runs; `socker cleanup --job ID` (Slurm's Epilog) catches what a SIGKILL left behind.
- * - What a user names (a bind mount, the working folder) is judged by the kernel as the user, and the
- *   folder mounted is proven to be the one judged; the administrator's policy (socker.conf) bounds the rest.
+ *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold; it
+ *   gets the step's Slurm, PMI and PMIx variables and folder, so it is an ordinary task of the job.
+ * - socker kills its container on SIGTERM, SIGINT and SIGHUP (and when its caller disappears), waits until
+ *   it is gone, and never exits while it still runs. What a SIGKILL leaves behind is removed by Slurm's
+ *   Epilog (`socker cleanup --job`) inside a job and by the reaper (`socker cleanup --orphans`) outside.
+ * - What a user names (a bind mount, the working folder) is resolved and judged by the kernel with the
+ *   user's own credentials, the very object judged is the one mounted, and nothing is created on the host
+ *   as root where the user could not create it.
  * - The container's stdin, stdout, stderr and exit code pass through untouched; socker's own refusals exit
  *   125 with one line on stderr and change nothing.
- * - Every run, refusal and cleanup is one JSON line in the system log; a run is never started unlogged.
+ * - Every run, refusal, pull, stop and cleanup is one JSON line in the root-owned audit file
+ *   (`/var/log/socker/audit.log`, copied to the system log when one runs); a run is never started unlogged.
  *
  * How privilege is obtained: the `socker` command users run is a root-owned shell launcher that `exec`s
- * `sudo -n` on this program; sudo resets the environment before any runtime code starts. This program is
- * never set-id (see README.md, "Security model"). It trusts only what sudo and the kernel say.
+ * `sudo -n` on a root-owned sh entry point, which sets socker's own resource limits and starts this
+ * program with an empty environment. This program is never set-id (see README.md, "Security model"). It
+ * trusts only what sudo and the kernel say, and talks to the Docker engine over its socket itself.
  *
- * The module reads top to bottom in the order data flows: arguments, configuration, identity, cgroup,
- * data and devices, docker command line, the engine's API, supervision, doctor, audit log, commands, help,
- * main. Every decision is a pure, exported function;
- * side effects live in the few functions that read files, spawn processes or handle signals.
+ * The module reads top to bottom in the order data flows: errors and numbers, arguments, configuration,
+ * identity, resource limits, cgroups and Slurm, data and devices, the run plan and the container's
+ * specification, the C library, the engine's API, supervision, the audit log, then each command as its
+ * four phases (read the facts, decide in one pure function, act, report), help, and main. Every decision
+ * is a pure, exported function; side effects live only in the read and act functions.
  */
 
 // ---------------------------------------------------------------------------------------------------------
@@ -33,46 +41,96 @@
 
 export const PREFIX = "/usr/local"; // install.sh
 export const CONFIG_DIR = "/etc/socker"; // install.sh
-export const DOCKER_PATH = "/usr/bin/docker"; // install.sh
 export const DOCKER_CONFIG_DIR = "/usr/local/lib/socker/docker-config"; // install.sh
-export const SOCKER_VERSION = "0.1.0"; // install.sh
+export const SOCKER_VERSION = "0.2.0"; // install.sh
 
-/** The Docker engine's socket; the CLI and socker's own API calls both use it. */
+/** The Docker engine's socket: socker (root) opens it itself; no docker CLI runs on any socker path. */
 export const DOCKER_SOCKET = "/var/run/docker.sock";
-/** The unprivileged account the docker CLI runs as: its only group is `docker`, which opens the socket. */
-export const DOCKER_USER = "dockerroot";
+/** The engine API version socker speaks (Docker 20.10 and later). */
+export const ENGINE_API = "/v1.41";
 
 export const ALLOWLIST_PATH = `${CONFIG_DIR}/socker-images`;
 export const SETTINGS_PATH = `${CONFIG_DIR}/socker.conf`;
+/** The registry logins of the site (`config.json` made with `DOCKER_CONFIG=... docker login`), root's. */
+export const REGISTRY_AUTH_PATH = `${DOCKER_CONFIG_DIR}/config.json`;
+export const SLURM_CONF_PATH = "/etc/slurm/slurm.conf";
+export const ENTRY_POINT = `${PREFIX}/libexec/socker/socker`;
+export const EPILOG_HOOK = `${PREFIX}/libexec/socker/slurm-epilog`;
+/** The record of truth of the audit log: root's folder (0700) and file (0600), rotated by logrotate. */
+export const AUDIT_DIR = "/var/log/socker";
+export const AUDIT_LOG = `${AUDIT_DIR}/audit.log`;
+/** Where socker stages checked mounts and keeps its locks: root's alone, out of every user's reach. */
+export const STAGING_DIR = "/run/socker";
 /** Where the kernel shows cgroup hierarchies (socker reads the mount table to find each controller). */
-export const CGROUP_MOUNTS = "/proc/self/mountinfo";
+export const MOUNTINFO_PATH = "/proc/self/mountinfo";
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors and exit codes: one error model. A refusal carries its kind and its reason; `main` adds the
+// `socker: ` prefix, the hint, and the exit code. Nothing is started after a refusal.
 
 /** Exit codes, following docker's convention. Listed in --help and README.md. */
 export const EXIT = {
-  /** socker refused (bad usage, image not allowed, unsafe installation, engine unreachable). */
+  /** socker refused (bad usage, image not allowed, unsafe installation, engine unreachable, ...). */
   REFUSED: 125,
 } as const;
 
-/** Signals that end the container, and the ones passed on to it. Numbers are Linux's. */
-export const TERMINATING_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
-export const FORWARDED_SIGNALS = { SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12 } as const;
-const SIGNAL_NUMBERS: Record<string, number> = {
-  ...TERMINATING_SIGNALS,
-  ...FORWARDED_SIGNALS,
-  SIGKILL: 9,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-};
+/**
+ * What a refusal is about, which says who can fix it: `usage` (the command line; see --help), `policy`
+ * (the administrator's rules, or the caller's own permissions and limits), `installation` (socker or the
+ * site is set up wrongly: ask the administrator), `engine` (the Docker engine failed or is unreachable),
+ * `audit` (the audit log cannot be written: nothing runs unlogged).
+ */
+export type RefusalKind = "usage" | "policy" | "installation" | "engine" | "audit";
 
-/** A refusal: a one-line message for the user and the exit code it ends with. */
-export class SockerError extends Error {
-  constructor(message: string, readonly exitCode: number = EXIT.REFUSED) {
-    super(message);
-    this.name = "SockerError";
+/** A refusal: thrown by any phase, printed by `main` as one line, exit 125. */
+export class Refusal extends Error {
+  constructor(readonly kind: RefusalKind, readonly reason: string) {
+    super(reason);
+    this.name = "Refusal";
   }
 }
 
+/** Throws the refusal; for use in expressions (`x ?? refuse(...)`). */
+export function refuse(kind: RefusalKind, reason: string): never {
+  throw new Refusal(kind, reason);
+}
+
 const HELP_HINT = "see 'socker --help'";
+
+/** The one line a refusal prints: `socker: <reason>` and, for usage errors, where to read more. */
+export function refusalLine(refusal: Refusal): string {
+  return `socker: ${refusal.reason}${refusal.kind === "usage" ? `; ${HELP_HINT}` : ""}`;
+}
+
+/** Makes a user-supplied string safe to print on one line: control characters become escapes. */
+export function printable(text: string, max = 200): string {
+  // deno-lint-ignore no-control-regex
+  const escaped = text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
+}
+
+export function errorText(error: unknown): string {
+  return printable(error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * Reads a decimal integer within [min, max]; anything else (signs, spaces, leading zeros, huge values) is
+ * undefined. Every integer socker reads from argv, settings, /proc, Slurm or the engine passes here, so a
+ * hostile or broken source can never make socker loop, allocate or index without bound.
+ */
+export function boundedInt(text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined || !/^(0|[1-9][0-9]{0,15})$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isSafeInteger(value) && value >= min && value <= max ? value : undefined;
+}
+
+/** The same for a JSON number from the engine or Slurm. */
+export function boundedNumber(value: unknown, min: number, max: number): number | undefined {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= min && value <= max ? value : undefined;
+}
+
+/** Largest ids and counts socker accepts anywhere: uids and gids are 32-bit, job ids Slurm's 32-bit ids. */
+export const ID_MAX = 4294967294;
 
 // ---------------------------------------------------------------------------------------------------------
 // Arguments
@@ -88,7 +146,7 @@ export type RunOptions = {
   /** `--no-tty`: never attach a terminal. `--no-stdin`: do not pass stdin on. */
   noTty: boolean;
   noStdin: boolean;
-  /** `--gpus`: the GPUs allocated to the Slurm job. */
+  /** `--gpus`: the GPUs allocated to the Slurm job on this node. */
   gpus: boolean;
 };
 
@@ -96,24 +154,33 @@ export type RunOptions = {
 export type Invocation =
   | { command: "help" }
   | { command: "version" }
-  | { command: "images"; verbose: boolean }
+  | { command: "images" }
+  | { command: "ps" }
+  | { command: "stop"; target: string }
+  | { command: "pull"; image?: string }
   | { command: "run"; verbose: boolean; image: string; argv: string[]; options: RunOptions }
-  | { command: "cleanup"; verbose: boolean; jobId: string }
+  | { command: "cleanup"; verbose: boolean; scope: { job: string } | { orphans: true } }
   | { command: "doctor" };
 
-const COMMANDS = ["images", "run", "cleanup", "doctor"] as const;
+const COMMANDS = ["images", "ps", "stop", "pull", "run", "cleanup", "doctor"] as const;
 
-/** How many mounts and variables one run may ask for: enough for real work, not for abuse. */
+/** How many mounts, variables and arguments one run may ask for: enough for real work, not for abuse. */
 export const MAX_VOLUMES = 32;
 export const MAX_ENV = 256;
+export const MAX_ARGS = 4096;
+export const MAX_ARGS_BYTES = 1 << 20;
 
 /**
  * Parses socker's command line. Options are read only up to the COMMAND and, for `run`, up to IMAGE:
  * everything after IMAGE is the container's command, untouched (`sh -c '...'` keeps its `-c`).
  * Before `run`, `-v` means --verbose; after it, `-v` is a volume, as in docker.
- * Throws SockerError (exit 125) naming the problem for anything it does not understand.
+ * Throws a usage Refusal naming the problem for anything it does not understand.
  */
 export function parseCommandLine(args: readonly string[]): Invocation {
+  const usage = (problem: string): never => refuse("usage", problem);
+  if (args.length > MAX_ARGS || args.reduce((sum, arg) => sum + arg.length, 0) > MAX_ARGS_BYTES) {
+    usage(`at most ${MAX_ARGS} arguments of ${MAX_ARGS_BYTES} bytes in all`);
+  }
   let verbose = false;
   let i = 0;
   for (; i < args.length; i++) {
@@ -121,20 +188,22 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     if (arg === "-h" || arg === "--help") return { command: "help" };
     if (arg === "--version") return { command: "version" };
     if (arg === "-v" || arg === "--verbose") verbose = true;
-    else if (arg.startsWith("-")) throw usageError(`unknown option '${printable(arg)}'`);
+    else if (arg.startsWith("-")) usage(`unknown option '${printable(arg)}'`);
     else break;
   }
-  if (i === args.length) throw usageError("no command given");
+  if (i === args.length) usage("no command given");
   const command = args[i++] as (typeof COMMANDS)[number];
-  if (!COMMANDS.includes(command)) throw usageError(`unknown command '${printable(command)}'`);
+  if (!COMMANDS.includes(command)) usage(`unknown command '${printable(command)}'`);
 
   // Options of the command itself.
   let jobId: string | undefined;
+  let orphans = false;
+  let all = false;
   const options: RunOptions = { volumes: [], env: [], noTty: false, noStdin: false, gpus: false };
   /** The value of an option given as `-x VALUE`, `--long VALUE` or `--long=VALUE`. */
   const valueOf = (arg: string, short: string, long: string): string | undefined => {
     if (arg === short || arg === long) {
-      if (i + 1 >= args.length) throw usageError(`${arg} needs a value`);
+      if (i + 1 >= args.length) usage(`${arg} needs a value`);
       return args[++i];
     }
     return arg.startsWith(`${long}=`) ? arg.slice(long.length + 1) : undefined;
@@ -145,11 +214,13 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     if (arg === "-h" || arg === "--help") return { command: "help" };
     if (arg === "--verbose" || (arg === "-v" && command !== "run")) verbose = true;
     else if (command === "cleanup" && (value = valueOf(arg, "--job", "--job")) !== undefined) {
-      jobId = value;
-      if (!/^[1-9][0-9]{0,9}$/.test(jobId)) {
-        throw usageError(`--job needs a numeric Slurm job id, got '${printable(jobId)}'`);
+      if (boundedInt(value, 1, ID_MAX) === undefined) {
+        usage(`--job needs a numeric Slurm job id, got '${printable(value)}'`);
       }
-    } else if (command === "run" && (value = valueOf(arg, "-v", "--volume")) !== undefined) {
+      jobId = value;
+    } else if (command === "cleanup" && arg === "--orphans") orphans = true;
+    else if (command === "pull" && arg === "--all") all = true;
+    else if (command === "run" && (value = valueOf(arg, "-v", "--volume")) !== undefined) {
       options.volumes.push(value);
     } else if (command === "run" && (value = valueOf(arg, "-w", "--workdir")) !== undefined) {
       options.workdir = value;
@@ -162,42 +233,45 @@ export function parseCommandLine(args: readonly string[]): Invocation {
       i++;
       break;
     } else if (arg.startsWith("-")) {
-      throw usageError(`unknown option '${printable(arg)}' for '${command}'`);
+      usage(`unknown option '${printable(arg)}' for '${command}'`);
     } else break;
   }
   const rest = args.slice(i);
+  const noArguments = () => {
+    if (rest.length > 0) usage(`'${command}' takes no arguments, got '${printable(rest[0])}'`);
+  };
 
-  if (command === "images" || command === "doctor") {
-    if (rest.length > 0) throw usageError(`'${command}' takes no arguments, got '${printable(rest[0])}'`);
-    return command === "images" ? { command, verbose } : { command };
+  switch (command) {
+    case "images":
+    case "ps":
+    case "doctor":
+      noArguments();
+      return { command };
+    case "stop":
+      if (rest.length !== 1) usage("'stop' needs one container NAME or ID (see 'socker ps')");
+      if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(rest[0])) {
+        usage(`'${printable(rest[0])}' is not a container name or id`);
+      }
+      return { command, target: rest[0] };
+    case "pull":
+      if (all === (rest.length === 1) || rest.length > 1) usage("'pull' needs one IMAGE or --all");
+      return all ? { command } : { command, image: rest[0] };
+    case "cleanup":
+      noArguments();
+      if ((jobId === undefined) === !orphans) usage("'cleanup' needs --job ID or --orphans");
+      return { command, verbose, scope: jobId !== undefined ? { job: jobId } : { orphans: true } };
   }
-  if (command === "cleanup") {
-    if (rest.length > 0) throw usageError(`'cleanup' takes no arguments, got '${printable(rest[0])}'`);
-    if (jobId === undefined) throw usageError("'cleanup' needs --job ID");
-    return { command, verbose, jobId };
-  }
-  if (options.volumes.length > MAX_VOLUMES) throw usageError(`at most ${MAX_VOLUMES} volumes`);
-  if (options.env.length > MAX_ENV) throw usageError(`at most ${MAX_ENV} environment variables`);
-  if (rest.length === 0) throw usageError("'run' needs an IMAGE and a COMMAND");
+  if (options.volumes.length > MAX_VOLUMES) usage(`at most ${MAX_VOLUMES} volumes`);
+  if (options.env.length > MAX_ENV) usage(`at most ${MAX_ENV} environment variables`);
+  if (rest.length === 0) usage("'run' needs an IMAGE and a COMMAND");
   const [image, ...argv] = rest;
-  if (image.startsWith("-")) throw usageError(`IMAGE must not start with '-', got '${printable(image)}'`);
-  if (argv.length === 0) throw usageError(`'run' needs a COMMAND to run in '${printable(image)}'`);
+  if (image.startsWith("-")) usage(`IMAGE must not start with '-', got '${printable(image)}'`);
+  if (argv.length === 0) usage(`'run' needs a COMMAND to run in '${printable(image)}'`);
   return { command: "run", verbose, image, argv, options };
 }
 
-function usageError(problem: string): SockerError {
-  return new SockerError(`socker: ${problem}; ${HELP_HINT}`);
-}
-
-/** Makes a user-supplied string safe to print on one line: control characters become escapes. */
-export function printable(text: string, max = 200): string {
-  // deno-lint-ignore no-control-regex
-  const escaped = text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
-}
-
 // ---------------------------------------------------------------------------------------------------------
-// Configuration: the allowlist, and the trust it needs
+// Configuration: image references, the allowlist, the settings, and the trust they need
 
 /** An image reference normalised as Docker does it: `centos` is `docker.io/library/centos:latest`. */
 export type ImageRef = {
@@ -212,7 +286,7 @@ export type ImageRef = {
 // The grammar of github.com/distribution/reference, which the docker CLI and engine use.
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const DOMAIN =
-  /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$/;
+  /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]{1,5})?$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const NAME_MAX = 255;
@@ -253,6 +327,8 @@ export function parseImageRef(text: string): ImageRef | string {
       domain = first;
       path = rest.slice(slash + 1);
       if (!DOMAIN.test(domain)) return `invalid registry '${domain}'`;
+      const port = domain.includes(":") ? boundedInt(domain.slice(domain.lastIndexOf(":") + 1), 1, 65535) : 1;
+      if (port === undefined) return `invalid registry port in '${domain}'`;
     }
   }
   if (domain === "index.docker.io") domain = "docker.io";
@@ -274,7 +350,7 @@ export function canonicalImage(ref: ImageRef): string {
   return `${ref.domain}/${ref.path}${ref.digest !== undefined ? `@${ref.digest}` : `:${ref.tag}`}`;
 }
 
-export type AllowlistEntry = { line: number; text: string; canonical: string };
+export type AllowlistEntry = { line: number; text: string; canonical: string; ref: ImageRef };
 
 /**
  * Parses the allowlist: one reference per line, `#` starts a comment, blank lines are ignored. Any line
@@ -287,12 +363,13 @@ export function parseAllowlist(text: string, fileName: string): AllowlistEntry[]
     if (content === "") return;
     const ref = parseImageRef(content);
     if (typeof ref === "string") {
-      throw new SockerError(
-        `socker: ${fileName}:${index + 1}: '${printable(content)}' is not a valid image reference (${ref}); ` +
+      refuse(
+        "installation",
+        `${fileName}:${index + 1}: '${printable(content)}' is not a valid image reference (${ref}); ` +
           "ask your administrator to fix the allowlist",
       );
     }
-    entries.push({ line: index + 1, text: content, canonical: canonicalImage(ref) });
+    entries.push({ line: index + 1, text: content, canonical: canonicalImage(ref), ref });
   });
   return entries;
 }
@@ -301,6 +378,19 @@ export function parseAllowlist(text: string, fileName: string): AllowlistEntry[]
 export function matchImage(allowlist: readonly AllowlistEntry[], requested: ImageRef): AllowlistEntry | undefined {
   const wanted = canonicalImage(requested);
   return allowlist.find((entry) => entry.canonical === wanted);
+}
+
+/** The allowlist entry a user's image text names, or the refusal that says why there is none. */
+export function allowedImage(allowlist: readonly AllowlistEntry[], text: string): AllowlistEntry {
+  const requested = parseImageRef(text);
+  if (typeof requested === "string") {
+    refuse("policy", `'${printable(text)}' is not a valid image reference: ${requested}`);
+  }
+  return matchImage(allowlist, requested) ??
+    refuse(
+      "policy",
+      `image '${printable(text)}' is not allowed on this cluster; 'socker images' lists the allowed ones`,
+    );
 }
 
 /** What socker needs to know of a file or folder to decide whether to trust it. */
@@ -335,49 +425,42 @@ export function pathChain(path: string): string[] {
   return chain;
 }
 
-const CONFIG_MAX_BYTES = 1 << 20;
+export const CONFIG_MAX_BYTES = 1 << 20;
 
 /**
- * Checks that a file and every folder above it are root's alone, both along the path as written and along
- * its real path (a symlink anywhere must not lead out of root's hands). Returns the real path.
+ * A root-owned configuration file as read: its text, and the ownership of the file and every folder above
+ * it, both along the path as written and along its real path (a symlink anywhere must not lead out of
+ * root's hands). `missing` when it does not exist; `problem` when it could not be read.
  */
-export function assertTrusted(path: string): string {
-  let realPath: string;
-  try {
-    realPath = Deno.realPathSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new SockerError(`socker: ${path} is missing; socker is not fully installed, ask your administrator`);
-    }
-    throw new SockerError(`socker: cannot resolve ${path}: ${errorText(error)}`);
-  }
-  const realChain = pathChain(realPath);
-  const ownerships = [...realChain, ...pathChain(path).slice(1)].map((item, index): Ownership => {
-    const info = Deno.statSync(item);
-    const kind = info.isFile ? "file" : info.isDirectory ? "dir" : "other";
-    return { path: index === 0 ? path : item, uid: info.uid ?? -1, mode: info.mode ?? 0o7777, kind };
-  });
-  const reason = untrustedReason(ownerships.slice(0, realChain.length)) ??
-    untrustedReason([ownerships[0], ...ownerships.slice(realChain.length)]);
-  if (reason !== undefined) {
-    throw new SockerError(`socker: refusing to trust ${path}: ${reason}; ask your administrator to fix it`);
-  }
-  return realPath;
-}
+export type ConfigFile =
+  | { path: string; missing: true }
+  | { path: string; problem: string }
+  | { path: string; bytes: Uint8Array; written: Ownership[]; real: Ownership[] };
 
-/** Reads a root-owned configuration file after `assertTrusted`; it must be small, valid UTF-8 text. */
-export function readTrustedFile(path: string): string {
-  const realPath = assertTrusted(path);
-  const bytes = Deno.readFileSync(realPath);
-  if (bytes.length > CONFIG_MAX_BYTES) {
-    throw new SockerError(`socker: ${path} is larger than ${CONFIG_MAX_BYTES} bytes; ask your administrator`);
+/**
+ * The text of a configuration file socker may trust, or the refusal: missing (when required), untrusted
+ * ownership or mode anywhere along either chain, larger than 1 MiB, or not UTF-8 text.
+ */
+export function trustedText(file: ConfigFile, required: boolean): string | undefined {
+  if ("missing" in file) {
+    return required
+      ? refuse("installation", `${file.path} is missing; socker is not fully installed, ask your administrator`)
+      : undefined;
+  }
+  if ("problem" in file) refuse("installation", `cannot read ${file.path}: ${file.problem}`);
+  const reason = untrustedReason(file.real) ?? untrustedReason([file.real[0], ...file.written.slice(1)]);
+  if (reason !== undefined) {
+    refuse("installation", `refusing to trust ${file.path}: ${reason}; ask your administrator to fix it`);
+  }
+  if (file.bytes.length > CONFIG_MAX_BYTES) {
+    refuse("installation", `${file.path} is larger than ${CONFIG_MAX_BYTES} bytes; ask your administrator`);
   }
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(file.bytes);
     if (text.includes("\0")) throw new TypeError("NUL byte");
     return text;
   } catch {
-    throw new SockerError(`socker: ${path} is not a text file; ask your administrator to fix it`);
+    return refuse("installation", `${file.path} is not a text file; ask your administrator to fix it`);
   }
 }
 
@@ -385,10 +468,12 @@ export function readTrustedFile(path: string): string {
 export type Settings = {
   /** `require_job`: refuse to run outside a Slurm job (for compute nodes). */
   requireJob: boolean;
-  /** `network`: the engine's default `bridge`, or `none`. Never `host`. */
-  network: "bridge" | "none";
-  /** `docker`: the docker CLI; root-owned, checked like the configuration. */
-  docker: string;
+  /** `network`: the engine's default `bridge`, `none`, or the node's own (`host`, for multi-node MPI). */
+  network: "bridge" | "none" | "host";
+  /** `ipc`, `pid`, `uts`: the container's own namespace (`private`) or the node's (`host`). */
+  ipc: "private" | "host";
+  pid: "private" | "host";
+  uts: "private" | "host";
   /** `default_mounts`: mounted in every run: `home`, `workdir` (the caller's folder) or absolute paths. */
   defaultMounts: string[];
   /** `mount_prefixes`: folders under which users may mount more with `-v` (whole path components). */
@@ -397,13 +482,17 @@ export type Settings = {
   forbiddenDestinations: string[];
   /** `env_set NAME=VALUE`: always set in the container. */
   envSet: Record<string, string>;
-  /** `env_deny`: never passed with `-e`. */
+  /** `env_deny`: never passed into the container, neither with `-e` nor through `env_pass`. */
   envDeny: string[];
-  /** `log_facility`: the syslog facility of the audit log. */
+  /** `env_pass`: glob patterns of the caller's variables passed into every container (`OMP_* NCCL_*`). */
+  envPass: string[];
+  /** `log_facility`: the syslog facility of the audit log's copy in the system log. */
   logFacility: string;
+  /** `pull`: `never` (images are loaded by the administrator) or `missing` (pulled on first use). */
+  pull: "never" | "missing";
 };
 
-/** Facilities the audit log may use. */
+/** Facilities the audit log's system-log copy may use. */
 export const LOG_FACILITIES = [
   "auth",
   "authpriv",
@@ -431,20 +520,25 @@ export const BUILTIN_FORBIDDEN_DESTINATIONS = [
   "/var",
 ];
 
-export const DEFAULT_SETTINGS: Settings = {
+export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   requireJob: false,
   network: "bridge",
-  docker: DOCKER_PATH,
+  ipc: "private",
+  pid: "private",
+  uts: "private",
   defaultMounts: ["home", "workdir"],
   mountPrefixes: ["/home"],
   forbiddenDestinations: [],
   envSet: {},
   envDeny: [],
+  envPass: [],
   logFacility: "authpriv",
-};
+  pull: "never",
+});
 
-const BOOLEAN_WORDS: Record<string, boolean> = { yes: true, true: true, no: false, false: false };
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** An env_pass pattern: a variable name in which `*` and `?` stand for any characters. */
+const ENV_PATTERN = /^[A-Za-z0-9_*?]+$/;
 
 /** Whether a path is absolute and clean: no `.`, `..`, empty components or trailing slash. */
 export function isCleanAbsolute(path: string): boolean {
@@ -452,117 +546,145 @@ export function isCleanAbsolute(path: string): boolean {
     (/^\/[^\0]*[^/]$/.test(path) && !path.slice(1).split("/").some((p) => ["", ".", ".."].includes(p)));
 }
 
+/** One setting's parser: the value's words and raw text in, the settings changed or a reason thrown. */
+type SettingParser = (value: string, words: string[], settings: Settings) => void;
+
+const choice =
+  <K extends keyof Settings>(key: K, name: string, allowed: readonly string[]): SettingParser =>
+  (value, _words, settings) => {
+    if (!allowed.includes(value)) throw new Error(`${name} must be ${allowed.join(" or ")}, not '${printable(value)}'`);
+    (settings[key] as string) = value;
+  };
+
+const cleanPaths = (name: string, words: string[]): string[] => {
+  for (const word of words) {
+    if (!isCleanAbsolute(word)) throw new Error(`${name}: '${printable(word)}' is not a clean absolute path`);
+  }
+  return words;
+};
+
+/** Every key socker.conf takes, and how its value is read. */
+const SETTING_PARSERS: Record<string, SettingParser> = {
+  require_job: (value, _words, settings) => {
+    if (value !== "yes" && value !== "no") throw new Error("require_job must be yes or no");
+    settings.requireJob = value === "yes";
+  },
+  network: choice("network", "network", ["bridge", "none", "host"]),
+  ipc: choice("ipc", "ipc", ["private", "host"]),
+  pid: choice("pid", "pid", ["private", "host"]),
+  uts: choice("uts", "uts", ["private", "host"]),
+  pull: choice("pull", "pull", ["never", "missing"]),
+  log_facility: choice("logFacility", "log_facility", LOG_FACILITIES),
+  default_mounts: (_value, words, settings) => {
+    for (const word of words) {
+      if (word !== "home" && word !== "workdir" && !isCleanAbsolute(word)) {
+        throw new Error(`default_mounts: '${printable(word)}' is not home, workdir or a clean absolute path`);
+      }
+    }
+    settings.defaultMounts = words;
+  },
+  mount_prefixes: (_value, words, settings) => {
+    settings.mountPrefixes = cleanPaths("mount_prefixes", words);
+    if (words.includes("/")) throw new Error("mount_prefixes: '/' would allow mounting the whole host");
+  },
+  forbidden_destinations: (_value, words, settings) => {
+    settings.forbiddenDestinations = cleanPaths("forbidden_destinations", words);
+  },
+  env_set: (value, _words, settings) => {
+    const equals = value.indexOf("=");
+    const name = value.slice(0, equals);
+    if (equals < 1 || !ENV_NAME.test(name)) throw new Error("env_set takes NAME=VALUE");
+    settings.envSet[name] = value.slice(equals + 1);
+  },
+  env_deny: (_value, words, settings) => {
+    for (const word of words) {
+      if (!ENV_NAME.test(word)) throw new Error(`env_deny: '${printable(word)}' is not a variable name`);
+    }
+    settings.envDeny.push(...words);
+  },
+  env_pass: (_value, words, settings) => {
+    for (const word of words) {
+      if (!ENV_PATTERN.test(word)) {
+        throw new Error(`env_pass: '${printable(word)}' is not a variable name or a pattern of * and ?`);
+      }
+    }
+    settings.envPass.push(...words);
+  },
+  docker: () => {
+    throw new Error("'docker' is obsolete: socker no longer runs the docker CLI; remove the line");
+  },
+};
+
 /**
  * Parses socker.conf: `key = value` lines, `#` comments; list values are separated by blanks. An unknown
  * key or a bad value makes the whole file invalid, naming file and line, so that a typo never silently
- * weakens a policy.
+ * weakens a policy. Throws an installation Refusal.
  */
 export function parseSettings(text: string, fileName: string): Settings {
-  const settings: Settings = { ...DEFAULT_SETTINGS, envSet: {}, envDeny: [] };
+  const settings: Settings = { ...DEFAULT_SETTINGS, envSet: {}, envDeny: [], envPass: [] };
   text.split("\n").forEach((raw, index) => {
     const content = raw.replace(/#.*$/, "").trim();
     if (content === "") return;
-    const fail = (why: string): never => {
-      throw new SockerError(`socker: ${fileName}:${index + 1}: ${why}`);
-    };
+    const fail = (why: string): never => refuse("installation", `${fileName}:${index + 1}: ${why}`);
     const match = /^([a-z_]+)\s*=\s*(.*)$/.exec(content);
-    if (!match) return fail(`expected 'key = value', got '${printable(content)}'`);
-    const [, key, value] = match;
-    const words = value.split(/\s+/).filter((word) => word !== "");
-    const paths = (what: string) => {
-      for (const word of words) {
-        if (!isCleanAbsolute(word)) fail(`${what}: '${printable(word)}' is not a clean absolute path`);
-      }
-      return words;
-    };
-    switch (key) {
-      case "require_job":
-        if (!(value in BOOLEAN_WORDS)) fail("require_job must be yes or no");
-        settings.requireJob = BOOLEAN_WORDS[value];
-        break;
-      case "network":
-        if (value !== "bridge" && value !== "none") fail(`network must be bridge or none, not '${printable(value)}'`);
-        settings.network = value as Settings["network"];
-        break;
-      case "docker":
-        if (words.length !== 1) fail("docker takes one path");
-        settings.docker = paths("docker")[0];
-        break;
-      case "default_mounts":
-        for (const word of words) {
-          if (word !== "home" && word !== "workdir" && !isCleanAbsolute(word)) {
-            fail(`default_mounts: '${printable(word)}' is not home, workdir or a clean absolute path`);
-          }
-        }
-        settings.defaultMounts = words;
-        break;
-      case "mount_prefixes":
-        settings.mountPrefixes = paths("mount_prefixes");
-        if (settings.mountPrefixes.includes("/")) fail("mount_prefixes: '/' would allow mounting the whole host");
-        break;
-      case "forbidden_destinations":
-        settings.forbiddenDestinations = paths("forbidden_destinations");
-        break;
-      case "env_set": {
-        const equals = value.indexOf("=");
-        const name = value.slice(0, equals);
-        if (equals < 1 || !ENV_NAME.test(name)) fail("env_set takes NAME=VALUE");
-        settings.envSet[name] = value.slice(equals + 1);
-        break;
-      }
-      case "env_deny":
-        for (const word of words) {
-          if (!ENV_NAME.test(word)) fail(`env_deny: '${printable(word)}' is not a variable name`);
-        }
-        settings.envDeny.push(...words);
-        break;
-      case "log_facility":
-        if (!LOG_FACILITIES.includes(value)) fail(`log_facility must be one of ${LOG_FACILITIES.join(" ")}`);
-        settings.logFacility = value;
-        break;
-      default:
-        fail(`unknown setting '${printable(key)}'`);
+    if (!match) fail(`expected 'key = value', got '${printable(content)}'`);
+    const [, key, value] = match!;
+    const parser = Object.hasOwn(SETTING_PARSERS, key) ? SETTING_PARSERS[key] : undefined;
+    if (parser === undefined) fail(`unknown setting '${printable(key)}'`);
+    try {
+      parser!(value, value.split(/\s+/).filter((word) => word !== ""), settings);
+    } catch (error) {
+      fail(errorText(error));
     }
   });
   return settings;
 }
 
-/** Reads socker.conf when it exists (it is optional); it must be as trusted as the allowlist. */
-function readSettings(): Settings {
-  try {
-    Deno.lstatSync(SETTINGS_PATH);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return DEFAULT_SETTINGS;
-  }
-  return parseSettings(readTrustedFile(SETTINGS_PATH), SETTINGS_PATH);
+/** The settings from socker.conf, which is optional but, when present, must be as trusted as the allowlist. */
+export function settingsFrom(file: ConfigFile): Settings {
+  const text = trustedText(file, false);
+  return text === undefined ? { ...DEFAULT_SETTINGS } : parseSettings(text, file.path);
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Identity: who called, from what sudo and the user database say
 
-/** The person socker acts for. */
-export type Caller = { uid: number; gid: number; user: string; groups: number[] };
+/** Who sudo says called: the caller's uid, current gid and name. */
+export type SudoCaller = { uid: number; gid: number; user: string };
+
+/** The person socker acts for: sudo's word checked against the user database. */
+export type Caller = SudoCaller & { groups: number[]; home?: string };
+
+/** What the user database (NSS: files, LDAP, SSSD, ...) says of a user. */
+export type UserRecord = { uid: number; gid: number; home?: string; groups: number[] };
 
 /**
  * Decides who the caller is from the variables sudo sets (sudo resets the environment first, so they
  * cannot be forged through it). Without them, the caller is whoever runs this process: root running
- * socker directly. Returns the uid, gid and name, or throws when they are malformed.
+ * socker directly. Throws when they are malformed.
  */
 export function callerFromSudo(
   env: { SUDO_UID?: string; SUDO_GID?: string; SUDO_USER?: string },
   processUid: number,
-): { uid: number; gid: number; user: string } {
+): SudoCaller {
   const { SUDO_UID = "", SUDO_GID = "", SUDO_USER = "" } = env;
   if (SUDO_UID === "" && SUDO_GID === "" && SUDO_USER === "") {
     return { uid: processUid, gid: processUid === 0 ? 0 : -1, user: processUid === 0 ? "root" : "" };
   }
-  if (!/^(0|[1-9][0-9]{0,9})$/.test(SUDO_UID) || !/^(0|[1-9][0-9]{0,9})$/.test(SUDO_GID)) {
-    throw new SockerError("socker: SUDO_UID/SUDO_GID are not numbers; socker must be started through sudo");
+  const uid = boundedInt(SUDO_UID, 0, ID_MAX);
+  const gid = boundedInt(SUDO_GID, 0, ID_MAX);
+  if (uid === undefined || gid === undefined) {
+    refuse("installation", "SUDO_UID/SUDO_GID are not numbers; socker must be started through sudo");
   }
-  if (!/^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$/.test(SUDO_USER)) {
-    throw new SockerError(`socker: SUDO_USER '${printable(SUDO_USER)}' is not a valid user name`);
+  if (!/^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,255}\$?$/.test(SUDO_USER)) {
+    refuse("installation", `SUDO_USER '${printable(SUDO_USER)}' is not a valid user name`);
   }
-  return { uid: Number(SUDO_UID), gid: Number(SUDO_GID), user: SUDO_USER };
+  return { uid: uid!, gid: gid!, user: SUDO_USER };
+}
+
+/** Whether root itself runs this program (not a user through sudo): the callers of cleanup and doctor. */
+export function isRootCaller(sudo: SudoCaller, processUid: number): boolean {
+  return sudo.uid === 0 && processUid === 0;
 }
 
 /**
@@ -570,262 +692,466 @@ export function callerFromSudo(
  * caller's current one (sudo's SUDO_GID), the supplementary groups are the database's. Root is refused:
  * socker never runs a container as uid 0 or gid 0.
  */
-export function resolveCaller(
-  sudo: { uid: number; gid: number; user: string },
-  database: { uid: number; gid: number; groups: number[] },
-): Caller {
+export function resolveCaller(sudo: SudoCaller, database: UserRecord | string): Caller {
   if (sudo.uid === 0) {
-    throw new SockerError(
-      "socker: refusing to run a container as root; run socker as the user the container should run as",
-    );
+    refuse("policy", "refusing to run a container as root; run socker as the user the container should run as");
   }
+  if (typeof database === "string") refuse("policy", database);
   if (database.uid !== sudo.uid) {
-    throw new SockerError(
-      `socker: the user database says '${sudo.user}' is uid ${database.uid}, sudo says ${sudo.uid}; refusing`,
-    );
+    refuse("policy", `the user database says '${sudo.user}' is uid ${database.uid}, sudo says ${sudo.uid}; refusing`);
   }
   const groups = [...new Set(database.groups)].filter((g) => g !== sudo.gid).sort((a, b) => a - b);
   if (sudo.gid === 0 || groups.includes(0)) {
-    throw new SockerError(`socker: refusing to run a container with the root group (gid 0) for '${sudo.user}'`);
+    refuse("policy", `refusing to run a container with the root group (gid 0) for '${sudo.user}'`);
   }
-  return { ...sudo, groups };
-}
-
-/** Finds a local account's uid and primary gid in /etc/passwd text. */
-export function passwdEntry(passwd: string, name: string): { uid: number; gid: number } | undefined {
-  for (const line of passwd.split("\n")) {
-    const fields = line.split(":");
-    if (fields.length >= 7 && fields[0] === name && /^\d+$/.test(fields[2]) && /^\d+$/.test(fields[3])) {
-      return { uid: Number(fields[2]), gid: Number(fields[3]) };
-    }
-  }
-  return undefined;
-}
-
-/** The C library's functions socker calls in-process; opened once, on first use. */
-const LIBC_SYMBOLS = {
-  getpwnam: { parameters: ["buffer"], result: "pointer" },
-  getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-let openedLibc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] | undefined;
-function libc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] {
-  openedLibc ??= Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
-  return openedLibc;
-}
-
-/** What the user database (NSS: files, LDAP, SSSD, ...) says of a user. */
-export type UserRecord = { uid: number; gid: number; home?: string; groups: number[] };
-
-/** glibc's `struct passwd` on 64-bit Linux: name, passwd, uid (16), gid (20), gecos, dir (32), shell. */
-const PASSWD_UID_OFFSET = 16;
-const PASSWD_GID_OFFSET = 20;
-const PASSWD_DIR_OFFSET = 32;
-const MAX_GROUPS = 65536;
-
-/**
- * Asks the C library, through NSS exactly as `id` would, for a user's uid, gid, home and groups. Called
- * in-process (getpwnam, getgrouplist) because spawning `id` and `getent` cost ~10 ms of every run.
- */
-function userRecord(user: string): UserRecord {
-  {
-    const name = new TextEncoder().encode(`${user}\0`);
-    const entry = libc().getpwnam(name);
-    if (entry === null) throw new SockerError(`socker: user '${user}' is not in the user database; refusing`);
-    const view = new Deno.UnsafePointerView(entry);
-    const uid = view.getUint32(PASSWD_UID_OFFSET);
-    const gid = view.getUint32(PASSWD_GID_OFFSET);
-    const dirPointer = view.getPointer(PASSWD_DIR_OFFSET);
-    const dir = dirPointer === null ? "" : Deno.UnsafePointerView.getCString(dirPointer);
-    let groups = new Uint32Array(64);
-    const count = new Int32Array([groups.length]);
-    if (libc().getgrouplist(name, gid, groups, count) < 0) {
-      if (count[0] <= 0 || count[0] > MAX_GROUPS) throw new SockerError(`socker: cannot list the groups of '${user}'`);
-      groups = new Uint32Array(count[0]);
-      if (libc().getgrouplist(name, gid, groups, count) < 0) {
-        throw new SockerError(`socker: cannot list the groups of '${user}'`);
-      }
-    }
-    return { uid, gid, home: isCleanAbsolute(dir) ? dir : undefined, groups: [...groups.slice(0, count[0])] };
-  }
+  return { ...sudo, groups, home: database.home };
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// cgroup: which Slurm job step the caller is in, from /proc/self/cgroup (written by the kernel; the
-// caller cannot move a process into a cgroup of another job). Environment variables never count.
+// Resource limits: the caller's limits go to the container; socker's own are raised so that the caller
+// cannot kill or starve the supervisor through them (sudo hands the command the caller's limits).
+
+/** One limit: soft and hard, `Infinity` for unlimited, in the kernel's units (seconds, bytes, counts). */
+export type Limit = { soft: number; hard: number };
+export type Limits = Record<string, Limit>;
+
+/**
+ * The rows of /proc/self/limits: the kernel's name of each, the resource number setrlimit(2) takes, and
+ * the name docker's `Ulimits` use (none for the address space: docker cannot pass that one on).
+ */
+export const LIMIT_ROWS: readonly { row: string; name: string; resource: number; docker?: string }[] = [
+  { row: "Max cpu time", name: "cpu", resource: 0, docker: "cpu" },
+  { row: "Max file size", name: "fsize", resource: 1, docker: "fsize" },
+  { row: "Max data size", name: "data", resource: 2, docker: "data" },
+  { row: "Max stack size", name: "stack", resource: 3, docker: "stack" },
+  { row: "Max core file size", name: "core", resource: 4, docker: "core" },
+  { row: "Max resident set", name: "rss", resource: 5, docker: "rss" },
+  { row: "Max processes", name: "nproc", resource: 6, docker: "nproc" },
+  { row: "Max open files", name: "nofile", resource: 7, docker: "nofile" },
+  { row: "Max locked memory", name: "memlock", resource: 8, docker: "memlock" },
+  { row: "Max address space", name: "as", resource: 9 },
+  { row: "Max file locks", name: "locks", resource: 10, docker: "locks" },
+  { row: "Max pending signals", name: "sigpending", resource: 11, docker: "sigpending" },
+  { row: "Max msgqueue size", name: "msgqueue", resource: 12, docker: "msgqueue" },
+  { row: "Max nice priority", name: "nice", resource: 13, docker: "nice" },
+  { row: "Max realtime priority", name: "rtprio", resource: 14, docker: "rtprio" },
+  { row: "Max realtime timeout", name: "rttime", resource: 15, docker: "rttime" },
+];
+
+/** Largest finite limit socker accepts: beyond 2^53 a number loses precision (the kernel's own are far below). */
+const LIMIT_MAX = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Parses the text of /proc/<pid>/limits (`Max open files  1024  4096  files`). Every row socker knows must
+ * be present with values it can read; anything else is an installation refusal (the entry point passes
+ * this text, so a broken one means a broken installation).
+ */
+export function parseProcLimits(text: string): Limits {
+  const limits: Limits = {};
+  const value = (word: string) => word === "unlimited" ? Infinity : boundedInt(word, 0, LIMIT_MAX);
+  for (const line of text.split("\n")) {
+    const spec = LIMIT_ROWS.find((row) => line.startsWith(`${row.row} `));
+    if (spec === undefined) continue;
+    const [soft, hard] = line.slice(spec.row.length).trim().split(/\s+/).map(value);
+    if (soft === undefined || hard === undefined || soft > hard) {
+      refuse("installation", `cannot read the resource limit '${printable(line)}'`);
+    }
+    limits[spec.name] = { soft: soft!, hard: hard! };
+  }
+  const absent = LIMIT_ROWS.filter((row) => limits[row.name] === undefined).map((row) => row.row);
+  if (absent.length > 0) refuse("installation", `the resource limits lack ${absent.join(", ")}`);
+  return limits;
+}
+
+/** What socker itself needs to finish supervising a container, whatever the caller's limits. */
+export type SupervisorNeeds = { cpu: number; nofile: number; fsize: number };
+
+/** CPU seconds and open files socker needs (measured: ~0.1 s and ~40 files for a run with 32 mounts). */
+export const SUPERVISOR_CPU_SECONDS = 10;
+export const SUPERVISOR_OPEN_FILES = 128;
+/** Room for this run's records beyond the audit log's current size. */
+export const AUDIT_ROOM_BYTES = 1 << 20;
+
+/** How each limit socker needs is named to a user. */
+const LIMIT_WORDS: Record<keyof SupervisorNeeds, { what: string; flag: string; unit: (n: number) => string }> = {
+  cpu: { what: "CPU-time", flag: "-t", unit: (n) => `${n} s` },
+  nofile: { what: "open-files", flag: "-n", unit: (n) => `${n}` },
+  fsize: { what: "file-size", flag: "-f", unit: (n) => `${Math.ceil(n / 1024)} KiB` },
+};
+
+/**
+ * Decides socker's own limits: every soft limit raised to its hard limit (so the caller's soft limits
+ * cannot stop the supervisor), and, where a hard limit is below what socker needs, the hard limit raised
+ * too when root may (`canRaiseHard`: CAP_SYS_RESOURCE), else a refusal naming the limit. Returns the
+ * setrlimit calls to make.
+ */
+export function planOwnLimits(
+  current: Limits,
+  needs: SupervisorNeeds,
+  canRaiseHard: boolean,
+): { resource: number; name: string; soft: number; hard: number }[] {
+  const changes: { resource: number; name: string; soft: number; hard: number }[] = [];
+  for (const row of LIMIT_ROWS) {
+    const limit = current[row.name];
+    if (limit === undefined) continue;
+    const need = (needs as Record<string, number>)[row.name] ?? 0;
+    let hard = limit.hard;
+    if (hard < need) {
+      const words = LIMIT_WORDS[row.name as keyof SupervisorNeeds];
+      if (!canRaiseHard) {
+        refuse(
+          "policy",
+          `your ${words.what} limit (ulimit ${words.flag}) is ${words.unit(hard)}; socker needs at least ` +
+            `${words.unit(need)} to supervise the container: raise it (ulimit ${words.flag} unlimited)`,
+        );
+      }
+      hard = need;
+    }
+    // The stack stays as it is: an unlimited soft stack changes how the kernel lays out memory.
+    const soft = row.name === "stack" ? Math.min(Math.max(limit.soft, 8 << 20), hard) : hard;
+    if (soft !== limit.soft || hard !== limit.hard) {
+      changes.push({ resource: row.resource, name: row.name, soft, hard });
+    }
+  }
+  return changes;
+}
+
+/** The container's limits: exactly the caller's, as they reached socker, for every limit docker can set. */
+export function containerUlimits(caller: Limits): { Name: string; Soft: number; Hard: number }[] {
+  const value = (n: number) => (n === Infinity ? -1 : n);
+  return LIMIT_ROWS.filter((row) => row.docker !== undefined && caller[row.name] !== undefined).map((row) => ({
+    Name: row.docker!,
+    Soft: value(caller[row.name].soft),
+    Hard: value(caller[row.name].hard),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// cgroups and Slurm: which job step the caller is in, from /proc/self/cgroup (written by the kernel; the
+// caller cannot move a process into a cgroup of another job), and what Slurm's own files and records say.
+// Environment variables never count.
 
 /** The Slurm job step socker runs in, and the cgroup its container is created under. */
-export type JobCgroup = {
+export type JobStep = {
   version: 1 | 2;
   jobId: string;
   stepId: string;
-  /** The `--cgroup-parent`: the step's cgroup, relative to each hierarchy's root. */
+  /** The node's name as its cgroup root says it (`slurm_n1`, `n1_slurmstepd.scope`), if it says. */
+  node?: string;
+  /** The container's cgroup parent: the step's cgroup, relative to each hierarchy's root. */
   parent: string;
 };
 
 const V1_SLURM_PATH =
-  /^\/(slurm(?:_[A-Za-z0-9._-]+)?)\/uid_(\d+)\/job_(\d+)\/step_(\d+|batch|extern|interactive)(?:\/task_(\d+))?$/;
+  /^\/slurm(?:_([A-Za-z0-9._-]+))?\/uid_(\d+)\/job_(\d+)\/step_(\d+|batch|extern|interactive)(?:\/task_(\d+))?$/;
 const V2_SLURM_PATH =
-  /^((?:\/[A-Za-z0-9@:._-]+)*\/(?:[A-Za-z0-9._-]+_)?slurmstepd\.scope\/job_(\d+)\/step_(\d+|batch|extern|interactive)\/user)\/task_(\d+)$/;
+  /^((?:\/[A-Za-z0-9@:._-]+)*\/(?:([A-Za-z0-9._-]+)_)?slurmstepd\.scope\/job_(\d+)\/step_(\d+|batch|extern|interactive)\/user)\/task_(\d+|special)$/;
 /** Anything that says "this process is in a Slurm job": if one of these shows, socker must resolve it. */
 const SLURM_HINT = /(^|\/)(slurm(_[^/]*)?|[^/]*slurmstepd\.scope|job_\d+|step_[a-z0-9]+)(\/|$)/;
+/** Step numbers and task numbers socker accepts (Slurm's own are far smaller). */
+const STEP_MAX = 1_000_000;
 
 /**
  * Finds the Slurm job step from the text of /proc/self/cgroup. Returns undefined outside any job. Throws
  * (fail closed) when the process is visibly inside a Slurm cgroup that cannot be resolved safely: paths
- * with `.` or `..`, another user's job, or controllers that disagree about the job.
+ * with `.` or `..`, another user's job, ids out of range, or controllers that disagree about the job.
  */
-export function jobCgroup(procSelfCgroup: string, uid: number): JobCgroup | undefined {
+export function jobStepFromCgroup(procSelfCgroup: string, uid: number): JobStep | undefined {
+  const refuseHere = (why: string): never =>
+    refuse("policy", `cannot place the container in this Slurm job's cgroup: ${why}; refusing to run`);
   const lines = procSelfCgroup.split("\n").filter((line) => line !== "");
+  if (lines.length > 64) refuseHere("/proc/self/cgroup has more lines than any kernel writes");
   const entries = lines.map((line) => {
     const match = /^(\d+):([^:]*):(.*)$/.exec(line);
-    if (!match) throw new SockerError(`socker: cannot read /proc/self/cgroup line '${printable(line)}'`);
-    return { hierarchy: Number(match[1]), controllers: match[2], path: match[3] };
+    const hierarchy = boundedInt(match?.[1], 0, 1024);
+    if (!match || hierarchy === undefined) refuseHere(`cannot read the line '${printable(line)}'`);
+    return { hierarchy: hierarchy!, controllers: match![2], path: match![3] };
   });
   const hinted = entries.filter((entry) => SLURM_HINT.test(entry.path));
   if (hinted.length === 0) return undefined;
-  const refuse = (why: string): never => {
-    throw new SockerError(`socker: cannot place the container in this Slurm job's cgroup: ${why}; refusing to run`);
-  };
   for (const entry of hinted) {
     if (entry.path.split("/").some((part) => part === "." || part === "..") || entry.path.includes("//")) {
-      refuse(`the path '${printable(entry.path)}' is not normalised`);
+      refuseHere(`the path '${printable(entry.path)}' is not normalised`);
     }
   }
+  const ids = (job: string, step: string, what: string) => {
+    if (boundedInt(job, 1, ID_MAX) === undefined) refuseHere(`the job id in '${printable(what)}' is out of range`);
+    if (/^\d+$/.test(step) && boundedInt(step, 0, STEP_MAX) === undefined) {
+      refuseHere(`the step id in '${printable(what)}' is out of range`);
+    }
+  };
 
   const v1 = hinted.filter((entry) => entry.hierarchy !== 0);
   if (v1.length > 0) {
     const steps = new Set<string>();
-    let found: JobCgroup | undefined;
+    let found: JobStep | undefined;
     for (const entry of v1) {
       const match = V1_SLURM_PATH.exec(entry.path);
-      if (!match) refuse(`'${printable(entry.path)}' (${entry.controllers}) is not a Slurm step cgroup`);
-      const [, root, owner, jobId, stepId] = match!;
-      if (Number(owner) !== uid) refuse(`'${printable(entry.path)}' belongs to uid ${owner}, not to you (${uid})`);
-      const parent = `/${root}/uid_${owner}/job_${jobId}/step_${stepId}`;
+      if (!match) refuseHere(`'${printable(entry.path)}' (${entry.controllers}) is not a Slurm step cgroup`);
+      const [, node, owner, jobId, stepId] = match!;
+      if (boundedInt(owner, 0, ID_MAX) !== uid) {
+        refuseHere(`'${printable(entry.path)}' belongs to uid ${owner}, not to you (${uid})`);
+      }
+      ids(jobId, stepId, entry.path);
+      const parent = `/slurm${node !== undefined ? `_${node}` : ""}/uid_${owner}/job_${jobId}/step_${stepId}`;
       steps.add(parent);
-      found = { version: 1, jobId, stepId, parent };
+      found = { version: 1, jobId, stepId, node, parent };
     }
-    if (steps.size > 1) refuse(`the controllers disagree about the job step (${[...steps].join(", ")})`);
+    if (steps.size > 1) refuseHere(`the controllers disagree about the job step (${[...steps].join(", ")})`);
     return found;
   }
   const unified = hinted.filter((entry) => entry.hierarchy === 0 && entry.controllers === "");
-  if (unified.length !== 1 || hinted.length !== 1) refuse("unexpected cgroup v2 layout");
+  if (unified.length !== 1 || hinted.length !== 1) refuseHere("unexpected cgroup v2 layout");
   const match = V2_SLURM_PATH.exec(unified[0].path);
-  if (!match) return refuse(`'${printable(unified[0].path)}' is not a Slurm task cgroup`);
-  return { version: 2, jobId: match[2], stepId: match[3], parent: match[1] };
+  if (!match) return refuseHere(`'${printable(unified[0].path)}' is not a Slurm task cgroup`);
+  const [, parent, node, jobId, stepId] = match;
+  ids(jobId, stepId, unified[0].path);
+  return { version: 2, jobId, stepId, node, parent };
 }
 
 /**
  * Checks that the engine can nest containers under Slurm's cgroups: only the cgroupfs driver takes a
  * plain cgroup path as parent, and engine and Slurm must see the same cgroup version.
  */
-export function engineCgroupProblem(info: { CgroupDriver?: string; CgroupVersion?: string }, job: JobCgroup) {
+export function engineCgroupProblem(info: { CgroupDriver?: unknown; CgroupVersion?: unknown }, job: JobStep) {
   if (info.CgroupDriver !== "cgroupfs") {
     return `the Docker engine uses the '${printable(String(info.CgroupDriver))}' cgroup driver, which cannot ` +
       'place containers in Slurm\'s cgroups; ask your administrator to set "exec-opts": ' +
       '["native.cgroupdriver=cgroupfs"] in /etc/docker/daemon.json';
   }
   if (String(info.CgroupVersion ?? "1") !== String(job.version)) {
-    return `the Docker engine sees cgroup v${info.CgroupVersion} but this job is on cgroup v${job.version}`;
+    return `the Docker engine sees cgroup v${
+      printable(String(info.CgroupVersion))
+    } but this job is on cgroup v${job.version}`;
   }
   return undefined;
 }
 
+/** One cgroup hierarchy mounted on this node: where, and (v1) which controllers it holds. */
+export type CgroupMount = { path: string; version: 1 | 2; controllers: string[] };
+
 /** The cgroup hierarchies mounted on this node (v1 controllers and the v2 unified tree), from mountinfo. */
-export function cgroupMountPoints(mountinfo: string): string[] {
-  const points: string[] = [];
+export function cgroupMounts(mountinfo: string): CgroupMount[] {
+  const mounts: CgroupMount[] = [];
   for (const line of mountinfo.split("\n")) {
     const [before, after] = line.split(" - ");
     if (after === undefined) continue;
-    const type = after.split(" ")[0];
-    if (type === "cgroup" || type === "cgroup2") {
-      points.push(before.split(" ")[4].replace(/\\(\d{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8))));
+    const [type, , superOptions = ""] = after.split(" ");
+    if (type !== "cgroup" && type !== "cgroup2") continue;
+    const path = before.split(" ")[4].replace(/\\(\d{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+    const controllers = type === "cgroup2"
+      ? []
+      : superOptions.split(",").filter((option) =>
+        !["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children"].includes(option) &&
+        !option.startsWith("release_agent=")
+      );
+    mounts.push({ path, version: type === "cgroup2" ? 2 : 1, controllers });
+  }
+  return mounts;
+}
+
+/** The v1 controllers Slurm's proctrack/task/jobacct plugins manage: their job folders are Slurm's. */
+export const SLURM_CONTROLLERS = ["freezer", "cpuset", "memory", "devices"];
+
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
+
+/**
+ * Lists what a finished job left in one hierarchy, deepest first, split by whose it is to remove:
+ * `containers` are the engine's folders of containers (named by their 64-hex id) anywhere under the job;
+ * `jobFolders` are the job's own folders, which socker removes only in v1 controllers that Slurm does not
+ * manage (cpu, cpuacct, blkio, pids, name=systemd: Docker created them there for the cgroup parent);
+ * in Slurm's controllers and on v2, Slurm removes its job and step folders itself. v1 jobs sit in
+ * `<root>/slurm[_<node>]/uid_<uid>/job_<id>`, v2 jobs in `<root>/system.slice/[<node>_]slurmstepd.scope/
+ * job_<id>`. `listDirs` returns a folder's sub-folders, or nothing when it does not exist.
+ */
+export function jobLeftovers(
+  mount: CgroupMount,
+  jobId: string,
+  listDirs: (path: string) => string[],
+): { containers: string[]; jobFolders: string[] } {
+  const below = (path: string, depth = 0): string[] =>
+    depth > 8 ? [] : listDirs(path).flatMap((name) => [...below(`${path}/${name}`, depth + 1), `${path}/${name}`]);
+  const parents: string[] = [];
+  for (const top of listDirs(mount.path).filter((name) => /^slurm(_.+)?$/.test(name))) {
+    for (const user of listDirs(`${mount.path}/${top}`).filter((name) => /^uid_\d+$/.test(name))) {
+      parents.push(`${mount.path}/${top}/${user}`);
     }
   }
-  return points;
+  for (const scope of listDirs(`${mount.path}/system.slice`).filter((name) => /slurmstepd\.scope$/.test(name))) {
+    parents.push(`${mount.path}/system.slice/${scope}`);
+  }
+  const folders = parents.filter((parent) => listDirs(parent).includes(`job_${jobId}`))
+    .flatMap((parent) => [...below(`${parent}/job_${jobId}`), `${parent}/job_${jobId}`]);
+  const containers = folders.filter((folder) => CONTAINER_ID.test(folder.slice(folder.lastIndexOf("/") + 1)));
+  const slurmOwns = mount.version === 2 || mount.controllers.some((c) => SLURM_CONTROLLERS.includes(c));
+  // A container's own sub-folders go with it; below it nothing is Slurm's.
+  const inContainer = (folder: string) => containers.some((c) => folder.startsWith(`${c}/`));
+  return {
+    containers: folders.filter((folder) => containers.includes(folder) || inContainer(folder)),
+    jobFolders: slurmOwns ? [] : folders.filter((folder) => !containers.includes(folder) && !inContainer(folder)),
+  };
+}
+
+/** What socker reads from slurm.conf: the spool folder (for PMIx), the nodes, and what doctor checks. */
+export type SlurmConf = {
+  spoolDir: string;
+  nodes: { name: string; hostname?: string }[];
+  settings: Map<string, string>;
+};
+
+/** Parses slurm.conf's `Key=Value` lines (keys are case-insensitive) and its NodeName lines. */
+export function parseSlurmConf(text: string): SlurmConf {
+  const settings = new Map<string, string>();
+  const nodes: { name: string; hostname?: string }[] = [];
+  for (const raw of text.split("\n").slice(0, 100_000)) {
+    const line = raw.replace(/#.*$/, "").trim();
+    if (/^NodeName\s*=/i.test(line)) {
+      const fields = new Map(
+        line.split(/\s+/).map((field) => {
+          const equals = field.indexOf("=");
+          return [field.slice(0, equals).toLowerCase(), field.slice(equals + 1)] as const;
+        }),
+      );
+      const name = fields.get("nodename") ?? "";
+      if (/^[A-Za-z0-9._-]+$/.test(name)) nodes.push({ name, hostname: fields.get("nodehostname") });
+      continue;
+    }
+    const match = /^([A-Za-z]+)\s*=\s*(\S+)/.exec(line);
+    if (match) settings.set(match[1].toLowerCase(), match[2]);
+  }
+  return { spoolDir: settings.get("slurmdspooldir") ?? "/var/spool/slurmd", nodes, settings };
+}
+
+/** What a node's slurm.conf lacks for socker: cgroup process tracking and limits, and the Epilog hook. */
+export function slurmConfProblems(conf: SlurmConf, epilogHook: string): string[] {
+  const problems: string[] = [];
+  if (conf.settings.get("proctracktype") !== "proctrack/cgroup") problems.push("set ProctrackType=proctrack/cgroup");
+  if (!(conf.settings.get("taskplugin") ?? "").split(",").includes("task/cgroup")) {
+    problems.push("add task/cgroup to TaskPlugin");
+  }
+  if (!(conf.settings.get("epilog") ?? "").split(",").includes(epilogHook)) {
+    problems.push(`add Epilog=${epilogHook} (install.sh --epilog installs it)`);
+  }
+  return problems;
 }
 
 /**
- * Lists, deepest first, the folders a finished job may have left in one hierarchy: Slurm's own job folder
- * and the parents Docker created for containers (also in controllers Slurm does not manage). v1 jobs sit
- * in `<root>/slurm[_<node>]/uid_<uid>/job_<id>`, v2 jobs in `<root>/system.slice/[<node>_]slurmstepd.scope/
- * job_<id>`. `listDirs` returns a folder's sub-folders, or nothing when it does not exist.
+ * This node's Slurm name: the one its cgroup root says (`slurm_<node>`), else the NodeName whose
+ * NodeHostname (or own name) is this host, else the host name itself.
  */
-export function jobFolders(root: string, jobId: string, listDirs: (path: string) => string[]): string[] {
-  const below = (path: string): string[] =>
-    listDirs(path).flatMap((name) => [...below(`${path}/${name}`), `${path}/${name}`]);
-  const jobs: string[] = [];
-  for (const top of listDirs(root).filter((name) => /^slurm(_.+)?$/.test(name))) {
-    for (const user of listDirs(`${root}/${top}`).filter((name) => /^uid_\d+$/.test(name))) {
-      jobs.push(`${root}/${top}/${user}`);
+export function slurmNodeName(job: JobStep, conf: SlurmConf, hostName: string): string {
+  if (job.node !== undefined) return job.node;
+  const short = hostName.split(".")[0];
+  const named = conf.nodes.filter((node) => (node.hostname ?? node.name) === short);
+  return named.length === 1 ? named[0].name : short;
+}
+
+/**
+ * The PMIx server folder of the calling step, `<SlurmdSpoolDir>/pmix.<job>.<step>`, with SlurmdSpoolDir's
+ * `%n` (node) and `%h` (host) expanded. Only from trusted sources: slurm.conf, the cgroup's job and step.
+ */
+export function pmixFolder(job: JobStep, conf: SlurmConf, node: string, hostName: string): string | undefined {
+  const spool = conf.spoolDir.replaceAll("%n", node).replaceAll("%h", hostName.split(".")[0]);
+  const folder = `${spool}/pmix.${job.jobId}.${job.stepId}`;
+  return isCleanAbsolute(folder) && !folder.includes("%") ? folder : undefined;
+}
+
+/**
+ * Expands a Slurm host list (`n[1-3,7],gpu01`) into names, refusing what it cannot read or what would
+ * expand beyond `max` names.
+ */
+export function expandHostList(list: string, max = 65536): string[] | undefined {
+  const names: string[] = [];
+  const parts = list.match(/[^,[]+(?:\[[^\]]*\][^,[]*)*/g) ?? [];
+  if (parts.join(",") !== list) return undefined;
+  for (const part of parts) {
+    const bracket = /^([^[]*)\[([^\]]+)\](.*)$/.exec(part);
+    if (!bracket) {
+      names.push(part);
+      continue;
+    }
+    const [, prefix, ranges, suffix] = bracket;
+    if (suffix.includes("[")) return undefined;
+    for (const range of ranges.split(",")) {
+      const [from, to = from] = range.split("-");
+      const first = boundedInt(from.replace(/^0+(?=\d)/, ""), 0, 1e9);
+      const last = boundedInt(to.replace(/^0+(?=\d)/, ""), 0, 1e9);
+      if (first === undefined || last === undefined || last < first || names.length + last - first >= max) {
+        return undefined;
+      }
+      for (let n = first; n <= last; n++) names.push(`${prefix}${String(n).padStart(from.length, "0")}${suffix}`);
     }
   }
-  for (const scope of listDirs(`${root}/system.slice`).filter((name) => /slurmstepd\.scope$/.test(name))) {
-    jobs.push(`${root}/system.slice/${scope}`);
-  }
-  return jobs.filter((parent) => listDirs(parent).includes(`job_${jobId}`))
-    .flatMap((parent) => [...below(`${parent}/job_${jobId}`), `${parent}/job_${jobId}`]);
+  return names.length <= max ? names : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Data and devices: mounts, working directory, environment, GPUs. The Docker daemon makes bind mounts as
-// root, so every path a user names is judged by a process running as the user (the kernel's own rules,
-// ACLs and groups included), and the folder that is mounted is proven to be the one that was judged.
+// root, so every path a user names is resolved and judged with the user's own credentials (the kernel's
+// rules, ACLs and groups included), and the object mounted is the very one judged.
 
-/** A mount as asked for: by the user (`-v`) or by the administrator (`default_mounts`). */
+/** A mount as asked for: by the user (`-v`), the administrator (`default_mounts`) or socker (PMIx). */
 export type MountRequest = {
   source: string;
   destination: string;
   readOnly: boolean;
-  /** Where the request came from, for messages: `-v /x:/y` or `default_mounts home`. */
+  /** Where the request came from, for messages: `-v /x:/y`, `default_mounts home`, `the step's PMIx folder`. */
   origin: string;
-  /** The administrator named this path in default_mounts: it need not lie under mount_prefixes. */
-  adminPath: boolean;
+  /**
+   * Who asked: `user` (`-v`: must pass every rule, else the run is refused), `default` (home or the
+   * caller's folder: the same rules, but left out when they fail), `site` (an administrator's path in
+   * default_mounts: need not lie under mount_prefixes), `socker` (the step's PMIx folder: not bound by
+   * mount_prefixes or the forbidden destinations, but it must be the caller's).
+   */
+  by: "user" | "default" | "site" | "socker";
 };
 
-/** What the kernel said about a path, asked as the user. */
-export type PathCheck = {
+/**
+ * What the kernel said about a path, asked with the caller's credentials: the object the path led to (its
+ * real path, kind, owner, device and inode) and what the caller may do with it. `handle` is socker's open
+ * O_PATH descriptor of exactly that object, which the staging mount binds.
+ */
+export type PathProbe = {
   realPath: string;
+  kind: "dir" | "file" | "other";
+  owner: number;
   device: number;
   inode: number;
-  kind: "dir" | "file" | "other";
   readable: boolean;
   writable: boolean;
   searchable: boolean;
+  handle: number;
 };
 
-/** A mount socker decided to make: the checked real path, and the inode it must still be when mounted. */
+/** What a caller is told about a path they cannot reach: the same, whatever the reason, so nothing leaks. */
+export const UNREACHABLE = "does not exist or you cannot reach it";
+
+/** A mount socker decided to make. */
 export type Mount = {
   source: string;
   destination: string;
   readOnly: boolean;
-  device: number;
-  inode: number;
   kind: "dir" | "file";
+  /** The probe's descriptor of the judged object, for the staging bind. */
+  handle: number;
+  /** Whether only root can change which object `source` names (every folder above it is root's). */
+  fixedByRoot: boolean;
 };
 
-/** Destinations are passed to docker's `--mount` (comma-separated): keep them to plain characters. */
+/** Destinations are passed in the engine's mount list: keep them to plain characters. */
 const DESTINATION_CHARS = /^[A-Za-z0-9._+@/-]+$/;
 
-/** Parses `-v SRC:DST[:ro|:rw]`. Throws SockerError naming the value and the rule it broke. */
+/** Parses `-v SRC:DST[:ro|:rw]`. Throws a usage Refusal naming the value and the rule it broke. */
 export function parseVolume(spec: string): MountRequest {
   const parts = spec.split(":");
-  const bad = (why: string): never => {
-    throw new SockerError(`socker: -v '${printable(spec)}': ${why}; ${HELP_HINT}`);
-  };
+  const bad = (why: string): never => refuse("usage", `-v '${printable(spec)}': ${why}`);
   if (parts.length < 2 || parts.length > 3) bad("expected SRC:DST or SRC:DST:ro");
   const [source, destination, mode = "rw"] = parts;
   if (mode !== "ro" && mode !== "rw") bad(`the mode must be ro or rw, not '${printable(mode)}'`);
-  if (!source.startsWith("/")) bad("SRC must be an absolute path");
+  if (!source.startsWith("/") || source.includes("\0")) bad("SRC must be an absolute path");
   if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
   if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
-  return { source, destination, readOnly: mode === "ro", origin: `-v ${spec}`, adminPath: false };
+  return { source, destination, readOnly: mode === "ro", origin: `-v ${spec}`, by: "user" };
 }
 
 /** Whether `path` is `prefix` or lies below it, by whole path components (`/scratch` is not `/scratch2`). */
@@ -842,26 +1168,37 @@ export function destinationProblem(destination: string, forbidden: readonly stri
 
 /**
  * Decides one mount from the request and what the kernel said as the user. Returns the mount, or why
- * not. The source is the checked real path; read-only when asked or when the user cannot write it.
+ * not. The source is the real path the caller's own lookup reached; read-only when asked or when the user
+ * cannot write it. socker's own mounts (the step's PMIx folder) are not bound by mount_prefixes or the
+ * forbidden destinations, but must still be the caller's and reachable by them.
  */
-export function decideMount(request: MountRequest, check: PathCheck | string, settings: Settings): Mount | string {
+export function decideMount(
+  request: MountRequest,
+  probe: PathProbe | string | undefined,
+  settings: Settings,
+  fixedByRoot: boolean,
+): Mount | string {
   const what = `${request.origin}: '${printable(request.source)}'`;
-  if (typeof check === "string") return `${what}: ${check}`;
-  if (!request.adminPath && !settings.mountPrefixes.some((prefix) => isUnder(check.realPath, prefix))) {
-    return `${what} (real path ${printable(check.realPath)}) is not under a folder users may mount ` +
+  if (probe === undefined) return `${what} cannot be checked`;
+  if (typeof probe === "string") return `${what} ${probe}`;
+  const prefixed = request.by === "user" || request.by === "default";
+  if (prefixed && !settings.mountPrefixes.some((prefix) => isUnder(probe.realPath, prefix))) {
+    return `${what} (real path ${printable(probe.realPath)}) is not under a folder users may mount ` +
       `(${settings.mountPrefixes.join(" ") || "none"})`;
   }
-  if (check.kind === "other") return `${what} is neither a folder nor a regular file`;
-  if (!check.readable || (check.kind === "dir" && !check.searchable)) return `${what} is not readable by you`;
-  const problem = destinationProblem(request.destination, settings.forbiddenDestinations);
-  if (problem !== undefined) return `${request.origin}: ${problem}`;
+  if (probe.kind === "other") return `${what} is neither a folder nor a regular file`;
+  if (!probe.readable || (probe.kind === "dir" && !probe.searchable)) return `${what} is not readable by you`;
+  if (request.by !== "socker") {
+    const problem = destinationProblem(request.destination, settings.forbiddenDestinations);
+    if (problem !== undefined) return `${request.origin}: ${problem}`;
+  }
   return {
-    source: check.realPath,
+    source: probe.realPath,
     destination: request.destination,
-    readOnly: request.readOnly || !check.writable,
-    device: check.device,
-    inode: check.inode,
-    kind: check.kind,
+    readOnly: request.readOnly || !probe.writable,
+    kind: probe.kind,
+    handle: probe.handle,
+    fixedByRoot,
   };
 }
 
@@ -876,7 +1213,7 @@ export function defaultMountRequests(settings: Settings, home: string | undefine
       destination: path,
       readOnly: false,
       origin: `default_mounts ${item}`,
-      adminPath: item.startsWith("/"),
+      by: item.startsWith("/") ? "site" : "default",
     });
   }
   return requests;
@@ -884,30 +1221,30 @@ export function defaultMountRequests(settings: Settings, home: string | undefine
 
 /**
  * Joins the default mounts and the user's: a user's mount replaces a default one at the same destination;
- * two of the user's at one destination are refused (docker would fail on them, later and less clearly).
+ * two of the user's at one destination are refused (the engine would fail on them, later and less clearly).
  */
 export function mountRequests(defaults: readonly MountRequest[], user: readonly MountRequest[]): MountRequest[] {
   const seen = new Set<string>();
   for (const request of user) {
-    if (seen.has(request.destination)) {
-      throw new SockerError(`socker: two mounts at ${request.destination}; ${HELP_HINT}`);
-    }
+    if (seen.has(request.destination)) refuse("usage", `two mounts at ${request.destination}`);
     seen.add(request.destination);
   }
   return [...defaults.filter((request) => !seen.has(request.destination)), ...user];
 }
 
+/** Folders a working directory may never be in: the kernel's views, where a leaked descriptor is a way out. */
+export const FORBIDDEN_WORKDIRS = ["/proc", "/sys", "/dev"];
+
 /**
- * The container's working directory: the one asked for (absolute, clean, never under /proc, where a
- * leaked file descriptor becomes a way out: CVE-2024-21626), else the caller's folder when a mount holds
- * it, else the image's own (undefined).
+ * The container's working directory: the one asked for (absolute, clean, never under /proc, /sys or /dev,
+ * where a leaked file descriptor becomes a way out: runc CVE-2024-21626), else the caller's folder when a
+ * mount holds it, else the image's own (undefined).
  */
 export function chooseWorkdir(requested: string | undefined, cwd: string | undefined, mounts: readonly Mount[]) {
   if (requested !== undefined) {
-    if (!isCleanAbsolute(requested)) {
-      throw new SockerError(`socker: -w '${printable(requested)}' must be a clean absolute path; ${HELP_HINT}`);
-    }
-    if (isUnder(requested, "/proc")) throw new SockerError(`socker: -w '${printable(requested)}': never a /proc path`);
+    if (!isCleanAbsolute(requested)) refuse("usage", `-w '${printable(requested)}' must be a clean absolute path`);
+    const under = FORBIDDEN_WORKDIRS.find((folder) => isUnder(requested, folder));
+    if (under !== undefined) refuse("policy", `-w '${printable(requested)}': never a working directory under ${under}`);
     return requested;
   }
   if (cwd === undefined) return undefined;
@@ -916,86 +1253,150 @@ export function chooseWorkdir(requested: string | undefined, cwd: string | undef
 }
 
 /**
+ * The host paths the engine would create as root, inside the caller's mounted folders, unless they exist:
+ * the working directory and the destinations of mounts nested in another mount. socker creates them first,
+ * as the caller (so they are the caller's, or the run is refused when the caller could not create them).
+ */
+export function pathsToPrepare(mounts: readonly Mount[], workdir: string | undefined) {
+  const holderOf = (destination: string, self?: Mount) =>
+    mounts.filter((m) => m !== self && m.kind === "dir" && isUnder(destination, m.destination))
+      .sort((a, b) => b.destination.length - a.destination.length)[0];
+  const hostPath = (holder: Mount, destination: string) =>
+    holder.destination === destination ? holder.source : holder.source + destination.slice(holder.destination.length);
+  const paths: { path: string; kind: "dir" | "file"; why: string }[] = [];
+  for (const mount of mounts) {
+    const holder = holderOf(mount.destination, mount);
+    if (holder !== undefined) {
+      paths.push({
+        path: hostPath(holder, mount.destination),
+        kind: mount.kind,
+        why: `mount point ${mount.destination}`,
+      });
+    }
+  }
+  if (workdir !== undefined) {
+    const holder = holderOf(workdir);
+    if (holder !== undefined) paths.push({ path: hostPath(holder, workdir), kind: "dir", why: `-w ${workdir}` });
+  }
+  return paths;
+}
+
+/** Variables that always describe the caller and are never taken from elsewhere. */
+export const CALLER_VARIABLES = ["HOME", "USER", "LOGNAME"];
+/** The step's own variables a container of a Slurm job gets from the caller's environment. */
+export const JOB_VARIABLE_PATTERNS = ["SLURM_*", "PMI_*", "PMIX_*"];
+/** Never taken from the caller's environment by a pattern, whatever env_pass says. */
+const NEVER_PASSED = (name: string) => name === "PATH" || name.startsWith("LD_") || CALLER_VARIABLES.includes(name);
+/** Bounds of what the caller's environment may pass into a container. */
+export const MAX_PASSED_VARIABLES = 1024;
+export const MAX_ENV_BYTES = 1 << 20;
+
+/** Whether a variable name matches an env_pass pattern (`*` any characters, `?` one). */
+export function matchesPattern(name: string, pattern: string): boolean {
+  const regex = new RegExp(`^${pattern.replaceAll("*", ".*").replaceAll("?", ".")}$`);
+  return regex.test(name);
+}
+
+/**
  * The container's environment: HOME, USER and LOGNAME of the caller (so programs work in images without
- * the user in /etc/passwd), then the user's `-e` (a bare NAME takes the caller's value), then the
- * administrator's `env_set`, which always wins. `env_deny` names are refused.
+ * the user in /etc/passwd); then, inside a job, the step's SLURM_*, PMI_* and PMIX_* variables and, always,
+ * what the administrator passes with env_pass, from the caller's environment; then the user's `-e` (a bare
+ * NAME takes the caller's value); then the administrator's `env_set`, which always wins. `env_deny` names
+ * are refused for `-e` and never passed. These values reach only the container: nothing socker decides
+ * reads them.
  */
 export function containerEnvironment(
   requests: readonly string[],
   callerEnv: Readonly<Record<string, string>> | undefined,
   caller: { user: string; home?: string },
   settings: Settings,
+  inJob: boolean,
 ): string[] {
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
+  const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass];
+  let passed = 0;
+  for (const [name, value] of Object.entries(callerEnv ?? {})) {
+    if (!ENV_NAME.test(name) || NEVER_PASSED(name) || settings.envDeny.includes(name)) continue;
+    if (!patterns.some((pattern) => matchesPattern(name, pattern))) continue;
+    if (++passed > MAX_PASSED_VARIABLES) {
+      refuse(
+        "policy",
+        `more than ${MAX_PASSED_VARIABLES} of your variables match what passes into containers; unset some`,
+      );
+    }
+    env.set(name, value);
+  }
   for (const request of requests) {
     const equals = request.indexOf("=");
     const name = equals < 0 ? request : request.slice(0, equals);
     if (!ENV_NAME.test(name)) {
-      throw new SockerError(`socker: -e '${printable(request)}': '${printable(name)}' is not a variable name`);
+      refuse("usage", `-e '${printable(request)}': '${printable(name)}' is not a variable name`);
+    }
+    if (CALLER_VARIABLES.includes(name)) {
+      refuse(
+        "policy",
+        `-e ${name}: ${name} is always yours in the container (${CALLER_VARIABLES.join(", ")} cannot be set)`,
+      );
     }
     if (settings.envDeny.includes(name)) {
-      throw new SockerError(`socker: -e ${name}: your administrator never lets ${name} into containers (env_deny)`);
+      refuse("policy", `-e ${name}: your administrator never lets ${name} into containers (env_deny)`);
     }
     if (equals >= 0) env.set(name, request.slice(equals + 1));
     else if (callerEnv === undefined) {
-      throw new SockerError(`socker: -e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
-    } else if (name in callerEnv) env.set(name, callerEnv[name]);
+      refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
+    } else if (Object.hasOwn(callerEnv, name)) env.set(name, callerEnv[name]);
   }
   for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
-  return [...env].map(([name, value]) => `${name}=${value}`);
+  const entries = [...env].map(([name, value]) => `${name}=${value}`);
+  const bytes = entries.reduce((sum, entry) => sum + entry.length + 1, 0);
+  if (bytes > MAX_ENV_BYTES) {
+    refuse("policy", `the container's environment would hold ${bytes} bytes; at most ${MAX_ENV_BYTES}: pass less`);
+  }
+  return entries;
 }
+
+/** NVIDIA GPUs are character devices of major 195, `/dev/nvidia<minor>`. */
+const GPU_INDEX_MAX = 1023;
 
 /**
- * Parses the user's path checks: find(1) prints `2049 131 d rwx/the/path` and a NUL for each path it
- * could look at, and `/usr/bin/find: '/the/path': Permission denied` on stderr for each it could not.
- * Returns, for every path, what the kernel said or why it could not be checked.
+ * The GPU indices Slurm allocated to the job on this node, from Slurm's structured record of the jobs
+ * (`squeue --json`; Slurm 22.05 has no `scontrol show job --json`, and its squeue lists every job): the job
+ * must be the caller's and this node one of its nodes; the index detail (`gpu:a100:2(IDX:0-1)`) is the
+ * entry of `gres_detail` at this node's position among the job's allocated nodes. No text the user sets
+ * (name, comment, folder) is ever read. Returns the indices, or why none.
  */
-export function parsePathChecks(stdout: string, stderr: string): Map<string, PathCheck | string> {
-  const results = new Map<string, PathCheck | string>();
-  for (const record of stdout.split("\0")) {
-    const match = /^(\d+) (\d+) ([a-z]) ([rwx]*)(\/.*)$/s.exec(record);
-    if (!match) continue;
-    results.set(match[5], {
-      realPath: match[5],
-      device: Number(match[1]),
-      inode: Number(match[2]),
-      kind: match[3] === "d" ? "dir" : match[3] === "f" ? "file" : "other",
-      readable: match[4].includes("r"),
-      writable: match[4].includes("w"),
-      searchable: match[4].includes("x"),
-    });
-  }
-  for (const line of stderr.split("\n")) {
-    const match = /^(?:\S*\/)?find: '(\/.*)': ([^:]+)$/.exec(line);
-    if (match && !results.has(match[1])) results.set(match[1], match[2].toLowerCase());
-  }
-  return results;
-}
-
-/** NVIDIA GPUs are character devices of major 195; minor 255 is the control device. */
-const NVIDIA_MAJOR = 195;
-
-/**
- * The GPUs a cgroup v1 `devices.list` allows (`c 195:1 rw`), or undefined when the list does not
- * constrain devices at all (`a *:* rwm`) and so proves nothing.
- */
-export function gpusFromDeviceRules(devicesList: string): number[] | undefined {
-  const lines = devicesList.split("\n").map((line) => line.trim()).filter((line) => line !== "");
-  if (lines.some((line) => /^a \*:\* /.test(line))) return undefined;
-  const gpus = lines.flatMap((line) => {
-    const match = /^c (\d+):(\d+) [rwm]+$/.exec(line);
-    return match && Number(match[1]) === NVIDIA_MAJOR && Number(match[2]) < 255 ? [Number(match[2])] : [];
-  });
-  return [...new Set(gpus)].sort((a, b) => a - b);
-}
-
-/** The GPU indices Slurm records for a job (`scontrol show job -d`: `GRES=gpu:a100:2(IDX:0-1,3)`). */
-export function gpusFromSlurmJob(scontrolDetail: string): number[] {
+export function gpusFromJobRecord(record: unknown, jobId: string, uid: number, node: string): number[] | string {
+  const jobs = (record as { jobs?: unknown })?.jobs;
+  if (!Array.isArray(jobs)) return "Slurm returned no job records";
+  const matching = jobs.filter((job) => String(boundedNumber(job?.job_id, 1, ID_MAX)) === jobId);
+  if (matching.length !== 1) return `Slurm has no single record of job ${jobId}`;
+  const job = matching[0] as Record<string, unknown>;
+  if (boundedNumber(job.user_id, 0, ID_MAX) !== uid) return "the job is not yours";
+  const allocated = (job.job_resources as { allocated_nodes?: unknown } | undefined)?.allocated_nodes;
+  const named = Array.isArray(allocated) ? allocated.map((item) => item?.nodename) : [];
+  const nodeList = named.length > 0 && named.every((name) => typeof name === "string")
+    ? named as string[]
+    : typeof job.nodes === "string"
+    ? expandHostList(job.nodes)
+    : undefined;
+  if (nodeList === undefined) return "Slurm's record has no node list socker can read";
+  const position = nodeList.indexOf(node);
+  if (position < 0) return `the job has no allocation on node ${node}`;
+  const details = job.gres_detail;
+  if (!Array.isArray(details) || details.some((entry) => typeof entry !== "string")) return "no GPU detail";
+  const detail = details.length === nodeList.length ? details[position] : details.length === 0 ? "" : undefined;
+  if (detail === undefined) return "Slurm's GPU detail does not match the job's nodes";
   const gpus = new Set<number>();
-  for (const match of scontrolDetail.matchAll(/GRES=gpu[^ ]*?\(IDX:([0-9,-]+)\)/g)) {
+  for (const match of String(detail).matchAll(/(?:^|,)gpu(?::[^:(,]*)*\(IDX:([^)]*)\)/g)) {
+    if (match[1] === "N/A") continue;
     for (const range of match[1].split(",")) {
-      const [first, last = first] = range.split("-").map(Number);
-      for (let gpu = first; gpu <= last && gpu - first < 1024; gpu++) gpus.add(gpu);
+      const [from, to = from] = range.split("-");
+      const first = boundedInt(from, 0, GPU_INDEX_MAX);
+      const last = boundedInt(to, 0, GPU_INDEX_MAX);
+      if (first === undefined || last === undefined || last < first) {
+        return `unreadable GPU index '${printable(range)}'`;
+      }
+      for (let gpu = first; gpu <= last; gpu++) gpus.add(gpu);
     }
   }
   return [...gpus].sort((a, b) => a - b);
@@ -1008,85 +1409,113 @@ export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) =
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Docker command line
+// The container's specification: everything decided about one run, and the engine's create request that
+// follows from it and from nothing else.
 
-/** Everything decided about one run; `dockerRunArgv` turns it into docker's arguments and nothing else. */
+/** The labels socker puts on its containers; the Epilog, the reaper, `ps` and `stop` find them by these. */
+export const LABEL = {
+  managed: "socker.managed",
+  uid: "socker.uid",
+  user: "socker.user",
+  node: "socker.node",
+  job: "socker.job",
+  step: "socker.step",
+  /** `<pid>:<start time>` of the supervising socker: who must be alive while the container runs. */
+  supervisor: "socker.supervisor",
+} as const;
+
+/** Everything decided about one run; `containerSpec` turns it into the engine's create request. */
 export type RunPlan = {
   caller: Caller;
-  /** The canonical reference of the allowlisted image. */
-  image: string;
+  /** The allowlist entry the image matched; its canonical reference is what the engine is given. */
+  entry: AllowlistEntry;
+  /** The engine's id of the image, when it holds it; undefined when it must be pulled first. */
+  imageId?: string;
   argv: readonly string[];
   containerName: string;
+  /** The staging folder of this run's mounts under STAGING_DIR. */
+  staging: string;
   tty: boolean;
-  /** Pass stdin on (`--interactive`); off with `--no-stdin`. */
+  /** Pass stdin on; off with `--no-stdin`. */
   stdin: boolean;
   labels: Readonly<Record<string, string>>;
   /** The cgroup the container is created in (inside a Slurm job), relative to each controller's root. */
   cgroupParent?: string;
-  /** Bind mounts; `source` is socker's root-owned staging path of the checked folder or file. */
-  mounts: readonly { source: string; destination: string; readOnly: boolean }[];
+  mounts: readonly Mount[];
+  /** Host paths to create as the caller before the engine sees them (see pathsToPrepare). */
+  prepare: readonly { path: string; kind: "dir" | "file"; why: string }[];
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
   network: Settings["network"];
+  ipc: Settings["ipc"];
+  pid: Settings["pid"];
+  uts: Settings["uts"];
   /** Device nodes (the job's GPUs). */
   devices: readonly string[];
+  ulimits: readonly { Name: string; Soft: number; Hard: number }[];
+  /** The caller's own containers on this node whose supervisor died: removed before this run starts. */
+  orphans: readonly Orphan[];
+  /** One-line hints for the caller (printed on stderr; they change nothing). */
+  hints: readonly string[];
+  job?: JobStep;
 };
 
-/**
- * Builds `docker run`'s argument vector. Every option comes from socker; the user supplies only the
- * image (already allowlisted and normalised) and the command, which follow the image and so are never
- * read as options by docker.
- */
-export function dockerRunArgv(plan: RunPlan): string[] {
-  const args = [
-    "run",
-    "--rm",
-    ...(plan.stdin ? ["--interactive"] : []),
-    ...(plan.tty ? ["--tty"] : []),
-    "--init",
-    "--pull=never",
-    // socker itself passes signals on, once: the CLI would repeat those sent to the whole process group.
-    "--sig-proxy=false",
-    "--name",
-    plan.containerName,
-    ...Object.entries(plan.labels).flatMap(([key, value]) => ["--label", `${key}=${value}`]),
-    "--user",
-    `${plan.caller.uid}:${plan.caller.gid}`,
-    ...plan.caller.groups.flatMap((gid) => ["--group-add", String(gid)]),
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-    // Output goes to the caller only: nothing is written under /var/lib/docker as root.
-    "--log-driver",
-    "none",
-    "--network",
-    plan.network,
-    ...(plan.cgroupParent !== undefined ? ["--cgroup-parent", plan.cgroupParent] : []),
-    ...plan.mounts.flatMap((mount) => [
-      "--mount",
-      `type=bind,source=${mount.source},target=${mount.destination}${mount.readOnly ? ",readonly" : ""}`,
-    ]),
-    ...(plan.workdir !== undefined ? ["--workdir", plan.workdir] : []),
-    ...plan.env.flatMap((entry) => ["--env", entry]),
-    ...plan.devices.flatMap((device) => ["--device", device]),
-    "--",
-    plan.image,
-    ...plan.argv,
-  ];
-  return args;
-}
+/** A container (or a staging folder) whose supervising socker is gone. */
+export type Orphan = { container?: string; name?: string; staging?: string; uid?: string; job?: string };
 
-/** The docker CLI's whole environment: nothing of the caller's, no config, hooks or plugins of anyone's. */
-export function dockerEnv(): Record<string, string> {
+/** The detach sequence of attached terminals: one that no one types (the engine has no way to turn it off). */
+export const DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@";
+
+/**
+ * The engine's create request for a plan: `--rm --init`, never pulled, as the caller with their groups, no
+ * capabilities, `no-new-privileges`, no log driver (output goes to the caller only, nothing is written
+ * under /var/lib/docker as root), the administrator's namespaces, the job's cgroup, the checked mounts
+ * (`sources[i]`: the path the engine binds for `plan.mounts[i]`, socker's staging path or the fixed real
+ * path), the caller's limits. The user's image text never reaches the engine: only the allowlisted
+ * canonical reference does.
+ */
+export function containerSpec(plan: RunPlan, sources: readonly string[]): Record<string, unknown> {
+  const host = (mode: "private" | "host", otherwise: string) => (mode === "host" ? "host" : otherwise);
   return {
-    PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
-    DOCKER_HOST: `unix://${DOCKER_SOCKET}`,
-    DOCKER_CONFIG: DOCKER_CONFIG_DIR,
-    HOME: DOCKER_CONFIG_DIR,
-    DOCKER_CLI_HINTS: "false",
-    LANG: "C.UTF-8",
+    Image: plan.entry.canonical,
+    Cmd: plan.argv,
+    User: `${plan.caller.uid}:${plan.caller.gid}`,
+    Env: plan.env,
+    WorkingDir: plan.workdir ?? "",
+    Labels: plan.labels,
+    Tty: plan.tty,
+    OpenStdin: plan.stdin,
+    StdinOnce: plan.stdin,
+    AttachStdin: plan.stdin,
+    AttachStdout: true,
+    AttachStderr: true,
+    HostConfig: {
+      AutoRemove: true,
+      Init: true,
+      Privileged: false,
+      CapDrop: ["ALL"],
+      SecurityOpt: ["no-new-privileges"],
+      LogConfig: { Type: "none", Config: {} },
+      NetworkMode: plan.network,
+      IpcMode: host(plan.ipc, "private"),
+      PidMode: host(plan.pid, ""),
+      UTSMode: host(plan.uts, ""),
+      CgroupParent: plan.cgroupParent ?? "",
+      GroupAdd: plan.caller.groups.map(String),
+      Mounts: plan.mounts.map((mount, index) => ({
+        Type: "bind",
+        Source: sources[index],
+        Target: mount.destination,
+        ReadOnly: mount.readOnly,
+      })),
+      Devices: plan.devices.map((device) => ({
+        PathOnHost: device,
+        PathInContainer: device,
+        CgroupPermissions: "rwm",
+      })),
+      Ulimits: plan.ulimits,
+    },
   };
 }
 
@@ -1095,61 +1524,374 @@ export function containerName(uid: number, random: Uint8Array): string {
   return `socker-${uid}-${Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** The staging folder of a container's mounts: named after its job too, so that the job's Epilog finds it. */
-export function stagingName(container: string, jobId: string | undefined): string {
-  return jobId === undefined ? container : `job_${jobId}.${container}`;
+/**
+ * The staging folder of a container's mounts, named after the job (so that the job's Epilog finds it) and
+ * the supervisor (so that the reaper knows when it is abandoned): `[job_<id>.]<container>@<pid>-<start>`.
+ */
+export function stagingName(container: string, jobId: string | undefined, supervisor: string): string {
+  return `${jobId === undefined ? "" : `job_${jobId}.`}${container}@${supervisor.replace(":", "-")}`;
 }
 
-/** Reads a staging folder's name back: the container and, inside a job, the job. */
-export function parseStagingName(staging: string): { container: string; jobId?: string } {
-  const match = /^job_(\d+)\.(.+)$/.exec(staging);
-  return match ? { jobId: match[1], container: match[2] } : { container: staging };
+/** Reads a staging folder's name back: the container, the supervisor and, inside a job, the job. */
+export function parseStagingName(staging: string): { container: string; jobId?: string; supervisor?: string } {
+  const match = /^(?:job_(\d+)\.)?(socker-\d+-[0-9a-f]+)(?:@(\d+)-(\d+))?$/.exec(staging);
+  if (!match) return { container: staging };
+  const [, jobId, container, pid, start] = match;
+  return { container, jobId, supervisor: pid === undefined ? undefined : `${pid}:${start}` };
 }
 
-/** Quotes an argument vector for display (`socker -v`), so that a reader can paste it into a shell. */
-export function shellQuote(args: readonly string[]): string {
-  return args.map((arg) => /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`).join(" ");
+/** The supervisor label's value: this process's pid and its start time in clock ticks since boot. */
+export function supervisorId(pid: number, procStat: string): string | undefined {
+  const fields = procStat.slice(procStat.lastIndexOf(")") + 2).split(" ");
+  const start = boundedInt(fields[19], 0, Number.MAX_SAFE_INTEGER);
+  return start === undefined ? undefined : `${pid}:${start}`;
+}
+
+/**
+ * Whether a supervisor recorded as `<pid>:<start>` still runs: the process exists and started at that
+ * moment (a reused pid has another start time). `procStat` is /proc/<pid>/stat, or undefined when absent.
+ */
+export function supervisorAlive(recorded: string | undefined, procStat: string | undefined): boolean {
+  const match = /^(\d+):(\d+)$/.exec(recorded ?? "");
+  if (!match || procStat === undefined) return false;
+  return supervisorId(Number(match[1]), procStat) === recorded;
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The engine's API, spoken directly over its socket for the small questions: a CLI start costs ~40 ms,
-// a request here ~2 ms. Requests are HTTP/1.0, so the engine answers with a plain body and closes.
+// The C library, called in-process (a process start costs ~5 ms of every run): the user database, path
+// checks made with the caller's own credentials, bind mounts, resource limits, signal dispositions and
+// the system log. Only the functions below are ever called.
 
-export type ApiResponse = { status: number; body: string };
-
-/** Splits a raw HTTP/1.x response into status and body. Returns undefined for anything else. */
-export function parseHttpResponse(raw: string): ApiResponse | undefined {
-  const match = /^HTTP\/1\.[01] (\d{3})[^\r\n]*\r\n/.exec(raw);
-  const end = raw.indexOf("\r\n\r\n");
-  if (!match || end < 0) return undefined;
-  return { status: Number(match[1]), body: raw.slice(end + 4) };
+const LIBC_SYMBOLS = {
+  getpwnam: { parameters: ["buffer"], result: "pointer" },
+  getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
+  setfsuid: { parameters: ["u32"], result: "i32" },
+  setfsgid: { parameters: ["u32"], result: "i32" },
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64"], result: "i64" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  mount: { parameters: ["buffer", "buffer", "pointer", "u64", "pointer"], result: "i32" },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+let openedLibc: Libc | undefined;
+function libc(): Libc {
+  openedLibc ??= Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  return openedLibc;
 }
 
-/** Sends one request to the engine. Throws SockerError when the engine cannot be reached. */
-export async function dockerApi(method: "GET" | "POST" | "DELETE", path: string): Promise<ApiResponse> {
-  let conn: Deno.UnixConn;
-  try {
-    conn = await Deno.connect({ transport: "unix", path: DOCKER_SOCKET });
-  } catch (error) {
-    throw new SockerError(`socker: the Docker engine is not reachable at ${DOCKER_SOCKET}: ${errorText(error)}`);
+/** Linux system call numbers socker makes directly (per thread, which glibc's wrappers are not). */
+const SYSCALLS = Deno.build.arch === "aarch64"
+  ? { getgroups: 158n, setgroups: 159n, faccessat2: 439n }
+  : { getgroups: 115n, setgroups: 116n, faccessat2: 439n };
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const cString = (text: string) => encoder.encode(`${text}\0`);
+const pointerValue = (buffer: Uint8Array | Uint32Array) =>
+  BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+
+function lastErrno(): number {
+  return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
+}
+
+function errnoText(errno: number): string {
+  const text = libc().strerror(errno);
+  return text === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(text);
+}
+
+/** glibc's `struct passwd` on 64-bit Linux: name, passwd, uid (16), gid (20), gecos, dir (32), shell. */
+const PASSWD_UID_OFFSET = 16;
+const PASSWD_GID_OFFSET = 20;
+const PASSWD_DIR_OFFSET = 32;
+const MAX_GROUPS = 65536;
+
+/**
+ * Asks the C library, through NSS exactly as `id` would, for a user's uid, gid, home and groups. Returns
+ * why not when the user is unknown.
+ */
+function userRecord(user: string): UserRecord | string {
+  const name = cString(user);
+  const entry = libc().getpwnam(name);
+  if (entry === null) return `user '${printable(user)}' is not in the user database; refusing`;
+  const view = new Deno.UnsafePointerView(entry);
+  const uid = view.getUint32(PASSWD_UID_OFFSET);
+  const gid = view.getUint32(PASSWD_GID_OFFSET);
+  const dirPointer = view.getPointer(PASSWD_DIR_OFFSET);
+  const dir = dirPointer === null ? "" : Deno.UnsafePointerView.getCString(dirPointer);
+  let groups = new Uint32Array(64);
+  const count = new Int32Array([groups.length]);
+  if (libc().getgrouplist(name, gid, groups, new Uint8Array(count.buffer)) < 0) {
+    if (count[0] <= 0 || count[0] > MAX_GROUPS) return `cannot list the groups of '${printable(user)}'`;
+    groups = new Uint32Array(count[0]);
+    if (libc().getgrouplist(name, gid, groups, new Uint8Array(count.buffer)) < 0) {
+      return `cannot list the groups of '${printable(user)}'`;
+    }
   }
+  return { uid, gid, home: isCleanAbsolute(dir) ? dir : undefined, groups: [...groups.slice(0, count[0])] };
+}
+
+/**
+ * Runs `body` with the caller's filesystem credentials on this thread only: fsuid, fsgid and groups (the
+ * kernel judges every path lookup, open and access check as the caller; root's file capabilities are off
+ * while the fsuid is not 0). JavaScript runs on this one thread and `body` is synchronous, so nothing else
+ * runs with these credentials. If they cannot be put back, socker stops at once.
+ */
+function asCaller<T>(caller: Caller, body: () => T): T {
+  const c = libc();
+  const saved = new Uint32Array(MAX_GROUPS);
+  const savedCount = Number(c.syscall(SYSCALLS.getgroups, BigInt(saved.length), pointerValue(saved), 0n, 0n));
+  const groups = new Uint32Array([caller.gid, ...caller.groups]);
+  if (savedCount < 0 || c.syscall(SYSCALLS.setgroups, BigInt(groups.length), pointerValue(groups), 0n, 0n) !== 0n) {
+    refuse("installation", `cannot take on your groups to check paths: ${errnoText(lastErrno())}`);
+  }
+  c.setfsgid(caller.gid);
+  c.setfsuid(caller.uid);
   try {
-    await conn.write(new TextEncoder().encode(`${method} /v1.41${path} HTTP/1.0\r\nHost: docker\r\n\r\n`));
-    const chunks: Uint8Array[] = [];
-    const buffer = new Uint8Array(16384);
-    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) chunks.push(buffer.slice(0, n));
-    const response = parseHttpResponse(new TextDecoder().decode(concatBytes(chunks)));
-    if (response === undefined) throw new SockerError("socker: the Docker engine gave an unreadable answer");
-    return response;
-  } catch (error) {
-    if (error instanceof SockerError) throw error;
-    throw new SockerError(`socker: lost the connection to the Docker engine: ${errorText(error)}`);
+    if (c.setfsuid(-1 >>> 0) !== caller.uid || c.setfsgid(-1 >>> 0) !== caller.gid) {
+      refuse("installation", "cannot take on your identity to check paths");
+    }
+    return body();
   } finally {
-    conn.close();
+    c.setfsuid(0);
+    c.setfsgid(0);
+    const restored = c.syscall(SYSCALLS.setgroups, BigInt(savedCount), pointerValue(saved), 0n, 0n) === 0n;
+    if (!restored || c.setfsuid(-1 >>> 0) !== 0 || c.setfsgid(-1 >>> 0) !== 0) {
+      console.error("socker: internal error: cannot restore root's credentials; stopping");
+      Deno.exit(EXIT.REFUSED);
+    }
   }
 }
 
-function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
+const AT_EMPTY_PATH = 0x1000, AT_EACCESS = 0x200;
+const R_OK = 4, W_OK = 2, X_OK = 1;
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
+const ENOSYS = 38;
+
+/** A file's kind, owner, device and inode, from an open descriptor (statx: the same layout on every CPU). */
+function statHandle(
+  fd: number,
+): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number } | undefined {
+  const buffer = new Uint8Array(256);
+  if (libc().statx(fd, cString(""), AT_EMPTY_PATH, 0x7ff, buffer) !== 0) return undefined;
+  const view = new DataView(buffer.buffer);
+  const mode = view.getUint16(28, true);
+  const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
+  const device = view.getUint32(136, true) * 2 ** 20 + view.getUint32(140, true);
+  return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode };
+}
+
+/** The path the kernel knows an open descriptor by (a real path: no symlinks, no `..`). */
+function handlePath(fd: number): string | undefined {
+  const buffer = new Uint8Array(4097);
+  const length = Number(libc().readlink(cString(`/proc/thread-self/fd/${fd}`), buffer, BigInt(buffer.length)));
+  if (length <= 0 || length >= buffer.length) return undefined;
+  const path = decoder.decode(buffer.slice(0, length));
+  return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
+}
+
+/**
+ * Opens a path as the caller (call inside `asCaller`) and asks the kernel what they may do with the
+ * object it leads to. Everything the caller cannot reach gets the one answer UNREACHABLE, so that no
+ * message tells them what exists inside a folder closed to them. The descriptor stays open for the mount.
+ */
+function probePath(path: string): PathProbe | string {
+  const c = libc();
+  const fd = c.open(cString(path), O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return UNREACHABLE;
+  const info = statHandle(fd);
+  const realPath = handlePath(fd);
+  if (info === undefined || realPath === undefined) {
+    c.close(fd);
+    return UNREACHABLE;
+  }
+  const allowed = (mode: number) => {
+    const result = Number(
+      c.syscall(
+        SYSCALLS.faccessat2,
+        BigInt(fd),
+        pointerValue(cString("")),
+        BigInt(mode),
+        BigInt(AT_EMPTY_PATH | AT_EACCESS),
+      ),
+    );
+    if (result !== 0 && lastErrno() === ENOSYS) {
+      refuse("installation", "this kernel lacks faccessat2 (Linux 5.8 or later); socker cannot check paths as you");
+    }
+    return result === 0;
+  };
+  return {
+    realPath,
+    kind: info.kind,
+    owner: info.owner,
+    device: info.device,
+    inode: info.inode,
+    readable: allowed(R_OK),
+    writable: allowed(W_OK),
+    searchable: info.kind === "dir" && allowed(X_OK),
+    handle: fd,
+  };
+}
+
+function closeHandle(fd: number): void {
+  if (fd >= 0) libc().close(fd);
+}
+
+/**
+ * Creates a host path as the caller (call inside `asCaller`): a folder with its parents, or an empty file.
+ * The files and folders are the caller's, made with their permissions. Returns why not, or undefined.
+ */
+function createAsCaller(path: string, kind: "dir" | "file"): string | undefined {
+  try {
+    const info = Deno.statSync(path);
+    if (kind === "dir" ? info.isDirectory : info.isFile) return undefined;
+    return `exists and is not a ${kind === "dir" ? "folder" : "file"}`;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) return UNREACHABLE;
+  }
+  try {
+    if (kind === "dir") Deno.mkdirSync(path, { recursive: true, mode: 0o755 });
+    else {
+      Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
+      Deno.writeFileSync(path, new Uint8Array(), { createNew: true, mode: 0o644 });
+    }
+    return undefined;
+  } catch (error) {
+    return error instanceof Deno.errors.PermissionDenied ? "you may not create it" : errorText(error);
+  }
+}
+
+const MS_BIND = 4096n, MNT_DETACH = 2;
+
+/** Binds exactly the object an open descriptor holds at `target` (no path is looked up again). */
+function bindHandle(fd: number, target: string): string | undefined {
+  const c = libc();
+  if (c.mount(cString(`/proc/thread-self/fd/${fd}`), cString(target), null, MS_BIND, null) === 0) return undefined;
+  return errnoText(lastErrno());
+}
+
+/** Detaches whatever is mounted at `target`; true when something was. */
+function unmount(target: string): boolean {
+  return libc().umount2(cString(target), MNT_DETACH) === 0;
+}
+
+const RLIM_INFINITY = 0xffffffffffffffffn;
+
+/** This process's limits, from the kernel. */
+function currentLimits(): Limits {
+  const limits: Limits = {};
+  const buffer = new BigUint64Array(2);
+  for (const row of LIMIT_ROWS) {
+    if (libc().getrlimit(row.resource, new Uint8Array(buffer.buffer)) !== 0) continue;
+    const value = (n: bigint) => (n === RLIM_INFINITY ? Infinity : Number(n));
+    limits[row.name] = { soft: value(buffer[0]), hard: value(buffer[1]) };
+  }
+  return limits;
+}
+
+function setLimit(resource: number, soft: number, hard: number): string | undefined {
+  const value = (n: number) => (n === Infinity ? RLIM_INFINITY : BigInt(n));
+  const buffer = new BigUint64Array([value(soft), value(hard)]);
+  return libc().setrlimit(resource, new Uint8Array(buffer.buffer)) === 0 ? undefined : errnoText(lastErrno());
+}
+
+const SIGNAL = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGWINCH: 28,
+} as const;
+
+/**
+ * Job-control stops and the file-size signal are ignored: the caller could otherwise stop the supervisor
+ * (SIGTSTP relayed by their own sudo) while the container runs, or kill it through a file-size limit.
+ * Also asks the kernel for SIGHUP when the parent (sudo) dies, so that a container never outlives its
+ * caller's command.
+ */
+function hardenSignals(): void {
+  const c = libc();
+  const ignore = Deno.UnsafePointer.create(1n);
+  for (const signal of [SIGNAL.SIGTSTP, SIGNAL.SIGTTIN, SIGNAL.SIGTTOU, SIGNAL.SIGXFSZ]) c.signal(signal, ignore);
+  const PR_SET_PDEATHSIG = 1;
+  c.prctl(PR_SET_PDEATHSIG, BigInt(SIGNAL.SIGHUP), 0n, 0n, 0n);
+}
+
+/** Sends one datagram to the system log's socket; false when there is no system log (best effort). */
+function sendToSyslog(datagram: string): boolean {
+  const c = libc();
+  const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
+  const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  try {
+    const address = new Uint8Array(110); // struct sockaddr_un: family, then the path
+    new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+    address.set(encoder.encode("/dev/log"), 2);
+    if (c.connect(fd, address, address.length) !== 0) return false;
+    const message = encoder.encode(datagram);
+    return Number(c.send(fd, message, BigInt(message.length), 0)) === message.length;
+  } finally {
+    c.close(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The engine's API, spoken over its socket by this (root) process. One small HTTP/1.1 client does both
+// plain requests and the attach, where the engine takes the connection over: Deno's fetch would cost
+// ~15 ms of wall and CPU time on every run (measured: the lazy start of its streams), a third of what
+// socker may add to a run. Every call has a time bound, except the long waits a run itself needs.
+
+/** What the engine answered: the status, the headers, and the body once the engine closed it. */
+export type EngineAnswer = { status: number; body: string };
+
+/** The head of an HTTP/1.x response: status, headers (lower-case names) and where the body starts. */
+export function parseResponseHead(
+  bytes: Uint8Array,
+): { status: number; headers: Map<string, string>; length: number } | undefined {
+  const end = indexOfSequence(bytes, [13, 10, 13, 10]);
+  if (end < 0) return undefined;
+  const lines = decoder.decode(bytes.subarray(0, end)).split("\r\n");
+  const status = boundedInt(/^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0])?.[1], 100, 599);
+  if (status === undefined) return undefined;
+  const headers = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+  }
+  return { status, headers, length: end + 4 };
+}
+
+function indexOfSequence(bytes: Uint8Array, sequence: number[], from = 0): number {
+  outer: for (let i = from; i <= bytes.length - sequence.length; i++) {
+    for (let j = 0; j < sequence.length; j++) if (bytes[i + j] !== sequence[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function concatBytes(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   const all = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
   let offset = 0;
   for (const chunk of chunks) {
@@ -1159,15 +1901,185 @@ function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
   return all;
 }
 
-/** The local image's id (its content digest), or undefined when the engine does not hold it (socker never pulls). */
-async function imageId(canonical: string): Promise<string | undefined> {
-  const { status, body } = await dockerApi("GET", `/images/${encodeURIComponent(canonical)}/json`);
-  if (status === 200) return String(JSON.parse(body).Id ?? "");
-  if (status === 404) return undefined;
-  throw new SockerError(`socker: the Docker engine answered ${status} for image ${canonical}: ${apiMessage(body)}`);
+/**
+ * Decodes a chunked HTTP body incrementally: `push` bytes as they arrive, get back the payload bytes that
+ * are complete; `done` once the last chunk was seen. Malformed input throws.
+ */
+export function chunkDecoder(): { push: (bytes: Uint8Array) => Uint8Array; done: () => boolean } {
+  let pending: Uint8Array = new Uint8Array(0);
+  let remaining = 0; // bytes of the current chunk still to come, then its CRLF
+  let finished = false;
+  return {
+    done: () => finished,
+    push(bytes) {
+      pending = concatBytes([pending, bytes]);
+      const out: Uint8Array[] = [];
+      while (!finished) {
+        if (remaining > 0) {
+          const take = Math.min(remaining, pending.length);
+          if (take === 0) break;
+          out.push(pending.subarray(0, take));
+          pending = pending.subarray(take);
+          remaining -= take;
+          if (remaining > 0) break;
+          remaining = -2; // the CRLF after the chunk
+        }
+        if (remaining === -2) {
+          if (pending.length < 2) break;
+          pending = pending.subarray(2);
+          remaining = 0;
+        }
+        const lineEnd = indexOfSequence(pending, [13, 10]);
+        if (lineEnd < 0) {
+          if (pending.length > 1024) throw new Error("unreadable chunk header");
+          break;
+        }
+        const size = parseInt(decoder.decode(pending.subarray(0, lineEnd)).split(";")[0], 16);
+        if (!Number.isSafeInteger(size) || size < 0 || size > 1 << 30) throw new Error("unreadable chunk size");
+        pending = pending.subarray(lineEnd + 2);
+        if (size === 0) finished = true;
+        else remaining = size;
+      }
+      return concatBytes(out);
+    },
+  };
 }
 
-function apiMessage(body: string): string {
+/** How long socker waits for the engine's answer to one request. */
+export const ENGINE_TIMEOUT_MS = 30_000;
+
+/** An open request to the engine: its status and headers, and its body as it arrives. */
+type EngineStream = {
+  status: number;
+  headers: Map<string, string>;
+  /** The body's next bytes (chunked encoding removed), or null at its end. */
+  read: () => Promise<Uint8Array | null>;
+  close: () => void;
+};
+
+async function engineConnect(): Promise<Deno.UnixConn> {
+  try {
+    return await Deno.connect({ transport: "unix", path: DOCKER_SOCKET });
+  } catch (error) {
+    return refuse("engine", `the Docker engine is not reachable at ${DOCKER_SOCKET}: ${errorText(error)}`);
+  }
+}
+
+/**
+ * Sends one request and returns once the engine's head has arrived. `timeoutMs` bounds the whole exchange
+ * (0: no bound, for waits that last as long as a container).
+ */
+async function engineOpen(
+  method: "GET" | "POST" | "DELETE",
+  path: string,
+  options: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<EngineStream> {
+  const conn = await engineConnect();
+  const timeoutMs = options.timeoutMs ?? ENGINE_TIMEOUT_MS;
+  let timedOut = false;
+  const timer = timeoutMs > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }, timeoutMs)
+    : undefined;
+  const close = () => {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+  };
+  const failed = (error: unknown): never => {
+    close();
+    if (error instanceof Refusal) throw error;
+    return refuse(
+      "engine",
+      timedOut
+        ? `the Docker engine did not answer ${method} ${path.split("?")[0]} within ${timeoutMs / 1000} s`
+        : `lost the connection to the Docker engine: ${errorText(error)}`,
+    );
+  };
+  try {
+    const body = options.body === undefined ? new Uint8Array() : encoder.encode(JSON.stringify(options.body));
+    const headers = { Host: "docker", Connection: "close", ...options.headers };
+    const head = `${method} ${ENGINE_API}${path} HTTP/1.1\r\n` +
+      Object.entries(headers).map(([key, value]) => `${key}: ${value}\r\n`).join("") +
+      (options.body === undefined ? "" : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n`) +
+      "\r\n";
+    await writeAll(conn, concatBytes([encoder.encode(head), body]));
+    const buffer = new Uint8Array(65536);
+    let received: Uint8Array = new Uint8Array(0);
+    let parsed: ReturnType<typeof parseResponseHead>;
+    while ((parsed = parseResponseHead(received)) === undefined) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error("the engine closed the connection without an answer");
+      received = concatBytes([received, buffer.subarray(0, n)]);
+      if (received.length > 1 << 20) throw new Error("the engine's answer has no end of headers");
+    }
+    const { status, headers: answerHeaders, length } = parsed;
+    const chunked = /chunked/i.test(answerHeaders.get("transfer-encoding") ?? "");
+    const decode = chunked ? chunkDecoder() : undefined;
+    let first: Uint8Array | undefined = received.subarray(length);
+    return {
+      status,
+      headers: answerHeaders,
+      close,
+      read: async () => {
+        try {
+          for (;;) {
+            let bytes: Uint8Array;
+            if (first !== undefined) {
+              bytes = first;
+              first = undefined;
+            } else {
+              if (decode?.done()) return null;
+              const n = await conn.read(buffer);
+              if (n === null) return null;
+              bytes = buffer.slice(0, n);
+            }
+            const payload = decode ? decode.push(bytes) : bytes;
+            if (payload.length > 0) return payload;
+            if (decode?.done()) return null;
+          }
+        } catch (error) {
+          return failed(error);
+        }
+      },
+    };
+  } catch (error) {
+    return failed(error);
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Sends one request and collects the whole answer (at most 64 MiB). */
+async function engineCall(
+  method: "GET" | "POST" | "DELETE",
+  path: string,
+  options: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<EngineAnswer> {
+  const stream = await engineOpen(method, path, options);
+  try {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for (let chunk = await stream.read(); chunk !== null; chunk = await stream.read()) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > 64 << 20) refuse("engine", "the Docker engine's answer is larger than 64 MiB");
+    }
+    return { status: stream.status, body: decoder.decode(concatBytes(chunks)) };
+  } finally {
+    stream.close();
+  }
+}
+
+/** The engine's message in an error answer. */
+export function engineMessage(body: string): string {
   try {
     return printable(String(JSON.parse(body).message ?? body));
   } catch {
@@ -1175,14 +2087,248 @@ function apiMessage(body: string): string {
   }
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Supervision: run the CLI, pass signals on, and make sure the container is gone before socker exits
+function engineJson(answer: EngineAnswer, what: string): unknown {
+  if (answer.status < 200 || answer.status > 299) {
+    refuse("engine", `the Docker engine answered ${answer.status} to ${what}: ${engineMessage(answer.body)}`);
+  }
+  try {
+    return JSON.parse(answer.body);
+  } catch {
+    return refuse("engine", `the Docker engine gave an unreadable answer to ${what}`);
+  }
+}
 
-/** What the supervisor should do when a signal arrives. */
-export function signalAction(signal: string): { kind: "terminate"; number: number } | {
-  kind: "forward";
-  number: number;
-} | undefined {
+const path = (name: string) => encodeURIComponent(name);
+
+/** GET /info: the engine's version, cgroup driver and version, runc. */
+async function engineInfo(timeoutMs?: number): Promise<Record<string, unknown>> {
+  return engineJson(await engineCall("GET", "/info", { timeoutMs }), "info") as Record<string, unknown>;
+}
+
+/** GET /version: the versions of the engine's parts (containerd among them). */
+async function engineVersion(): Promise<Record<string, unknown>> {
+  return engineJson(await engineCall("GET", "/version"), "version") as Record<string, unknown>;
+}
+
+/** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
+async function engineImage(reference: string): Promise<{ Id?: string; RepoDigests?: string[] } | undefined> {
+  const answer = await engineCall("GET", `/images/${path(reference)}/json`);
+  if (answer.status === 404) return undefined;
+  return engineJson(answer, `image ${reference}`) as { Id?: string; RepoDigests?: string[] };
+}
+
+/** A container as the engine lists it. */
+export type ListedContainer = {
+  Id: string;
+  Names?: string[];
+  Image?: string;
+  Command?: string;
+  Created?: number;
+  State?: string;
+  Labels?: Record<string, string>;
+};
+
+/** GET /containers/json: every container (running or not) that carries all these labels. */
+async function engineList(labels: readonly string[], timeoutMs?: number): Promise<ListedContainer[]> {
+  const filters = encodeURIComponent(JSON.stringify({ label: labels }));
+  const listed = engineJson(
+    await engineCall("GET", `/containers/json?all=1&filters=${filters}`, { timeoutMs }),
+    "list",
+  );
+  if (!Array.isArray(listed)) refuse("engine", "the Docker engine's container list is not a list");
+  return (listed as ListedContainer[]).filter((item) => typeof item?.Id === "string" && CONTAINER_ID.test(item.Id));
+}
+
+/** GET /containers/ID/json: the container's state, or undefined when it does not exist. */
+async function engineInspect(
+  id: string,
+  timeoutMs?: number,
+): Promise<{ Id: string; State?: { Running?: boolean; Status?: string } } | undefined> {
+  const answer = await engineCall("GET", `/containers/${path(id)}/json`, { timeoutMs });
+  if (answer.status === 404) return undefined;
+  return engineJson(answer, `container ${id}`) as { Id: string };
+}
+
+/** POST /containers/ID/kill: sends a signal; false when the container is not running. */
+async function engineKill(id: string, signal: string, timeoutMs?: number): Promise<boolean> {
+  const answer = await engineCall("POST", `/containers/${path(id)}/kill?signal=${signal}`, { timeoutMs });
+  return answer.status === 204;
+}
+
+/** DELETE /containers/ID?force=1: kills and removes it; true when it is gone. */
+async function engineRemove(id: string, timeoutMs?: number): Promise<boolean> {
+  const answer = await engineCall("DELETE", `/containers/${path(id)}?force=1`, { timeoutMs });
+  return answer.status === 204 || answer.status === 404;
+}
+
+/** POST /containers/create?name=NAME: the new container's id. */
+async function engineCreate(name: string, spec: Record<string, unknown>): Promise<string> {
+  const answer = await engineCall("POST", `/containers/create?name=${path(name)}`, { body: spec });
+  if (answer.status === 404) {
+    refuse("engine", `image '${spec.Image}' is no longer on this node: ${engineMessage(answer.body)}`);
+  }
+  const created = engineJson(answer, "create") as { Id?: unknown };
+  return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
+    ? created.Id
+    : refuse("engine", "the Docker engine gave no container id");
+}
+
+/** POST /containers/ID/start; the engine's reason when it could not start it. */
+async function engineStart(id: string): Promise<string | undefined> {
+  const answer = await engineCall("POST", `/containers/${path(id)}/start`, { timeoutMs: 120_000 });
+  return answer.status === 204 || answer.status === 304 ? undefined : engineMessage(answer.body);
+}
+
+/**
+ * POST /containers/ID/wait?condition=removed, once the engine has registered the wait (its head arrives
+ * at once; the body when the container is gone, with its exit code).
+ */
+async function engineWait(id: string): Promise<() => Promise<number | string>> {
+  const stream = await engineOpen("POST", `/containers/${path(id)}/wait?condition=removed`, { timeoutMs: 0 });
+  if (stream.status !== 200) {
+    stream.close();
+    refuse("engine", `the Docker engine answered ${stream.status} to wait`);
+  }
+  return async () => {
+    const chunks: Uint8Array[] = [];
+    try {
+      for (let chunk = await stream.read(); chunk !== null; chunk = await stream.read()) chunks.push(chunk);
+    } catch (error) {
+      return error instanceof Refusal ? error.reason : errorText(error);
+    } finally {
+      stream.close();
+    }
+    try {
+      const result = JSON.parse(decoder.decode(concatBytes(chunks)));
+      const code = boundedNumber(result.StatusCode, 0, 255);
+      return code ?? `the engine reported exit status ${printable(String(result.StatusCode))}`;
+    } catch {
+      return "the engine's wait ended without an exit status";
+    }
+  };
+}
+
+/**
+ * POST /containers/ID/attach: the engine takes the connection over (HTTP 101) and streams the container's
+ * stdin, stdout and stderr on it, multiplexed when there is no terminal. Returns the connection and any
+ * stream bytes that came with the engine's head.
+ */
+async function engineAttach(id: string, stdin: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
+  const conn = await engineConnect();
+  const query = `stream=1&stdout=1&stderr=1&stdin=${stdin ? 1 : 0}&detachKeys=${encodeURIComponent(DETACH_KEYS)}`;
+  await writeAll(
+    conn,
+    encoder.encode(
+      `POST ${ENGINE_API}/containers/${path(id)}/attach?${query} HTTP/1.1\r\nHost: docker\r\n` +
+        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+    ),
+  );
+  const buffer = new Uint8Array(65536);
+  let received: Uint8Array = new Uint8Array(0);
+  let head: ReturnType<typeof parseResponseHead>;
+  while ((head = parseResponseHead(received)) === undefined) {
+    const n = await conn.read(buffer);
+    if (n === null) refuse("engine", "the Docker engine closed the attach connection");
+    received = concatBytes([received, buffer.subarray(0, n!)]);
+  }
+  if (head.status !== 101 && head.status !== 200) {
+    conn.close();
+    refuse("engine", `the Docker engine answered ${head.status} to attach`);
+  }
+  return { conn, initial: received.slice(head.length) };
+}
+
+/** POST /containers/ID/resize: the terminal's size. */
+async function engineResize(id: string, rows: number, columns: number): Promise<void> {
+  await engineCall("POST", `/containers/${path(id)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 }).catch(() =>
+    undefined
+  );
+}
+
+/**
+ * POST /images/create: pulls exactly this reference with the site's credentials for its registry (never
+ * the user's), calling `progress` with each status line. Throws the engine's reason when the pull fails
+ * (the engine reports failures inside the stream, with status 200).
+ */
+async function enginePull(ref: ImageRef, auth: string | undefined, progress: (line: Record<string, unknown>) => void) {
+  const query = `fromImage=${encodeURIComponent(`${ref.domain}/${ref.path}`)}&tag=${
+    encodeURIComponent(ref.digest ?? ref.tag ?? "latest")
+  }`;
+  const stream = await engineOpen("POST", `/images/create?${query}`, {
+    headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
+    timeoutMs: 3_600_000,
+  });
+  try {
+    if (stream.status !== 200) {
+      const chunks: Uint8Array[] = [];
+      for (let chunk = await stream.read(); chunk !== null; chunk = await stream.read()) chunks.push(chunk);
+      refuse(
+        "engine",
+        `the pull of ${canonicalImage(ref)} failed: ${engineMessage(decoder.decode(concatBytes(chunks)))}`,
+      );
+    }
+    let text = "";
+    for (let chunk = await stream.read(); chunk !== null; chunk = await stream.read()) {
+      text += decoder.decode(chunk);
+      const lines = text.split("\n");
+      text = lines.pop() ?? "";
+      for (const line of lines.filter((l) => l.trim() !== "")) {
+        let parsed: Record<string, unknown>;
+        try {
+          parsed = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (parsed.error !== undefined) {
+          refuse("engine", `the pull of ${canonicalImage(ref)} failed: ${printable(String(parsed.error))}`);
+        }
+        progress(parsed);
+      }
+    }
+  } finally {
+    stream.close();
+  }
+}
+
+/** GET /distribution/NAME/json: asks the registry, through the engine's settings, whether it has the image. */
+async function engineDistribution(reference: string, auth: string | undefined): Promise<string | undefined> {
+  const answer = await engineCall("GET", `/distribution/${path(reference)}/json`, {
+    headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
+    timeoutMs: 20_000,
+  });
+  return answer.status === 200 ? undefined : `${answer.status}: ${engineMessage(answer.body)}`;
+}
+
+/**
+ * Makes sure a container no longer exists: removes it (force: kills it first) and waits until the engine
+ * no longer knows it. Returns false if it is still there after the timeout.
+ */
+async function ensureGone(id: string, timeoutMs = 30_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const left = Math.max(1000, deadline - Date.now());
+      if (await engineInspect(id, left) === undefined) return true;
+      await engineRemove(id, left);
+    } catch {
+      // The engine may be restarting; keep trying until the deadline.
+    }
+    await sleep(50);
+  }
+  return false;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------------------
+// Supervision: what signals do, how the container's streams come apart, and what socker exits with
+
+/** Signals that end the container, and the ones passed on to it. Numbers are Linux's. */
+export const TERMINATING_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+export const FORWARDED_SIGNALS = { SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12 } as const;
+
+/** What the supervisor does when a signal arrives. */
+export function signalAction(signal: string): { kind: "terminate" | "forward"; number: number } | undefined {
   if (signal in TERMINATING_SIGNALS) {
     return { kind: "terminate", number: TERMINATING_SIGNALS[signal as keyof typeof TERMINATING_SIGNALS] };
   }
@@ -1204,218 +2350,135 @@ export function isSignalRepeat(lastForwardedAt: number | undefined, now: number)
 }
 
 /**
- * socker's exit code: 128+N after socker itself was told to stop by signal N; 128+N when the docker CLI
- * died of signal N; otherwise the CLI's code, which is the container's (or 125-127 for docker's own errors).
+ * socker's exit code: 128+N after socker itself was told to stop by signal N; otherwise the container's
+ * own code (128+N when it died of signal N, 126/127 when its command could not be run).
  */
-export function exitCodeFor(
-  status: { code: number; signal: string | null },
-  terminatedBy: number | undefined,
-): number {
-  if (terminatedBy !== undefined) return 128 + terminatedBy;
-  if (status.signal !== null) return 128 + (SIGNAL_NUMBERS[status.signal] ?? 0);
-  return status.code;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** How long socker keeps making sure a container is gone before it reports failure. */
-const GONE_TIMEOUT_MS = 30_000;
-
-/**
- * Makes sure the named container no longer exists: kills it while it runs, removes it when it was created
- * but never started, and waits for the engine's `--rm` otherwise. Returns false if it is still there
- * after the timeout (the Epilog, or an administrator, must then remove it).
- */
-async function ensureContainerGone(name: string, timeoutMs = GONE_TIMEOUT_MS): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const { status, body } = await dockerApi("GET", `/containers/${name}/json`);
-      if (status === 404) return true;
-      const state = status === 200 ? JSON.parse(body).State ?? {} : {};
-      if (state.Running === true) await dockerApi("POST", `/containers/${name}/kill?signal=SIGKILL`);
-      else if (state.Status === "created") await dockerApi("DELETE", `/containers/${name}?force=true`);
-    } catch {
-      // The engine may be restarting; keep trying until the deadline.
-    }
-    await sleep(50);
-  }
-  return false;
-}
-
-/** A terminating signal that arrived while socker was still preparing the run. */
-type EarlyTrap = { signal: () => number | undefined; release: () => void };
-
-/**
- * Catches SIGTERM, SIGINT and SIGHUP from the moment socker changes anything (staging mounts) until
- * supervision takes over, so that such a signal undoes the preparation instead of killing socker halfway.
- */
-function trapEarlySignals(): EarlyTrap {
-  let caught: number | undefined;
-  const listeners = (Object.keys(TERMINATING_SIGNALS) as Deno.Signal[]).map((signal) => {
-    const listener = () => caught ??= signalAction(signal)?.number;
-    Deno.addSignalListener(signal, listener);
-    return [signal, listener] as const;
-  });
-  return {
-    signal: () => caught,
-    release: () => listeners.forEach(([signal, listener]) => Deno.removeSignalListener(signal, listener)),
-  };
+export function exitCodeFor(containerCode: number, terminatedBy: number | undefined): number {
+  return terminatedBy !== undefined ? 128 + terminatedBy : containerCode;
 }
 
 /**
- * Runs `docker run` and supervises it. Signal listeners are in place before the CLI starts, so no signal
- * can slip between the start and the trap. Returns socker's exit code.
+ * Splits the engine's multiplexed attach stream (no terminal): frames of an 8-byte header (stream 1 for
+ * stdout, 2 for stderr, then a big-endian length) and the payload. `push` bytes as they arrive; get back
+ * the complete pieces in order.
  */
-async function superviseRun(
-  dockerPath: string,
-  args: string[],
-  name: string,
-  dockerUser: { uid: number; gid: number },
-  early: EarlyTrap,
-): Promise<{ exitCode: number; containerId?: string }> {
-  let terminatedBy: number | undefined;
-  let cliDone = false;
-  let containerId: string | undefined;
-  // For the audit log: the engine's id of the container, once it exists.
-  const learnContainerId = async () => {
-    // A few spaced questions, so as not to load the engine while it starts the container.
-    for (const delay of [150, 300, 600, 1200]) {
-      await sleep(delay);
-      if (cliDone || containerId !== undefined) return;
-      const found = await dockerApi("GET", `/containers/${name}/json`).catch(() => undefined);
-      if (found?.status === 200) containerId = String(JSON.parse(found.body).Id ?? "") || undefined;
+export function streamDemuxer(): (bytes: Uint8Array) => { stream: 1 | 2; payload: Uint8Array }[] {
+  let pending: Uint8Array = new Uint8Array(0);
+  return (bytes) => {
+    pending = pending.length === 0 ? bytes : concatBytes([pending, bytes]);
+    const pieces: { stream: 1 | 2; payload: Uint8Array }[] = [];
+    while (pending.length >= 8) {
+      const size = new DataView(pending.buffer, pending.byteOffset, 8).getUint32(4);
+      if (pending.length < 8 + size) break;
+      const stream = pending[0];
+      if (stream === 1 || stream === 2) pieces.push({ stream, payload: pending.slice(8, 8 + size) });
+      pending = pending.subarray(8 + size);
     }
+    if (pending.length > 0) pending = pending.slice();
+    return pieces;
   };
-
-  const killUntilCliEnds = async () => {
-    // The container may not exist yet (the CLI is still creating it): keep killing until the CLI returns.
-    while (!cliDone) {
-      await dockerApi("POST", `/containers/${name}/kill?signal=SIGKILL`).catch(() => undefined);
-      await sleep(100);
-    }
-  };
-  const lastForwarded = new Map<string, number>();
-  const onSignal = (signal: Deno.Signal) => () => {
-    const action = signalAction(signal);
-    if (action?.kind === "terminate" && terminatedBy === undefined) {
-      terminatedBy = action.number;
-      void killUntilCliEnds();
-    } else if (action?.kind === "forward" && !isSignalRepeat(lastForwarded.get(signal), performance.now())) {
-      lastForwarded.set(signal, performance.now());
-      void dockerApi("POST", `/containers/${name}/kill?signal=${signal}`).catch(() => undefined);
-    }
-  };
-  const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS)] as Deno.Signal[];
-  const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
-  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
-  early.release();
-  if (early.signal() !== undefined) {
-    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
-    return { exitCode: 128 + early.signal()! };
-  }
-
-  let status: Deno.CommandStatus;
-  try {
-    const child = new Deno.Command(dockerPath, {
-      args,
-      uid: dockerUser.uid,
-      gid: dockerUser.gid,
-      clearEnv: true,
-      env: dockerEnv(),
-      // The caller's folder may be closed to others; the CLI needs no folder of its own.
-      cwd: "/",
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
-    void learnContainerId();
-    status = await child.status;
-  } catch (error) {
-    cliDone = true;
-    throw new SockerError(`socker: cannot start ${dockerPath}: ${errorText(error)}`);
-  }
-  cliDone = true;
-
-  // Normally the CLI returns after the engine removed the container (--rm); this check costs one request.
-  const gone = await ensureContainerGone(name);
-  for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
-  if (!gone) {
-    throw new SockerError(`socker: container ${name} could not be removed; ask your administrator to remove it`);
-  }
-  return { exitCode: exitCodeFor(status, terminatedBy), containerId };
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Doctor: the administrator's check of an installation, one line per check
-
-/** One check's verdict: ok, or what is wrong and how to fix it. */
-export type Check = { name: string; ok: boolean; detail: string };
-
-/** Distribution builds of runc known to carry the fix for CVE-2024-21626 although their version is older. */
-const RUNC_FIXED_BUILDS = [/^1\.1\.5\+ds1-1\+deb12u([1-9]\d*)$/];
-
-/**
- * Whether the engine's runc is free of CVE-2024-21626 (a working directory in /proc/self/fd lets a
- * container reach the host): upstream 1.1.12 or later, or a distribution build known to carry the fix.
- * Returns undefined when the version cannot be read.
- */
-export function runcFixed(runcId: string): boolean | undefined {
-  if (RUNC_FIXED_BUILDS.some((pattern) => pattern.test(runcId))) return true;
-  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(runcId);
-  if (!match) return undefined;
-  const [major, minor, patch] = match.slice(1).map(Number);
-  return major > 1 || (major === 1 && (minor > 1 || (minor === 1 && patch >= 12)));
-}
-
-/** What a node's slurm.conf lacks for socker: cgroup process tracking and limits, and the Epilog hook. */
-export function slurmConfProblems(slurmConf: string, epilogHook: string): string[] {
-  const settings = new Map<string, string>();
-  for (const raw of slurmConf.split("\n")) {
-    const match = /^\s*([A-Za-z]+)\s*=\s*(\S+)/.exec(raw.replace(/#.*$/, ""));
-    if (match) settings.set(match[1].toLowerCase(), match[2]);
-  }
-  const problems: string[] = [];
-  if (settings.get("proctracktype") !== "proctrack/cgroup") problems.push("set ProctrackType=proctrack/cgroup");
-  if (!(settings.get("taskplugin") ?? "").split(",").includes("task/cgroup")) {
-    problems.push("add task/cgroup to TaskPlugin");
-  }
-  if (!(settings.get("epilog") ?? "").split(",").includes(epilogHook)) {
-    problems.push(`add Epilog=${epilogHook} (install.sh --epilog installs it)`);
-  }
-  return problems;
-}
-
-/** The report: one line per check, and the exit code (0 only when every check passed). */
-export function doctorReport(checks: readonly Check[]): { lines: string[]; exitCode: number } {
-  const lines = checks.map((check) =>
-    `${check.ok ? "ok  " : "FIX "} ${check.name}${check.detail ? `: ${check.detail}` : ""}`
-  );
-  const failed = checks.filter((check) => !check.ok).length;
-  lines.push(failed === 0 ? `all ${checks.length} checks passed` : `${failed} of ${checks.length} checks need a fix`);
-  return { lines, exitCode: failed === 0 ? 0 : 1 };
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Audit log: every run, refusal and cleanup, one structured line in the system log (tag `socker`)
+// The audit log: every run, refusal, pull, stop and cleanup as one line of JSON. The record of truth is a
+// root-owned file no user can write (anyone can write to syslog, so syslog cannot be the truth); the
+// system log gets a copy when one runs, and its absence never stops a run.
 
 /** One audit record; undefined fields are left out. */
-export type AuditRecord = Record<string, string | number | readonly string[] | undefined>;
+export type AuditRecord = { event: string; [field: string]: unknown };
 
-const AUDIT_FIELD_MAX = 2000;
-const AUDIT_FAILURE = "socker: cannot write the audit log";
+/**
+ * The order of fields in a line: the short ones a reader scans for first, so that no cut can lose the
+ * outcome; then the long ones, the command last.
+ */
+export const AUDIT_FIELD_ORDER = [
+  "event",
+  "time",
+  "host",
+  "user",
+  "uid",
+  "pid",
+  "job",
+  "step",
+  "outcome",
+  "rule",
+  "image",
+  "image_id",
+  "repo_digest",
+  "container",
+  "container_id",
+  "duration_ms",
+  "network",
+  "workdir",
+  "devices",
+  "mounts",
+  "containers",
+  "command_length",
+  "command_sha256",
+  "command_cut",
+  "command",
+];
 
-/** The record as one line of JSON, long fields cut, so that a log reader never has to guess. */
-export function auditLine(record: AuditRecord): string {
-  const cut = (value: unknown): unknown =>
-    typeof value === "string"
-      ? (value.length > AUDIT_FIELD_MAX ? `${value.slice(0, AUDIT_FIELD_MAX)}...` : value)
-      : Array.isArray(value)
-      ? value.slice(0, 64).map(cut)
-      : value;
-  return JSON.stringify(
-    Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined).map(([k, v]) => [k, cut(v)])),
-  );
+/** Largest line in the audit file, and in its system-log copy (rsyslog drops what exceeds 8 KB). */
+export const AUDIT_LINE_MAX = 65536;
+export const SYSLOG_LINE_MAX = 4000;
+
+/**
+ * The record as one line of JSON of at most `max` bytes, fields in AUDIT_FIELD_ORDER. When the whole
+ * record does not fit, the command keeps as many whole arguments as fit, and `command_length` (its bytes
+ * in all), `command_sha256` (of its JSON, `commandDigest`) and `command_cut` say what was cut; then long
+ * lists and strings are shortened. The short fields, the outcome among them, are never cut.
+ */
+export function auditLine(record: AuditRecord, max: number, commandDigest?: string): string {
+  const ordered = (fields: Record<string, unknown>) => {
+    const keys = [
+      ...AUDIT_FIELD_ORDER.filter((key) => key in fields),
+      ...Object.keys(fields).filter((key) => !AUDIT_FIELD_ORDER.includes(key)).sort(),
+    ];
+    return JSON.stringify(
+      Object.fromEntries(keys.filter((key) => fields[key] !== undefined).map((k) => [k, fields[k]])),
+    );
+  };
+  const whole = ordered(record);
+  if (encoder.encode(whole).length <= max) return whole;
+  const fields: Record<string, unknown> = { ...record };
+  const command = Array.isArray(record.command) ? record.command.map(String) : undefined;
+  if (command !== undefined) {
+    Object.assign(fields, {
+      command: [],
+      command_cut: true,
+      command_length: command.reduce((sum, arg) => sum + encoder.encode(arg).length, 0),
+      command_sha256: commandDigest,
+    });
+    const room = max - encoder.encode(ordered(fields)).length;
+    const kept: string[] = [];
+    let used = 0;
+    for (const arg of command) {
+      const cost = encoder.encode(JSON.stringify(arg)).length + 1;
+      if (used + cost > room) {
+        const left = Math.floor((room - used) / 6) - 8;
+        if (left > 16) kept.push(`${arg.slice(0, left)}...`);
+        break;
+      }
+      kept.push(arg);
+      used += cost;
+    }
+    fields.command = kept;
+  }
+  let line = ordered(fields);
+  for (let limit = 1024; encoder.encode(line).length > max && limit >= 16; limit = Math.floor(limit / 2)) {
+    for (const [key, value] of Object.entries(fields)) {
+      if (AUDIT_FIELD_ORDER.indexOf(key) < AUDIT_FIELD_ORDER.indexOf("image")) continue; // never the short ones
+      if (typeof value === "string" && value.length > limit) fields[key] = `${value.slice(0, limit)}...`;
+      if (Array.isArray(value)) {
+        fields[key] = value.slice(0, Math.max(1, limit / 16)).map((item) =>
+          typeof item === "string" && item.length > limit ? `${item.slice(0, limit)}...` : item
+        );
+      }
+    }
+    line = ordered(fields);
+  }
+  return line;
 }
 
 /** syslog facility numbers (RFC 5424). */
@@ -1438,207 +2501,169 @@ export function syslogDatagram(facility: string, pid: number, date: Date, line: 
   return `<${priority}>${stamp} socker[${pid}]: ${line}`;
 }
 
-const SYSLOG_SOCKET = "/dev/log";
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Why the audit folder or file cannot be trusted, or undefined. Both must be root's and closed to others. */
+export function auditFileProblem(
+  info: { isDirectory: boolean; isFile: boolean; uid: number | null; mode: number | null; nlink?: number | null },
+  folder: boolean,
+): string | undefined {
+  const what = folder ? AUDIT_DIR : AUDIT_LOG;
+  if (folder ? !info.isDirectory : !info.isFile) return `${what} is not a ${folder ? "folder" : "regular file"}`;
+  if (info.uid !== 0) return `${what} is not owned by root`;
+  if (((info.mode ?? 0o777) & 0o077) !== 0) {
+    return `${what} is open to others (mode must be ${folder ? "0700" : "0600"})`;
+  }
+  if (!folder && (info.nlink ?? 1) !== 1) return `${what} has other names (hard links)`;
+  return undefined;
+}
+
+/** Appends one line to the audit file, creating its folder (0700) and file (0600) when missing. */
+function appendAuditFile(line: string): string | undefined {
+  try {
+    try {
+      Deno.mkdirSync(AUDIT_DIR, { mode: 0o700 });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
+    const folderProblem = auditFileProblem(Deno.lstatSync(AUDIT_DIR), true);
+    if (folderProblem !== undefined) return folderProblem;
+    const file = Deno.openSync(AUDIT_LOG, { append: true, create: true, mode: 0o600 });
+    try {
+      const fileProblem = auditFileProblem(file.statSync(), false);
+      if (fileProblem !== undefined) return fileProblem;
+      const bytes = encoder.encode(`${line}\n`);
+      if (file.writeSync(bytes) !== bytes.length) return "short write";
+    } finally {
+      file.close();
+    }
+    return undefined;
+  } catch (error) {
+    return errorText(error);
+  }
+}
 
 /**
- * Writes one record to the system log, straight to its socket (a logger(1) process would cost ~3 ms
- * of every run, twice). Throws when the log cannot be written: a run is never started without its record.
+ * Writes one record: to the audit file (the record of truth; a failure is an audit Refusal) and a copy to
+ * the system log when one runs (best effort).
  */
-function audit(facility: string, record: AuditRecord): Promise<void> {
-  const c = libc();
-  const failure = (what: string): never => {
-    const errno = new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
-    const text = c.strerror(errno);
-    const why = text === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(text);
-    throw new SockerError(
-      `${AUDIT_FAILURE} (${what} ${SYSLOG_SOCKET}: ${why}); refusing to run unlogged, ask your administrator`,
+async function writeAudit(record: AuditRecord, facility: string): Promise<void> {
+  const stamped = { ...record, time: new Date().toISOString() };
+  let line = auditLine(stamped, AUDIT_LINE_MAX);
+  const needsDigest = encoder.encode(auditLine(stamped, Infinity)).length > SYSLOG_LINE_MAX;
+  const digest = needsDigest ? await sha256Hex(JSON.stringify(record.command ?? null)) : undefined;
+  if (digest !== undefined) line = auditLine(stamped, AUDIT_LINE_MAX, digest);
+  const problem = appendAuditFile(line);
+  sendToSyslog(syslogDatagram(facility, Deno.pid, new Date(), auditLine(record, SYSLOG_LINE_MAX, digest)));
+  if (problem !== undefined) {
+    refuse(
+      "audit",
+      `cannot write the audit log ${AUDIT_LOG} (${problem}); refusing to run unlogged, ask your administrator`,
     );
-  };
-  const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
-  const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  try {
-    if (fd < 0) failure("socket for");
-    const address = new Uint8Array(110); // struct sockaddr_un: family, then the path
-    new DataView(address.buffer).setUint16(0, AF_UNIX, true);
-    address.set(new TextEncoder().encode(SYSLOG_SOCKET), 2);
-    if (c.connect(fd, address, address.length) !== 0) failure("connect to");
-    const message = new TextEncoder().encode(syslogDatagram(facility, Deno.pid, new Date(), auditLine(record)));
-    if (Number(c.send(fd, message, BigInt(message.length), 0)) !== message.length) failure("send to");
-    return Promise.resolve();
-  } catch (error) {
-    return Promise.reject(error);
-  } finally {
-    if (fd >= 0) c.close(fd);
   }
 }
 
 /** Writes a record after the fact (an outcome, a refusal): a failure is reported, never hidden. */
-async function auditAfter(facility: string, record: AuditRecord): Promise<void> {
+async function writeAuditAfter(record: AuditRecord, facility: string): Promise<void> {
   try {
-    await audit(facility, record);
+    await writeAudit(record, facility);
   } catch (error) {
-    console.error(`socker: warning: ${errorText(error).replace(/^socker: /, "")}`);
+    console.error(`socker: warning: ${error instanceof Refusal ? error.reason : errorText(error)}`);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Commands
+// Reading the system: the small readers every command's read phase uses. They gather facts and decide
+// nothing; what cannot be read becomes a fact too (an error value), for the decide phase to judge.
 
-/** `socker run`, with its audit records: a start before the container, then its outcome or the refusal. */
-async function runCommand(invocation: Extract<Invocation, { command: "run" }>): Promise<number> {
-  const started = performance.now();
-  const record: AuditRecord = {
-    event: "run",
-    user: Deno.env.get("SUDO_USER") || "root",
-    uid: Deno.env.get("SUDO_UID") || "0",
-    host: hostName(),
-    image: printable(invocation.image),
-    command: invocation.argv.map((arg) => printable(arg)),
-  };
-  const facility = { name: DEFAULT_SETTINGS.logFacility };
+/** Runs a read that may fail; a failure becomes a value (a Refusal) for the decide phase to judge. */
+async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
   try {
-    const exitCode = await runContainer(invocation, record, facility);
-    await auditAfter(facility.name, {
-      ...record,
-      event: "end",
-      outcome: `exit ${exitCode}`,
-      duration_ms: Math.round(performance.now() - started),
-    });
-    return exitCode;
+    return await read();
   } catch (error) {
-    if (error instanceof SockerError && !error.message.startsWith(AUDIT_FAILURE)) {
-      await auditAfter(facility.name, { ...record, event: "refused", rule: error.message.replace(/^socker: /, "") });
-    }
-    throw error;
+    return error instanceof Refusal ? error : new Refusal("installation", errorText(error));
   }
 }
 
-/**
- * Decides everything about one run (image, caller, job, mounts, environment), in the order of the data,
- * refusing at the first rule broken; then logs the start, runs and supervises the container.
- * `record` collects what the audit log reports; `facility` is the log's, once socker.conf is read.
- */
-async function runContainer(
-  invocation: Extract<Invocation, { command: "run" }>,
-  record: AuditRecord,
-  facility: { name: string },
-): Promise<number> {
-  const sudo = sudoCaller();
-  if (sudo.uid === 0) resolveCaller(sudo, { uid: 0, gid: 0, groups: [] }); // throws the refusal for root
-  requireRoot();
+/** The value, or the refusal it turned out to be, thrown now. */
+function certain<T>(fact: T | Refusal): T {
+  if (fact instanceof Refusal) throw fact;
+  return fact;
+}
 
-  const requested = parseImageRef(invocation.image);
-  if (typeof requested === "string") {
-    throw new SockerError(`socker: '${printable(invocation.image)}' is not a valid image reference: ${requested}`);
-  }
-  const allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
-  const entry = matchImage(allowlist, requested);
-  if (entry === undefined) {
-    throw new SockerError(
-      `socker: image '${printable(invocation.image)}' is not allowed on this cluster; ` +
-        "'socker images' lists the allowed ones",
-    );
-  }
+function ownership(path: string, shownAs = path): Ownership {
+  const info = Deno.statSync(path);
+  const kind = info.isFile ? "file" : info.isDirectory ? "dir" : "other";
+  return { path: shownAs, uid: info.uid ?? -1, mode: info.mode ?? 0o7777, kind };
+}
 
-  const settings = readSettings();
-  facility.name = settings.logFacility;
-  const job = jobCgroup(Deno.readTextFileSync("/proc/self/cgroup"), sudo.uid);
-  record.job = job?.jobId;
-  record.step = job?.stepId;
-  if (job === undefined && settings.requireJob) {
-    throw new SockerError("socker: this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
-  }
-  const options = invocation.options;
-  const volumeRequests = options.volumes.map(parseVolume);
-  chooseWorkdir(options.workdir, undefined, []); // refuse a bad -w before any work
-  const dockerPath = assertTrusted(settings.docker);
-  const dockerUser = dockerAccount();
-  const database = userRecord(sudo.user);
-  const caller = resolveCaller(sudo, database);
-  const home = database.home;
-  const env = containerEnvironment(options.env, callerEnvironment(), { user: caller.user, home }, settings);
-
-  // Mounts: the user's must pass every rule; a default mount the user cannot use is simply left out.
-  const folder = currentFolder();
-  const resolvedFolder = folder === undefined ? undefined : realPathOf(folder);
-  const cwd = typeof resolvedFolder === "object" ? resolvedFolder.realPath : undefined;
-  const defaults = defaultMountRequests(settings, home, cwd);
-  // The engine's answers and the checks made as the user are independent: wait for them together.
-  const requests = mountRequests(defaults, volumeRequests);
-  const defaultCount = requests.length - volumeRequests.length;
-  const [imageDigest, engineInfo, checks] = await Promise.all([
-    imageId(entry.canonical),
-    job !== undefined ? dockerApi("GET", "/info") : undefined,
-    // The caller's folder is the default working directory only if they can enter it themselves.
-    checkPathsAsUser(caller, [...requests.map((request) => request.source), ...(cwd !== undefined ? [cwd] : [])]),
-  ]);
-  const decided = requests.map((request) => decideMount(request, checks.get(request.source)!, settings));
-  const cwdCheck = cwd !== undefined ? checks.get(cwd) : undefined;
-  if (job !== undefined && engineInfo !== undefined) {
-    const problem = engineInfo.status === 200
-      ? engineCgroupProblem(JSON.parse(engineInfo.body), job)
-      : `the engine answered ${engineInfo.status}`;
-    if (problem !== undefined) throw new SockerError(`socker: cannot run inside this Slurm job: ${problem}`);
-  }
-  if (imageDigest === undefined) {
-    throw new SockerError(
-      `socker: image '${entry.text}' is allowed but not present on node ${hostName()}; ` +
-        "ask your administrator to load it (socker never pulls)",
-    );
-  }
-  const devices = options.gpus ? gpuDeviceNodes(await jobGpus(job), exists) : [];
-  const refusal = decided.slice(defaultCount).find((result) => typeof result === "string");
-  if (refusal !== undefined) throw new SockerError(`socker: ${refusal}`);
-  const mounts = decided.filter((result): result is Mount => typeof result !== "string");
-  const cwdUsable = typeof cwdCheck === "object" && cwdCheck.kind === "dir" && cwdCheck.searchable;
-  const workdir = chooseWorkdir(options.workdir, cwdUsable ? cwd : undefined, mounts);
-
-  const name = containerName(caller.uid, crypto.getRandomValues(new Uint8Array(6)));
-  const staging = stagingName(name, job?.jobId);
-  const early = trapEarlySignals();
+/** Reads a configuration file and the ownership of everything above it, along the written and real paths. */
+function readConfigFile(path: string): ConfigFile {
+  let realPath: string;
   try {
-    const staged = await stageMounts(staging, mounts);
-    const plan: RunPlan = {
-      caller,
-      image: entry.canonical,
-      argv: invocation.argv,
-      containerName: name,
-      tty: !options.noTty && Deno.stdin.isTerminal() && Deno.stdout.isTerminal(),
-      stdin: !options.noStdin,
-      labels: {
-        "socker.managed": "true",
-        "socker.uid": String(caller.uid),
-        "socker.user": caller.user,
-        "socker.node": hostName(),
-        ...(job !== undefined ? { "socker.job": job.jobId, "socker.step": job.stepId } : {}),
-      },
-      cgroupParent: job?.parent,
-      mounts: staged,
-      workdir,
-      env,
-      network: settings.network,
-      devices,
-    };
-    const args = dockerRunArgv(plan);
-    if (invocation.verbose) console.error(`socker: ${shellQuote([dockerPath, ...args])}`);
-    Object.assign(record, {
-      image: entry.canonical,
-      digest: imageDigest,
-      container: name,
-      mounts: mounts.map((m) => `${printable(m.source)}:${m.destination}${m.readOnly ? ":ro" : ""}`),
-      workdir,
-    });
-    await audit(facility.name, { ...record, event: "start" });
-    const { exitCode, containerId } = await superviseRun(dockerPath, args, name, dockerUser, early);
-    record.container_id = containerId;
-    return exitCode;
-  } finally {
-    early.release();
-    await unstageMounts(staging);
+    realPath = Deno.realPathSync(path);
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound ? { path, missing: true } : { path, problem: errorText(error) };
+  }
+  try {
+    const real = pathChain(realPath).map((item, index) => ownership(item, index === 0 ? path : item));
+    const written = pathChain(path).map((item) => ownership(item));
+    const bytes = real[0].kind === "file" ? readAtMost(realPath, CONFIG_MAX_BYTES + 1) : new Uint8Array();
+    return { path, bytes, written, real };
+  } catch (error) {
+    return { path, problem: errorText(error) };
   }
 }
 
-/** The caller's current folder (sudo keeps it), or undefined when it no longer exists. */
+function readAtMost(path: string, max: number): Uint8Array {
+  const file = Deno.openSync(path);
+  try {
+    const buffer = new Uint8Array(max);
+    let length = 0;
+    for (
+      let n = file.readSync(buffer.subarray(length));
+      n !== null && n > 0;
+      n = file.readSync(buffer.subarray(length))
+    ) {
+      length += n;
+      if (length === max) break;
+    }
+    return buffer.slice(0, length);
+  } finally {
+    file.close();
+  }
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+let cachedHostName: string | undefined;
+function hostName(): string {
+  cachedHostName ??= (readText("/proc/sys/kernel/hostname") ?? "unknown").trim();
+  return cachedHostName;
+}
+
+function sudoEnvironment() {
+  return {
+    SUDO_UID: Deno.env.get("SUDO_UID"),
+    SUDO_GID: Deno.env.get("SUDO_GID"),
+    SUDO_USER: Deno.env.get("SUDO_USER"),
+  };
+}
+
+function sudoCaller(): SudoCaller {
+  return callerFromSudo(sudoEnvironment(), Deno.uid() ?? -1);
+}
+
+/** The caller's folder (sudo keeps it), or undefined when it no longer exists. */
 function currentFolder(): string | undefined {
   try {
     return Deno.cwd();
@@ -1656,413 +2681,1598 @@ function exists(path: string): boolean {
   }
 }
 
-/** Runs a query as the caller: their uid, gid and groups, no privileges, an empty environment. */
-async function asCaller(caller: Caller, command: string, args: string[]) {
-  const output = await new Deno.Command("/usr/bin/setpriv", {
-    args: [
-      `--reuid=${caller.uid}`,
-      `--regid=${caller.gid}`,
-      ...(caller.groups.length > 0 ? [`--groups=${caller.groups.join(",")}`] : ["--clear-groups"]),
-      "--no-new-privs",
-      "--",
-      command,
-      ...args,
-    ],
-    clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C" },
-    cwd: "/",
-    stdin: "null",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { success: output.success, stdout: text(output.stdout), stderr: text(output.stderr) };
-}
-
-/** Resolves a path to its real path; returns why not on failure. What it leads to is then checked as the user. */
-function realPathOf(path: string): { realPath: string } | string {
-  try {
-    return { realPath: Deno.realPathSync(path) };
-  } catch (error) {
-    return error instanceof Deno.errors.NotFound ? "no such file or folder" : errorText(error);
-  }
-}
-
-/** find(1) arguments printing, for each path, what access(2) says as the user: `2049 131 d rwx/path\0`. */
-const FIND_ACCESS = [
-  ..."-maxdepth 0 -printf".split(" "),
-  "%D %i %y ",
-  ..."( -readable -printf r -o -true ) ( -writable -printf w -o -true ) ( -executable -printf x -o -true )"
-    .split(" "),
-  "-printf",
-  "%p\\0",
-];
+/** At most this much of the caller's environment is read. */
+const CALLER_ENV_MAX_BYTES = 4 << 20;
 
 /**
- * Asks the kernel, as the caller, about the real path of each path: whether they may read, write and
- * search it, every folder above included (so a 0700 folder of someone else stops it; ACLs and groups
- * count). One find(1) process for all of them. Returns, by the path as given, the check or why not.
- */
-async function checkPathsAsUser(caller: Caller, paths: readonly string[]): Promise<Map<string, PathCheck | string>> {
-  const resolved = new Map(paths.map((path) => [path, realPathOf(path)] as const));
-  const realPaths = [...new Set([...resolved.values()].flatMap((r) => typeof r === "string" ? [] : [r.realPath]))];
-  const found = realPaths.length === 0
-    ? new Map<string, PathCheck | string>()
-    : await asCaller(caller, "/usr/bin/find", ["-H", "--", ...realPaths.map((p) => p), ...FIND_ACCESS])
-      .then((result) => parsePathChecks(result.stdout, result.stderr));
-  return new Map(paths.map((path) => {
-    const real = resolved.get(path)!;
-    return [path, typeof real === "string" ? real : found.get(real.realPath) ?? "cannot be checked"];
-  }));
-}
-
-/**
- * Whether no one but root can change which folder a real path names: every folder above it is root's
- * and not group/other-writable. Such a path is mounted as it is; any other is staged (see stageMounts).
- */
-function pathFixedByRoot(realPath: string): boolean {
-  return pathChain(realPath).slice(1).every((dir) => {
-    const info = Deno.statSync(dir);
-    return info.uid === 0 && ((info.mode ?? 0o777) & 0o022) === 0;
-  });
-}
-
-/** Where socker stages the checked mounts of each container: root's alone, out of every user's reach. */
-const STAGING_DIR = "/run/socker";
-/** How old a staging folder must be before `cleanup` may judge it abandoned. */
-const STAGING_GRACE_MS = 60_000;
-
-/**
- * Binds each checked path whose folders a user could change to a root-owned staging path, and proves
- * the bind holds the very inode the caller's check saw. A user who swaps a folder for a symlink after the check gets a refusal, not
- * someone else's data: docker is given only the staging path, which no user can change.
- */
-async function stageMounts(staging: string, mounts: readonly Mount[]) {
-  const direct = mounts.map((mount) => pathFixedByRoot(mount.source));
-  if (direct.every(Boolean)) {
-    return mounts.map(({ source, destination, readOnly }) => ({ source, destination, readOnly }));
-  }
-  Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
-  Deno.mkdirSync(`${STAGING_DIR}/${staging}`, { mode: 0o700 });
-  return await Promise.all(mounts.map(async (mount, index) => {
-    if (direct[index]) return { source: mount.source, destination: mount.destination, readOnly: mount.readOnly };
-    const target = `${STAGING_DIR}/${staging}/${index}`;
-    if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
-    else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
-    const bound = await new Deno.Command("/usr/bin/mount", {
-      args: ["--bind", "--no-canonicalize", "--", mount.source, target],
-      clearEnv: true,
-      env: { PATH: "/usr/bin:/bin", LANG: "C" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (!bound.success) {
-      throw new SockerError(
-        `socker: cannot mount ${printable(mount.source)}: ${printable(new TextDecoder().decode(bound.stderr).trim())}`,
-      );
-    }
-    const info = Deno.statSync(target);
-    if (info.dev !== mount.device || info.ino !== mount.inode) {
-      throw new SockerError(`socker: ${printable(mount.source)} changed while socker was checking it; refusing`);
-    }
-    return { source: target, destination: mount.destination, readOnly: mount.readOnly };
-  }));
-}
-
-/** Undoes stageMounts: unmounts and removes each staging path, never recursively (a mount may still hold data). */
-async function unstageMounts(staging: string): Promise<void> {
-  const dir = `${STAGING_DIR}/${staging}`;
-  let entries: string[];
-  try {
-    entries = [...Deno.readDirSync(dir)].map((entry) => `${dir}/${entry.name}`);
-  } catch {
-    return;
-  }
-  for (const target of entries) {
-    await new Deno.Command("/usr/bin/umount", { args: ["--", target], stdout: "null", stderr: "null", clearEnv: true })
-      .output();
-    try {
-      Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
-    } catch { /* left for cleanup */ }
-  }
-  try {
-    Deno.removeSync(dir);
-  } catch { /* left for cleanup */ }
-}
-
-/**
- * The caller's environment, for `-e NAME`: sudo reset socker's own, but sudo (our parent, started with
- * the caller's environment) still holds it. Read only when the parent really is sudo.
+ * The caller's environment: sudo reset socker's own, but sudo (the parent, started with the caller's
+ * environment) still holds it. Read only when the parent really is sudo. It is the caller's data: it only
+ * ever reaches the container.
  */
 function callerEnvironment(): Record<string, string> | undefined {
   try {
-    if (Deno.readLinkSync(`/proc/${Deno.ppid}/exe`) !== "/usr/bin/sudo") return undefined;
-    const entries = Deno.readTextFileSync(`/proc/${Deno.ppid}/environ`).split("\0").filter((item) =>
-      item.includes("=")
-    );
-    return Object.fromEntries(
-      entries.map((item) => [item.slice(0, item.indexOf("=")), item.slice(item.indexOf("=") + 1)]),
-    );
+    if (!/\/sudo$/.test(Deno.readLinkSync(`/proc/${Deno.ppid}/exe`))) return undefined;
+    const text = decoder.decode(readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES));
+    const env: Record<string, string> = {};
+    for (const item of text.split("\0")) {
+      const equals = item.indexOf("=");
+      if (equals > 0 && !Object.hasOwn(env, item.slice(0, equals))) env[item.slice(0, equals)] = item.slice(equals + 1);
+    }
+    return env;
   } catch {
     return undefined;
   }
 }
 
-/** The GPUs of the caller's job, from the job's cgroup device rules, else from Slurm's own record. */
-async function jobGpus(job: JobCgroup | undefined): Promise<number[]> {
-  if (job === undefined) throw new SockerError("socker: --gpus works only inside a Slurm job with GPUs allocated");
-  const rulesFile = `/sys/fs/cgroup/devices${job.parent}/devices.list`;
-  const fromRules = job.version === 1 && exists(rulesFile)
-    ? gpusFromDeviceRules(Deno.readTextFileSync(rulesFile))
-    : undefined;
-  let gpus = fromRules;
-  if (gpus === undefined) {
-    const output = await new Deno.Command("/usr/bin/scontrol", {
-      args: ["show", "job", "-d", job.jobId],
-      clearEnv: true,
-      env: { PATH: "/usr/bin:/bin", LANG: "C" },
-      stdin: "null",
-      stderr: "null",
-    }).output();
-    gpus = gpusFromSlurmJob(new TextDecoder().decode(output.stdout));
-  }
-  if (gpus.length === 0) throw new SockerError(`socker: --gpus: no GPU is allocated to job ${job.jobId}`);
-  return gpus;
+/** /proc/<pid>/stat, or undefined when there is no such process. */
+function procStat(pid: number): string | undefined {
+  return readText(`/proc/${pid}/stat`);
 }
 
-async function imagesCommand(): Promise<number> {
-  const allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
-  const rows = [["IMAGE", "NORMALISED", "ON THIS NODE"]];
-  for (const entry of allowlist) {
-    rows.push([entry.text, entry.canonical, (await imageId(entry.canonical)) !== undefined ? "yes" : "no"]);
-  }
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
-  if (allowlist.length === 0) console.error(`socker: no images are allowed yet (${ALLOWLIST_PATH} lists none)`);
-  return 0;
+/** This process's supervisor id (`<pid>:<start>`), as the reaper will judge it. */
+function ownSupervisorId(): string {
+  return supervisorId(Deno.pid, procStat(Deno.pid) ?? "") ??
+    refuse("installation", "cannot read this process's start time from /proc");
 }
 
-/** `socker doctor`: checks the installation, the engine and Slurm's configuration, one line each. */
-async function doctorCommand(): Promise<number> {
-  requireRootCaller("socker: 'doctor' is for root");
-  const checks: Check[] = [];
-  const check = async (name: string, body: () => string | Promise<string>) => {
+/** The limits socker started with (the caller's, passed on by the entry point), and its own now. */
+type LimitFacts = { caller: Limits; current: Limits; canRaiseHard: boolean; auditSize: number };
+
+function readLimitFacts(): LimitFacts {
+  const passed = Deno.env.get("SOCKER_LIMITS");
+  const current = currentLimits();
+  const status = readText("/proc/self/status") ?? "";
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0";
+  const CAP_SYS_RESOURCE = 24n;
+  let auditSize = 0;
+  try {
+    auditSize = Deno.statSync(AUDIT_LOG).size;
+  } catch { /* not written yet */ }
+  return {
+    caller: passed !== undefined ? parseProcLimits(passed) : current,
+    current,
+    canRaiseHard: ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n,
+    auditSize,
+  };
+}
+
+/** Raises socker's own limits as planned (see planOwnLimits); returns the caller's, for the container. */
+function takeOwnLimits(): Limits {
+  const facts = readLimitFacts();
+  const needs = {
+    cpu: SUPERVISOR_CPU_SECONDS,
+    nofile: SUPERVISOR_OPEN_FILES,
+    fsize: facts.auditSize + AUDIT_ROOM_BYTES,
+  };
+  for (const change of planOwnLimits(facts.current, needs, facts.canRaiseHard)) {
+    const problem = setLimit(change.resource, change.soft, change.hard);
+    if (problem !== undefined) refuse("policy", `cannot set socker's own ${change.name} limit: ${problem}`);
+  }
+  return facts.caller;
+}
+
+/** Whether only root can change which object a real path names: every folder above it is root's. */
+function fixedByRoot(realPath: string): boolean {
+  try {
+    return pathChain(realPath).slice(1).every((dir) => {
+      const info = Deno.statSync(dir);
+      return info.uid === 0 && ((info.mode ?? 0o777) & 0o022) === 0;
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** Runs one of the few tools socker spawns (visudo, scontrol): fixed path, empty environment, a time bound. */
+async function runTool(
+  tool: string,
+  args: string[],
+  timeoutMs = 20_000,
+): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+  const child = new Deno.Command(tool, {
+    args,
+    clearEnv: true,
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
+    cwd: "/",
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  try {
+    const output = await child.output();
+    return { ok: output.success, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The registry login of the site for an image's registry: the engine's X-Registry-Auth header, if any. */
+export function registryAuth(configJson: string | undefined, domain: string): string | undefined {
+  if (configJson === undefined) return undefined;
+  let auths: Record<string, { auth?: unknown; identitytoken?: unknown }>;
+  try {
+    auths = JSON.parse(configJson).auths ?? {};
+  } catch {
+    return refuse("installation", `${REGISTRY_AUTH_PATH} is not valid JSON; ask your administrator`);
+  }
+  const keys = domain === "docker.io"
+    ? ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
+    : [domain, `https://${domain}`, `http://${domain}`];
+  const entry = keys.map((key) => auths[key]).find((value) => value !== undefined);
+  if (entry === undefined) return undefined;
+  let config: Record<string, string> = { serveraddress: domain };
+  if (typeof entry.identitytoken === "string") config.identitytoken = entry.identitytoken;
+  else if (typeof entry.auth === "string") {
+    const plain = atob(entry.auth);
+    const colon = plain.indexOf(":");
+    if (colon < 0) refuse("installation", `${REGISTRY_AUTH_PATH}: the login of ${domain} is unreadable`);
+    config = { ...config, username: plain.slice(0, colon), password: plain.slice(colon + 1) };
+  } else return undefined;
+  return btoa(JSON.stringify(config)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Commands. Each command is four phases, in this order: read the facts, decide in one pure exported
+// function (a plan or a refusal), act, report (the audit record and the console line).
+
+// ---- run: read
+
+type RunInvocation = Extract<Invocation, { command: "run" }>;
+
+/** Everything `planRun` decides from: what the system, the engine and the kernel (as the caller) said. */
+export type RunFacts = {
+  processUid: number;
+  sudo: { SUDO_UID?: string; SUDO_GID?: string; SUDO_USER?: string };
+  allowlist: ConfigFile;
+  settings: ConfigFile;
+  procSelfCgroup: string;
+  user: UserRecord | string;
+  cwd?: string;
+  callerEnv?: Record<string, string>;
+  callerLimits: Limits;
+  stdinIsTerminal: boolean;
+  stdoutIsTerminal: boolean;
+  hostName: string;
+  random: Uint8Array;
+  supervisor: string;
+  /** The engine's record of the matched image: present, absent (undefined), or why it could not be asked. */
+  image: { Id?: string; RepoDigests?: string[] } | undefined | Refusal;
+  /** Inside a job: the engine's info (cgroup driver and version). */
+  engineInfo?: Record<string, unknown> | Refusal;
+  /** With `network = host`: the engine's versions (containerd's among them). */
+  engineVersion?: Record<string, unknown> | Refusal;
+  /** With --gpus inside a job: Slurm's JSON records of the jobs (`squeue --json`). */
+  jobRecord?: unknown | Refusal;
+  /** Inside a job: slurm.conf. */
+  slurmConf?: ConfigFile;
+  /** What the kernel said about each path, asked as the caller, by the path as given. */
+  probes: Map<string, PathProbe | string>;
+  /** Which real paths only root can redirect. */
+  fixed: Map<string, boolean>;
+  /** The caller's own containers on this node, with their supervisors' /proc/<pid>/stat. */
+  ownContainers: { container: ListedContainer; supervisorStat?: string }[] | Refusal;
+  /** Staging folders under STAGING_DIR, with their supervisors' /proc/<pid>/stat. */
+  staging: { name: string; supervisorStat?: string }[];
+  /** Which of the shared GPU control devices exist on this node. */
+  gpuControlDevices: string[];
+};
+
+/**
+ * Gathers the facts of a run. To know which paths, records and engine answers to ask for, it applies the
+ * same pure rules `planRun` will (best effort: where one fails, the fact is left out and planRun refuses).
+ */
+async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Promise<RunFacts> {
+  const sudo = sudoEnvironment();
+  const processUid = Deno.uid() ?? -1;
+  const allowlist = readConfigFile(ALLOWLIST_PATH);
+  const settingsFile = readConfigFile(SETTINGS_PATH);
+  const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
+  const guess = <T>(rule: () => T): T | undefined => {
     try {
-      checks.push({ name, ok: true, detail: await body() });
-    } catch (error) {
-      checks.push({ name, ok: false, detail: errorText(error).replace(/^socker: /, "") });
+      return rule();
+    } catch {
+      return undefined;
     }
   };
-  const fail = (why: string): never => {
-    throw new Error(why);
-  };
+  const sudoCallerGuess = guess(() => callerFromSudo(sudo, processUid));
+  const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
+  const entry = guess(() =>
+    allowedImage(parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH), invocation.image)
+  );
+  const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoCallerGuess?.uid ?? -1));
+  const user = sudoCallerGuess !== undefined && sudoCallerGuess.uid !== 0
+    ? userRecord(sudoCallerGuess.user)
+    : "no caller";
+  const caller = guess(() => resolveCaller(sudoCallerGuess!, user));
+  const uid = caller?.uid;
 
-  for (
-    const file of [`${PREFIX}/bin/socker`, `${PREFIX}/libexec/socker/socker`, Deno.mainModule.replace(/^file:\/\//, "")]
-  ) {
-    await check(`installed ${file}`, () => {
-      assertTrusted(file);
-      if ((Deno.statSync(file).mode ?? 0) & 0o6000) {
-        fail(`${file} is set-id; remove the bit (chmod ug-s): never run a Deno program set-id`);
-      }
-      return "root-owned, not writable by others, not set-id";
-    });
-  }
-  let allowlist: AllowlistEntry[] = [];
-  await check(`allowlist ${ALLOWLIST_PATH}`, () => {
-    allowlist = parseAllowlist(readTrustedFile(ALLOWLIST_PATH), ALLOWLIST_PATH);
-    return `${allowlist.length} image(s)`;
-  });
-  await check(`settings ${SETTINGS_PATH}`, () => {
-    readSettings();
-    return exists(SETTINGS_PATH) ? "valid" : "absent (defaults apply)";
-  });
-  await check("sudoers rule /etc/sudoers.d/socker", async () => {
-    const info = Deno.statSync("/etc/sudoers.d/socker");
-    if (info.uid !== 0 || ((info.mode ?? 0) & 0o777) !== 0o440) fail("must be root-owned, mode 0440: rerun install.sh");
-    const text = Deno.readTextFileSync("/etc/sudoers.d/socker");
-    if (!text.includes(`${PREFIX}/libexec/socker/socker`)) {
-      fail(`does not name ${PREFIX}/libexec/socker/socker: rerun install.sh`);
+  const [image, engineInfoFact, engineVersionFact, jobRecord, ownContainers] = await Promise.all([
+    entry !== undefined ? attempt(() => engineImage(entry.canonical)) : undefined,
+    job !== undefined ? attempt(() => engineInfo()) : undefined,
+    settings.network === "host" ? attempt(() => engineVersion()) : undefined,
+    invocation.options.gpus && job !== undefined
+      ? attempt(async () => {
+        const result = await runTool("/usr/bin/squeue", ["--json", `--jobs=${job.jobId}`]);
+        if (!result.ok) refuse("installation", `squeue --json failed: ${printable(result.stderr.trim())}`);
+        return JSON.parse(result.stdout);
+      })
+      : undefined,
+    uid !== undefined
+      ? attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.uid}=${uid}`, `${LABEL.node}=${hostName()}`]))
+      : [],
+  ]);
+  const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
+
+  // The paths to judge as the caller: the mount sources, the caller's folder, the step's PMIx folder.
+  const cwd = currentFolder();
+  const paths = new Set<string>();
+  if (caller !== undefined) {
+    for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
+    for (const spec of invocation.options.volumes) {
+      const request = guess(() => parseVolume(spec));
+      if (request !== undefined) paths.add(request.source);
     }
-    if (!/env_reset/.test(text)) fail("does not reset the environment: rerun install.sh");
-    const visudo = await new Deno.Command("/usr/sbin/visudo", {
-      args: ["-cf", "/etc/sudoers.d/socker"],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (!visudo.success) fail(`visudo rejects it: ${printable(new TextDecoder().decode(visudo.stderr).trim())}`);
-    return "valid, environment reset";
-  });
-  await check(`account ${DOCKER_USER}`, () => {
-    const account = dockerAccount();
-    const record = userRecord(DOCKER_USER);
-    if (record.groups.length !== 1 || record.groups[0] !== account.gid) {
-      fail(`its groups are ${record.groups.join(",")}; its only group must be docker (usermod -G "" ${DOCKER_USER})`);
-    }
-    return `uid ${account.uid}, only group ${account.gid}`;
-  });
-  let info: Record<string, unknown> = {};
-  await check("Docker engine", async () => {
-    const answer = await dockerApi("GET", "/info");
-    info = JSON.parse(answer.body);
-    return `version ${
-      printable(String(info.ServerVersion))
-    }, cgroup driver ${info.CgroupDriver}, cgroup v${info.CgroupVersion}`;
-  });
-  await check("runc free of CVE-2024-21626", () => {
-    const id = String((info.RuncCommit as { ID?: string } | undefined)?.ID ?? "");
-    const fixed = runcFixed(id);
-    if (fixed === undefined) {
-      fail(`cannot tell runc's version from '${printable(id)}': make sure it is 1.1.12 or later`);
-    }
-    if (!fixed) fail(`runc ${printable(id)} is vulnerable: upgrade runc to 1.1.12 or later`);
-    return `runc ${printable(id)}`;
-  });
-  for (const entry of allowlist) {
-    await check(`image ${entry.text}`, async () => {
-      if ((await imageId(entry.canonical)) === undefined) {
-        fail(`not present on this node: docker pull or docker load it`);
-      }
-      return "present";
-    });
+    if (cwd !== undefined) paths.add(cwd);
+    const pmix = job !== undefined && slurmConf !== undefined ? guess(() => pmixFolderOf(job, slurmConf)) : undefined;
+    if (pmix !== undefined) paths.add(pmix);
   }
-  if (exists("/etc/slurm/slurm.conf")) {
-    await check("Slurm configuration /etc/slurm/slurm.conf", () => {
-      const problems = slurmConfProblems(
-        Deno.readTextFileSync("/etc/slurm/slurm.conf"),
-        `${PREFIX}/libexec/socker/slurm-epilog`,
-      );
-      if (problems.length > 0) fail(problems.join("; "));
-      return "proctrack/cgroup, task/cgroup, socker's Epilog";
-    });
-    await check("engine fits Slurm's cgroups", () => {
-      if (info.CgroupDriver !== "cgroupfs") {
-        fail('set "exec-opts": ["native.cgroupdriver=cgroupfs"] in /etc/docker/daemon.json');
-      }
-      return "cgroupfs driver";
-    });
+  const probes = new Map<string, PathProbe | string>();
+  if (caller !== undefined && paths.size > 0 && processUid === 0) {
+    asCaller(caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
   }
-  await check("audit log", async () => {
-    const facility = auditFacility();
-    await audit(facility, { event: "doctor", host: hostName() });
-    return `writable (facility ${facility})`;
-  });
-  const report = doctorReport(checks);
-  for (const line of report.lines) console.log(line);
-  return report.exitCode;
+  const fixed = new Map<string, boolean>();
+  for (const probe of probes.values()) {
+    if (typeof probe !== "string") fixed.set(probe.realPath, fixedByRoot(probe.realPath));
+  }
+  const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
+  };
+  const own = ownContainers instanceof Refusal
+    ? ownContainers
+    : ownContainers.map((container) => withStat({ container }, container.Labels?.[LABEL.supervisor]));
+  const staging = listNames(STAGING_DIR).map((name) => withStat({ name }, parseStagingName(name).supervisor));
+
+  return {
+    processUid,
+    sudo,
+    allowlist,
+    settings: settingsFile,
+    procSelfCgroup,
+    user,
+    cwd,
+    callerEnv: callerEnvironment(),
+    callerLimits,
+    stdinIsTerminal: Deno.stdin.isTerminal(),
+    stdoutIsTerminal: Deno.stdout.isTerminal(),
+    hostName: hostName(),
+    random: crypto.getRandomValues(new Uint8Array(6)),
+    supervisor: ownSupervisorId(),
+    image,
+    engineInfo: engineInfoFact,
+    engineVersion: engineVersionFact,
+    jobRecord,
+    slurmConf,
+    probes,
+    fixed,
+    ownContainers: own,
+    staging,
+    gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+  };
+}
+
+/** The names in a folder, or none when it does not exist. */
+function listNames(folder: string): string[] {
+  try {
+    return [...Deno.readDirSync(folder)].map((entry) => entry.name);
+  } catch {
+    return [];
+  }
+}
+
+/** The step's PMIx server folder, from slurm.conf (which must be root's) and the cgroup's job and step. */
+function pmixFolderOf(job: JobStep, slurmConf: ConfigFile): string | undefined {
+  const text = trustedText(slurmConf, false);
+  if (text === undefined) return undefined;
+  const conf = parseSlurmConf(text);
+  return pmixFolder(job, conf, slurmNodeName(job, conf, hostName()), hostName());
+}
+
+// ---- run: decide
+
+/** Containerd releases with the fix for CVE-2020-15257 (host networking let containers reach the shim). */
+export function containerdFixed(version: string): boolean | undefined {
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version);
+  if (!match) return undefined;
+  const [major, minor, patch] = match.slice(1).map(Number);
+  if (major !== 1) return major > 1;
+  if (minor !== 3 && minor !== 4) return minor > 4;
+  return minor === 3 ? patch >= 9 : patch >= 3;
+}
+
+/** The containerd version in the engine's /version answer. */
+export function containerdVersion(version: Record<string, unknown>): string | undefined {
+  const components = Array.isArray(version.Components) ? version.Components : [];
+  const containerd = components.find((c: { Name?: unknown }) => c?.Name === "containerd") as
+    | { Version?: unknown }
+    | undefined;
+  return typeof containerd?.Version === "string" ? containerd.Version : undefined;
 }
 
 /**
- * Removes every container of a finished Slurm job, found both by label and by the cgroup folders under
- * the job (which do not depend on labels), then every folder of the job in every cgroup hierarchy.
- * For Slurm's Epilog and root only: a user could otherwise end another user's job.
+ * Decides everything about one run from its facts, in the order of the data, refusing at the first rule
+ * broken: who, which image, which settings and job, which engine, mounts (a user's mount must pass every
+ * rule; a default mount the user cannot use is left out), working directory, environment, devices,
+ * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
-async function cleanupCommand(jobId: string, verbose: boolean): Promise<number> {
-  requireRootCaller("socker: 'cleanup' is for root and Slurm's Epilog only");
-  const listDirs = (path: string): string[] => {
-    try {
-      return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
-    } catch {
-      return [];
+export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
+  const sudo = callerFromSudo(facts.sudo, facts.processUid);
+  const caller = resolveCaller(sudo, facts.user); // first: never as root
+  if (facts.processUid !== 0) {
+    refuse("installation", "this program must be started through sudo by the 'socker' launcher");
+  }
+
+  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
+  const settings = settingsFrom(facts.settings);
+  const job = jobStepFromCgroup(facts.procSelfCgroup, sudo.uid);
+  if (job === undefined && settings.requireJob) {
+    refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
+  }
+  const volumeRequests = invocation.options.volumes.map(parseVolume);
+  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  const image = certain(facts.image);
+  if (job !== undefined) {
+    const problem = engineCgroupProblem(certain(facts.engineInfo) ?? {}, job);
+    if (problem !== undefined) refuse("installation", `cannot run inside this Slurm job: ${problem}`);
+  }
+  if (settings.network === "host") {
+    const version = containerdVersion(certain(facts.engineVersion) ?? {});
+    if (version === undefined || containerdFixed(version) !== true) {
+      refuse(
+        "installation",
+        `network = host needs containerd 1.3.9, 1.4.3 or later (CVE-2020-15257); this engine has ` +
+          `${printable(version ?? "an unknown version")}: ask your administrator`,
+      );
+    }
+  }
+  if (image === undefined && settings.pull !== "missing") {
+    refuse(
+      "installation",
+      `image '${entry.text}' is allowed but not present on node ${facts.hostName}; ask your administrator to ` +
+        "load it (socker pulls only when the administrator sets pull = missing)",
+    );
+  }
+  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, job !== undefined);
+
+  // Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
+  const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
+  const slurmConf = slurmConfText !== undefined ? parseSlurmConf(slurmConfText) : undefined;
+  const node = job !== undefined && slurmConf !== undefined
+    ? slurmNodeName(job, slurmConf, facts.hostName)
+    : facts.hostName;
+  const pmix = job !== undefined && slurmConf !== undefined
+    ? pmixFolder(job, slurmConf, node, facts.hostName)
+    : undefined;
+  const pmixProbe = pmix !== undefined ? facts.probes.get(pmix) : undefined;
+  const pmixRequest: MountRequest[] =
+    pmix !== undefined && typeof pmixProbe === "object" && pmixProbe.owner === caller.uid
+      ? [{ source: pmix, destination: pmix, readOnly: false, origin: "the step's PMIx folder", by: "socker" }]
+      : [];
+  const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
+  const cwd = typeof cwdProbe === "object" && cwdProbe.kind === "dir" && cwdProbe.searchable
+    ? cwdProbe.realPath
+    : undefined;
+  const requests = [...mountRequests(defaultMountRequests(settings, caller.home, cwd), volumeRequests), ...pmixRequest];
+  const mounts: Mount[] = [];
+  for (const request of requests) {
+    const probe = request.source === cwd ? cwdProbe : facts.probes.get(request.source);
+    const fixed = typeof probe === "object" && facts.fixed.get(probe.realPath) === true;
+    const decided = decideMount(request, probe, settings, fixed);
+    if (typeof decided === "string") {
+      if (request.by === "user") refuse("policy", decided);
+      continue;
+    }
+    if (mounts.some((mount) => mount.destination === decided.destination)) continue;
+    mounts.push(decided);
+  }
+  const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
+  const prepare = pathsToPrepare(mounts, workdir);
+
+  // Devices: only what Slurm allocated to this job on this node.
+  let devices: string[] = [];
+  if (invocation.options.gpus) {
+    if (job === undefined) refuse("policy", "--gpus works only inside a Slurm job with GPUs allocated");
+    const gpus = gpusFromJobRecord(certain(facts.jobRecord), job.jobId, caller.uid, node);
+    if (typeof gpus === "string") refuse("policy", `--gpus: cannot tell the GPUs of job ${job.jobId}: ${gpus}`);
+    if (gpus.length === 0) refuse("policy", `--gpus: no GPU is allocated to job ${job.jobId} on node ${node}`);
+    devices = gpuDeviceNodes(gpus, (device) => facts.gpuControlDevices.includes(device));
+  }
+
+  const containerNameValue = containerName(caller.uid, facts.random);
+  const hints = pmix !== undefined && pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
+    ? ["hint: this step has no PMIx server; for MPI inside containers start it with srun --mpi=pmix"]
+    : [];
+  const orphanContainers = certain(facts.ownContainers)
+    .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
+    .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat))
+    .map((item) => ({
+      container: item.container.Id,
+      name: item.container.Names?.[0]?.replace(/^\//, ""),
+      job: item.container.Labels?.[LABEL.job],
+    }));
+  const orphanStaging = facts.staging
+    .filter((item) => parseStagingName(item.name).container.startsWith(`socker-${caller.uid}-`))
+    .filter((item) => parseStagingName(item.name).supervisor !== undefined)
+    .filter((item) => !supervisorAlive(parseStagingName(item.name).supervisor, item.supervisorStat))
+    .map((item) => ({ staging: item.name }));
+
+  return {
+    caller,
+    entry,
+    imageId: image?.Id,
+    argv: invocation.argv,
+    containerName: containerNameValue,
+    staging: stagingName(containerNameValue, job?.jobId, facts.supervisor),
+    tty: !invocation.options.noTty && facts.stdinIsTerminal && facts.stdoutIsTerminal,
+    stdin: !invocation.options.noStdin,
+    labels: {
+      [LABEL.managed]: "true",
+      [LABEL.uid]: String(caller.uid),
+      [LABEL.user]: caller.user,
+      [LABEL.node]: facts.hostName,
+      [LABEL.supervisor]: facts.supervisor,
+      ...(job !== undefined ? { [LABEL.job]: job.jobId, [LABEL.step]: job.stepId } : {}),
+    },
+    cgroupParent: job?.parent,
+    mounts,
+    prepare,
+    workdir,
+    env,
+    network: settings.network,
+    ipc: settings.ipc,
+    pid: settings.pid,
+    uts: settings.uts,
+    devices,
+    ulimits: containerUlimits(facts.callerLimits),
+    orphans: [...orphanContainers, ...orphanStaging],
+    hints,
+    job,
+  };
+}
+
+// ---- run: act
+
+/** What a run ended with: socker's exit code, the engine's id of the container, or why it failed. */
+type RunOutcome = { exitCode: number; containerId?: string; failure?: Refusal; logged: boolean };
+
+/**
+ * The supervisor's signal handling, in place before socker changes anything: SIGTERM, SIGINT and SIGHUP
+ * end the container (before it exists: the run is undone and nothing starts); SIGQUIT, SIGUSR1 and
+ * SIGUSR2 are passed on once; SIGWINCH resizes the container's terminal.
+ */
+function superviseSignals() {
+  let terminatedBy: number | undefined;
+  let container: string | undefined;
+  let tty = false;
+  let ended = false;
+  const lastForwarded = new Map<string, number>();
+  const removeUntilEnded = async () => {
+    while (!ended) {
+      if (container !== undefined) await engineRemove(container, 5000).catch(() => false);
+      await sleep(100);
     }
   };
-  const mounts = cgroupMountPoints(Deno.readTextFileSync(CGROUP_MOUNTS));
-  const folders = () => mounts.flatMap((mount) => jobFolders(mount, jobId, listDirs));
-  const ids = new Set(
-    folders().map((path) => path.slice(path.lastIndexOf("/") + 1)).filter((name) => /^[0-9a-f]{64}$/.test(name)),
-  );
-  const filter = encodeURIComponent(JSON.stringify({ label: [`socker.job=${jobId}`] }));
-  const listed = await dockerApi("GET", `/containers/json?all=1&filters=${filter}`);
-  if (listed.status === 200) { for (const container of JSON.parse(listed.body)) ids.add(container.Id); }
+  const resize = () => {
+    if (!tty || container === undefined) return;
+    try {
+      const { rows, columns } = Deno.consoleSize();
+      void engineResize(container, rows, columns);
+    } catch { /* no terminal size to pass on */ }
+  };
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (signal === "SIGWINCH") return resize();
+    const action = signalAction(signal);
+    if (action?.kind === "terminate" && terminatedBy === undefined) {
+      terminatedBy = action.number;
+      void removeUntilEnded();
+    } else if (action?.kind === "forward" && container !== undefined) {
+      if (isSignalRepeat(lastForwarded.get(signal), performance.now())) return;
+      lastForwarded.set(signal, performance.now());
+      void engineKill(container, signal, 5000).catch(() => false);
+    }
+  };
+  const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS), "SIGWINCH"] as Deno.Signal[];
+  const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
+  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+  return {
+    terminatedBy: () => terminatedBy,
+    watch(id: string, hasTty: boolean) {
+      container = id;
+      tty = hasTty;
+      resize();
+    },
+    /** Stops the handling; call once the container is gone. */
+    release() {
+      ended = true;
+      for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+    },
+  };
+}
 
-  let failures = 0;
-  await Promise.all([...ids].map(async (id) => {
-    await dockerApi("DELETE", `/containers/${id}?force=true`).catch(() => undefined);
-    const gone = await ensureContainerGone(id, 10_000);
-    if (!gone) failures++;
-    if (verbose || !gone) {
-      console.error(`socker: job ${jobId}: container ${id.slice(0, 12)} ${gone ? "removed" : "NOT removed"}`);
+/** Copies the container's output to socker's stdout and stderr until the engine ends the stream. */
+async function pumpOutput(conn: Deno.UnixConn, initial: Uint8Array, tty: boolean, onStdoutGone: () => void) {
+  const demux = tty ? undefined : streamDemuxer();
+  const sinks = { 1: Deno.stdout, 2: Deno.stderr };
+  const gone = new Set<number>();
+  const write = async (stream: 1 | 2, bytes: Uint8Array) => {
+    if (gone.has(stream)) return;
+    try {
+      for (let offset = 0; offset < bytes.length;) offset += await sinks[stream].write(bytes.subarray(offset));
+    } catch {
+      // The reader went away (a closed pipe): as in a shell pipeline, the writer learns of it by SIGPIPE.
+      gone.add(stream);
+      if (stream === 1) onStdoutGone();
+    }
+  };
+  const handle = async (bytes: Uint8Array) => {
+    if (demux === undefined) return await write(1, bytes);
+    for (const piece of demux(bytes)) await write(piece.stream, piece.payload);
+  };
+  if (initial.length > 0) await handle(initial);
+  const buffer = new Uint8Array(1 << 16);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buffer);
+    } catch {
+      break;
+    }
+    if (n === null) break;
+    await handle(buffer.subarray(0, n));
+  }
+}
+
+/** Copies socker's stdin to the container's until it ends, then closes the container's stdin. */
+async function pumpStdin(conn: Deno.UnixConn): Promise<void> {
+  const buffer = new Uint8Array(1 << 16);
+  try {
+    for (let n = await Deno.stdin.read(buffer); n !== null; n = await Deno.stdin.read(buffer)) {
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+  } catch { /* the container's stdin was closed, or socker's cannot be read */ }
+  try {
+    await conn.closeWrite();
+  } catch { /* already closed */ }
+}
+
+/** Removes orphans: containers and staging folders whose supervising socker is gone. Returns what it removed. */
+async function removeOrphans(orphans: readonly Orphan[]): Promise<string[]> {
+  const removed: string[] = [];
+  await Promise.all(orphans.map(async (orphan) => {
+    if (orphan.container !== undefined && await ensureGone(orphan.container, 10_000)) {
+      removed.push(orphan.name ?? orphan.container.slice(0, 12));
+    }
+    if (orphan.staging !== undefined) {
+      unstage(orphan.staging);
+      removed.push(orphan.staging);
     }
   }));
-  for (const folder of folders()) {
-    try {
-      Deno.removeSync(folder);
-      if (verbose) console.error(`socker: job ${jobId}: removed ${folder}`);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) {
-        failures++;
-        console.error(`socker: job ${jobId}: cannot remove ${folder}: ${errorText(error)}`);
-      }
-    }
+  for (const name of listNames(STAGING_DIR)) {
+    const parsed = parseStagingName(name);
+    if (orphans.some((orphan) => orphan.name === parsed.container)) unstage(name);
   }
-  // Staging mounts left by a socker that was killed before it could undo them: all of this job's, and
-  // those of containers that are gone, once older than a minute (a younger one may belong to a socker
-  // still preparing its container).
-  for (const entry of listDirs(STAGING_DIR)) {
-    const { container, jobId: owner } = parseStagingName(entry);
-    if (owner !== jobId) {
-      const modified = Deno.statSync(`${STAGING_DIR}/${entry}`).mtime?.getTime() ?? Date.now();
-      if (Date.now() - modified < STAGING_GRACE_MS) continue;
-      const { status } = await dockerApi("GET", `/containers/${container}/json`).catch(() => ({ status: 0 }));
-      if (status !== 404) continue;
-    }
-    await unstageMounts(entry);
-  }
-  console.log(`socker: job ${jobId}: ${ids.size} container(s) removed, ${failures} problem(s)`);
-  await auditAfter(auditFacility(), {
-    event: "cleanup",
-    host: hostName(),
-    job: jobId,
-    containers: [...ids].map((id) => id.slice(0, 12)),
-    outcome: failures === 0 ? "ok" : `${failures} problem(s)`,
+  return removed;
+}
+
+/**
+ * Binds each checked object whose folders a user could change to a root-owned staging path, from the
+ * descriptor the caller's own lookup opened: the object mounted is exactly the one judged, whatever the
+ * caller renames or swaps afterwards. Returns, per mount, the path the engine binds.
+ */
+function stageMounts(plan: RunPlan): string[] {
+  if (plan.mounts.every((mount) => mount.fixedByRoot)) return plan.mounts.map((mount) => mount.source);
+  Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
+  Deno.chmodSync(STAGING_DIR, 0o700);
+  const folder = `${STAGING_DIR}/${plan.staging}`;
+  Deno.mkdirSync(folder, { mode: 0o700 });
+  return plan.mounts.map((mount, index) => {
+    if (mount.fixedByRoot) return mount.source;
+    const target = `${folder}/${index}`;
+    if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
+    else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
+    const problem = bindHandle(mount.handle, target);
+    if (problem !== undefined) refuse("installation", `cannot mount ${printable(mount.source)}: ${problem}`);
+    return target;
   });
-  return failures === 0 ? 0 : 1;
 }
 
-/** The docker CLI's account, from /etc/passwd (install.sh creates it as a local system user). */
-function dockerAccount(): { uid: number; gid: number } {
-  const account = passwdEntry(Deno.readTextFileSync("/etc/passwd"), DOCKER_USER);
-  if (account === undefined || account.uid === 0) {
-    throw new SockerError(`socker: the account '${DOCKER_USER}' is missing; ask your administrator to run install.sh`);
+/** Undoes stageMounts for one staging folder: unmounts and removes each staging path, never recursively. */
+function unstage(staging: string): void {
+  const folder = `${STAGING_DIR}/${staging}`;
+  for (const name of listNames(folder)) {
+    const target = `${folder}/${name}`;
+    unmount(target);
+    try {
+      Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
+    } catch { /* left for cleanup */ }
   }
-  return account;
+  try {
+    Deno.removeSync(folder);
+  } catch { /* left for cleanup */ }
 }
 
-/** Who called, as sudo said (or root, when root ran this program directly). */
-function sudoCaller(): { uid: number; gid: number; user: string } {
-  return callerFromSudo(
-    { SUDO_UID: Deno.env.get("SUDO_UID"), SUDO_GID: Deno.env.get("SUDO_GID"), SUDO_USER: Deno.env.get("SUDO_USER") },
-    Deno.uid() ?? -1,
+/** Creates, as the caller, the folders and mount points the engine would otherwise create as root. */
+function preparePaths(plan: RunPlan): void {
+  if (plan.prepare.length === 0) return;
+  const problems = asCaller(plan.caller, () =>
+    plan.prepare.flatMap((item) => {
+      const problem = createAsCaller(item.path, item.kind);
+      return problem === undefined ? [] : [`${item.why}: cannot create ${printable(item.path)} as you: ${problem}`];
+    }));
+  if (problems.length > 0) refuse("policy", problems[0]);
+}
+
+/**
+ * Runs the plan: removes the caller's orphans, pulls the image when allowed and missing, creates what the
+ * engine would create as root, logs the start (never unlogged), stages the mounts, then creates,
+ * attaches to, starts and supervises the container until the engine has removed it.
+ */
+async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promise<RunOutcome> {
+  const signals = superviseSignals();
+  let containerId: string | undefined;
+  let rawTerminal = false;
+  let logged = false;
+  const stopped = () => ({ exitCode: 128 + signals.terminatedBy()!, containerId, logged });
+  try {
+    await removeOrphans(plan.orphans);
+    const imageId = plan.imageId ?? (await pullImage(plan.entry, facility)).id;
+    preparePaths(plan);
+    await reportRunStart(plan, imageId, facility);
+    logged = true;
+    if (signals.terminatedBy() !== undefined) return stopped();
+    const sources = stageMounts(plan);
+    const spec = containerSpec(plan, sources);
+    if (verbose) {
+      console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
+    }
+    if (signals.terminatedBy() !== undefined) return stopped();
+    containerId = await engineCreate(plan.containerName, spec);
+    signals.watch(containerId, plan.tty);
+    if (signals.terminatedBy() !== undefined) return stopped();
+    const [attached, waited] = await Promise.all([engineAttach(containerId, plan.stdin), engineWait(containerId)]);
+    const problem = await engineStart(containerId);
+    if (problem !== undefined) {
+      attached.conn.close();
+      if (signals.terminatedBy() !== undefined) return stopped();
+      refuse("engine", `the Docker engine could not start the container: ${problem}`);
+    }
+    signals.watch(containerId, plan.tty);
+    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+      Deno.stdin.setRaw(true);
+      rawTerminal = true;
+    }
+    const id = containerId;
+    let pipeSignalled = false;
+    const output = pumpOutput(attached.conn, attached.initial, plan.tty, () => {
+      if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+      pipeSignalled = true;
+    });
+    if (plan.stdin) void pumpStdin(attached.conn);
+    const status = await waited();
+    // All output the container wrote reaches the caller before socker returns (bounded: a detached stream).
+    await Promise.race([output, sleep(10_000)]);
+    attached.conn.close();
+    if (typeof status === "string" && signals.terminatedBy() === undefined) {
+      refuse("engine", `lost the container's exit status: ${status}`);
+    }
+    return {
+      exitCode: exitCodeFor(typeof status === "number" ? status : 0, signals.terminatedBy()),
+      containerId,
+      logged,
+    };
+  } catch (error) {
+    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
+    throw error;
+  } finally {
+    if (rawTerminal) {
+      try {
+        Deno.stdin.setRaw(false);
+      } catch { /* the terminal is gone */ }
+    }
+    const gone = containerId === undefined || await ensureGone(containerId);
+    signals.release();
+    unstage(plan.staging);
+    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  }
+}
+
+// ---- run: report
+
+/** The fields every record of a run carries. */
+function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
+  return {
+    event: "run",
+    host: hostName(),
+    user: plan.caller.user,
+    uid: plan.caller.uid,
+    pid: Deno.pid,
+    job: plan.job?.jobId,
+    step: plan.job?.stepId,
+    image: plan.entry.canonical,
+    image_id: imageId,
+    container: plan.containerName,
+    network: plan.network,
+    workdir: plan.workdir,
+    devices: plan.devices.length > 0 ? plan.devices : undefined,
+    mounts: plan.mounts.map((m) => `${m.source}:${m.destination}${m.readOnly ? ":ro" : ""}`),
+    command: plan.argv,
+  };
+}
+
+/** The start record, written before the container is created (a run never starts unlogged), and the hints. */
+async function reportRunStart(plan: RunPlan, imageId: string | undefined, facility: string): Promise<void> {
+  for (const hint of plan.hints) console.error(`socker: ${hint}`);
+  await writeAudit({ ...runRecord(plan, imageId), event: "start" }, facility);
+}
+
+/**
+ * The end record: the exit code or the failure, and how long the run took; a run refused before its start
+ * record gets a refusal record instead (none when the refusal is that the log cannot be written).
+ */
+async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string, started: number): Promise<void> {
+  if (!outcome.logged) {
+    if (outcome.failure !== undefined && outcome.failure.kind !== "audit") {
+      await writeAuditAfter(
+        { ...runRecord(plan, plan.imageId), event: "refused", rule: outcome.failure.reason },
+        facility,
+      );
+    }
+    if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
+    return;
+  }
+  await writeAuditAfter({
+    ...runRecord(plan, plan.imageId),
+    event: "end",
+    outcome: outcome.failure !== undefined ? `refused: ${outcome.failure.reason}` : `exit ${outcome.exitCode}`,
+    container_id: outcome.containerId,
+    duration_ms: Math.round(performance.now() - started),
+  }, facility);
+  if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
+}
+
+/** `socker run`: read, decide, act, report. */
+async function runCommand(invocation: RunInvocation, callerLimits: Limits): Promise<number> {
+  const started = performance.now();
+  hardenSignals();
+  const facts = await readRunFacts(invocation, callerLimits);
+  try {
+    const plan = planRun(invocation, facts);
+    const facility = settingsFrom(facts.settings).logFacility;
+    const outcome = await actRun(plan, invocation.verbose, facility);
+    await reportRunEnd(plan, outcome, facility, started);
+    return outcome.exitCode;
+  } finally {
+    for (const probe of facts.probes.values()) if (typeof probe === "object") closeHandle(probe.handle);
+  }
+}
+
+// ---- images: read, decide, report
+
+/** The allowlist and, per entry, what the engine holds for it. */
+export type ImagesFacts = {
+  allowlist: ConfigFile;
+  images: Map<string, { Id?: string; RepoDigests?: string[] } | undefined>;
+};
+
+async function readImagesFacts(): Promise<ImagesFacts> {
+  const allowlist = readConfigFile(ALLOWLIST_PATH);
+  const entries = parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH);
+  const images = new Map<string, { Id?: string; RepoDigests?: string[] } | undefined>();
+  await Promise.all(entries.map(async (entry) => images.set(entry.canonical, await engineImage(entry.canonical))));
+  return { allowlist, images };
+}
+
+/** The digest an image is known by: the repository digest of its repository, else its image id, labelled so. */
+export function imageDigest(entry: AllowlistEntry, image: { Id?: string; RepoDigests?: string[] } | undefined) {
+  if (image === undefined) return "-";
+  const repository = `${entry.ref.domain}/${entry.ref.path}`;
+  const shortRepository = entry.ref.domain === "docker.io" ? entry.ref.path.replace(/^library\//, "") : repository;
+  const repoDigest = (image.RepoDigests ?? []).find((digest) =>
+    [repository, shortRepository].includes(digest.slice(0, digest.indexOf("@")))
+  );
+  return repoDigest !== undefined ? repoDigest.slice(repoDigest.indexOf("@") + 1) : `image id ${image.Id ?? "?"}`;
+}
+
+/** The rows `socker images` prints: each allowlisted entry, present or missing on this node, and its digest. */
+export function planImages(facts: ImagesFacts): string[][] {
+  const entries = parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH);
+  return [
+    ["IMAGE", "NORMALISED", "ON THIS NODE", "DIGEST"],
+    ...entries.map((entry) => {
+      const image = facts.images.get(entry.canonical);
+      return [entry.text, entry.canonical, image === undefined ? "missing" : "present", imageDigest(entry, image)];
+    }),
+  ];
+}
+
+/** Prints rows as aligned columns. */
+function printTable(rows: readonly string[][]): void {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
+  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+}
+
+async function imagesCommand(): Promise<number> {
+  const rows = planImages(await readImagesFacts());
+  printTable(rows);
+  if (rows.length === 1) console.error(`socker: no images are allowed yet (${ALLOWLIST_PATH} lists none)`);
+  return 0;
+}
+
+// ---- pull: read, decide, act, report
+
+/** The entries `socker pull` pulls: the one named (it must be allowlisted), or all. Root only. */
+export function planPull(
+  image: string | undefined,
+  allowlist: readonly AllowlistEntry[],
+  rootCaller: boolean,
+): AllowlistEntry[] {
+  if (!rootCaller) refuse("policy", "'pull' is for root (images come to a node from the administrator)");
+  return image === undefined ? [...allowlist] : [allowedImage(allowlist, image)];
+}
+
+/**
+ * Pulls an allowlisted image unless the engine holds it, once per node however many runs ask at the same
+ * time (an exclusive lock per image; who waited finds it present). Progress goes to stderr when it is a
+ * terminal; the pull and the digest that arrived are recorded.
+ */
+async function pullImage(
+  entry: AllowlistEntry,
+  facility: string,
+): Promise<{ id: string; pulled: boolean; digest: string }> {
+  Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
+  const lockPath = `${STAGING_DIR}/pull-${(await sha256Hex(entry.canonical)).slice(0, 32)}.lock`;
+  const lock = await Deno.open(lockPath, { create: true, write: true, mode: 0o600 });
+  try {
+    await lock.lock(true);
+    const present = await engineImage(entry.canonical);
+    if (present?.Id !== undefined) return { id: present.Id, pulled: false, digest: imageDigest(entry, present) };
+    const showProgress = Deno.stderr.isTerminal();
+    if (showProgress) console.error(`socker: pulling ${entry.canonical}`);
+    const shown = new Map<string, string>();
+    const started = performance.now();
+    await enginePull(entry.ref, registryAuth(readRegistryAuthText(), entry.ref.domain), (line) => {
+      if (!showProgress) return;
+      const id = String(line.id ?? "");
+      const status = String(line.status ?? "");
+      if (shown.get(id) === status) return;
+      shown.set(id, status);
+      console.error(`socker: ${printable(id ? `${id}: ${status}` : status)}`);
+    });
+    const pulled = await engineImage(entry.canonical);
+    if (pulled?.Id === undefined) refuse("engine", `the pull of ${entry.canonical} ended without the image`);
+    const digest = imageDigest(entry, pulled);
+    await writeAuditAfter({
+      event: "pull",
+      host: hostName(),
+      user: Deno.env.get("SUDO_USER") ?? "root",
+      uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
+      outcome: "pulled",
+      image: entry.canonical,
+      image_id: pulled.Id,
+      repo_digest: digest,
+      duration_ms: Math.round(performance.now() - started),
+    }, facility);
+    return { id: pulled.Id, pulled: true, digest };
+  } finally {
+    lock.close();
+  }
+}
+
+function readRegistryAuthText(): string | undefined {
+  const file = readConfigFile(REGISTRY_AUTH_PATH);
+  return "missing" in file ? undefined : trustedText(file, false);
+}
+
+async function pullCommand(image: string | undefined): Promise<number> {
+  const allowlist = parseAllowlist(trustedText(readConfigFile(ALLOWLIST_PATH), true)!, ALLOWLIST_PATH);
+  const facility = settingsFrom(readConfigFile(SETTINGS_PATH)).logFacility;
+  const entries = planPull(image, allowlist, isRootCaller(sudoCaller(), Deno.uid() ?? -1));
+  let failures = 0;
+  for (const entry of entries) {
+    try {
+      const result = await pullImage(entry, facility);
+      console.log(`${entry.canonical}: ${result.pulled ? "pulled" : "present"} (${result.digest})`);
+    } catch (error) {
+      if (!(error instanceof Refusal)) throw error;
+      failures++;
+      console.error(refusalLine(error));
+    }
+  }
+  return failures === 0 ? 0 : EXIT.REFUSED;
+}
+
+// ---- ps and stop: a user's own containers on this node
+
+/** socker's containers on this node that the caller may see (root: everyone's), with their supervisors. */
+export type OwnContainersFacts = {
+  caller: SudoCaller;
+  rootCaller: boolean;
+  now: number;
+  containers: { container: ListedContainer; supervisorStat?: string }[];
+};
+
+async function readOwnContainers(): Promise<OwnContainersFacts> {
+  const caller = sudoCaller();
+  const rootCaller = isRootCaller(caller, Deno.uid() ?? -1);
+  const labels = [
+    `${LABEL.managed}=true`,
+    `${LABEL.node}=${hostName()}`,
+    ...(rootCaller ? [] : [`${LABEL.uid}=${caller.uid}`]),
+  ];
+  const listed = await engineList(labels);
+  return {
+    caller,
+    rootCaller,
+    now: Date.now() / 1000,
+    containers: listed.map((container) => {
+      const pid = boundedInt(/^(\d+):/.exec(container.Labels?.[LABEL.supervisor] ?? "")?.[1], 1, 1 << 30);
+      return { container, supervisorStat: pid === undefined ? undefined : procStat(pid) };
+    }),
+  };
+}
+
+/** Only the caller's own containers, whatever the engine returned (root sees all). */
+function visibleContainers(facts: OwnContainersFacts) {
+  return facts.containers.filter((item) =>
+    facts.rootCaller || item.container.Labels?.[LABEL.uid] === String(facts.caller.uid)
   );
 }
 
-/** Refuses unless root itself called (not a user through sudo): for cleanup and doctor. */
-function requireRootCaller(refusal: string): void {
-  if (sudoCaller().uid !== 0 || Deno.uid() !== 0) throw new SockerError(refusal);
+/** A duration as `ps` shows it: `42s`, `5m`, `3h`, `2d`. */
+export function ageText(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  return s < 60
+    ? `${s}s`
+    : s < 3600
+    ? `${Math.floor(s / 60)}m`
+    : s < 86400
+    ? `${Math.floor(s / 3600)}h`
+    : `${Math.floor(s / 86400)}d`;
 }
 
-/** The audit log's facility from socker.conf, or the default when the file cannot be read. */
-function auditFacility(): string {
+/** The rows of `socker ps`: name, image, command, age, job (and, for root, the user). */
+export function planPs(facts: OwnContainersFacts): string[][] {
+  const rows = visibleContainers(facts).map(({ container }) => {
+    const labels = container.Labels ?? {};
+    const created = boundedNumber(container.Created, 0, Number.MAX_SAFE_INTEGER);
+    const row = [
+      (container.Names?.[0] ?? container.Id.slice(0, 12)).replace(/^\//, ""),
+      printable(container.Image ?? "?", 60),
+      printable((container.Command ?? "").replace(/^\/sbin\/docker-init -- /, ""), 40),
+      created === undefined ? "?" : ageText(facts.now - created),
+      labels[LABEL.job] ?? "-",
+    ];
+    return facts.rootCaller ? [...row, labels[LABEL.user] ?? "?"] : row;
+  });
+  return [["NAME", "IMAGE", "COMMAND", "AGE", "JOB", ...(facts.rootCaller ? ["USER"] : [])], ...rows];
+}
+
+async function psCommand(): Promise<number> {
+  printTable(planPs(await readOwnContainers()));
+  return 0;
+}
+
+/**
+ * Which container `socker stop TARGET` stops: one of the caller's own (root: anyone's) named TARGET, or
+ * whose id starts with TARGET (at least 4 hex digits, and only one match). A container of another user
+ * gets the same answer as one that does not exist. Returns it with its supervisor, when that still runs.
+ */
+export function planStop(
+  target: string,
+  facts: OwnContainersFacts,
+): { id: string; name: string; supervisorPid?: number } {
+  const matches = visibleContainers(facts).filter(({ container }) =>
+    (container.Names ?? []).some((name) => name.replace(/^\//, "") === target) ||
+    (/^[0-9a-f]{4,64}$/.test(target) && container.Id.startsWith(target))
+  );
+  if (matches.length === 0) {
+    refuse("policy", `no container of yours named '${printable(target)}' on this node (see 'socker ps')`);
+  }
+  if (matches.length > 1) {
+    refuse("usage", `'${printable(target)}' names ${matches.length} of your containers; give more of the id`);
+  }
+  const { container, supervisorStat } = matches[0];
+  const supervisor = container.Labels?.[LABEL.supervisor];
+  const alive = supervisorAlive(supervisor, supervisorStat);
+  return {
+    id: container.Id,
+    name: (container.Names?.[0] ?? container.Id.slice(0, 12)).replace(/^\//, ""),
+    supervisorPid: alive ? Number(supervisor!.split(":")[0]) : undefined,
+  };
+}
+
+/**
+ * Stops a container the way a SIGTERM to its socker does: the supervising socker is sent SIGTERM (it kills
+ * the container and exits 143); a container whose supervisor is gone is removed directly.
+ */
+async function stopCommand(target: string): Promise<number> {
+  const facts = await readOwnContainers();
+  const plan = planStop(target, facts);
+  if (plan.supervisorPid !== undefined) Deno.kill(plan.supervisorPid, "SIGTERM");
+  const gone = plan.supervisorPid !== undefined
+    ? await waitUntilGone(plan.id, 15_000)
+    : await ensureGone(plan.id, 15_000);
+  if (plan.supervisorPid === undefined) {
+    for (const name of listNames(STAGING_DIR)) if (parseStagingName(name).container === plan.name) unstage(name);
+  }
+  const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
+  await writeAuditAfter({
+    event: "stop",
+    host: hostName(),
+    user: facts.caller.user,
+    uid: facts.caller.uid,
+    container: plan.name,
+    container_id: plan.id,
+    outcome: gone
+      ? (plan.supervisorPid !== undefined ? "stopped through its socker" : "removed (its socker was gone)")
+      : "NOT stopped",
+  }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
+  if (!gone) refuse("engine", `container ${plan.name} is still there after 15 s`);
+  console.log(`socker: stopped ${plan.name}`);
+  return 0;
+}
+
+/** Waits (bounded) until the engine no longer knows a container. */
+async function waitUntilGone(id: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await engineInspect(id, 5000).catch(() => ({ Id: id })) === undefined) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+// ---- cleanup: what a finished job or a dead supervisor left behind
+
+/** What a finished job left on this node, and the engine's list of its containers (or why not). */
+export type JobCleanupFacts = {
+  jobId: string;
+  leftovers: { mount: CgroupMount; containers: string[]; jobFolders: string[] }[];
+  labelled: ListedContainer[] | Refusal;
+  staging: string[];
+};
+
+/** What cleanup does, in three sweeps that each run whatever the others met. */
+export type CleanupPlan = { containers: string[]; folders: string[]; staging: string[] };
+
+/**
+ * Plans the cleanup of a finished job: every container found by label or by a cgroup folder named by its
+ * id (which does not depend on labels), every folder of those containers and the job folders that are
+ * socker's to remove (see jobLeftovers), deepest first, and the job's staging folders.
+ */
+export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
+  const ids = new Set<string>();
+  for (const { containers } of facts.leftovers) {
+    for (const folder of containers) {
+      const name = folder.slice(folder.lastIndexOf("/") + 1);
+      if (CONTAINER_ID.test(name)) ids.add(name);
+    }
+  }
+  if (!(facts.labelled instanceof Refusal)) { for (const container of facts.labelled) ids.add(container.Id); }
+  const folders = facts.leftovers.flatMap(({ containers, jobFolders }) => [...containers, ...jobFolders])
+    .sort((a, b) => b.split("/").length - a.split("/").length);
+  const staging = facts.staging.filter((name) => parseStagingName(name).jobId === facts.jobId);
+  return { containers: [...ids], folders, staging };
+}
+
+function listDirs(path: string): string[] {
   try {
-    return readSettings().logFacility;
+    return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
   } catch {
-    return DEFAULT_SETTINGS.logFacility;
+    return [];
   }
 }
 
-function requireRoot(): void {
-  if (Deno.uid() !== 0) {
-    throw new SockerError("socker: this program must be started through sudo by the 'socker' launcher");
+/** How long one cleanup may take in all (the Epilog hook bounds it again, and always exits 0). */
+const CLEANUP_BOUND_MS = 25_000;
+
+async function readJobCleanupFacts(jobId: string): Promise<JobCleanupFacts> {
+  const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
+  return {
+    jobId,
+    leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs) })),
+    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], 10_000)),
+    staging: listNames(STAGING_DIR),
+  };
+}
+
+/** Removes a cgroup folder, retrying briefly while it is busy (a process leaving it, Slurm tearing down). */
+async function removeCgroupFolder(folder: string, deadline: number): Promise<string | undefined> {
+  for (;;) {
+    try {
+      Deno.removeSync(folder);
+      return undefined;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      if (!(error instanceof Deno.errors.Busy) || Date.now() > deadline) return errorText(error);
+    }
+    await sleep(100);
   }
 }
 
-let cachedHostName: string | undefined;
-function hostName(): string {
-  cachedHostName ??= Deno.readTextFileSync("/proc/sys/kernel/hostname").trim();
-  return cachedHostName;
+/** One sweep's outcome, for the console and the audit record. */
+type SweepOutcome = { sweep: string; done: number; problems: string[] };
+
+/** Runs the three sweeps of a plan, each on its own, each bounded in time. */
+async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined): Promise<SweepOutcome[]> {
+  const deadline = Date.now() + CLEANUP_BOUND_MS;
+  const containers: SweepOutcome = { sweep: "containers", done: 0, problems: engineProblem ? [engineProblem] : [] };
+  await Promise.all(plan.containers.map(async (id) => {
+    if (await ensureGone(id, Math.max(1000, Math.min(10_000, deadline - Date.now())))) containers.done++;
+    else containers.problems.push(`container ${id.slice(0, 12)} NOT removed`);
+  }));
+  const folders: SweepOutcome = { sweep: "cgroup folders", done: 0, problems: [] };
+  for (const folder of plan.folders) {
+    const problem = await removeCgroupFolder(folder, Math.min(deadline, Date.now() + 2000));
+    if (problem === undefined) folders.done++;
+    else folders.problems.push(`cannot remove ${folder}: ${problem}`);
+  }
+  const staging: SweepOutcome = { sweep: "staging", done: 0, problems: [] };
+  for (const name of plan.staging) {
+    unstage(name);
+    if (exists(`${STAGING_DIR}/${name}`)) staging.problems.push(`cannot remove ${STAGING_DIR}/${name}`);
+    else staging.done++;
+  }
+  return [containers, folders, staging];
 }
 
-function errorText(error: unknown): string {
-  return printable(error instanceof Error ? error.message : String(error));
+/** Prints one line per sweep and records the cleanup; exit 0 only when every sweep succeeded. */
+async function reportCleanup(what: Record<string, unknown>, sweeps: SweepOutcome[], verbose: boolean): Promise<number> {
+  const problems = sweeps.flatMap((sweep) => sweep.problems);
+  const label = typeof what.job === "string" ? `job ${what.job}` : "orphans";
+  for (const sweep of sweeps) {
+    if (verbose || sweep.problems.length > 0 || sweep.sweep === "containers") {
+      console.log(
+        `socker: ${label}: ${sweep.sweep}: ${sweep.done} removed${
+          sweep.problems.length ? `, ${sweep.problems.length} problem(s): ${sweep.problems.join("; ")}` : ""
+        }`,
+      );
+    }
+  }
+  const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
+  await writeAuditAfter({
+    event: "cleanup",
+    host: hostName(),
+    ...what,
+    outcome: problems.length === 0 ? "ok" : `${problems.length} problem(s): ${problems.join("; ")}`,
+    containers: sweeps[0].done,
+  }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
+  return problems.length === 0 ? 0 : 1;
+}
+
+/** socker's containers and staging folders on this node, with their supervisors' /proc/<pid>/stat. */
+export type OrphanFacts = {
+  containers: { container: ListedContainer; supervisorStat?: string }[] | Refusal;
+  staging: { name: string; supervisorStat?: string }[];
+};
+
+/**
+ * The orphans on this node: socker's containers whose supervising socker is gone (a reused pid has
+ * another start time), and staging folders whose supervisor is gone. Containers without a supervisor
+ * label are never judged here (the Epilog and the administrator handle them).
+ */
+export function planOrphans(facts: OrphanFacts): CleanupPlan {
+  const containers = facts.containers instanceof Refusal ? [] : facts.containers
+    .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
+    .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat));
+  const staging = facts.staging.filter((item) => {
+    const supervisor = parseStagingName(item.name).supervisor;
+    return supervisor !== undefined && !supervisorAlive(supervisor, item.supervisorStat);
+  });
+  return {
+    containers: containers.map((item) => item.container.Id),
+    folders: [],
+    staging: staging.map((item) => item.name),
+  };
+}
+
+async function readOrphanFacts(): Promise<OrphanFacts> {
+  const stat = (supervisor: string | undefined) => {
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    return pid === undefined ? undefined : procStat(pid);
+  };
+  const listed = await attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000));
+  return {
+    containers: listed instanceof Refusal
+      ? listed
+      : listed.map((container) => ({ container, supervisorStat: stat(container.Labels?.[LABEL.supervisor]) })),
+    staging: listNames(STAGING_DIR).filter((name) => !name.endsWith(".lock")).map((name) => ({
+      name,
+      supervisorStat: stat(parseStagingName(name).supervisor),
+    })),
+  };
+}
+
+/**
+ * `socker cleanup --job ID` (Slurm's Epilog) and `socker cleanup --orphans` (the reaper): for root only,
+ * a user could otherwise end another user's job.
+ */
+async function cleanupCommand(scope: { job: string } | { orphans: true }, verbose: boolean): Promise<number> {
+  if (!isRootCaller(sudoCaller(), Deno.uid() ?? -1)) refuse("policy", "'cleanup' is for root and Slurm's Epilog only");
+  if ("job" in scope) {
+    const facts = await readJobCleanupFacts(scope.job);
+    const sweeps = await actCleanup(
+      planJobCleanup(facts),
+      facts.labelled instanceof Refusal ? facts.labelled.reason : undefined,
+    );
+    return await reportCleanup({ job: scope.job }, sweeps, verbose);
+  }
+  const facts = await readOrphanFacts();
+  const sweeps = await actCleanup(
+    planOrphans(facts),
+    facts.containers instanceof Refusal ? facts.containers.reason : undefined,
+  );
+  return await reportCleanup({ scope: "orphans" }, sweeps, verbose);
+}
+
+// ---- doctor: the administrator's check of a node, one line per check
+
+/** One check's verdict: ok, or what is wrong and how to fix it. */
+export type Verdict = { name: string; ok: boolean; detail: string };
+
+/**
+ * One row of doctor's table: what it checks, which rows it needs to have passed (else it says "skipped:
+ * needs X" instead of failing a second time), how it reads its fact (`probe`: I/O only; a failure becomes
+ * the fact), and how it judges it (`judge`: pure, one or more verdicts).
+ */
+export type DoctorRow = {
+  name: string;
+  needs: string[];
+  probe: (facts: ReadonlyMap<string, unknown>) => unknown;
+  judge: (fact: unknown, facts: ReadonlyMap<string, unknown>) => Verdict | Verdict[];
+};
+
+/** A verdict from a rule that throws its refusal (the pure rules above do). */
+function judged(name: string, rule: () => string): Verdict {
+  try {
+    return { name, ok: true, detail: rule() };
+  } catch (error) {
+    return { name, ok: false, detail: error instanceof Refusal ? error.reason : errorText(error) };
+  }
+}
+
+/** The probe's fact, or the refusal it met, thrown for `judged`. */
+function fact<T>(value: unknown): T {
+  if (value instanceof Refusal || value instanceof Error) throw value;
+  return value as T;
+}
+
+/** Distribution builds of runc known to carry the fix for CVE-2024-21626 although their version is older. */
+const RUNC_FIXED_BUILDS = [/^1\.1\.5\+ds1-1\+deb12u([1-9]\d*)$/];
+
+/**
+ * Whether the engine's runc is free of CVE-2024-21626 (a working directory in /proc/self/fd lets a
+ * container reach the host): upstream 1.1.12 or later, or a distribution build known to carry the fix.
+ * Returns undefined when the version cannot be read.
+ */
+export function runcFixed(runcId: string): boolean | undefined {
+  if (RUNC_FIXED_BUILDS.some((pattern) => pattern.test(runcId))) return true;
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(runcId);
+  if (!match) return undefined;
+  const [major, minor, patch] = match.slice(1).map(Number);
+  return major > 1 || (major === 1 && (minor > 1 || (minor === 1 && patch >= 12)));
+}
+
+const INSTALLED_FILES = [
+  `${PREFIX}/bin/socker`,
+  ENTRY_POINT,
+  `${PREFIX}/lib/socker/socker.ts`,
+  `${PREFIX}/lib/socker/deno`,
+];
+
+/** The ownership of an installed file and of every folder above it, along its written and real paths. */
+function installedFileFact(path: string) {
+  const realPath = Deno.realPathSync(path);
+  return {
+    real: pathChain(realPath).map((item, index) => ownership(item, index === 0 ? path : item)),
+    written: pathChain(path).map((item) => ownership(item)),
+    mode: Deno.statSync(path).mode ?? 0,
+  };
+}
+
+/** doctor's table, in the order its lines print. */
+export const DOCTOR_ROWS: readonly DoctorRow[] = [
+  ...INSTALLED_FILES.map((path): DoctorRow => ({
+    name: `installed ${path}`,
+    needs: [],
+    probe: () => installedFileFact(path),
+    judge: (value) =>
+      judged(`installed ${path}`, () => {
+        const { real, written, mode } = fact<ReturnType<typeof installedFileFact>>(value);
+        const reason = untrustedReason(real) ?? untrustedReason([real[0], ...written.slice(1)]);
+        if (reason !== undefined) refuse("installation", `${reason}: rerun install.sh`);
+        if ((mode & 0o6000) !== 0) {
+          refuse("installation", `${path} is set-id; remove the bit (chmod ug-s): never run a Deno program set-id`);
+        }
+        return "root-owned, not writable by others, not set-id";
+      }),
+  })),
+  {
+    name: "allowlist",
+    needs: [],
+    probe: () => readConfigFile(ALLOWLIST_PATH),
+    judge: (value) =>
+      judged(`allowlist ${ALLOWLIST_PATH}`, () => {
+        const entries = parseAllowlist(trustedText(fact<ConfigFile>(value), true)!, ALLOWLIST_PATH);
+        return `${entries.length} image(s)`;
+      }),
+  },
+  {
+    name: "settings",
+    needs: [],
+    probe: () => readConfigFile(SETTINGS_PATH),
+    judge: (value) =>
+      judged(`settings ${SETTINGS_PATH}`, () => {
+        const file = fact<ConfigFile>(value);
+        const settings = settingsFrom(file);
+        return "missing" in file
+          ? "absent (defaults apply)"
+          : `valid (network ${settings.network}, pull ${settings.pull})`;
+      }),
+  },
+  {
+    name: "sudoers rule",
+    needs: [],
+    probe: async () => {
+      const info = Deno.statSync("/etc/sudoers.d/socker");
+      return {
+        info,
+        text: Deno.readTextFileSync("/etc/sudoers.d/socker"),
+        visudo: await runTool("/usr/sbin/visudo", ["-cf", "/etc/sudoers.d/socker"]),
+      };
+    },
+    judge: (value) =>
+      judged("sudoers rule /etc/sudoers.d/socker", () => {
+        const { info, text, visudo } = fact<
+          { info: Deno.FileInfo; text: string; visudo: { ok: boolean; stderr: string } }
+        >(value);
+        if (info.uid !== 0 || ((info.mode ?? 0) & 0o777) !== 0o440) {
+          refuse("installation", "must be root-owned, mode 0440: rerun install.sh");
+        }
+        if (!text.includes(ENTRY_POINT)) {
+          refuse("installation", `does not name ${ENTRY_POINT}: rerun install.sh`);
+        }
+        if (!/env_reset/.test(text)) refuse("installation", "does not reset the environment: rerun install.sh");
+        if (!visudo.ok) refuse("installation", `visudo rejects it: ${printable(visudo.stderr.trim())}`);
+        return "valid, environment reset";
+      }),
+  },
+  {
+    name: "kernel",
+    needs: [],
+    probe: () => {
+      const result = Number(
+        libc().syscall(SYSCALLS.faccessat2, -100n, pointerValue(cString("/")), BigInt(R_OK), BigInt(AT_EACCESS)),
+      );
+      return result === 0 || lastErrno() !== ENOSYS;
+    },
+    judge: (value) =>
+      judged("kernel checks paths as the caller", () => {
+        if (!fact<boolean>(value)) {
+          refuse("installation", "the kernel lacks faccessat2: socker needs Linux 5.8 or later");
+        }
+        return "faccessat2 present";
+      }),
+  },
+  {
+    name: "audit log",
+    needs: [],
+    probe: () => writeAudit({ event: "doctor", host: hostName() }, DEFAULT_SETTINGS.logFacility).then(() => true),
+    judge: (value) =>
+      judged(`audit log ${AUDIT_LOG}`, () => {
+        fact<boolean>(value);
+        return "writable, root's alone";
+      }),
+  },
+  {
+    name: "the Docker engine",
+    needs: [],
+    probe: () => engineInfo(10_000),
+    judge: (value) =>
+      judged("Docker engine", () => {
+        const info = fact<Record<string, unknown>>(value);
+        return `version ${printable(String(info.ServerVersion))}, cgroup driver ${
+          printable(String(info.CgroupDriver))
+        }, cgroup v${printable(String(info.CgroupVersion))}`;
+      }),
+  },
+  {
+    name: "runc",
+    needs: ["the Docker engine"],
+    probe: (facts) => facts.get("the Docker engine"),
+    judge: (value) =>
+      judged("runc free of CVE-2024-21626", () => {
+        const id = String((fact<Record<string, unknown>>(value).RuncCommit as { ID?: string } | undefined)?.ID ?? "");
+        const fixed = runcFixed(id);
+        if (fixed === undefined) {
+          refuse("installation", `cannot tell runc's version from '${printable(id)}': make sure it is 1.1.12 or later`);
+        }
+        if (!fixed) {
+          refuse("installation", `runc ${printable(id)} is vulnerable: upgrade runc to 1.1.12 or later`);
+        }
+        return `runc ${printable(id)}`;
+      }),
+  },
+  {
+    name: "containerd",
+    needs: ["the Docker engine", "settings"],
+    probe: () => engineVersion(),
+    judge: (value, facts) =>
+      judged("containerd free of CVE-2020-15257", () => {
+        const version = containerdVersion(fact<Record<string, unknown>>(value)) ?? "unknown";
+        const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
+        if (containerdFixed(version) !== true && settings.network === "host") {
+          refuse(
+            "installation",
+            `containerd ${
+              printable(version)
+            } with network = host: upgrade containerd to 1.4.3 or later, or set network = bridge`,
+          );
+        }
+        return `containerd ${printable(version)}${settings.network === "host" ? " (host networking)" : ""}`;
+      }),
+  },
+  {
+    name: "images",
+    needs: ["the Docker engine", "allowlist", "settings"],
+    probe: async (facts) => {
+      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      return await Promise.all(entries.map(async (entry) => ({ entry, image: await engineImage(entry.canonical) })));
+    },
+    judge: (value, facts) => {
+      const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
+      return fact<{ entry: AllowlistEntry; image: unknown }[]>(value).map(({ entry, image }) => ({
+        name: `image ${entry.text}`,
+        ok: image !== undefined || settings.pull === "missing",
+        detail: image !== undefined
+          ? "present"
+          : settings.pull === "missing"
+          ? "not present yet (pulled on first use: pull = missing)"
+          : "not present on this node: docker load it, run 'socker pull', or set pull = missing",
+      }));
+    },
+  },
+  {
+    name: "registries",
+    needs: ["the Docker engine", "allowlist", "settings"],
+    probe: async (facts) => {
+      if (settingsFrom(fact<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
+      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      const auth = readRegistryAuthText();
+      return await Promise.all(entries.map(async (entry) => ({
+        entry,
+        problem: await engineDistribution(entry.canonical, registryAuth(auth, entry.ref.domain)).catch((e) =>
+          errorText(e)
+        ),
+      })));
+    },
+    judge: (value) =>
+      fact<{ entry: AllowlistEntry; problem?: string }[]>(value).map(({ entry, problem }) => ({
+        name: `registry of ${entry.text}`,
+        ok: problem === undefined,
+        detail: problem === undefined
+          ? `${entry.ref.domain} answers`
+          : `${entry.ref.domain} does not answer for it: ${problem}`,
+      })),
+  },
+  {
+    name: "Slurm",
+    needs: [],
+    probe: () => readConfigFile(SLURM_CONF_PATH),
+    judge: (value) => {
+      const file = fact<ConfigFile>(value);
+      if ("missing" in file) return { name: "Slurm", ok: true, detail: `no ${SLURM_CONF_PATH} (not a Slurm node)` };
+      return judged(`Slurm configuration ${SLURM_CONF_PATH}`, () => {
+        const problems = slurmConfProblems(parseSlurmConf(trustedText(file, true)!), EPILOG_HOOK);
+        if (problems.length > 0) refuse("installation", problems.join("; "));
+        return "proctrack/cgroup, task/cgroup, socker's Epilog";
+      });
+    },
+  },
+  {
+    name: "Slurm's cgroups",
+    needs: ["the Docker engine", "Slurm"],
+    probe: () => cgroupMounts(readText(MOUNTINFO_PATH) ?? ""),
+    judge: (value, facts) =>
+      judged("engine fits Slurm's cgroups", () => {
+        const info = fact<Record<string, unknown>>(facts.get("the Docker engine"));
+        const mounts = fact<CgroupMount[]>(value);
+        const version = mounts.some((mount) => mount.version === 1) ? 1 : 2;
+        const problem = engineCgroupProblem(info, { version, jobId: "1", stepId: "0", parent: "/" });
+        if (problem !== undefined) refuse("installation", problem);
+        return `cgroupfs driver, cgroup v${version}`;
+      }),
+  },
+  {
+    name: "reaper",
+    needs: [],
+    probe: () => ({
+      systemd: exists("/run/systemd/system"),
+      timer: exists("/etc/systemd/system/socker-reaper.timer"),
+      cron: exists("/usr/sbin/cron") || exists("/usr/sbin/crond"),
+      cronEntry: exists("/etc/cron.d/socker-reaper"),
+    }),
+    judge: (value) =>
+      judged("orphan reaper", () => {
+        const { systemd, timer, cron, cronEntry } = fact<Record<string, boolean>>(value);
+        if (timer || cronEntry) {
+          return timer ? "systemd timer socker-reaper.timer" : "cron entry /etc/cron.d/socker-reaper";
+        }
+        if (systemd || cron) refuse("installation", "no reaper timer or cron entry: rerun install.sh");
+        return "no systemd or cron on this node: run 'socker cleanup --orphans' from your own scheduler";
+      }),
+  },
+];
+
+/**
+ * Judges doctor's facts row by row: a row whose needed row failed is skipped and says so; every other
+ * row gives its verdicts. Returns the lines and the exit code (0 only when nothing needs a fix).
+ */
+export function doctorReport(
+  rows: readonly DoctorRow[],
+  facts: ReadonlyMap<string, unknown>,
+): { lines: string[]; exitCode: number } {
+  const failed = new Set<string>();
+  const lines: string[] = [];
+  let fixes = 0;
+  let passed = 0;
+  for (const row of rows) {
+    const missing = row.needs.filter((need) => failed.has(need));
+    if (missing.length > 0) {
+      failed.add(row.name);
+      lines.push(`skip ${row.name}: skipped: needs ${missing.join(" and ")}`);
+      continue;
+    }
+    let verdicts: Verdict[];
+    try {
+      verdicts = [row.judge(facts.get(row.name), facts)].flat();
+    } catch (error) {
+      verdicts = [{ name: row.name, ok: false, detail: error instanceof Refusal ? error.reason : errorText(error) }];
+    }
+    if (verdicts.some((verdict) => !verdict.ok)) failed.add(row.name);
+    for (const verdict of verdicts) {
+      if (verdict.ok) passed++;
+      else fixes++;
+      lines.push(`${verdict.ok ? "ok  " : "FIX "} ${verdict.name}${verdict.detail ? `: ${verdict.detail}` : ""}`);
+    }
+  }
+  lines.push(fixes === 0 ? `all ${passed} checks passed` : `${fixes} of ${fixes + passed} checks need a fix`);
+  return { lines, exitCode: fixes === 0 ? 0 : 1 };
+}
+
+/** Reads every row's fact, in table order (a row's probe may use the facts of the rows it needs). */
+async function readDoctorFacts(rows: readonly DoctorRow[]): Promise<Map<string, unknown>> {
+  const facts = new Map<string, unknown>();
+  const failedProbe = new Set<string>();
+  for (const row of rows) {
+    if (row.needs.some((need) => failedProbe.has(need))) {
+      failedProbe.add(row.name);
+      continue;
+    }
+    const value = await attempt(() => row.probe(facts));
+    if (value instanceof Refusal) failedProbe.add(row.name);
+    facts.set(row.name, value);
+  }
+  return facts;
+}
+
+/** `socker doctor`: checks the installation, the engine and Slurm's configuration, one line each. Root only. */
+async function doctorCommand(): Promise<number> {
+  if (!isRootCaller(sudoCaller(), Deno.uid() ?? -1)) refuse("policy", "'doctor' is for root");
+  const report = doctorReport(DOCTOR_ROWS, await readDoctorFacts(DOCTOR_ROWS));
+  for (const line of report.lines) console.log(line);
+  return report.exitCode;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -2075,19 +4285,23 @@ SYNOPSIS
     socker [--version] [-h|--help] [-v|--verbose] COMMAND
     socker images
     socker [-v] run [RUN OPTIONS] IMAGE COMMAND [ARG...]
-    socker cleanup --job ID              (root and Slurm's Epilog only)
-    socker doctor                        (root only)
+    socker ps
+    socker stop NAME|ID
+    socker pull IMAGE|--all                (root only)
+    socker cleanup --job ID | --orphans    (root, Slurm's Epilog and the reaper only)
+    socker doctor                          (root only)
 
 DESCRIPTION
     socker runs a container from an image the administrator allowed, as your own user and groups, never
-    as root, with no capabilities and no way to add docker options. Inside a Slurm job the container is
-    placed in the job's cgroup, so the job's CPU, memory and device limits hold, and it is killed when
-    the job ends or is cancelled. stdin, stdout, stderr and the exit code pass through untouched.
+    as root, with no capabilities, your own resource limits and no way to add container options. Inside
+    a Slurm job the container is placed in the job step's cgroup, so the job's CPU, memory and device
+    limits hold, it gets the step's Slurm, PMI and PMIx variables (MPI works across nodes), and it is
+    killed when the job ends or is cancelled. stdin, stdout, stderr and the exit code pass through.
 
 OPTIONS
     -h, --help      Print this help and exit.
     --version       Print socker's version and exit.
-    -v, --verbose   Also print the docker command socker runs, on stderr (after 'run': --verbose).
+    -v, --verbose   Also print the container's specification socker sends the engine, on stderr.
 
 RUN OPTIONS
     -v, --volume SRC:DST[:ro]
@@ -2095,26 +4309,34 @@ RUN OPTIONS
                     users mount) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
                     cover /, /etc, /usr, /proc, /sys, /dev, /var and the like.
     -w, --workdir DIR
-                    Working directory in the container (never under /proc). Default: your current
-                    folder when it is mounted, else the image's.
+                    Working directory in the container (never under /proc, /sys or /dev); created as
+                    you when it is in a mounted folder. Default: your current folder when it is
+                    mounted, else the image's.
     -e, --env NAME[=VALUE]
                     Set NAME in the container; a bare NAME takes your own value. HOME, USER and
-                    LOGNAME are always yours.
+                    LOGNAME are always yours and cannot be set.
     --no-tty        Never attach a terminal, even from a terminal.
     --no-stdin      Do not pass stdin on.
-    --gpus          Give the container the GPUs allocated to your Slurm job (and no other).
+    --gpus          Give the container the GPUs Slurm allocated to your job on this node (and no
+                    other).
     --verbose       As -v before 'run'.
 
 COMMANDS
-    images          List the allowed images and whether each is present on this node.
+    images          List the allowed images: present or missing on this node, and their digests.
     run IMAGE COMMAND [ARG...]
                     Run COMMAND in a new container of IMAGE. Everything after IMAGE is the container's
                     command, passed on untouched. A terminal is attached when stdin and stdout are both
                     terminals. The container is removed when it ends.
-    cleanup --job ID
-                    Kill and remove every container of Slurm job ID. For Slurm's Epilog and root.
+    ps              List your own containers on this node: name, image, command, age, job.
+    stop NAME|ID    Stop one of your own containers as a SIGTERM to its socker would; that socker
+                    then exits 143.
+    pull IMAGE|--all
+                    Pull allowlisted images onto this node (for administrators and boot scripts).
+    cleanup --job ID | --orphans
+                    Remove every container of Slurm job ID (the Epilog), or every container whose
+                    socker died (the reaper), with their cgroup folders and staged mounts.
     doctor          Check the installation, the engine and Slurm's configuration: one line per check,
-                    ok or how to fix it. Exit 0 only when every check passes. For root.
+                    ok, FIX with how to fix it, or skip. Exit 0 only when nothing needs a fix.
 
 EXAMPLES
     socker images
@@ -2122,49 +4344,90 @@ EXAMPLES
     socker run ubuntu:22.04 sh -c 'echo $HOME; exit 3'
     socker run -v /scratch/$USER/in:/in:ro -e OMP_NUM_THREADS=4 myimage ./solve /in
     srun socker run myimage ./simulate --steps 100      (in a batch script: srun or exec, see README)
+    srun --mpi=pmix -N2 -n8 socker run mpi-image ./app  (MPI across nodes, see README)
 
 FILES
     ${ALLOWLIST_PATH}
                     The allowed images, one reference per line; root-owned, not group/other-writable.
     ${SETTINGS_PATH}
-                    Optional settings (mounts, network, environment, require_job); same checks.
-    ${DOCKER_PATH}
-                    The docker CLI socker runs (as the user ${DOCKER_USER}, group docker).
+                    Optional settings (mounts, namespaces, environment, pull, require_job); same checks.
+    ${AUDIT_LOG}
+                    The audit log: one JSON line per run, refusal, pull, stop and cleanup (root only).
 
 EXIT STATUS
-    0-124, 126-255  The container's own exit code; 128+N when it or socker was stopped by signal N.
-    125             socker refused (bad usage, image not allowed, unsafe installation, engine down),
-                    or docker itself failed to start the container. Nothing was started.
+    0-124, 126-255  The container's own exit code; 128+N when it or socker was stopped by signal N;
+                    126/127 when the container's command could not be run.
+    125             socker refused (bad usage, image not allowed, a path or option against policy,
+                    resource limits too low for socker, unsafe installation, engine down, audit log
+                    unwritable), or the engine could not start the container. Nothing was started.
 `;
 
 // ---------------------------------------------------------------------------------------------------------
 // Main
 
-/** Runs socker with these arguments and returns its exit code; refusals are printed, never thrown. */
+/**
+ * Records a refusal, with who asked and what (the command line, bounded). Nothing is recorded when the
+ * refusal is that the log cannot be written, or when this process is not root (it cannot write the log).
+ */
+async function reportRefusal(
+  args: readonly string[],
+  invocation: Invocation | undefined,
+  refusal: Refusal,
+): Promise<void> {
+  if (refusal.kind === "audit" || Deno.uid() !== 0) return;
+  const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
+  await writeAuditAfter({
+    event: "refused",
+    host: hostName(),
+    user: Deno.env.get("SUDO_USER") ?? "root",
+    uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
+    pid: Deno.pid,
+    rule: refusal.reason,
+    image: invocation?.command === "run" ? invocation.image : undefined,
+    command: invocation?.command === "run" ? invocation.argv : args,
+  }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
+}
+
+/** Refuses unless this process is root (started through sudo by the launcher, or by root itself). */
+function requireRootProcess(): void {
+  if (Deno.uid() !== 0) refuse("installation", "this program must be started through sudo by the 'socker' launcher");
+}
+
+/** Runs socker with these arguments and returns its exit code; refusals are printed and recorded, never thrown. */
 export async function main(args: readonly string[]): Promise<number> {
+  let invocation: Invocation | undefined;
   try {
-    const invocation = parseCommandLine(args);
+    invocation = parseCommandLine(args);
+    if (invocation.command === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    if (invocation.command === "version") {
+      console.log(`socker ${SOCKER_VERSION}`);
+      return 0;
+    }
+    const callerLimits = takeOwnLimits();
+    if (invocation.command === "run") return await runCommand(invocation, callerLimits);
+    requireRootProcess();
     switch (invocation.command) {
-      case "help":
-        console.log(HELP);
-        return 0;
-      case "version":
-        console.log(`socker ${SOCKER_VERSION}`);
-        return 0;
       case "images":
-        requireRoot();
         return await imagesCommand();
-      case "run":
-        return await runCommand(invocation);
+      case "ps":
+        return await psCommand();
+      case "stop":
+        return await stopCommand(invocation.target);
+      case "pull":
+        return await pullCommand(invocation.image);
       case "cleanup":
-        return await cleanupCommand(invocation.jobId, invocation.verbose);
+        return await cleanupCommand(invocation.scope, invocation.verbose);
       case "doctor":
         return await doctorCommand();
     }
   } catch (error) {
-    if (error instanceof SockerError) {
-      console.error(error.message);
-      return error.exitCode;
+    if (error instanceof Refusal) {
+      await reportRefusal(args, invocation, error);
+      console.error(refusalLine(error));
+      return EXIT.REFUSED;
     }
     console.error(`socker: internal error: ${errorText(error)}`);
     return EXIT.REFUSED;

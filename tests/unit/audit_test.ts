@@ -1,0 +1,86 @@
+// Unit tests of the audit log's records: one line of JSON, short fields first, bounded, never losing the
+// outcome; the system-log copy; and the trust the audit file needs.
+import assert from "node:assert/strict";
+import { AUDIT_LINE_MAX, auditFileProblem, auditLine, SYSLOG_LINE_MAX, syslogDatagram } from "../../socker.ts";
+
+const record = (command: string[]) => ({
+  event: "end",
+  command,
+  mounts: ["/home/alice:/home/alice"],
+  user: "alice",
+  outcome: "exit 0",
+  container: "socker-2001-aa",
+  uid: 2001,
+  job: undefined,
+});
+
+Deno.test("a record is one line of JSON, short fields first, undefined fields left out", () => {
+  const line = auditLine(record(["sh", "-c", "x\ny"]), AUDIT_LINE_MAX);
+  assert.ok(!line.includes("\n"));
+  assert.deepEqual(Object.keys(JSON.parse(line)), [
+    "event",
+    "user",
+    "uid",
+    "outcome",
+    "container",
+    "mounts",
+    "command",
+  ]);
+  assert.deepEqual(JSON.parse(line).command, ["sh", "-c", "x\ny"]);
+});
+
+Deno.test("a long command keeps its whole arguments while they fit, and says what was cut", () => {
+  const long = ["echo", ...Array.from({ length: 69 }, () => "a".repeat(250)), "REALCMD"];
+  const whole = JSON.parse(auditLine(record(long), AUDIT_LINE_MAX));
+  assert.deepEqual(whole.command, long, "69 arguments of 250 bytes fit in the file's record whole");
+  const cut = JSON.parse(auditLine(record(long), SYSLOG_LINE_MAX, "f".repeat(64)));
+  assert.equal(cut.outcome, "exit 0");
+  assert.equal(cut.command_cut, true);
+  assert.equal(cut.command_length, 4 + 69 * 250 + 7);
+  assert.equal(cut.command_sha256, "f".repeat(64));
+  assert.equal(cut.command[0], "echo");
+  assert.ok(
+    new TextEncoder().encode(auditLine(record(long), SYSLOG_LINE_MAX, "f".repeat(64))).length <= SYSLOG_LINE_MAX,
+  );
+});
+
+Deno.test("no record ever exceeds its bound or loses its short fields, whatever it holds", () => {
+  const huge = {
+    ...record(Array.from({ length: 4000 }, (_, i) => `${i}${"é".repeat(300)}`)),
+    mounts: Array.from({ length: 40 }, () => `/home/${"x".repeat(4000)}:/d`),
+    workdir: "w".repeat(100000),
+  };
+  for (const max of [AUDIT_LINE_MAX, SYSLOG_LINE_MAX]) {
+    const line = auditLine(huge, max, "0".repeat(64));
+    assert.ok(new TextEncoder().encode(line).length <= max, `${max}: ${line.length}`);
+    const parsed = JSON.parse(line);
+    assert.deepEqual([parsed.event, parsed.user, parsed.uid, parsed.outcome, parsed.container], [
+      "end",
+      "alice",
+      2001,
+      "exit 0",
+      "socker-2001-aa",
+    ]);
+    assert.equal(parsed.command_cut, true);
+  }
+});
+
+Deno.test("syslog datagrams carry facility, time, tag and pid in the traditional local format", () => {
+  const date = new Date(2026, 10, 9, 3, 4, 5);
+  assert.equal(syslogDatagram("authpriv", 42, date, "{}"), "<86>Nov  9 03:04:05 socker[42]: {}");
+  assert.equal(syslogDatagram("local3", 1, date, "x"), "<158>Nov  9 03:04:05 socker[1]: x");
+});
+
+Deno.test("the audit folder and file must be root's alone", () => {
+  const info = (change: object) => ({ isDirectory: false, isFile: true, uid: 0, mode: 0o100600, nlink: 1, ...change });
+  assert.equal(auditFileProblem(info({}), false), undefined);
+  assert.equal(auditFileProblem(info({ isDirectory: true, isFile: false, mode: 0o40700 }), true), undefined);
+  assert.match(auditFileProblem(info({ mode: 0o100644 }), false)!, /open to others/);
+  assert.match(auditFileProblem(info({ uid: 2001 }), false)!, /not owned by root/);
+  assert.match(auditFileProblem(info({ nlink: 2 }), false)!, /hard links/);
+  assert.match(
+    auditFileProblem(info({ isDirectory: true, isFile: false, mode: 0o40755 }), true)!,
+    /open to others \(mode must be 0700\)/,
+  );
+  assert.match(auditFileProblem(info({}), true)!, /is not a folder/);
+});

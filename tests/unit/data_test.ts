@@ -1,0 +1,254 @@
+// Unit tests of data and devices: -v specs, destinations, mount decisions from what the kernel said as the
+// caller, working folders, what must be created as the caller, and the container's environment.
+import assert from "node:assert/strict";
+import {
+  chooseWorkdir,
+  containerEnvironment,
+  decideMount,
+  DEFAULT_SETTINGS,
+  defaultMountRequests,
+  destinationProblem,
+  isCleanAbsolute,
+  isUnder,
+  matchesPattern,
+  type Mount,
+  mountRequests,
+  parseVolume,
+  pathsToPrepare,
+  Refusal,
+  UNREACHABLE,
+} from "../../socker.ts";
+import { probe } from "./facts.ts";
+
+function refusal(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
+    assert.match(error.reason, pattern);
+    return true;
+  });
+}
+
+Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only", () => {
+  assert.deepEqual(parseVolume("/home/a/d:/data:ro"), {
+    source: "/home/a/d",
+    destination: "/data",
+    readOnly: true,
+    origin: "-v /home/a/d:/data:ro",
+    by: "user",
+  });
+  const cases: [string, RegExp][] = [
+    ["/a", /expected SRC:DST/],
+    ["/a:/b:ro:x", /expected SRC:DST/],
+    ["rel:/b", /SRC must be an absolute path/],
+    ["/a:rel", /clean absolute/],
+    ["/a:/b/../etc", /clean absolute/],
+    ["/a:/b/", /clean absolute/],
+    ["/a:/b:z", /mode must be ro or rw/],
+    ["/a:/b:Z", /mode must be ro or rw/],
+    ["/a:/x,source=/etc", /DST may hold only/],
+    ["/a:/x y", /DST may hold only/],
+  ];
+  for (const [spec, pattern] of cases) refusal(() => parseVolume(spec), pattern);
+});
+
+Deno.test("paths: clean absolute, and prefixes by whole components", () => {
+  for (const good of ["/", "/a", "/a/b.c", "/a/.b"]) assert.ok(isCleanAbsolute(good), good);
+  for (const bad of ["", "a", "/a/", "/a//b", "/a/./b", "/a/../b", "/.."]) assert.ok(!isCleanAbsolute(bad), bad);
+  assert.ok(isUnder("/scratch/x", "/scratch"));
+  assert.ok(isUnder("/scratch", "/scratch"));
+  assert.ok(!isUnder("/scratch2/x", "/scratch"));
+});
+
+Deno.test("destinations: never / or under the system folders, nor the administrator's", () => {
+  assert.equal(destinationProblem("/data", []), undefined);
+  assert.match(destinationProblem("/", [])!, /image's own root/);
+  for (const bad of ["/etc", "/etc/passwd", "/usr/bin", "/proc/1", "/sys", "/dev/shm", "/var/run", "/bin"]) {
+    assert.ok(destinationProblem(bad, []), bad);
+  }
+  assert.equal(destinationProblem("/etcetera", []), undefined);
+  assert.match(destinationProblem("/opt/site/x", ["/opt/site"])!, /forbidden destination \/opt\/site/);
+});
+
+Deno.test("decideMount: the caller's real path, under a prefix, readable, read-only when not writable", () => {
+  const request = parseVolume("/home/alice/link:/data");
+  assert.deepEqual(decideMount(request, probe("/home/alice/data"), DEFAULT_SETTINGS, false), {
+    source: "/home/alice/data",
+    destination: "/data",
+    readOnly: false,
+    kind: "dir",
+    handle: 116,
+    fixedByRoot: false,
+  });
+  const readOnly = decideMount(
+    request,
+    probe("/home/alice/data", { writable: false }),
+    DEFAULT_SETTINGS,
+    true,
+  ) as Mount;
+  assert.deepEqual([readOnly.readOnly, readOnly.fixedByRoot], [true, true]);
+  assert.match(
+    decideMount(request, UNREACHABLE, DEFAULT_SETTINGS, false) as string,
+    /does not exist or you cannot reach it/,
+  );
+  assert.match(
+    decideMount(request, probe("/etc"), DEFAULT_SETTINGS, false) as string,
+    /real path \/etc\) is not under a folder users may mount \(\/home\)/,
+  );
+  assert.match(
+    decideMount(request, probe("/home2/x"), DEFAULT_SETTINGS, false) as string,
+    /not under a folder users may mount/,
+  );
+  assert.match(
+    decideMount(request, probe("/home/a", { readable: false }), DEFAULT_SETTINGS, false) as string,
+    /not readable by you/,
+  );
+  assert.match(
+    decideMount(request, probe("/home/a", { searchable: false }), DEFAULT_SETTINGS, false) as string,
+    /not readable by you/,
+  );
+  assert.match(
+    decideMount(request, probe("/home/a", { kind: "other" }), DEFAULT_SETTINGS, false) as string,
+    /neither a folder/,
+  );
+  assert.match(
+    decideMount(parseVolume("/home/alice/data:/etc"), probe("/home/alice/data"), DEFAULT_SETTINGS, false) as string,
+    /forbidden destination \/etc/,
+  );
+  const site = { ...parseVolume("/scratch:/scratch"), by: "site" as const };
+  assert.equal(
+    typeof decideMount(site, probe("/scratch"), DEFAULT_SETTINGS, true),
+    "object",
+    "an administrator's path need not be under mount_prefixes",
+  );
+  const pmix = { ...parseVolume("/var/spool/slurmd/pmix.1.0:/var/spool/slurmd/pmix.1.0"), by: "socker" as const };
+  assert.equal(
+    typeof decideMount(pmix, probe("/var/spool/slurmd/pmix.1.0"), DEFAULT_SETTINGS, true),
+    "object",
+    "socker's own mount may go under /var",
+  );
+});
+
+Deno.test("default mounts: home and the caller's folder, once; the administrator's paths", () => {
+  const requests = defaultMountRequests(
+    { ...DEFAULT_SETTINGS, defaultMounts: ["home", "workdir", "/scratch"] },
+    "/home/alice",
+    "/home/alice/run",
+  );
+  assert.deepEqual(requests.map((r) => [r.source, r.destination, r.by]), [
+    ["/home/alice", "/home/alice", "default"],
+    ["/scratch", "/scratch", "site"],
+  ]);
+  assert.equal(defaultMountRequests(DEFAULT_SETTINGS, undefined, "/tmp").length, 1);
+});
+
+Deno.test("a user's mount replaces a default one at the same destination; two of the user's at one are refused", () => {
+  const home = defaultMountRequests(DEFAULT_SETTINGS, "/home/alice", undefined);
+  const mine = [parseVolume("/home/alice/other:/home/alice"), parseVolume("/home/alice/d:/data")];
+  assert.deepEqual(mountRequests(home, mine).map((r) => r.source), ["/home/alice/other", "/home/alice/d"]);
+  refusal(() => mountRequests(home, [parseVolume("/a:/data"), parseVolume("/b:/data:ro")]), /two mounts at \/data/);
+});
+
+const mount = (source: string, destination = source, kind: "dir" | "file" = "dir"): Mount => ({
+  source,
+  destination,
+  readOnly: false,
+  kind,
+  handle: 3,
+  fixedByRoot: false,
+});
+
+Deno.test("workdir: as asked (never under /proc, /sys, /dev), else the caller's folder when mounted, else the image's", () => {
+  const mounts = [mount("/home/alice")];
+  assert.equal(chooseWorkdir("/data", "/home/alice/x", mounts), "/data");
+  assert.equal(chooseWorkdir(undefined, "/home/alice/x", mounts), "/home/alice/x");
+  assert.equal(chooseWorkdir(undefined, "/home/alice/x", [mount("/home/alice/x", "/work")]), "/work");
+  assert.equal(chooseWorkdir(undefined, "/tmp", mounts), undefined);
+  for (const bad of ["/proc/self/fd/7", "/proc", "/dev/fd/100", "/dev", "/sys/fs/cgroup"]) {
+    refusal(() => chooseWorkdir(bad, undefined, []), /never a working directory under \/(proc|dev|sys)$/);
+  }
+  refusal(() => chooseWorkdir("data", undefined, []), /clean absolute/);
+  assert.equal(chooseWorkdir("/procx", undefined, []), "/procx");
+});
+
+Deno.test("what the engine would create as root inside a mounted folder is prepared as the caller", () => {
+  const home = mount("/home/alice");
+  assert.deepEqual(pathsToPrepare([home], "/home/alice/new"), [{
+    path: "/home/alice/new",
+    kind: "dir",
+    why: "-w /home/alice/new",
+  }]);
+  assert.deepEqual(
+    pathsToPrepare([home], "/data"),
+    [],
+    "outside every mount the engine creates it in the container's own root",
+  );
+  assert.deepEqual(pathsToPrepare([home], "/home/alice"), [{
+    path: "/home/alice",
+    kind: "dir",
+    why: "-w /home/alice",
+  }]);
+  const nested = [mount("/home/proj", "/home/proj"), mount("/home/alice/f", "/home/proj/bobdata/planted.txt", "file")];
+  assert.deepEqual(pathsToPrepare(nested, "/home/proj/bobdata/wdir"), [
+    { path: "/home/proj/bobdata/planted.txt", kind: "file", why: "mount point /home/proj/bobdata/planted.txt" },
+    { path: "/home/proj/bobdata/wdir", kind: "dir", why: "-w /home/proj/bobdata/wdir" },
+  ]);
+  const deeper = [
+    mount("/home/alice"),
+    mount("/home/alice/data", "/home/alice/in"),
+    mount("/scratch/x", "/home/alice/in/x"),
+  ];
+  assert.deepEqual(
+    pathsToPrepare(deeper, undefined).map((p) => p.path),
+    ["/home/alice/in", "/home/alice/data/x"],
+    "the deepest holder",
+  );
+});
+
+Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
+  const settings = { ...DEFAULT_SETTINGS, envSet: { SITE: "x", FOO: "admin" }, envDeny: ["LD_PRELOAD"] };
+  const env = containerEnvironment(
+    ["FOO=1", "BAR", "GONE", "A=b=c"],
+    { BAR: "from-caller" },
+    { user: "alice", home: "/home/alice" },
+    settings,
+    false,
+  );
+  assert.deepEqual(env, [
+    "HOME=/home/alice",
+    "USER=alice",
+    "LOGNAME=alice",
+    "FOO=admin",
+    "BAR=from-caller",
+    "A=b=c",
+    "SITE=x",
+  ]);
+  refusal(
+    () => containerEnvironment(["LD_PRELOAD=/x.so"], {}, { user: "a" }, settings, false),
+    /never lets LD_PRELOAD/,
+  );
+  refusal(() => containerEnvironment(["1X=2"], {}, { user: "a" }, settings, false), /not a variable name/);
+  refusal(() => containerEnvironment(["BAR"], undefined, { user: "a" }, settings, false), /give -e BAR=VALUE/);
+  for (const name of ["HOME", "USER", "LOGNAME"]) {
+    refusal(
+      () => containerEnvironment([`${name}=x`], {}, { user: "a" }, settings, false),
+      new RegExp(`${name} is always yours`),
+    );
+  }
+  refusal(
+    () => containerEnvironment(["X=" + "y".repeat(1 << 20)], {}, { user: "a" }, DEFAULT_SETTINGS, false),
+    /at most 1048576/,
+  );
+  assert.deepEqual(containerEnvironment([], {}, { user: "a" }, DEFAULT_SETTINGS, false)[0], "HOME=/");
+  assert.deepEqual(
+    containerEnvironment(["__proto__=1"], {}, { user: "a" }, DEFAULT_SETTINGS, false).at(-1),
+    "__proto__=1",
+  );
+});
+
+Deno.test("env_pass patterns match whole names, * and ? only", () => {
+  assert.ok(matchesPattern("OMP_NUM_THREADS", "OMP_*"));
+  assert.ok(matchesPattern("NCCL_X", "NCCL_?"));
+  assert.ok(!matchesPattern("NCCL_XY", "NCCL_?"));
+  assert.ok(!matchesPattern("XOMP_A", "OMP_*"));
+  assert.ok(matchesPattern("ANY", "*"));
+});

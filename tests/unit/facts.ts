@@ -1,0 +1,117 @@
+// Plain-data facts for the unit tests: what the read phase of a run would have gathered on a node, built
+// from copies of what real nodes showed (tests/fixtures). Each test changes only what its case is about.
+import {
+  type ConfigFile,
+  DOCKER_CONFIG_DIR,
+  LIMIT_ROWS,
+  type Limits,
+  type Ownership,
+  parseCommandLine,
+  pathChain,
+  type PathProbe,
+  Refusal,
+  type RunFacts,
+} from "../../socker.ts";
+
+export const fixture = (name: string) => Deno.readTextFileSync(new URL(`../fixtures/${name}`, import.meta.url));
+
+/** A root-owned configuration file holding `text`, as readConfigFile would report it. */
+export function rootFile(path: string, text: string, change: Partial<Ownership> = {}): ConfigFile {
+  const chain = pathChain(path).map((item, index): Ownership => ({
+    path: item,
+    uid: 0,
+    mode: index === 0 ? 0o100644 : 0o40755,
+    kind: index === 0 ? "file" : "dir",
+    ...(index === 0 ? change : {}),
+  }));
+  return { path, bytes: new TextEncoder().encode(text), written: chain, real: chain };
+}
+
+export const ALLOWLIST = "/etc/socker/socker-images";
+export const SETTINGS = "/etc/socker/socker.conf";
+
+/** What the kernel says, as the caller, of a folder or file they own. */
+export function probe(realPath: string, change: Partial<PathProbe> = {}): PathProbe {
+  return {
+    realPath,
+    kind: "dir",
+    owner: 2001,
+    device: 2049,
+    inode: realPath.length,
+    readable: true,
+    writable: true,
+    searchable: true,
+    handle: 100 + realPath.length,
+    ...change,
+  };
+}
+
+/** A caller's limits: everything unlimited but the usual soft ones. */
+export function limits(change: Record<string, { soft: number; hard: number }> = {}): Limits {
+  const all: Limits = {};
+  for (const row of LIMIT_ROWS) all[row.name] = { soft: Infinity, hard: Infinity };
+  return {
+    ...all,
+    nofile: { soft: 1024, hard: 524288 },
+    stack: { soft: 8 << 20, hard: Infinity },
+    core: { soft: 0, hard: 0 },
+    ...change,
+  };
+}
+
+export const IMAGE_ID = `sha256:${"4".repeat(64)}`;
+
+/** The facts of a healthy node, outside any job: alice (2001, group proj 3001) runs from ~/work. */
+export function runFacts(change: Partial<RunFacts> = {}): RunFacts {
+  return {
+    processUid: 0,
+    sudo: { SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" },
+    allowlist: rootFile(ALLOWLIST, "socker-test/busybox:2\ncentos:7\n"),
+    settings: { path: SETTINGS, missing: true },
+    procSelfCgroup: fixture("proc/v1-outside-job.cgroup"),
+    user: { uid: 2001, gid: 2001, home: "/home/alice", groups: [2001, 3001] },
+    cwd: "/home/alice/work",
+    callerEnv: { PATH: "/usr/bin", HOME: "/home/alice", FOO: "bar" },
+    callerLimits: limits(),
+    stdinIsTerminal: false,
+    stdoutIsTerminal: false,
+    hostName: "n1",
+    random: new Uint8Array([1, 2, 3, 4, 5, 6]),
+    supervisor: "4242:123456",
+    image: { Id: IMAGE_ID, RepoDigests: [] },
+    probes: new Map<string, PathProbe | string>([
+      ["/home/alice", probe("/home/alice")],
+      ["/home/alice/work", probe("/home/alice/work")],
+    ]),
+    fixed: new Map([["/home/alice", true], ["/home/alice/work", false]]),
+    ownContainers: [],
+    staging: [],
+    gpuControlDevices: [],
+    ...change,
+  };
+}
+
+/** A run invocation from a command line. */
+export function run(...args: string[]) {
+  const invocation = parseCommandLine(["run", ...args]);
+  if (invocation.command !== "run") throw new Error("not a run");
+  return invocation;
+}
+
+/** The facts of a job step on node n1: alice's srun step 0 of job 1 (cgroup v1, as observed). */
+export function inJob(change: Partial<RunFacts> = {}): RunFacts {
+  return runFacts({
+    procSelfCgroup: fixture("proc/v1-srun-step.cgroup").replaceAll("slurm_vm", "slurm_n1"),
+    engineInfo: { CgroupDriver: "cgroupfs", CgroupVersion: "1" },
+    slurmConf: rootFile("/etc/slurm/slurm.conf", "SlurmdSpoolDir=/var/spool/slurmd/%n\nNodeName=n1 NodeHostname=vm\n"),
+    ...change,
+  });
+}
+
+export const engineDown = new Refusal("engine", "the Docker engine is not reachable at /var/run/docker.sock: refused");
+export { DOCKER_CONFIG_DIR };
+
+/** What the kernel said of each path, by the path as given. */
+export function probeMap(entries: [string, PathProbe | string][]): Map<string, PathProbe | string> {
+  return new Map(entries);
+}

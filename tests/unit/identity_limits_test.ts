@@ -1,0 +1,154 @@
+// Unit tests of who calls and of resource limits: sudo's word checked against the user database, the
+// caller's limits read from the kernel's text, socker's own raised, the container's exactly the caller's.
+import assert from "node:assert/strict";
+import {
+  callerFromSudo,
+  containerUlimits,
+  isRootCaller,
+  LIMIT_ROWS,
+  parseProcLimits,
+  planOwnLimits,
+  Refusal,
+  resolveCaller,
+} from "../../socker.ts";
+import { limits } from "./facts.ts";
+
+function refusal(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
+    assert.match(error.reason, pattern);
+    return true;
+  });
+}
+
+Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
+  assert.deepEqual(callerFromSudo({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
+    uid: 2001,
+    gid: 2001,
+    user: "alice",
+  });
+  assert.deepEqual(callerFromSudo({}, 0), { uid: 0, gid: 0, user: "root" });
+  for (const uid of ["-1", "1e3", " 2001", "2001 ", "0x10", "02001", "99999999999"]) {
+    refusal(() => callerFromSudo({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
+  }
+  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
+  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
+  assert.equal(isRootCaller({ uid: 0, gid: 0, user: "root" }, 0), true);
+  assert.equal(isRootCaller({ uid: 2001, gid: 2001, user: "alice" }, 0), false);
+  assert.equal(isRootCaller({ uid: 0, gid: 0, user: "root" }, 2001), false);
+});
+
+Deno.test("resolveCaller takes groups from the database and refuses root", () => {
+  const sudo = { uid: 2001, gid: 2001, user: "alice" };
+  assert.deepEqual(
+    resolveCaller(sudo, { uid: 2001, gid: 2001, home: "/home/alice", groups: [3001, 2001, 3001, 100] }),
+    {
+      ...sudo,
+      groups: [100, 3001],
+      home: "/home/alice",
+    },
+  );
+  refusal(() => resolveCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
+  refusal(() => resolveCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
+  refusal(() => resolveCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
+  refusal(() => resolveCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
+});
+
+/** /proc/self/limits as the kernel writes it. */
+const PROC_LIMITS = `Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              30                   unlimited            seconds
+Max file size             1048576              unlimited            bytes
+Max data size             unlimited            unlimited            bytes
+Max stack size            8388608              unlimited            bytes
+Max core file size        0                    0                    bytes
+Max resident set          unlimited            unlimited            bytes
+Max processes             64                   64                   processes
+Max open files            128                  128                  files
+Max locked memory         8388608              8388608              bytes
+Max address space         unlimited            unlimited            bytes
+Max file locks            unlimited            unlimited            locks
+Max pending signals       96362                96362                signals
+Max msgqueue size         819200               819200               bytes
+Max nice priority         0                    0
+Max realtime priority     0                    0
+Max realtime timeout      unlimited            unlimited            us
+`;
+
+Deno.test("the caller's limits are read from the kernel's text, every row, bounded", () => {
+  const parsed = parseProcLimits(PROC_LIMITS);
+  assert.deepEqual(parsed.cpu, { soft: 30, hard: Infinity });
+  assert.deepEqual(parsed.nproc, { soft: 64, hard: 64 });
+  assert.deepEqual(parsed.nofile, { soft: 128, hard: 128 });
+  assert.deepEqual(parsed.nice, { soft: 0, hard: 0 });
+  assert.equal(Object.keys(parsed).length, LIMIT_ROWS.length);
+  refusal(() => parseProcLimits(PROC_LIMITS.replace(/^Max open files.*$/m, "")), /lack Max open files/);
+  refusal(
+    () => parseProcLimits(PROC_LIMITS.replace("128                  128", "-1 128")),
+    /cannot read the resource limit 'Max open files/,
+  );
+  refusal(
+    () => parseProcLimits(PROC_LIMITS.replace("128                  128", "256 128")),
+    /cannot read the resource limit/,
+  );
+  refusal(
+    () => parseProcLimits(PROC_LIMITS.replace("96362                96362", "99999999999999999999 x")),
+    /cannot read/,
+  );
+});
+
+Deno.test("the container gets exactly the caller's limits, for every limit docker can set", () => {
+  const ulimits = containerUlimits(parseProcLimits(PROC_LIMITS));
+  assert.deepEqual(ulimits.find((u) => u.Name === "nproc"), { Name: "nproc", Soft: 64, Hard: 64 });
+  assert.deepEqual(ulimits.find((u) => u.Name === "nofile"), { Name: "nofile", Soft: 128, Hard: 128 });
+  assert.deepEqual(ulimits.find((u) => u.Name === "fsize"), { Name: "fsize", Soft: 1048576, Hard: -1 });
+  assert.deepEqual(ulimits.find((u) => u.Name === "cpu"), { Name: "cpu", Soft: 30, Hard: -1 });
+  assert.equal(ulimits.find((u) => u.Name === "as"), undefined, "docker cannot pass the address space on");
+  assert.equal(ulimits.length, LIMIT_ROWS.length - 1);
+});
+
+const needs = { cpu: 10, nofile: 128, fsize: 2 << 20 };
+
+Deno.test("socker raises its own soft limits to the hard ones, so soft limits cannot stop the supervisor", () => {
+  const changes = planOwnLimits(parseProcLimits(PROC_LIMITS), needs, false);
+  assert.deepEqual(changes.find((c) => c.name === "cpu"), { resource: 0, name: "cpu", soft: Infinity, hard: Infinity });
+  assert.deepEqual(changes.find((c) => c.name === "fsize"), {
+    resource: 1,
+    name: "fsize",
+    soft: Infinity,
+    hard: Infinity,
+  });
+  assert.equal(changes.find((c) => c.name === "nofile"), undefined, "already at its hard limit");
+  assert.equal(changes.find((c) => c.name === "stack"), undefined, "the stack is left at 8 MiB, never unlimited");
+  assert.deepEqual(
+    planOwnLimits(limits({ stack: { soft: 1 << 20, hard: Infinity } }), needs, false).find((c) => c.name === "stack")
+      ?.soft,
+    8 << 20,
+  );
+});
+
+Deno.test("a hard limit below what socker needs is a one-line refusal, unless root may raise it", () => {
+  const low = (name: string, value: number) => limits({ [name]: { soft: value, hard: value } });
+  refusal(
+    () => planOwnLimits(low("cpu", 1), needs, false),
+    /your CPU-time limit \(ulimit -t\) is 1 s; socker needs at least 10 s/,
+  );
+  refusal(
+    () => planOwnLimits(low("nofile", 64), needs, false),
+    /your open-files limit \(ulimit -n\) is 64; socker needs at least 128/,
+  );
+  refusal(
+    () => planOwnLimits(low("fsize", 1024), needs, false),
+    /your file-size limit \(ulimit -f\) is 1 KiB; socker needs at least 2048 KiB/,
+  );
+  assert.deepEqual(planOwnLimits(low("cpu", 1), needs, true).find((c) => c.name === "cpu"), {
+    resource: 0,
+    name: "cpu",
+    soft: 10,
+    hard: 10,
+  });
+  assert.deepEqual(
+    planOwnLimits(low("cpu", 10), needs, false).find((c) => c.name === "cpu"),
+    undefined,
+    "exactly enough is enough",
+  );
+});

@@ -1,0 +1,280 @@
+// Unit tests of Slurm: the job step from copies of /proc/self/cgroup seen in real jobs (and hostile ones),
+// the cgroup hierarchies, what a finished job leaves, slurm.conf, host lists, and the GPU record.
+import assert from "node:assert/strict";
+import {
+  cgroupMounts,
+  engineCgroupProblem,
+  expandHostList,
+  gpuDeviceNodes,
+  gpusFromJobRecord,
+  jobLeftovers,
+  jobStepFromCgroup,
+  parseSlurmConf,
+  pmixFolder,
+  Refusal,
+  slurmConfProblems,
+  slurmNodeName,
+} from "../../socker.ts";
+import { fixture } from "./facts.ts";
+
+const cgroup = (name: string) => fixture(`proc/${name}`);
+
+Deno.test("cgroup v1: srun and batch steps resolve to the step's folder, whatever the root is called", () => {
+  assert.deepEqual(jobStepFromCgroup(cgroup("v1-srun-step.cgroup"), 2001), {
+    version: 1,
+    jobId: "1",
+    stepId: "0",
+    node: "vm",
+    parent: "/slurm_vm/uid_2001/job_1/step_0",
+  });
+  assert.equal(jobStepFromCgroup(cgroup("v1-batch-step.cgroup"), 2001)?.parent, "/slurm_vm/uid_2001/job_1/step_batch");
+  assert.deepEqual(jobStepFromCgroup(cgroup("v1-plain-root-systemd.cgroup"), 2001), {
+    version: 1,
+    jobId: "77",
+    stepId: "extern",
+    node: undefined,
+    parent: "/slurm/uid_2001/job_77/step_extern",
+  });
+});
+
+Deno.test("cgroup v2: the step's user folder, also with several slurmd per host", () => {
+  assert.deepEqual(jobStepFromCgroup(cgroup("v2-batch.cgroup"), 2001), {
+    version: 2,
+    jobId: "2",
+    stepId: "batch",
+    node: undefined,
+    parent: "/system.slice/slurmstepd.scope/job_2/step_batch/user",
+  });
+  const multi = jobStepFromCgroup(cgroup("v2-multi-slurmd.cgroup"), 2001);
+  assert.deepEqual([multi?.parent, multi?.node], ["/system.slice/n2_slurmstepd.scope/job_9/step_3/user", "n2"]);
+});
+
+Deno.test("outside a job there is no cgroup parent", () => {
+  assert.equal(jobStepFromCgroup(cgroup("v1-outside-job.cgroup"), 2001), undefined);
+  assert.equal(jobStepFromCgroup(cgroup("v2-outside-job.cgroup"), 2001), undefined);
+});
+
+Deno.test("hostile cgroup paths fail closed, naming why", () => {
+  const cases: [string, RegExp][] = [
+    [cgroup("hostile-dotdot.cgroup"), /not normalised/],
+    [cgroup("hostile-other-user.cgroup"), /belongs to uid 2002, not to you \(2001\)/],
+    [cgroup("hostile-disagree.cgroup"), /controllers disagree/],
+    [cgroup("hostile-job-without-step.cgroup"), /is not a Slurm step cgroup/],
+    [cgroup("hostile-v2-dotdot.cgroup"), /not normalised/],
+    [cgroup("hostile-v2-stepd.cgroup"), /is not a Slurm task cgroup/],
+    [cgroup("hostile-garbage.cgroup"), /cannot read the line/],
+    ["4:memory:/slurm_n1/uid_2001/job_99999999999/step_0/task_0\n", /job id .* out of range/],
+    ["4:memory:/slurm_n1/uid_2001/job_1/step_99999999/task_0\n", /step id .* out of range/],
+    ["99999:memory:/slurm_n1/uid_2001/job_1/step_0\n", /cannot read the line/],
+    [
+      Array.from({ length: 65 }, (_, i) => `${i}:x:/`).join("\n") + "\n4:memory:/slurm/uid_2001/job_1/step_0",
+      /more lines/,
+    ],
+  ];
+  for (const [text, pattern] of cases) {
+    assert.throws(() => jobStepFromCgroup(text, 2001), (error: unknown) => {
+      assert.ok(error instanceof Refusal);
+      assert.match(error.reason, pattern);
+      assert.match(error.reason, /refusing to run$/);
+      return true;
+    });
+  }
+});
+
+Deno.test("the engine must use the cgroupfs driver and the job's cgroup version", () => {
+  const job = jobStepFromCgroup(cgroup("v1-srun-step.cgroup"), 2001)!;
+  assert.equal(engineCgroupProblem({ CgroupDriver: "cgroupfs", CgroupVersion: "1" }, job), undefined);
+  assert.match(
+    engineCgroupProblem({ CgroupDriver: "systemd", CgroupVersion: "1" }, job)!,
+    /native\.cgroupdriver=cgroupfs/,
+  );
+  assert.match(engineCgroupProblem({ CgroupDriver: "cgroupfs", CgroupVersion: "2" }, job)!, /cgroup v2 but this job/);
+});
+
+Deno.test("cgroup hierarchies and their controllers come from mountinfo", () => {
+  assert.deepEqual(cgroupMounts(cgroup("v1-mountinfo")), [
+    { path: "/sys/fs/cgroup/cpu", version: 1, controllers: ["cpu"] },
+    { path: "/sys/fs/cgroup/cpuacct", version: 1, controllers: ["cpuacct"] },
+    { path: "/sys/fs/cgroup/memory", version: 1, controllers: ["memory"] },
+    { path: "/sys/fs/cgroup/systemd", version: 1, controllers: ["name=systemd"] },
+    { path: "/sys/fs/cgroup/unified", version: 2, controllers: [] },
+  ]);
+});
+
+const tree: Record<string, string[]> = {
+  "/cg": ["slurm_n1", "slurm_n2", "system.slice", "docker"],
+  "/cg/slurm_n1": ["uid_2001"],
+  "/cg/slurm_n1/uid_2001": ["job_5", "job_6"],
+  "/cg/slurm_n1/uid_2001/job_5": ["step_0"],
+  "/cg/slurm_n1/uid_2001/job_5/step_0": ["a".repeat(64)],
+  [`/cg/slurm_n1/uid_2001/job_5/step_0/${"a".repeat(64)}`]: ["sub"],
+  "/cg/slurm_n2": ["uid_2001"],
+  "/cg/slurm_n2/uid_2001": ["job_5"],
+  "/cg/system.slice": ["slurmstepd.scope"],
+  "/cg/system.slice/slurmstepd.scope": ["job_5", "job_50"],
+  "/cg/docker": ["job_5"],
+};
+const list = (path: string) => tree[path] ?? [];
+const A = `/cg/slurm_n1/uid_2001/job_5/step_0/${"a".repeat(64)}`;
+
+Deno.test("in a controller Slurm manages, only the containers' folders are socker's; Slurm removes its own", () => {
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["memory"] }, "5", list), {
+    containers: [`${A}/sub`, A],
+    jobFolders: [],
+  });
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 2, controllers: [] }, "5", list).jobFolders, []);
+});
+
+Deno.test("in a controller only Docker filled, the job's folders are socker's to remove, deepest first", () => {
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "5", list), {
+    containers: [`${A}/sub`, A],
+    jobFolders: [
+      "/cg/slurm_n1/uid_2001/job_5/step_0",
+      "/cg/slurm_n1/uid_2001/job_5",
+      "/cg/slurm_n2/uid_2001/job_5",
+      "/cg/system.slice/slurmstepd.scope/job_5",
+    ],
+  });
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "6", list).jobFolders, [
+    "/cg/slurm_n1/uid_2001/job_6",
+  ]);
+});
+
+const SLURM_CONF = `# the test cluster
+SlurmdSpoolDir=/var/spool/slurmd/%n
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/affinity,task/cgroup
+Epilog=/usr/local/libexec/socker/slurm-epilog
+NodeName=n1 NodeHostname=vm NodeAddr=127.0.0.1 Port=6818 CPUs=1
+NodeName=n2 NodeHostname=vm NodeAddr=127.0.0.1 Port=6819 CPUs=1
+NodeName=gpu01 CPUs=8
+`;
+
+Deno.test("slurm.conf: cgroup tracking, task/cgroup and socker's Epilog are required", () => {
+  const hook = "/usr/local/libexec/socker/slurm-epilog";
+  assert.deepEqual(slurmConfProblems(parseSlurmConf(SLURM_CONF), hook), []);
+  const bad =
+    "ProctrackType=proctrack/linuxproc\n#Epilog=/usr/local/libexec/socker/slurm-epilog\nTaskPlugin=task/affinity\n";
+  assert.deepEqual(slurmConfProblems(parseSlurmConf(bad), hook), [
+    "set ProctrackType=proctrack/cgroup",
+    "add task/cgroup to TaskPlugin",
+    "add Epilog=/usr/local/libexec/socker/slurm-epilog (install.sh --epilog installs it)",
+  ]);
+});
+
+Deno.test("the step's PMIx folder comes from slurm.conf and the cgroup, with %n and %h expanded", () => {
+  const conf = parseSlurmConf(SLURM_CONF);
+  const step = jobStepFromCgroup(cgroup("v1-srun-step.cgroup").replaceAll("slurm_vm", "slurm_n2"), 2001)!;
+  assert.equal(slurmNodeName(step, conf, "vm"), "n2", "the cgroup root names the node");
+  assert.equal(pmixFolder(step, conf, "n2", "vm"), "/var/spool/slurmd/n2/pmix.1.0");
+  const plain = jobStepFromCgroup(cgroup("v1-plain-root-systemd.cgroup"), 2001)!;
+  assert.equal(slurmNodeName(plain, conf, "gpu01.cluster"), "gpu01", "NodeName of this host");
+  assert.equal(slurmNodeName(plain, conf, "vm"), "vm", "two nodes on this host: the host name");
+  assert.equal(
+    pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=/var/spool/%h/%n\n"), "gpu01", "gpu01.cluster"),
+    "/var/spool/gpu01/gpu01/pmix.77.extern",
+  );
+  assert.equal(pmixFolder(plain, parseSlurmConf(""), "x", "x"), "/var/spool/slurmd/pmix.77.extern");
+  assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=/var/spool/%x\n"), "x", "x"), undefined);
+  assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=relative\n"), "x", "x"), undefined);
+});
+
+Deno.test("Slurm host lists expand, bounded", () => {
+  assert.deepEqual(expandHostList("n1"), ["n1"]);
+  assert.deepEqual(expandHostList("n[1-3]"), ["n1", "n2", "n3"]);
+  assert.deepEqual(expandHostList("gpu[01-02,10],login"), ["gpu01", "gpu02", "gpu10", "login"]);
+  assert.deepEqual(expandHostList("a[1-2]b"), ["a1b", "a2b"]);
+  assert.equal(expandHostList("n[1-1000000000]"), undefined);
+  assert.equal(expandHostList("n[3-1]"), undefined);
+  assert.equal(expandHostList("n[1-x]"), undefined);
+  assert.equal(expandHostList("n[1"), undefined);
+});
+
+/** Slurm's structured records (`squeue --json`): a finished job 6, then job 7 with the fields socker reads. */
+const record = (fields: Record<string, unknown>) => ({
+  jobs: [{ job_id: 6, user_id: 2001, nodes: "n[1-2]", gres_detail: [] }, {
+    job_id: 7,
+    user_id: 2001,
+    nodes: "n[1-2]",
+    ...fields,
+  }],
+});
+const squeue = (name: string) => JSON.parse(fixture(`slurm/squeue-json-${name}.json`));
+
+Deno.test("GPUs from squeue --json as Slurm 22.05 wrote it on the test cluster", () => {
+  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n2"), [0]);
+  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n1"), [0]);
+  assert.match(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2002, "n1") as string, /not yours/);
+  const two = squeue("gpu2-two-nodes");
+  const twoJob = two.jobs.find((j: { gres_detail: string[] }) => j.gres_detail.length === 2);
+  assert.deepEqual(gpusFromJobRecord(two, String(twoJob.job_id), 2001, "n1"), [0, 1]);
+  const forged = squeue("forged-text");
+  const forgedJob = forged.jobs.find((j: { name: string }) => j.name.includes("GRES"));
+  assert.deepEqual(gpusFromJobRecord(forged, String(forgedJob.job_id), 2001, "n1"), []);
+});
+
+Deno.test("GPUs come only from Slurm's record of the job on this node", () => {
+  assert.deepEqual(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:a100:2(IDX:0-1)", "gpu:a100:1(IDX:3)"] }), "7", 2001, "n2"),
+    [3],
+  );
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:2(IDX:0,2)", ""] }), "7", 2001, "n1"), [0, 2]);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["", ""] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: [] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:N/A)", ""] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["mps:100(0),gpu:1(IDX:1)", ""] }), "7", 2001, "n1"), [1]);
+});
+
+Deno.test("text the user sets in the job (name, comment, folder) never counts", () => {
+  const forged = record({
+    name: "GRES=gpu(IDX:0-3)",
+    comment: "gres_detail GRES=gpu:4(IDX:0-3)",
+    current_working_directory: "/home/alice/GRES=gpu(IDX:0-3)",
+    gres_detail: ["", ""],
+  });
+  assert.deepEqual(gpusFromJobRecord(forged, "7", 2001, "n1"), []);
+});
+
+Deno.test("a record that is not this caller's job on this node, or unreadable, gives no GPU", () => {
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "8", 2001, "n1") as string,
+    /no single record of job 8/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ user_id: 2002, gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n1") as string,
+    /not yours/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n9") as string,
+    /no allocation on node n9/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)"] }), "7", 2001, "n1") as string,
+    /does not match the job's nodes/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0-99999)", ""] }), "7", 2001, "n1") as string,
+    /unreadable GPU index/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:5-2)", ""] }), "7", 2001, "n1") as string,
+    /unreadable GPU index/,
+  );
+  assert.match(gpusFromJobRecord({ jobs: [] }, "7", 2001, "n1") as string, /no single record of job 7/);
+  assert.match(gpusFromJobRecord("garbage", "7", 2001, "n1") as string, /no job records/);
+  const allocated = record({ job_resources: { allocated_nodes: [{ nodename: "n2" }] }, gres_detail: ["gpu:1(IDX:1)"] });
+  assert.deepEqual(
+    gpusFromJobRecord(allocated, "7", 2001, "n2"),
+    [1],
+    "allocated_nodes names the nodes of gres_detail",
+  );
+  assert.match(gpusFromJobRecord(record({ nodes: "n[1-" }), "7", 2001, "n1") as string, /no node list/);
+});
+
+Deno.test("the GPUs' device nodes, with the shared control devices this node has", () => {
+  assert.deepEqual(gpuDeviceNodes([0, 3], (p) => p === "/dev/nvidiactl"), [
+    "/dev/nvidia0",
+    "/dev/nvidia3",
+    "/dev/nvidiactl",
+  ]);
+});
