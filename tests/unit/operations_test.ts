@@ -62,7 +62,7 @@ Deno.test("doctor's real table: a stopped engine is one FIX line, the rest that 
     facts,
   );
   assert.equal(report.lines.filter((line) => line.startsWith("FIX")).length, 1, report.lines.join("\n"));
-  assert.match(report.lines[0], /^FIX  Docker engine: the Docker engine is not reachable/);
+  assert.match(report.lines[0], /^FIX {2}Docker engine: the Docker engine is not reachable/);
   assert.ok(
     report.lines.slice(1, -1).every((line) => /^skip .*: skipped: needs the Docker engine/.test(line)),
     report.lines.join("\n"),
