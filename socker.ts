@@ -773,10 +773,10 @@ export const SUPERVISOR_OPEN_FILES = 128;
 export const AUDIT_ROOM_BYTES = 1 << 20;
 
 /** How each limit socker needs is named to a user. */
-const LIMIT_WORDS: Record<keyof SupervisorNeeds, { what: string; flag: string; unit: (n: number) => string }> = {
-  cpu: { what: "CPU-time", flag: "-t", unit: (n) => `${n} s` },
-  nofile: { what: "open-files", flag: "-n", unit: (n) => `${n}` },
-  fsize: { what: "file-size", flag: "-f", unit: (n) => `${Math.ceil(n / 1024)} KiB` },
+const LIMIT_WORDS: Record<keyof SupervisorNeeds, { what: string; flag: string; unit: (n: number) => string; raise: string }> = {
+  cpu: { what: "CPU-time", flag: "-t", unit: (n) => `${n} s`, raise: "ulimit -t unlimited" },
+  nofile: { what: "open-files", flag: "-n", unit: (n) => `${n}`, raise: "ulimit -n 1024" },
+  fsize: { what: "file-size", flag: "-f", unit: (n) => `${Math.ceil(n / 1024)} KiB`, raise: "ulimit -f unlimited" },
 };
 
 /**
@@ -802,7 +802,7 @@ export function planOwnLimits(
         refuse(
           "policy",
           `your ${words.what} limit (ulimit ${words.flag}) is ${words.unit(hard)}; socker needs at least ` +
-            `${words.unit(need)} to supervise the container: raise it (ulimit ${words.flag} unlimited)`,
+            `${words.unit(need)} to supervise the container: raise it (${words.raise})`,
         );
       }
       hard = need;

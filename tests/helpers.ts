@@ -106,9 +106,12 @@ export function userShell(user: string, line: string, output: "piped" | "null" =
 }
 
 /** Runs a shell line as a test user inside a terminal (script(1) gives it a pty), as an interactive user would. */
-export function inTerminal(user: string, line: string): Promise<Result> {
+export function inTerminal(user: string, line: string, stdin?: string): Promise<Result> {
   const env = { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" };
-  return sh("/usr/bin/setpriv", asUserArgv(user, env, ["/usr/bin/script", "-qec", line, "/dev/null"]), { cwd: "/tmp" });
+  return sh("/usr/bin/setpriv", asUserArgv(user, env, ["/usr/bin/script", "-qec", line, "/dev/null"]), {
+    cwd: "/tmp",
+    stdin,
+  });
 }
 
 /** What socker left in its staging folder (nothing, after every run). */
@@ -151,6 +154,64 @@ export function assertRefused(result: Result, pattern: RegExp): void {
   assert.match(result.stderr, pattern);
   assert.equal(result.stderr.trimEnd().split("\n").length, 1, `one line: ${result.stderr}`);
   assert.equal(result.stdout, "");
+}
+
+export const SETTINGS = "/etc/socker/socker.conf";
+export const AUDIT_LOG = "/var/log/socker/audit.log";
+
+/** Runs `body` with a socker.conf of the test's own, and removes it after (whatever happens). */
+export async function withSettings(text: string, body: () => Promise<void>): Promise<void> {
+  Deno.writeTextFileSync(SETTINGS, text, { mode: 0o644 });
+  Deno.chmodSync(SETTINGS, 0o644);
+  try {
+    await body();
+  } finally {
+    Deno.removeSync(SETTINGS);
+  }
+}
+
+/** Makes a folder with an owner, group and mode (and a file `whose` inside saying whose it is). */
+export function folder(path: string, owner: number, group: number, mode: number, content?: string): void {
+  Deno.mkdirSync(path, { recursive: true });
+  if (content !== undefined) {
+    Deno.writeTextFileSync(`${path}/whose`, content);
+    Deno.chownSync(`${path}/whose`, owner, group);
+    Deno.chmodSync(`${path}/whose`, 0o640);
+  }
+  Deno.chownSync(path, owner, group);
+  Deno.chmodSync(path, mode);
+}
+
+/** The audit file's records whose line contains `marker`, parsed (waits until `count` arrived). */
+export async function auditRecords(marker: string, count = 1): Promise<Record<string, unknown>[]> {
+  let found: Record<string, unknown>[] = [];
+  await waitFor(
+    async () => {
+      const text = await Deno.readTextFile(AUDIT_LOG).catch(() => "");
+      found = text.split("\n").filter((line) => line.includes(marker)).map((line) => JSON.parse(line));
+      return found.length >= count;
+    },
+    5000,
+    50,
+  );
+  return found;
+}
+
+/** A marker no other record holds. */
+export const marker = (what = "t") => `${what}-${crypto.randomUUID().slice(0, 8)}`;
+
+/** Files and folders under `paths` owned by root (what the engine created as root where the user could). */
+export async function rootOwnedUnder(...paths: string[]): Promise<string[]> {
+  const result = await sh("/usr/bin/find", [...paths, "-xdev", "-user", "root"]);
+  return result.stdout.split("\n").filter((line) => line !== "");
+}
+
+/** Runs a Slurm client command (or any command) as a test user, from their home. */
+export function asUser(user: string, cmd: string[], options: { stdin?: string; env?: Record<string, string> } = {}) {
+  return sh("/usr/bin/setpriv", asUserArgv(user, userEnv(user, options.env), cmd), {
+    stdin: options.stdin,
+    cwd: `/home/${user}`,
+  });
 }
 
 /** The allowlist the integration tests run with. */

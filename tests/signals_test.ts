@@ -1,0 +1,142 @@
+// Signals and terminals: what a user's Ctrl-C, kill, Slurm's warnings and a closed pipe do to a running
+// container, and that a container never outlives its socker. Real engine, real launcher and sudo.
+import assert from "node:assert/strict";
+import {
+  folder,
+  IMAGE,
+  inTerminal,
+  sh,
+  socker,
+  sockerContainers,
+  spawnSocker,
+  stagingLeft,
+  waitFor,
+} from "./helpers.ts";
+
+async function assertNoContainers(): Promise<void> {
+  assert.deepEqual(await sockerContainers(), []);
+}
+
+/** Starts a long container as alice, sends socker `signal`, and returns how long until socker exited. */
+async function startAndSignal(signal: Deno.Signal, expectedCode: number): Promise<number> {
+  const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
+  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "the container started");
+  const start = performance.now();
+  child.kill(signal);
+  const output = await child.output();
+  const elapsed = performance.now() - start;
+  assert.equal(output.code, expectedCode, new TextDecoder().decode(output.stderr));
+  await assertNoContainers(); // socker exits only once its container is gone
+  return elapsed;
+}
+
+Deno.test("signals: SIGTERM to socker kills the container, waits until it is gone, exits 143, within a second", async () => {
+  const elapsed = await startAndSignal("SIGTERM", 143);
+  assert.ok(elapsed < 1000, `took ${elapsed} ms`);
+});
+
+Deno.test("signals: SIGINT to socker: container gone, exit 130", async () => {
+  await startAndSignal("SIGINT", 130);
+});
+
+Deno.test("signals: SIGHUP to socker: container gone, exit 129", async () => {
+  await startAndSignal("SIGHUP", 129);
+});
+
+/** Starts a container that traps `trapped` and says when it is ready; returns the child and its stdout reader. */
+async function startTrapping(trapped: string, exit: number) {
+  const child = spawnSocker("alice", [
+    "run",
+    IMAGE,
+    "sh",
+    "-c",
+    `trap 'echo got-${trapped}; exit ${exit}' ${trapped}; echo ready; while true; do sleep 0.1; done`,
+  ]);
+  const reader = child.stdout.getReader();
+  const first = await reader.read();
+  assert.equal(new TextDecoder().decode(first.value), "ready\n");
+  return { child, reader };
+}
+
+async function rest(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+  let text = "";
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    text += new TextDecoder().decode(chunk.value);
+  }
+  return text;
+}
+
+Deno.test("signals: SIGUSR1 and SIGUSR2 reach the container's process, once each", async () => {
+  for (const [signal, name] of [["SIGUSR1", "USR1"], ["SIGUSR2", "USR2"]] as const) {
+    const { child, reader } = await startTrapping(name, 7);
+    child.kill(signal);
+    const output = await rest(reader);
+    const status = await child.status;
+    await child.stderr.cancel();
+    assert.equal(output, `got-${name}\n`);
+    assert.equal(status.code, 7);
+  }
+  await assertNoContainers();
+});
+
+Deno.test("signals: Ctrl-\\ (SIGQUIT) without a terminal reaches the container; no stack trace, its own code", async () => {
+  const { child, reader } = await startTrapping("QUIT", 4);
+  child.kill("SIGQUIT");
+  const output = await rest(reader);
+  const stderr = await new Response(child.stderr).text();
+  assert.equal(output, "got-QUIT\n");
+  assert.equal((await child.status).code, 4);
+  assert.equal(stderr, "", "nothing of socker's own on stderr");
+});
+
+Deno.test("signals: a closed pipe ends the container's writer as in a shell pipeline", async () => {
+  const result = await sh("/usr/bin/setpriv", [
+    "--reuid=alice",
+    "--regid=alice",
+    "--init-groups",
+    "/bin/bash",
+    "-c",
+    `cd /tmp; socker run ${IMAGE} yes | head -n 2; echo "rc=\${PIPESTATUS[0]}"`,
+  ], { env: { PATH: "/usr/local/bin:/usr/bin:/bin" } });
+  assert.equal(result.stdout, "y\ny\nrc=141\n", result.stderr);
+  await assertNoContainers();
+});
+
+Deno.test("signals: a signal while socker prepares the run leaves nothing behind: no container, no staging mount", async () => {
+  // A folder in alice's own home is staged (she could rename it), so preparation changes something.
+  folder("/home/alice/signal-test", 2001, 2001, 0o755);
+  const codes: number[] = [];
+  for (const delay of [0, 20, 40, 60, 80, 100, 150, 200, 300, 500]) {
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/signal-test:/d", IMAGE, "sleep", "1000"]);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    child.kill("SIGTERM");
+    const output = await child.output();
+    codes.push(output.code);
+    assert.equal(output.code, 143, `delay ${delay}: ${new TextDecoder().decode(output.stderr)}`);
+    await assertNoContainers();
+    assert.equal(await stagingLeft(), "", `delay ${delay}`);
+  }
+  Deno.removeSync("/home/alice/signal-test");
+});
+
+Deno.test("terminals: Ctrl-P Ctrl-Q does not detach: the program's own exit code comes back", async () => {
+  const detach = "\x10\x11";
+  const result = await inTerminal("alice", `socker run ${IMAGE} sh -c 'sleep 1; exit 7'`, detach);
+  assert.equal(result.code, 7, result.stdout);
+  await assertNoContainers();
+});
+
+Deno.test("terminals: even the engine's own detach sequence keeps socker supervising until the exit code", async () => {
+  // socker's detach sequence (DETACH_KEYS) typed: the engine detaches the stream, so later output is lost,
+  // but socker keeps supervising and returns the program's own code.
+  const engineDetach = "\x1e\x00\x1e\x00\x1e\x00\x1e\x00";
+  const result = await inTerminal(
+    "alice",
+    `socker run ${IMAGE} sh -c 'echo before; sleep 1; echo after; exit 9'`,
+    engineDetach,
+  );
+  assert.equal(result.code, 9, result.stdout);
+  assert.match(result.stdout, /before/);
+  assert.ok(!result.stdout.includes("after"), `the stream was detached: ${result.stdout}`);
+  await assertNoContainers();
+});
