@@ -6,7 +6,6 @@ import {
   IMAGE,
   inTerminal,
   sh,
-  socker,
   sockerContainers,
   spawnSocker,
   stagingLeft,
