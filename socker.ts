@@ -773,7 +773,10 @@ export const SUPERVISOR_OPEN_FILES = 128;
 export const AUDIT_ROOM_BYTES = 1 << 20;
 
 /** How each limit socker needs is named to a user. */
-const LIMIT_WORDS: Record<keyof SupervisorNeeds, { what: string; flag: string; unit: (n: number) => string; raise: string }> = {
+const LIMIT_WORDS: Record<
+  keyof SupervisorNeeds,
+  { what: string; flag: string; unit: (n: number) => string; raise: string }
+> = {
   cpu: { what: "CPU-time", flag: "-t", unit: (n) => `${n} s`, raise: "ulimit -t unlimited" },
   nofile: { what: "open-files", flag: "-n", unit: (n) => `${n}`, raise: "ulimit -n 1024" },
   fsize: { what: "file-size", flag: "-f", unit: (n) => `${Math.ceil(n / 1024)} KiB`, raise: "ulimit -f unlimited" },
@@ -956,19 +959,22 @@ export const SLURM_CONTROLLERS = ["freezer", "cpuset", "memory", "devices"];
 const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
 /**
- * Lists what a finished job left in one hierarchy, deepest first, split by whose it is to remove:
- * `containers` are the engine's folders of containers (named by their 64-hex id) anywhere under the job;
- * `jobFolders` are the job's own folders, which socker removes only in v1 controllers that Slurm does not
- * manage (cpu, cpuacct, blkio, pids, name=systemd: Docker created them there for the cgroup parent);
- * in Slurm's controllers and on v2, Slurm removes its job and step folders itself. v1 jobs sit in
- * `<root>/slurm[_<node>]/uid_<uid>/job_<id>`, v2 jobs in `<root>/system.slice/[<node>_]slurmstepd.scope/
- * job_<id>`. `listDirs` returns a folder's sub-folders, or nothing when it does not exist.
+ * Lists what a finished job left in one hierarchy, deepest first, by whose it is to remove: `containers`
+ * are the engine's folders of containers (named by their 64-hex id, with what lies below) anywhere under
+ * the job; `jobFolders` are the job's own folders in hierarchies Slurm does not manage (v1 cpu, cpuacct,
+ * blkio, pids, name=systemd, and the unified tree of a hybrid node: Docker created them there for the
+ * cgroup parent), socker's to remove at once; `slurmFolders` are the job and step folders in hierarchies
+ * Slurm manages (freezer, cpuset, memory, devices; the unified tree of a v2 node), Slurm's own, which socker
+ * removes only once Slurm is done with the job (a container that outlived the step kept Slurm from it).
+ * v1 jobs sit in `<root>/slurm[_<node>]/uid_<uid>/job_<id>`, v2 jobs in `<root>/system.slice/[<node>_]
+ * slurmstepd.scope/job_<id>`. `listDirs` returns a folder's sub-folders, or nothing when it does not exist.
  */
 export function jobLeftovers(
   mount: CgroupMount,
   jobId: string,
   listDirs: (path: string) => string[],
-): { containers: string[]; jobFolders: string[] } {
+  v2Node: boolean,
+): { containers: string[]; jobFolders: string[]; slurmFolders: string[] } {
   const below = (path: string, depth = 0): string[] =>
     depth > 8 ? [] : listDirs(path).flatMap((name) => [...below(`${path}/${name}`, depth + 1), `${path}/${name}`]);
   const parents: string[] = [];
@@ -982,13 +988,14 @@ export function jobLeftovers(
   }
   const folders = parents.filter((parent) => listDirs(parent).includes(`job_${jobId}`))
     .flatMap((parent) => [...below(`${parent}/job_${jobId}`), `${parent}/job_${jobId}`]);
-  const containers = folders.filter((folder) => CONTAINER_ID.test(folder.slice(folder.lastIndexOf("/") + 1)));
-  const slurmOwns = mount.version === 2 || mount.controllers.some((c) => SLURM_CONTROLLERS.includes(c));
-  // A container's own sub-folders go with it; below it nothing is Slurm's.
-  const inContainer = (folder: string) => containers.some((c) => folder.startsWith(`${c}/`));
+  const ids = folders.filter((folder) => CONTAINER_ID.test(folder.slice(folder.lastIndexOf("/") + 1)));
+  const ofContainer = (folder: string) => ids.some((id) => folder === id || folder.startsWith(`${id}/`));
+  const slurmOwns = mount.version === 2 ? v2Node : mount.controllers.some((c) => SLURM_CONTROLLERS.includes(c));
+  const job = folders.filter((folder) => !ofContainer(folder));
   return {
-    containers: folders.filter((folder) => containers.includes(folder) || inContainer(folder)),
-    jobFolders: slurmOwns ? [] : folders.filter((folder) => !containers.includes(folder) && !inContainer(folder)),
+    containers: folders.filter(ofContainer),
+    jobFolders: slurmOwns ? [] : job,
+    slurmFolders: slurmOwns ? job : [],
   };
 }
 
@@ -3157,9 +3164,12 @@ function superviseSignals() {
   let tty = false;
   let ended = false;
   const lastForwarded = new Map<string, number>();
+  // Killing lets the engine's --rm remove it at once; a container that never started is removed instead.
   const removeUntilEnded = async () => {
     while (!ended) {
-      if (container !== undefined) await engineRemove(container, 5000).catch(() => false);
+      if (container !== undefined && !await engineKill(container, "SIGKILL", 5000).catch(() => false)) {
+        await engineRemove(container, 5000).catch(() => false);
+      }
       await sleep(100);
     }
   };
@@ -3738,13 +3748,22 @@ async function waitUntilGone(id: string, timeoutMs: number): Promise<boolean> {
 /** What a finished job left on this node, and the engine's list of its containers (or why not). */
 export type JobCleanupFacts = {
   jobId: string;
-  leftovers: { mount: CgroupMount; containers: string[]; jobFolders: string[] }[];
+  leftovers: { mount: CgroupMount; containers: string[]; jobFolders: string[]; slurmFolders: string[] }[];
   labelled: ListedContainer[] | Refusal;
   staging: string[];
 };
 
-/** What cleanup does, in three sweeps that each run whatever the others met. */
-export type CleanupPlan = { containers: string[]; folders: string[]; staging: string[] };
+/**
+ * What cleanup does, in sweeps that each run whatever the others met: the containers, their cgroup folders
+ * and socker's job folders, Slurm's job folders once Slurm is done with the job, the staging folders.
+ */
+export type CleanupPlan = {
+  jobId?: string;
+  containers: string[];
+  folders: string[];
+  slurmFolders: string[];
+  staging: string[];
+};
 
 /**
  * Plans the cleanup of a finished job: every container found by label or by a cgroup folder named by its
@@ -3760,10 +3779,11 @@ export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
     }
   }
   if (!(facts.labelled instanceof Refusal)) { for (const container of facts.labelled) ids.add(container.Id); }
-  const folders = facts.leftovers.flatMap(({ containers, jobFolders }) => [...containers, ...jobFolders])
-    .sort((a, b) => b.split("/").length - a.split("/").length);
+  const deepestFirst = (folders: string[]) => folders.sort((a, b) => b.split("/").length - a.split("/").length);
+  const folders = deepestFirst(facts.leftovers.flatMap(({ containers, jobFolders }) => [...containers, ...jobFolders]));
+  const slurmFolders = deepestFirst(facts.leftovers.flatMap(({ slurmFolders }) => slurmFolders));
   const staging = facts.staging.filter((name) => parseStagingName(name).jobId === facts.jobId);
-  return { containers: [...ids], folders, staging };
+  return { jobId: facts.jobId, containers: [...ids], folders, slurmFolders, staging };
 }
 
 function listDirs(path: string): string[] {
@@ -3779,9 +3799,10 @@ const CLEANUP_BOUND_MS = 25_000;
 
 async function readJobCleanupFacts(jobId: string): Promise<JobCleanupFacts> {
   const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
+  const v2Node = mounts.every((mount) => mount.version === 2);
   return {
     jobId,
-    leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs) })),
+    leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs, v2Node) })),
     labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], 10_000)),
     staging: listNames(STAGING_DIR),
   };
@@ -3798,6 +3819,25 @@ async function removeCgroupFolder(folder: string, deadline: number): Promise<str
       if (!(error instanceof Deno.errors.Busy) || Date.now() > deadline) return errorText(error);
     }
     await sleep(100);
+  }
+}
+
+/** Whether a slurmstepd of this job still runs on this node (its process title is `slurmstepd: [J.S]`). */
+function stepdRuns(jobId: string): boolean {
+  for (const name of listNames("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const title = readText(`/proc/${name}/cmdline`);
+    if (title?.startsWith(`slurmstepd: [${jobId}.`)) return true;
+  }
+  return false;
+}
+
+/** Waits until `done` holds or the deadline passes; returns whether it held. */
+async function waitUntil(done: () => boolean, deadline: number): Promise<boolean> {
+  for (;;) {
+    if (done()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(200);
   }
 }
 
@@ -3818,13 +3858,24 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
     if (problem === undefined) folders.done++;
     else folders.problems.push(`cannot remove ${folder}: ${problem}`);
   }
+  // Slurm's own folders: only once no slurmstepd of the job runs (it may still be tearing a step down),
+  // and only those Slurm could not remove itself because a container was inside.
+  const slurms: SweepOutcome = { sweep: "Slurm's folders", done: 0, problems: [] };
+  if (plan.slurmFolders.length > 0 && plan.jobId !== undefined) {
+    const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + 10_000));
+    for (const folder of done ? plan.slurmFolders : []) {
+      const problem = await removeCgroupFolder(folder, Math.min(deadline, Date.now() + 2000));
+      if (problem === undefined) slurms.done++;
+      else slurms.problems.push(`cannot remove ${folder}: ${problem}`);
+    }
+  }
   const staging: SweepOutcome = { sweep: "staging", done: 0, problems: [] };
   for (const name of plan.staging) {
     unstage(name);
     if (exists(`${STAGING_DIR}/${name}`)) staging.problems.push(`cannot remove ${STAGING_DIR}/${name}`);
     else staging.done++;
   }
-  return [containers, folders, staging];
+  return [containers, folders, slurms, staging];
 }
 
 /** Prints one line per sweep and records the cleanup; exit 0 only when every sweep succeeded. */
@@ -3873,6 +3924,7 @@ export function planOrphans(facts: OrphanFacts): CleanupPlan {
   return {
     containers: containers.map((item) => item.container.Id),
     folders: [],
+    slurmFolders: [],
     staging: staging.map((item) => item.name),
   };
 }

@@ -1,20 +1,31 @@
-// Tests of `socker doctor` against this machine's real installation, healthy and broken on purpose. Each
-// break is undone in `finally`.
+// socker doctor against this machine's real installation, healthy and broken on purpose: one fault gives
+// exactly one FIX line, checks that need a failed one say skipped, and every break is undone and proven
+// undone (doctor is healthy again).
 import assert from "node:assert/strict";
-import { ALLOWLIST, assertRefused, IMAGE, PRIVILEGED_SOCKER, sh, socker, withAllowlist } from "./helpers.ts";
+import { ALLOWLIST, assertRefused, IMAGE, PRIVILEGED_SOCKER, sh, socker, startEngine, stopEngine, withAllowlist } from "./helpers.ts";
 
 async function doctor() {
   const result = await sh(PRIVILEGED_SOCKER, ["doctor"]);
-  return { ...result, fixes: result.stdout.split("\n").filter((line) => line.startsWith("FIX ")) };
+  const lines = result.stdout.split("\n");
+  return { ...result, fixes: lines.filter((line) => line.startsWith("FIX ")), skips: lines.filter((line) => line.startsWith("skip ")) };
+}
+
+async function expectHealthy(): Promise<void> {
+  const report = await doctor();
+  assert.equal(report.code, 0, report.stdout);
+  assert.deepEqual(report.fixes, []);
+  assert.deepEqual(report.skips, []);
+  assert.match(report.stdout, /all \d+ checks passed\n$/);
 }
 
 /** Runs doctor with a break in place and expects exactly one FIX line matching `pattern`. */
-async function expectFix(pattern: RegExp): Promise<void> {
+async function expectOneFix(pattern: RegExp): Promise<string[]> {
   const report = await doctor();
   assert.equal(report.code, 1, report.stdout);
   assert.equal(report.fixes.length, 1, report.stdout);
   assert.match(report.fixes[0], pattern);
   assert.match(report.stdout, /1 of \d+ checks need a fix/);
+  return report.skips;
 }
 
 Deno.test("doctor: a healthy installation passes every check, one line each, exit 0", async () => {
@@ -22,70 +33,93 @@ Deno.test("doctor: a healthy installation passes every check, one line each, exi
   try {
     const report = await doctor();
     assert.equal(report.code, 0, report.stdout);
-    assert.deepEqual(report.fixes, []);
     for (
       const name of [
         "installed",
         "allowlist",
+        "settings",
         "sudoers rule",
-        "account dockerroot",
+        "kernel checks paths",
+        "audit log",
         "Docker engine",
         "runc",
+        "containerd",
         "image",
         "Slurm configuration",
-        "audit log",
+        "engine fits Slurm's cgroups",
+        "orphan reaper",
       ]
     ) {
       assert.match(report.stdout, new RegExp(`^ok   ${name}`, "m"), name);
     }
-    assert.match(report.stdout, /all \d+ checks passed\n$/);
+    await expectHealthy();
   } finally {
     restore();
   }
 });
 
-Deno.test("doctor: each broken piece gets one FIX line saying how to fix it", async () => {
+Deno.test("doctor: each broken piece gets exactly one FIX line saying how to fix it, and is healthy after", async () => {
   const restore = withAllowlist(`${IMAGE}\n`);
   try {
     Deno.chmodSync(ALLOWLIST, 0o666);
-    await expectFix(/allowlist .* writable by/);
+    const skips = await expectOneFix(/allowlist .* writable by/);
+    assert.ok(skips.some((line) => /^skip images: skipped: needs allowlist/.test(line)), skips.join("\n"));
     Deno.chmodSync(ALLOWLIST, 0o644);
+    await expectHealthy();
 
     Deno.writeTextFileSync(ALLOWLIST, `${IMAGE}\nsocker-test/absent:1\n`);
-    await expectFix(/image socker-test\/absent:1: not present on this node: docker pull or docker load/);
+    await expectOneFix(/image socker-test\/absent:1: not present on this node: docker load it, run 'socker pull'/);
     Deno.writeTextFileSync(ALLOWLIST, `${IMAGE}\n`);
+    await expectHealthy();
 
     Deno.chmodSync("/etc/sudoers.d/socker", 0o644);
     try {
-      await expectFix(/sudoers rule .* mode 0440/);
+      await expectOneFix(/sudoers rule .* mode 0440/);
     } finally {
       Deno.chmodSync("/etc/sudoers.d/socker", 0o440);
     }
+    await expectHealthy();
 
     Deno.chmodSync("/usr/local/bin/socker", 0o4755);
     try {
-      await expectFix(/installed \/usr\/local\/bin\/socker: .*set-id/);
+      await expectOneFix(/installed \/usr\/local\/bin\/socker: .*set-id/);
     } finally {
       Deno.chmodSync("/usr/local/bin/socker", 0o755);
     }
-
-    await sh("/usr/sbin/usermod", ["-a", "-G", "proj", "dockerroot"]);
-    try {
-      await expectFix(/account dockerroot: .*only group must be docker/);
-    } finally {
-      await sh("/usr/sbin/usermod", ["-G", "", "dockerroot"]);
-    }
+    await expectHealthy();
 
     Deno.writeTextFileSync("/etc/socker/socker.conf", "no_such_key = 1\n", { mode: 0o644 });
     try {
-      await expectFix(/settings .*unknown setting 'no_such_key'/);
+      await expectOneFix(/settings .*unknown setting 'no_such_key'/);
     } finally {
       Deno.removeSync("/etc/socker/socker.conf");
     }
+    await expectHealthy();
+
+    Deno.chmodSync("/var/log/socker", 0o755);
+    try {
+      await expectOneFix(/audit log .*open to others/);
+    } finally {
+      Deno.chmodSync("/var/log/socker", 0o700);
+    }
+    await expectHealthy();
   } finally {
     restore();
   }
-  assert.equal((await doctor()).code === 0 || (await doctor()).fixes.every((l) => /image/.test(l)), true);
+});
+
+Deno.test("doctor: a stopped engine is one FIX line; the checks that need it say skipped", async () => {
+  const restore = withAllowlist(`${IMAGE}\n`);
+  await stopEngine();
+  try {
+    const skips = await expectOneFix(/Docker engine: the Docker engine is not reachable/);
+    for (const name of ["runc", "containerd", "images", "Slurm's cgroups"]) {
+      assert.ok(skips.some((line) => line.startsWith(`skip ${name}: skipped: needs the Docker engine`)), `${name}: ${skips.join("\n")}`);
+    }
+  } finally {
+    await startEngine();
+    restore();
+  }
 });
 
 Deno.test("doctor is for root", async () => {

@@ -219,3 +219,22 @@ export const TEST_ALLOWLIST = `# written by socker's integration tests
 ${IMAGE}
 ${ABSENT_IMAGE}
 `;
+
+async function engineUp(): Promise<boolean> {
+  return (await sh(DOCKER, ["info", "--format", "{{.ServerVersion}}"])).code === 0;
+}
+
+/** Stops the Docker engine (as an administrator or a crash would). */
+export async function stopEngine(): Promise<void> {
+  await sh("/usr/bin/pkill", ["-TERM", "-x", "dockerd"]);
+  const stopped = await waitFor(async () => (await sh("/usr/bin/pgrep", ["-x", "dockerd"])).code !== 0, 30_000, 100);
+  assert.ok(stopped >= 0, "dockerd stopped");
+}
+
+/** Starts the Docker engine the way tests/setup.sh does, and waits until it answers. */
+export async function startEngine(): Promise<void> {
+  await sh("/bin/sh", ["-c", "setsid -f /usr/sbin/dockerd >>/var/log/dockerd.log 2>&1 </dev/null"]);
+  const started = await waitFor(engineUp, 60_000, 200);
+  assert.ok(started >= 0, "dockerd started again");
+}
+

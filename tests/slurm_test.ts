@@ -272,7 +272,7 @@ Deno.test("cleanup --job is refused to users and works for root", async () => {
   assertRefused(await socker(USER, ["cleanup", "--job", "1"]), /root and Slurm's Epilog only/);
   const result = await sh("/usr/local/libexec/socker/socker", ["cleanup", "--job", "999999"]);
   assert.equal(result.code, 0, result.stderr);
-  assert.match(result.stdout, /job 999999: 0 container\(s\) removed/);
+  assert.match(result.stdout, /job 999999: containers: 0 removed/);
 });
 
 // ---- interactive allocations

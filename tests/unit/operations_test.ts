@@ -91,11 +91,13 @@ Deno.test("cleanup of a job: containers by label and by cgroup folder, their fol
         mount: { path: "/cg/memory", version: 1, controllers: ["memory"] },
         containers: [`/cg/memory/slurm_n1/uid_2001/job_5/step_0/${A}`],
         jobFolders: [],
+        slurmFolders: ["/cg/memory/slurm_n1/uid_2001/job_5/step_0", "/cg/memory/slurm_n1/uid_2001/job_5"],
       },
       {
         mount: { path: "/cg/pids", version: 1, controllers: ["pids"] },
         containers: [],
         jobFolders: ["/cg/pids/slurm_n1/uid_2001/job_5/step_0", "/cg/pids/slurm_n1/uid_2001/job_5"],
+        slurmFolders: [],
       },
     ],
     labelled: [{ Id: B }],
@@ -107,6 +109,10 @@ Deno.test("cleanup of a job: containers by label and by cgroup folder, their fol
     "/cg/pids/slurm_n1/uid_2001/job_5/step_0",
     "/cg/pids/slurm_n1/uid_2001/job_5",
   ]);
+  assert.deepEqual(plan.slurmFolders, [
+    "/cg/memory/slurm_n1/uid_2001/job_5/step_0",
+    "/cg/memory/slurm_n1/uid_2001/job_5",
+  ]);
   assert.deepEqual(plan.staging, ["job_5.socker-2001-aa@1-2"]);
   const engineDown = planJobCleanup({
     jobId: "5",
@@ -116,7 +122,7 @@ Deno.test("cleanup of a job: containers by label and by cgroup folder, their fol
   });
   assert.deepEqual(
     engineDown,
-    { containers: [], folders: [], staging: ["job_5.socker-1-aa@1-2"] },
+    { jobId: "5", containers: [], folders: [], slurmFolders: [], staging: ["job_5.socker-1-aa@1-2"] },
     "the engine down stops no other sweep",
   );
 });
@@ -146,7 +152,7 @@ Deno.test("the reaper removes what a dead supervisor left, never what a live one
       name: "socker-2001-old",
     }],
   });
-  assert.deepEqual(plan, { containers: [A], folders: [], staging: ["socker-2001-aa@10-5"] });
+  assert.deepEqual(plan, { containers: [A], folders: [], slurmFolders: [], staging: ["socker-2001-aa@10-5"] });
   assert.deepEqual(
     planOrphans({ containers: new Refusal("engine", "down"), staging: [{ name: "socker-1-a@1-1" }] }).staging,
     ["socker-1-a@1-1"],

@@ -117,25 +117,42 @@ const tree: Record<string, string[]> = {
 const list = (path: string) => tree[path] ?? [];
 const A = `/cg/slurm_n1/uid_2001/job_5/step_0/${"a".repeat(64)}`;
 
-Deno.test("in a controller Slurm manages, only the containers' folders are socker's; Slurm removes its own", () => {
-  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["memory"] }, "5", list), {
+Deno.test("in a controller Slurm manages, the containers' folders go now, the job's own once Slurm is done", () => {
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["memory"] }, "5", list, false), {
     containers: [`${A}/sub`, A],
     jobFolders: [],
-  });
-  assert.deepEqual(jobLeftovers({ path: "/cg", version: 2, controllers: [] }, "5", list).jobFolders, []);
-});
-
-Deno.test("in a controller only Docker filled, the job's folders are socker's to remove, deepest first", () => {
-  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "5", list), {
-    containers: [`${A}/sub`, A],
-    jobFolders: [
+    slurmFolders: [
       "/cg/slurm_n1/uid_2001/job_5/step_0",
       "/cg/slurm_n1/uid_2001/job_5",
       "/cg/slurm_n2/uid_2001/job_5",
       "/cg/system.slice/slurmstepd.scope/job_5",
     ],
   });
-  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "6", list).jobFolders, [
+  assert.deepEqual(
+    jobLeftovers({ path: "/cg", version: 2, controllers: [] }, "5", list, true).jobFolders,
+    [],
+    "a v2 node's tree is Slurm's",
+  );
+});
+
+Deno.test("in a controller only Docker filled, the job's folders are socker's to remove, deepest first", () => {
+  const expected = [
+    "/cg/slurm_n1/uid_2001/job_5/step_0",
+    "/cg/slurm_n1/uid_2001/job_5",
+    "/cg/slurm_n2/uid_2001/job_5",
+    "/cg/system.slice/slurmstepd.scope/job_5",
+  ];
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "5", list, false), {
+    containers: [`${A}/sub`, A],
+    jobFolders: expected,
+    slurmFolders: [],
+  });
+  assert.deepEqual(
+    jobLeftovers({ path: "/cg", version: 2, controllers: [] }, "5", list, false).jobFolders,
+    expected,
+    "a hybrid node's unified tree",
+  );
+  assert.deepEqual(jobLeftovers({ path: "/cg", version: 1, controllers: ["pids"] }, "6", list, false).jobFolders, [
     "/cg/slurm_n1/uid_2001/job_6",
   ]);
 });

@@ -1,0 +1,364 @@
+// Attacks on the installed socker, as a real user would try them, one section per class (the red-team's
+// classes of issue 9 and the older ones), each with several spellings, each asserting what the user sees
+// and what is left behind. Real engine, real Slurm, real sudo; alice (2001, group proj) and bob (2002).
+import assert from "node:assert/strict";
+import {
+  ALLOWLIST,
+  assertRefused,
+  AUDIT_LOG,
+  auditRecords,
+  folder,
+  IMAGE,
+  marker,
+  PRIVILEGED_SOCKER,
+  rootOwnedUnder,
+  sh,
+  socker,
+  sockerContainers,
+  spawnSocker,
+  stagingLeft,
+  waitFor,
+} from "./helpers.ts";
+
+/** Runs a shell line as alice, with her groups, from /tmp. */
+function asAlice(line: string, env: Record<string, string> = {}) {
+  return sh("/usr/bin/setpriv", ["--reuid=alice", "--regid=alice", "--init-groups", "/bin/bash", "-c", `cd /tmp; ${line}`], {
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/alice", ...env },
+  });
+}
+
+/** Nothing of socker's is left: no container, no staging mount. */
+async function nothingLeft(timeoutMs = 10_000): Promise<void> {
+  const clean = await waitFor(async () => (await sockerContainers()).length === 0 && (await stagingLeft()) === "", timeoutMs, 100);
+  assert.ok(clean >= 0, `left: ${await sockerContainers()} / ${await stagingLeft()}`);
+}
+
+/** The pid of the privileged socker (Deno) under the sudo with this pid. */
+async function privilegedPid(sudoPid: number): Promise<number> {
+  let pid = 0;
+  await waitFor(async () => {
+    pid = Number((await sh("/usr/bin/pgrep", ["-P", String(sudoPid)])).stdout.trim().split("\n")[0] || 0);
+    return pid > 0;
+  }, 10_000);
+  return pid;
+}
+
+// ---- class: the caller's limits and signals reach the root supervisor through sudo (issue 9 §2)
+
+Deno.test("attack: hard limits lowered below what socker needs are refused at once, nothing started", async () => {
+  const cases: [string, RegExp][] = [
+    ["ulimit -t 1", /CPU-time limit \(ulimit -t\) is 1 s; socker needs at least 10 s/],
+    ["ulimit -t 5", /CPU-time limit/],
+    ["ulimit -n 64", /open-files limit \(ulimit -n\) is 64/],
+    ["ulimit -n 20", /open-files limit|socker needs at least/],
+    ["ulimit -v 1000000", /address-space limit \(ulimit -v\) is 1000000/],
+    ["ulimit -H -v 8000000", /address-space limit/],
+    ["ulimit -d 100000", /data-size limit/],
+  ];
+  for (const [limit, pattern] of cases) {
+    const tag = marker("limits");
+    const result = await asAlice(`${limit}; exec socker run ${IMAGE} echo ${tag}`);
+    assertRefused(result, pattern);
+  }
+  await nothingLeft(1000);
+});
+
+Deno.test("attack: soft limits lowered (any of them) never stop socker; the container still gets them", async () => {
+  const result = await asAlice(`ulimit -S -t 2; ulimit -S -v 1000000; ulimit -S -n 32; ulimit -S -f 8; exec socker run ${IMAGE} sh -c 'ulimit -t; ulimit -n'`);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout, "2\n32\n");
+});
+
+Deno.test("attack: SIGALRM to one's own sudo cannot leave the container behind", async () => {
+  for (const spelling of ["kill -ALRM $s", "kill -s ALRM $s; sleep 0.2; kill -ALRM $s"]) {
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice:/w", IMAGE, "sleep", "1000"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    const started = performance.now();
+    await asAlice(`s=${child.pid}; ${spelling}`);
+    await child.output();
+    // A second signal cuts sudo's 2 s grace short: then the reaper is the backstop.
+    if ((await sockerContainers()).length > 0) await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    await nothingLeft();
+    console.log(`${spelling}: container gone ${(performance.now() - started).toFixed(0)} ms after the signal`);
+  }
+});
+
+Deno.test("attack: SIGTSTP (and SIGTTIN, SIGTTOU) to one's own sudo never stops the supervisor", async () => {
+  for (const signal of ["TSTP", "TTIN", "TTOU"]) {
+    const child = spawnSocker("alice", ["run", IMAGE, "sh", "-c", "sleep 2; echo finished"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await asAlice(`kill -${signal} ${child.pid}`);
+    const deno = await privilegedPid(child.pid);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const state = (await sh("/bin/sh", ["-c", `cut -d' ' -f3 /proc/${deno}/stat`])).stdout.trim();
+    assert.notEqual(state, "T", `socker was stopped by SIG${signal}`);
+    // sudo may have stopped itself: let it go on, as the user's shell would with fg.
+    await asAlice(`kill -CONT ${child.pid}`);
+    const output = await child.output();
+    assert.equal(new TextDecoder().decode(output.stdout), "finished\n", signal);
+    assert.equal(output.code, 0);
+  }
+  await nothingLeft(1000);
+});
+
+Deno.test("attack: a SIGKILLed supervisor outside a job: the reaper removes its container and mounts, and says so", async () => {
+  folder("/home/alice/k9", 2001, 2001, 0o755);
+  const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9:/d", IMAGE, "sleep", "1000"]);
+  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+  await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+  await child.output();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal((await sockerContainers()).length, 1, "SIGKILL cannot be trapped: the container still runs");
+  assert.notEqual(await stagingLeft(), "", "and its staging mount stays");
+  const reaped = await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+  assert.equal(reaped.code, 0, reaped.stdout + reaped.stderr);
+  assert.match(reaped.stdout, /orphans: containers: 1 removed/);
+  await nothingLeft(1000);
+  const [record] = await auditRecords('"scope":"orphans","outcome":"ok","containers":1');
+  assert.equal(record.event, "cleanup");
+  Deno.removeSync("/home/alice/k9");
+});
+
+Deno.test("attack: every run first reaps the caller's own orphans", async () => {
+  const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
+  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+  await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+  await child.output();
+  assert.equal((await sockerContainers()).length, 1);
+  const bob = await socker("bob", ["run", IMAGE, "true"]);
+  assert.equal(bob.code, 0);
+  assert.equal((await sockerContainers()).length, 1, "bob's run never touches alice's containers");
+  const next = await socker("alice", ["run", IMAGE, "true"]);
+  assert.equal(next.code, 0, next.stderr);
+  await nothingLeft(1000);
+});
+
+// ---- class: the engine creating files and folders as root inside a user's mounted folder (issue 9 §3)
+
+Deno.test("attack: -w and nested mount points inside a mounted folder are never created as root", async () => {
+  folder("/home/proj", 0, 3001, 0o2775);
+  folder("/home/proj/bobdata", 2002, 3001, 0o2775);
+  Deno.writeTextFileSync("/home/alice/f", "alice's file\n");
+  Deno.chownSync("/home/alice/f", 2001, 2001);
+  const spellings = [
+    ["-w", "/home/proj/bobdata/wdir", "-v", "/home/alice/f:/home/proj/bobdata/planted.txt"],
+    ["-w", "/home/proj/bobdata/a/b/c"],
+    ["-v", "/home/alice/f:/home/proj/bobdata/deep/er/planted2.txt"],
+    ["-v", "/home/alice:/home/proj/bobdata/mnt"],
+  ];
+  try {
+    for (const options of spellings) {
+      const result = await socker("alice", ["run", ...options, IMAGE, "true"], { cwd: "/home/proj" });
+      assert.equal(result.code, 0, `${options.join(" ")}: ${result.stderr}`);
+      assert.deepEqual(await rootOwnedUnder("/home/proj/bobdata", "/home/alice"), [], options.join(" "));
+    }
+    for (const path of ["/home/proj/bobdata/wdir", "/home/proj/bobdata/planted.txt", "/home/proj/bobdata/a/b/c"]) {
+      assert.equal(Deno.statSync(path).uid, 2001, `${path} is alice's, who could have made it herself`);
+    }
+    // Where alice may not create, the run is refused and nothing appears.
+    Deno.chmodSync("/home/proj/bobdata", 0o2755);
+    for (const options of [["-w", "/home/proj/bobdata/x2"], ["-v", "/home/alice/f:/home/proj/bobdata/p2.txt"]]) {
+      assertRefused(await socker("alice", ["run", ...options, IMAGE, "true"], { cwd: "/home/proj" }), /cannot create .* as you/);
+      assert.throws(() => Deno.statSync(options[1].split(":").at(-1)!));
+    }
+  } finally {
+    await sh("/bin/rm", ["-rf", "/home/proj", "/home/alice/f"]);
+  }
+});
+
+// ---- class: paths resolved as root before being judged as the user (issue 9 §6)
+
+Deno.test("attack: nothing tells alice what exists inside bob's closed folder", async () => {
+  folder("/home/bob/private", 2002, 2002, 0o700, "bob's secret");
+  folder("/home/bob/private/sub", 2002, 2002, 0o755);
+  Deno.writeTextFileSync("/home/bob/private/file", "x");
+  const messages = new Set<string>();
+  for (const source of ["/home/bob/private/nonexistent", "/home/bob/private/sub", "/home/bob/private/file/x", "/home/bob/private/whose"]) {
+    const result = await socker("alice", ["run", "-v", `${source}:/x`, IMAGE, "true"]);
+    assertRefused(result, /does not exist or you cannot reach it/);
+    messages.add(result.stderr.replace(source, "PATH"));
+  }
+  assert.equal(messages.size, 1, [...messages].join(""));
+});
+
+Deno.test("attack: a symlink inside bob's closed home is never followed for alice", async () => {
+  folder("/home/bob/private", 2002, 2002, 0o700);
+  folder("/home/shared-open", 0, 0, 0o755, "readable by all");
+  for (const link of ["/home/bob/private/to-open", "/home/bob/to-open"]) {
+    try {
+      Deno.removeSync(link);
+    } catch { /* absent */ }
+    Deno.symlinkSync("/home/shared-open", link);
+    Deno.chmodSync("/home/bob", 0o700);
+    const result = await socker("alice", ["run", "-v", `${link}:/x`, IMAGE, "cat", "/x/whose"]);
+    assertRefused(result, /does not exist or you cannot reach it/);
+    Deno.removeSync(link);
+  }
+  Deno.removeSync("/home/shared-open", { recursive: true });
+});
+
+// ---- class: audit records forged, cut or skipped (issue 9 §5)
+
+Deno.test("attack: a record forged on syslog never reaches the audit file", async () => {
+  const tag = marker("forged");
+  for (const forged of [`{"event":"cleanup","job":"${tag}"}`, `socker[4242]: {"event":"end","user":"${tag}"}`]) {
+    await asAlice(`logger -t socker -p authpriv.info '${forged}'`);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.ok(!Deno.readTextFileSync(AUDIT_LOG).includes(tag));
+  assert.equal(Deno.statSync(AUDIT_LOG).mode! & 0o777, 0o600);
+  assert.equal(Deno.statSync("/var/log/socker").mode! & 0o777, 0o700);
+});
+
+Deno.test("attack: long commands cannot hide their tail or the outcome", async () => {
+  const spellings = [
+    ["echo", " ".repeat(250), "REALCMD"],
+    ["echo", ...Array(69).fill("padding"), "REALCMD"],
+    ["echo", ...Array(60).fill("x".repeat(200)), "REALCMD"],
+  ];
+  for (const argv of spellings) {
+    const tag = marker("long");
+    const result = await socker("alice", ["run", IMAGE, ...argv, tag]);
+    assert.equal(result.code, 0, result.stderr);
+    const records = await auditRecords(tag, 2);
+    for (const record of records) {
+      assert.deepEqual(record.command, [...argv, tag], "the file keeps the whole command");
+      assert.ok(record.container, "no short field lost");
+    }
+    assert.equal(records.find((r) => r.event === "end")?.outcome, "exit 0");
+  }
+});
+
+Deno.test("attack: refusals at the parser, and doctor or cleanup by a user, are recorded", async () => {
+  const cases = [
+    ["run", "--privileged", IMAGE, "id"],
+    ["run", "--", "--privileged", "id"],
+    ["--network=host", "run", IMAGE, "id"],
+    ["doctor"],
+    ["cleanup", "--job", "1"],
+    ["cleanup", "--orphans"],
+  ];
+  for (const args of cases) {
+    const tag = marker("refused");
+    const result = await socker("alice", [...args, tag]);
+    assert.equal(result.code, 125);
+    const [record] = await auditRecords(tag);
+    assert.equal(record.event, "refused", args.join(" "));
+    assert.equal(record.user, "alice");
+    assert.ok(String(record.rule).length > 0);
+  }
+});
+
+// ---- older classes: the caller's environment, option injection, the allowlist
+
+Deno.test("attack: a fake docker, sudo, env, deno or sh first in PATH is never run", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socker-evil-" });
+  const ran = `${dir}/ran`;
+  Deno.writeTextFileSync(`${dir}/docker`, `#!/bin/sh\ntouch ${ran}\nexit 0\n`, { mode: 0o755 });
+  for (const name of ["id", "sudo", "env", "deno", "sh", "mount", "setpriv", "find", "scontrol", "squeue"]) {
+    Deno.copyFileSync(`${dir}/docker`, `${dir}/${name}`);
+  }
+  Deno.chmodSync(dir, 0o755);
+  try {
+    const result = await socker("alice", ["run", IMAGE, "id", "-u"], { env: { PATH: `${dir}:/usr/local/bin:/usr/bin:/bin` } });
+    assert.equal(result.stdout.trim(), "2001", result.stderr);
+    assert.throws(() => Deno.statSync(ran));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("attack: DOCKER_*, HOME, proxies, LD_PRELOAD, DENO_* and NODE_* from the caller never run code as root", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "socker-evil-" });
+  Deno.chmodSync(dir, 0o777);
+  const marker = `${dir}/ran-as-root`;
+  const payload = `${dir}/payload.js`;
+  Deno.writeTextFileSync(payload, `Deno.writeTextFileSync("${marker}", "pwned");\n`, { mode: 0o644 });
+  Deno.writeTextFileSync(
+    `${dir}/preload.c`,
+    `#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) { FILE *f = fopen("${marker}", "w"); if (f) fclose(f); }\n`,
+  );
+  assert.equal((await sh("/usr/bin/cc", ["-shared", "-fPIC", "-o", `${dir}/preload.so`, `${dir}/preload.c`])).code, 0);
+  Deno.chmodSync(`${dir}/preload.so`, 0o755);
+  try {
+    const result = await socker("alice", ["run", IMAGE, "id", "-u"], {
+      env: {
+        DOCKER_HOST: "tcp://127.0.0.1:1",
+        DOCKER_CONFIG: dir,
+        DOCKER_CONTEXT: "evil",
+        HOME: dir,
+        HTTP_PROXY: "http://127.0.0.1:1",
+        LD_PRELOAD: `${dir}/preload.so`,
+        LD_LIBRARY_PATH: dir,
+        DENO_DIR: dir,
+        DENO_V8_FLAGS: "--allow-natives-syntax",
+        DENO_INTERNAL_CHILD_ENTRYPOINT: payload,
+        NODE_CHANNEL_FD: "3",
+        NODE_OPTIONS: `--require ${payload}`,
+        SOCKER_LIMITS: "Max open files 1 1 files",
+      },
+    });
+    assert.equal(result.stdout.trim(), "2001", result.stderr);
+    const info = await sh("/usr/bin/stat", ["-c", "%u", marker]);
+    assert.ok(info.code !== 0 || info.stdout.trim() !== "0", "payload ran as root");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("attack: options smuggled into the command stay the container's arguments", async () => {
+  const result = await socker("alice", [
+    "-v",
+    "run",
+    IMAGE,
+    "sh",
+    "-c",
+    'echo "$@"; id -u; ls /host 2>&1',
+    "sh",
+    "--privileged",
+    "-v",
+    "/:/host",
+    "--user",
+    "0",
+  ]);
+  assert.match(result.stdout, /^--privileged -v \/:\/host --user 0\n2001\n.*No such file/);
+  const spec = JSON.parse(result.stderr.slice(result.stderr.indexOf("{"), result.stderr.indexOf("\n")));
+  assert.equal(spec.HostConfig.Privileged, false);
+  assert.equal(spec.User, "2001:2001");
+  assert.ok(!JSON.stringify(spec.HostConfig.Mounts).includes('"Source":"/"'));
+  assertRefused(await socker("alice", ["run", `${IMAGE};id`, "id"]), /not a valid image reference/);
+  const dollar = await socker("alice", ["run", IMAGE, "echo", "$(id -u)", "`id`", ";", "id"]);
+  assert.equal(dollar.stdout, "$(id -u) `id` ; id\n");
+});
+
+Deno.test("attack: a world-writable, user-owned or symlinked allowlist is refused", async () => {
+  const info = Deno.statSync(ALLOWLIST);
+  try {
+    Deno.chmodSync(ALLOWLIST, 0o666);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /refusing to trust .*socker-images is writable by/);
+    Deno.chmodSync(ALLOWLIST, 0o644);
+    Deno.chownSync(ALLOWLIST, 2001, 2001);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /not owned by root \(owner uid 2001\)/);
+    Deno.chownSync(ALLOWLIST, 0, 0);
+    Deno.chmodSync("/etc/socker", 0o777);
+    assertRefused(await socker("alice", ["images"]), /\/etc\/socker is writable by/);
+  } finally {
+    Deno.chmodSync("/etc/socker", 0o755);
+    Deno.chownSync(ALLOWLIST, info.uid, info.gid);
+    Deno.chmodSync(ALLOWLIST, info.mode! & 0o7777);
+  }
+  const userFile = "/home/alice/my-images";
+  Deno.writeTextFileSync(userFile, `${IMAGE}\nsocker-test/anything:1\n`);
+  Deno.chownSync(userFile, 2001, 2001);
+  const saved = `${ALLOWLIST}.saved`;
+  Deno.renameSync(ALLOWLIST, saved);
+  try {
+    Deno.symlinkSync(userFile, ALLOWLIST);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /refusing to trust/);
+  } finally {
+    Deno.removeSync(ALLOWLIST);
+    Deno.renameSync(saved, ALLOWLIST);
+    Deno.removeSync(userFile);
+  }
+  assert.equal((await socker("alice", ["run", IMAGE, "true"])).code, 0);
+});
