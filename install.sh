@@ -213,10 +213,10 @@ mode_owner() { stat -c '%U:%G %a' -- "$1"; }
 # root_mode MODE: what mode_owner prints for a root:root file of MODE (0755 -> "root:root 755").
 root_mode() { printf 'root:root %o\n' "$((8#$1))"; }
 
-# check_ancestors PATH: every existing folder from / down to PATH must be root-owned and not
+# check_ancestors PATH [group-ok]: every existing folder from / down to PATH must be root-owned and not
 # writable by group or others, else whoever can write there could swap what root runs.
 check_ancestors() {
-	local p=$1 cur="" part info
+	local p=$1 group_ok=${2-} cur="" part info
 	local -a parts
 	IFS=/ read -r -a parts <<<"${p#/}"
 	for part in / "${parts[@]}"; do
@@ -226,6 +226,11 @@ check_ancestors() {
 			die "$cur is a symlink; install socker under real folders (use --prefix / --sysconfdir)"
 		fi
 		info=$(stat -c '%U %A' -- "$cur")
+		if [ -n "$group_ok" ] && [[ "${info%% *}" == root && "${info#* }" =~ ^.....w && ! "${info#* }" =~ ^........w ]]; then
+			# Ubuntu's /var/log is root:syslog 0775: its group (the syslog daemon) could swap what is below.
+			warn "$cur is '$info', group $(stat -c %G -- "$cur"): members of that group could replace $p"
+			continue
+		fi
 		if [[ "${info%% *}" != root || "${info#* }" =~ ^.....w || "${info#* }" =~ ^........w ]]; then
 			die "$cur is '$info' (must be root-owned and not writable by group or others): fix it or choose another --prefix/--sysconfdir"
 		fi
@@ -707,7 +712,7 @@ step_layout() {
 	check_ancestors "$PREFIX"
 	check_ancestors "$CONF_DIR"
 	check_ancestors "$SUDOERS_DIR"
-	check_ancestors "$LOG_DIR"
+	check_ancestors "$LOG_DIR" group-ok
 	ensure_parent "$BIN_DIR"
 	ensure_dir "$LIBEXEC" 0755
 	ensure_dir "$LIB" 0755
