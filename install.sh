@@ -4,13 +4,20 @@
 # socker lets the users of a Slurm cluster run administrator-allowlisted Docker images
 # as themselves, without the docker group. The privilege comes from sudo:
 #   $PREFIX/bin/socker               user launcher (sh), execs `sudo -n` on the entry point
-#   $PREFIX/libexec/socker/socker    privileged entry point, run as root by sudo: a binary
-#                                    made by `deno compile`, or an sh wrapper that starts the
-#                                    pinned Deno with `env -i` and fixed permission flags
+#   $PREFIX/libexec/socker/socker    privileged entry point, run as root by sudo: an sh script
+#                                    that makes the process safe to supervise (signals, resource
+#                                    limits) and execs, with `env -i`, either the binary made by
+#                                    `deno compile` ($PREFIX/lib/socker/socker-bin) or the pinned
+#                                    Deno on socker.ts with fixed permission flags
 #   $PREFIX/lib/socker/              socker.ts (install-time constants rewritten), the pinned
-#                                    deno binary, its DENO_DIR and the docker CLI's DOCKER_CONFIG
+#                                    deno binary, its DENO_DIR, and docker-config/ (root 0700:
+#                                    the registry login socker uses for pulls, if any)
 #   $SYSCONFDIR/socker/socker-images the image allowlist (installed once, never overwritten)
 #   /etc/sudoers.d/socker            lets every user run exactly the entry point as root
+#   /var/log/socker/                 the audit log's folder (root 0700; socker writes audit.log)
+#   /etc/logrotate.d/socker          weekly rotation of the audit log
+#   socker-reaper                    systemd timer or cron entry: `socker cleanup --orphans`
+# socker talks to the Docker engine's socket itself; it runs no docker CLI.
 # Nothing is ever installed set-uid or set-gid (see --setuid). Run `install.sh --help`.
 set -euo pipefail
 umask 022
@@ -20,6 +27,36 @@ readonly DENO_VERSION=2.9.6            # pinned: installed with npm when no deno
 readonly COMPILE_TIMEOUT=60            # seconds for `deno compile`: it hangs on a proxy that never answers
 readonly SUDOERS_FILE=/etc/sudoers.d/socker
 readonly SUDOERS_DIR=/etc/sudoers.d
+readonly LOG_DIR=/var/log/socker       # fixed in socker.ts: the audit log is $LOG_DIR/audit.log
+readonly LOGROTATE_FILE=/etc/logrotate.d/socker
+readonly CRON_FILE=/etc/cron.d/socker-reaper
+readonly SYSTEMD_DIR=/etc/systemd/system
+readonly REAPER_SERVICE=socker-reaper.service
+readonly REAPER_TIMER=socker-reaper.timer
+readonly EPILOG_TIMEOUT=40             # seconds for the Epilog's cleanup (then SIGKILL 5 s later)
+readonly REAPER_TIMEOUT=50             # seconds for one orphan sweep (it runs every minute)
+# What Deno $DENO_VERSION needs before socker.ts runs (measured): below these it dies at start.
+# Address space and data in KiB (as ulimit prints them), open files as a count.
+readonly NEED_AS_KIB=41943040          # 40 GiB: V8 reserves ~34 GiB of address space at start
+readonly NEED_DATA_KIB=1048576         # 1 GiB (~600 MB needed)
+readonly NEED_STACK_KIB=1024           # 1 MiB (512 KiB needed); raised to WANT_STACK_KIB when allowed
+readonly WANT_STACK_KIB=8192
+readonly NEED_NOFILE=64                # 24 needed
+readonly DEMO_DOCKER=/usr/bin/docker   # the demo builds its image with the docker CLI, as root
+# sudo's settings for the entry point, paid on every call. sudo must stay socker's parent process: it
+# relays the caller's signals (kill, timeout) to socker, and socker reads the caller's environment from
+# its parent's /proc/PPID/environ. sudo 1.9 execs the command in its own place instead (measured: the
+# entry point's parent is then the caller's shell) when it has nothing left to do after the command:
+# no pty, no I/O log, no PAM session and no PAM credentials to delete, no exit status to log. So
+# pam_setcred (sudo's default) stays on, and !pam_setcred must never be added here alone.
+#   !log_allowed   no syslog line (nor Linux audit record) of sudo's own per run: socker's audit log
+#                  records every run itself, as the record of truth
+#   !pam_session   no PAM session (its modules, e.g. pam_limits, would also change the caller's limits)
+#   !use_pty, !log_output  no pty and no I/O log between the caller and socker
+# Kept: PAM account management (site account policy: expiry, pam_access, SSSD access rules). Measured
+# on this kind of machine, 150 interleaved calls each: none of these settings moves a call by more
+# than the noise (~0.5 ms of 24 ms CPU); leaving sudo's parent role (!pam_setcred) would save 6 ms.
+readonly SUDOERS_DEFAULTS='env_reset, !env_keep, !env_check, !setenv, !use_pty, !requiretty, !log_output, !pam_session, !log_allowed'
 SELF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 readonly SELF_DIR
 readonly SOURCE_TS="$SELF_DIR/socker.ts"
@@ -28,7 +65,6 @@ readonly DEMO_IMAGE=socker-demo:latest
 
 PREFIX=/usr/local
 SYSCONFDIR=/etc
-DOCKER=/usr/bin/docker
 DENO_SRC=""
 DENORT=""
 DO_EPILOG=0
@@ -41,6 +77,7 @@ SCRATCH_N=0
 NEW_TEMP=""
 PLANNED_DIRS="" # folders that --dry-run would have created
 CONTENT_FILE=""
+INSTALLED_PKGS=() # Debian packages this run installed, for the summary
 
 # ---------------------------------------------------------------- messages
 
@@ -54,39 +91,53 @@ usage() {
 Usage: install.sh [OPTIONS]
 
 Installs socker on this node (run it on every node, as root). Idempotent: a second run
-changes nothing and says "unchanged". Nothing is installed set-uid or set-gid.
+changes nothing and says "unchanged". Nothing is installed set-uid or set-gid. What socker
+needs at run time and is missing is installed from Debian (apt-get) and said: sudo, and Deno
+$DENO_VERSION (npm install -g deno@$DENO_VERSION, with Debian's npm when there is no npm).
+A missing syslog daemon is no error: socker's audit log is the file $LOG_DIR/audit.log.
 
 Options:
   --prefix DIR       installation prefix (default: /usr/local)
   --sysconfdir DIR   configuration root (default: /etc); the allowlist is DIR/socker/socker-images
-  --docker PATH      docker CLI socker runs (default: /usr/bin/docker); must be an existing,
-                     root-owned executable not writable by group or others
   --deno PATH        deno binary to copy as socker's pinned runtime (default: the deno on PATH;
                      if there is none: npm install -g deno@$DENO_VERSION)
   --denort PATH      denort base binary for \`deno compile\` on air-gapped clusters (matching the
                      deno version); passed to deno compile as DENORT_BIN
   --epilog           also install the Slurm Epilog hook that removes a finished job's containers
-  --demo             quick start: make sure a docker engine runs (apt-get install docker.io if
-                     needed), build the local image $DEMO_IMAGE from busybox, allow it, and run
-                     it through socker as an unprivileged user (\$SUDO_USER or nobody)
+                     (always exits 0; its cleanup is bounded to ${EPILOG_TIMEOUT} s)
+  --demo             quick start: make sure a docker engine answers on /var/run/docker.sock
+                     (a running engine is used as it is; else apt-get install docker.io iptables
+                     and start it), build the local image $DEMO_IMAGE from busybox with
+                     $DEMO_DOCKER, allow it, and run it through socker as an unprivileged user
+                     (\$SUDO_USER or nobody)
   --dry-run          print every action, change nothing (works without root)
-  --uninstall        remove what install.sh installed; keeps SYSCONFDIR/socker, the dockerroot
-                     user and the docker group
+  --uninstall        remove what install.sh installed; keeps SYSCONFDIR/socker (the allowlist),
+                     $LOG_DIR (the audit log) and any dockerroot user or docker group
   --setuid, --setgid refused: socker is never installed set-id (the reason is printed)
   -h, --help         show this help
 
 Installed (default paths):
   /usr/local/bin/socker                    user launcher: exec /usr/bin/sudo -n -- <entry point>
-  /usr/local/libexec/socker/socker         privileged entry point (compiled binary, or an sh
-                                           wrapper running the pinned deno with env -i)
+  /usr/local/libexec/socker/socker         privileged entry point (sh): ignores SIGTSTP, SIGTTIN,
+                                           SIGTTOU and SIGXFSZ, passes the caller's limits on as
+                                           SOCKER_LIMITS, raises (or refuses with exit 125) the
+                                           limits Deno needs, then execs with env -i the compiled
+                                           socker (lib/socker/socker-bin) or the pinned deno
   /usr/local/libexec/socker/slurm-epilog   Slurm Epilog hook (only with --epilog)
   /usr/local/lib/socker/socker.ts          socker, with its install-time constants set
   /usr/local/lib/socker/deno               pinned private copy of deno
   /usr/local/lib/socker/deno-dir/          DENO_DIR of the privileged side (filled at install)
-  /usr/local/lib/socker/docker-config/     empty DOCKER_CONFIG for the docker CLI
+  /usr/local/lib/socker/docker-config/     root 0700: registry logins socker pulls with, made by
+                                           DOCKER_CONFIG=<this folder> docker login REGISTRY
   /etc/socker/socker-images                image allowlist (from socker-images.example, only if absent)
   /etc/sudoers.d/socker                    sudo rule: every user may run the entry point as root
-Also creates the group 'docker' and the system user 'dockerroot' (primary group docker) if missing.
+  $LOG_DIR/                         root 0700; socker writes audit.log (0600) in it
+  $LOGROTATE_FILE                  audit log rotation: weekly, 52 kept, compressed
+                                           (installed even without logrotate, which is then said)
+  $SYSTEMD_DIR/$REAPER_TIMER  the orphan reaper, every minute: <entry point>
+    and $REAPER_SERVICE                 cleanup --orphans (removes containers whose socker died);
+                                           when systemd runs. Else, when a cron daemon is installed:
+  $CRON_FILE                   the same, every minute, as root
 EOF
 }
 
@@ -162,10 +213,10 @@ mode_owner() { stat -c '%U:%G %a' -- "$1"; }
 # root_mode MODE: what mode_owner prints for a root:root file of MODE (0755 -> "root:root 755").
 root_mode() { printf 'root:root %o\n' "$((8#$1))"; }
 
-# check_ancestors PATH: every existing folder from / down to PATH must be root-owned and not
+# check_ancestors PATH [group-ok]: every existing folder from / down to PATH must be root-owned and not
 # writable by group or others, else whoever can write there could swap what root runs.
 check_ancestors() {
-	local p=$1 cur="" part info
+	local p=$1 group_ok=${2-} cur="" part info
 	local -a parts
 	IFS=/ read -r -a parts <<<"${p#/}"
 	for part in / "${parts[@]}"; do
@@ -175,6 +226,11 @@ check_ancestors() {
 			die "$cur is a symlink; install socker under real folders (use --prefix / --sysconfdir)"
 		fi
 		info=$(stat -c '%U %A' -- "$cur")
+		if [ -n "$group_ok" ] && [[ "${info%% *}" == root && "${info#* }" =~ ^.....w && ! "${info#* }" =~ ^........w ]]; then
+			# Ubuntu's /var/log is root:syslog 0775: its group (the syslog daemon) could swap what is below.
+			warn "$cur is '$info', group $(stat -c %G -- "$cur"): members of that group could replace $p"
+			continue
+		fi
 		if [[ "${info%% *}" != root || "${info#* }" =~ ^.....w || "${info#* }" =~ ^........w ]]; then
 			die "$cur is '$info' (must be root-owned and not writable by group or others): fix it or choose another --prefix/--sysconfdir"
 		fi
@@ -258,18 +314,17 @@ is_elf() { [ "$(head -c 4 -- "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177EL
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case $1 in
-		--prefix | --sysconfdir | --docker | --deno | --denort)
+		--prefix | --sysconfdir | --deno | --denort)
 			[ $# -ge 2 ] || usage_error "$1 needs a value"
 			case $1 in
 			--prefix) PREFIX=$2 ;;
 			--sysconfdir) SYSCONFDIR=$2 ;;
-			--docker) DOCKER=$2 ;;
 			--deno) DENO_SRC=$2 ;;
 			--denort) DENORT=$2 ;;
 			esac
 			shift 2
 			;;
-		--prefix=* | --sysconfdir=* | --docker=* | --deno=* | --denort=*)
+		--prefix=* | --sysconfdir=* | --deno=* | --denort=*)
 			local name=${1%%=*} value=${1#*=}
 			set -- "$name" "$value" "${@:2}"
 			;;
@@ -277,6 +332,7 @@ parse_args() {
 		--demo) DO_DEMO=1; shift ;;
 		--dry-run) DRY_RUN=1; shift ;;
 		--uninstall) UNINSTALL=1; shift ;;
+		--docker | --docker=*) usage_error "--docker is gone: socker talks to the engine's socket itself and runs no docker CLI" ;;
 		--setuid | --setgid) refuse_setid ;;
 		-h | --help) usage; exit 0 ;;
 		*) usage_error "unknown option: $1" ;;
@@ -287,7 +343,6 @@ parse_args() {
 	check_path --prefix "$PREFIX"
 	check_path --sysconfdir "$SYSCONFDIR"
 	if [ "$PREFIX" = / ] || [ "$SYSCONFDIR" = / ]; then usage_error "--prefix and --sysconfdir cannot be /"; fi
-	check_path --docker "$DOCKER"
 	if [ -n "$DENO_SRC" ]; then check_path --deno "$DENO_SRC"; fi
 	if [ -n "$DENORT" ]; then check_path --denort "$DENORT"; fi
 	if [ "$UNINSTALL" -eq 1 ] && [ $((DO_EPILOG + DO_DEMO)) -gt 0 ]; then
@@ -313,7 +368,7 @@ parse_args() {
 	# leaves /proc and /sys alone (Deno.connect to the engine also needs --allow-net=unix:PATH):
 	#   --allow-read --allow-write=/var/run/docker.sock,/run/docker.sock
 	#   --allow-net=unix:/var/run/docker.sock,unix:/run/docker.sock
-	#   --allow-run=$DOCKER,/usr/bin/id,/usr/bin/setpriv
+	#   --allow-run=/usr/bin/setpriv
 	#   --allow-env=SUDO_UID,SUDO_GID,SUDO_USER --allow-sys=hostname,uid
 	# Deno's sandbox is defence in depth only: callers are kept out by sudo's environment reset,
 	# env -i, root-owned code and DENO_DIR, and --no-config --no-remote --no-npm --cached-only.
@@ -337,17 +392,46 @@ check_trusted_file() {
 	fi
 }
 
-check_docker() {
-	check_trusted_file --docker "$DOCKER"
+# check_tools: what socker and its hooks run besides Deno.
+check_tools() {
 	local tool
-	for tool in /usr/bin/id /usr/bin/setpriv; do
-		[ -x "$tool" ] || warn "$tool is missing: socker runs it (util-linux / coreutils)"
+	for tool in /usr/bin/setpriv /usr/bin/timeout; do
+		[ -x "$tool" ] || warn "$tool is missing: socker or its hooks run it (util-linux / coreutils)"
 	done
+	if [ ! -S /dev/log ]; then
+		say "no syslog daemon (/dev/log): fine, socker's audit log is $LOG_DIR/audit.log (syslog only gets a copy when one runs)"
+	fi
+}
+
+# apt_install PKG...: installs the missing Debian packages among PKG..., says which.
+APT_UPDATED=0
+apt_install() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+	done
+	[ "${#missing[@]}" -gt 0 ] || return 0
+	command -v apt-get >/dev/null || die "${missing[*]} missing, and there is no apt-get to install it: install ${missing[*]} first"
+	if [ "$APT_UPDATED" -eq 0 ]; then run apt-get update -q; fi
+	APT_UPDATED=1
+	run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+	if dry; then return 0; fi
+	INSTALLED_PKGS+=("${missing[@]}")
+	say "installed ${missing[*]} (apt-get, from Debian)"
 }
 
 check_sudo() {
 	SUDO=$(command -v sudo || true)
-	[ -n "$SUDO" ] || die "sudo is not installed (apt-get install sudo)"
+	if [ -z "$SUDO" ] || ! command -v visudo >/dev/null; then
+		say "sudo is missing: socker's users reach it through sudo"
+		apt_install sudo
+		if dry; then
+			SUDO=/usr/bin/sudo
+			return 0
+		fi
+		SUDO=$(command -v sudo || true)
+		[ -n "$SUDO" ] || die "apt-get install sudo did not install sudo"
+	fi
 	SUDO=$(readlink -f -- "$SUDO")
 	command -v visudo >/dev/null || die "visudo is missing (it comes with sudo)"
 	if [ -r /etc/sudoers ] && ! grep -Eqs '^[@#]includedir[[:space:]]+/etc/sudoers\.d/?[[:space:]]*$' /etc/sudoers; then
@@ -362,7 +446,7 @@ check_source() {
 		return 0
 	fi
 	local name
-	for name in PREFIX CONFIG_DIR DOCKER_PATH DOCKER_CONFIG_DIR SOCKER_VERSION; do
+	for name in PREFIX CONFIG_DIR DOCKER_CONFIG_DIR SOCKER_VERSION; do
 		local n
 		n=$(grep -c -E "^export const $name = \"[^\"]*\"; // install\\.sh\$" "$SOURCE_TS" || true)
 		[ "$n" -eq 1 ] || die "$SOURCE_TS must contain exactly one line 'export const $name = \"...\"; // install.sh' (found $n): refusing to install a copy with default paths"
@@ -376,16 +460,20 @@ find_deno() {
 		DENO_SRC=$(command -v deno || true)
 	fi
 	if [ -z "$DENO_SRC" ]; then
-		command -v npm >/dev/null ||
-			die "no deno found and npm is missing: install deno $DENO_VERSION (e.g. apt-get install npm; npm install -g deno@$DENO_VERSION) or pass --deno PATH"
-		run npm install -g "deno@$DENO_VERSION"
+		say "no deno found: installing deno $DENO_VERSION from the npm registry"
+		if ! command -v npm >/dev/null; then
+			say "npm is missing: installing Debian's npm"
+			apt_install npm
+		fi
+		run npm install -g --no-fund --no-audit "deno@$DENO_VERSION"
 		if dry; then
 			DENO_SRC=/usr/bin/deno
 			return 0
 		fi
+		hash -r
 		DENO_SRC=$(command -v deno || true)
 		[ -n "$DENO_SRC" ] || die "npm install -g deno@$DENO_VERSION did not put deno on PATH: pass --deno PATH"
-		say "installed deno $DENO_VERSION with npm"
+		say "installed deno $DENO_VERSION with npm ($DENO_SRC)"
 	fi
 	# npm's deno is a symlink to the real binary; copy the binary, never a JS shim.
 	DENO_SRC=$(readlink -f -- "$DENO_SRC")
@@ -409,7 +497,6 @@ make_socker_ts() {
 	cp -- "$SOURCE_TS" "$out"
 	set_const "$out" PREFIX "$PREFIX"
 	set_const "$out" CONFIG_DIR "$CONF_DIR"
-	set_const "$out" DOCKER_PATH "$DOCKER"
 	set_const "$out" DOCKER_CONFIG_DIR "$DOCKER_CONFIG_DIR"
 	version=$(sed -n -E 's|^export const SOCKER_VERSION = "([^"]*)"; // install\.sh$|\1|p' "$out")
 	# rev-parse only: it runs no hooks or fsmonitor of the checkout.
@@ -437,20 +524,76 @@ exec $SUDO -n -- $ENTRY "\$@"
 EOF
 }
 
-wrapper_text() {
-	local flags="" f
+# entry_text MODE: the privileged entry point, an sh script in both modes; MODE is compiled (exec
+# $LIB/socker-bin) or wrapper (exec the pinned deno on socker.ts).
+entry_text() {
+	local mode=$1 flags="" f cmd
 	# parse_args checked that every flag is safe unquoted in sh.
 	for f in "${PERM_FLAGS[@]}"; do flags+=" $f"; done
-	cat <<EOF
+	if [ "$mode" = compiled ]; then
+		cmd="$LIB/socker-bin"
+	else
+		cmd="$LIB/deno run --quiet --no-config --no-lock --no-remote --no-npm --cached-only$flags $LIB/socker.ts"
+	fi
+	cat <<'EOF'
 #!/bin/sh
-# socker privileged entry, installed by install.sh. Started by sudo (environment already reset); starts Deno with a fixed environment and fixed permissions.
+# socker's privileged entry point, installed by install.sh; sudo runs it as root with the environment
+# already reset. It makes the process safe to supervise, then execs socker with a fixed environment.
+# Only shell builtins run before the exec: it starts no other process.
+#
+# 1. Ignored dispositions survive exec: the caller cannot stop socker with a SIGTSTP (or SIGTTIN,
+#    SIGTTOU) relayed through sudo, and a low file-size limit gives EFBIG instead of a SIGXFSZ kill.
+trap '' TSTP TTIN TTOU XFSZ
+# 2. The caller's resource limits as inherited (sudo passes them on), before anything changes them:
+#    the text of /proc/self/limits, verbatim, for socker as SOCKER_LIMITS.
+L=
+while IFS= read -r l; do
+	L="$L$l
+"
+	case $l in
+	'Max address space '*) lim_v=$l ;;
+	'Max data size '*) lim_d=$l ;;
+	'Max stack size '*) lim_s=$l ;;
+	'Max open files '*) lim_n=$l ;;
+	esac
+done </proc/self/limits
+# 3. Limits below which Deno dies before socker.ts runs (socker.ts itself sees to the others): raise
+#    the soft limit to what Deno needs, and the hard one when root may (CAP_SYS_RESOURCE); else say so
+#    in one line and exit 125, as socker's refusals do.
+# need FLAG WHAT UNIT MIN WANT OR HINT LINE: MIN (refuse below) and WANT (raise the soft limit to it
+# when the hard one allows) are in ulimit's units, UNIT is ' KiB' when LINE (of /proc/self/limits)
+# counts bytes.
+need() {
+	f=$1 what=$2 unit=$3 min=$4 want=$5 or=$6 hint=$7
+	set -- $8
+	soft=$4 hard=$5
+	if [ -n "$unit" ]; then
+		[ "$soft" = unlimited ] || soft=$((soft / 1024))
+		[ "$hard" = unlimited ] || hard=$((hard / 1024))
+	fi
+	if [ "$hard" != unlimited ] && [ "$hard" -lt "$min" ]; then
+		if ! ulimit -H "-$f" "$min" 2>/dev/null; then
+			printf 'socker: your %s limit (ulimit -%s) is %s%s; socker needs at least %s%s%s: raise it (ulimit -%s %s)\n' \
+				"$what" "$f" "$hard" "$unit" "$min" "$unit" "$or" "$f" "$hint" >&2
+			exit 125
+		fi
+		hard=$min
+	fi
+	if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
+	if [ "$soft" != unlimited ] && [ "$soft" -lt "$want" ]; then ulimit -S "-$f" "$want"; fi
+}
+EOF
+	cat <<EOF
+need v address-space ' KiB' $NEED_AS_KIB $NEED_AS_KIB ' or unlimited' unlimited "\$lim_v"
+need d data-size ' KiB' $NEED_DATA_KIB $NEED_DATA_KIB ' or unlimited' unlimited "\$lim_d"
+need s stack-size ' KiB' $NEED_STACK_KIB $WANT_STACK_KIB '' $WANT_STACK_KIB "\$lim_s"
+need n open-files '' $NEED_NOFILE $NEED_NOFILE '' 1024 "\$lim_n"
+# 4. Deno cannot start in a folder that was removed: then start from / (socker sets the container's).
 # SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly).
-# Deno cannot start in a folder that was removed: then start from / (the image's working directory is used).
 [ -n "\${PWD:-}" ] || cd /
 exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
-  \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
-  $LIB/deno run --quiet --no-config --no-lock --no-remote --no-npm --cached-only \\
- $flags $LIB/socker.ts "\$@"
+  SOCKER_LIMITS="\$L" \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
+  $cmd "\$@"
 EOF
 }
 
@@ -459,27 +602,40 @@ sudoers_text() {
 # socker: every user may run exactly the installed privileged socker as root, nothing else.
 # Installed by install.sh; edit install.sh rather than this file.
 Cmnd_Alias SOCKER = $ENTRY
-Defaults!SOCKER env_reset, !env_keep, !env_check, !setenv, !use_pty, !requiretty, !log_output, !pam_session
+Defaults!SOCKER $SUDOERS_DEFAULTS
 ALL ALL=(root) NOPASSWD: SOCKER
 EOF
 }
 
+# logger_path: logger(1), or nothing when this node has none.
+logger_path() { command -v logger || true; }
+
 epilog_text() {
 	local logger
-	logger=$(command -v logger || true)
+	logger=$(logger_path)
 	cat <<EOF
 #!/bin/sh
-# socker's Slurm Epilog: removes every container of the finished job. An Epilog must always exit 0 (a failing Epilog drains the node).
+# socker's Slurm Epilog: removes every container of the finished job. An Epilog must always exit 0 (a failing
+# Epilog drains the node) and must not hang (neither must a slow one): the cleanup gets $EPILOG_TIMEOUT s, then
+# SIGTERM, and SIGKILL 5 s later (timeout signals its whole process group).
 # Installed by install.sh. Runs as root from slurmd; socker runs with an empty environment.
 job=\${SLURM_JOB_ID-}
 case \$job in '' | *[!0-9]*) exit 0 ;; esac
-msg=\$(/usr/bin/env -i $ENTRY cleanup --job "\$job" 2>&1 >/dev/null)
+# Messages go to a file, not a pipe: a process left holding a pipe open would hold the hook too.
+out=\$(/usr/bin/mktemp /run/socker-epilog.XXXXXX 2>/dev/null) || out=/dev/null
+/usr/bin/timeout -k 5 $EPILOG_TIMEOUT /usr/bin/env -i $ENTRY cleanup --job "\$job" </dev/null >/dev/null 2>"\$out"
 rc=\$?
+msg=
+if [ "\$out" != /dev/null ]; then
+  msg=\$(/usr/bin/head -c 2000 -- "\$out" 2>/dev/null)
+  /bin/rm -f -- "\$out"
+fi
+case \$rc in 124 | 137) msg="timed out after $EPILOG_TIMEOUT s\${msg:+: \$msg}" ;; esac
 EOF
 	if [ -n "$logger" ]; then
 		cat <<EOF
 if [ "\$rc" -ne 0 ] || [ -n "\$msg" ]; then
-  printf 'job %s: cleanup exit %s: %s\n' "\$job" "\$rc" "\$msg" | $logger -t socker-epilog -p daemon.warning 2>/dev/null || true
+  printf 'job %s: cleanup exit %s: %s\n' "\$job" "\$rc" "\$msg" | /usr/bin/timeout 5 $logger -t socker-epilog -p daemon.warning >/dev/null 2>&1
 fi
 EOF
 	else
@@ -489,38 +645,149 @@ EOF
 	printf '%s\n' 'exit 0'
 }
 
-# ---------------------------------------------------------------- steps
-
-step_accounts() {
-	local docker_gid
-	if getent group docker >/dev/null; then
-		say "kept existing group docker"
-	else
-		run groupadd --system docker
-		dry || say "created group docker"
-	fi
-	if ! getent passwd dockerroot >/dev/null; then
-		run useradd --system --gid docker --no-create-home --home-dir /nonexistent \
-			--shell /usr/sbin/nologin dockerroot
-		dry || say "created system user dockerroot"
-		return 0
-	fi
-	docker_gid=$(getent group docker | cut -d: -f3)
-	if [ -z "$docker_gid" ] || [ "$(id -g dockerroot)" != "$docker_gid" ] || [ "$(id -G dockerroot)" != "$docker_gid" ]; then
-		die "user dockerroot exists with groups '$(id -Gn dockerroot)': its primary group must be docker and it must be in no other group (fix: usermod -g docker -G '' dockerroot)"
-	fi
-	say "kept existing user dockerroot (only group: docker)"
+logrotate_text() {
+	cat <<EOF
+# socker's audit log, the record of truth of every run, refusal and cleanup. Installed by install.sh.
+# socker opens the file for every record, so a rename rotates it: no copytruncate (which loses records).
+$LOG_DIR/audit.log {
+	weekly
+	rotate 52
+	compress
+	delaycompress
+	missingok
+	notifempty
+	create 0600 root root
 }
+EOF
+}
+
+# reaper_command: one orphan sweep, bounded so that sweeps never pile up.
+reaper_command() { printf '/usr/bin/timeout -k 5 %s %s cleanup --orphans' "$REAPER_TIMEOUT" "$ENTRY"; }
+
+reaper_service_text() {
+	cat <<EOF
+# socker's orphan reaper: removes the socker containers whose supervising socker died (SIGKILL, OOM),
+# outside Slurm jobs too. Installed by install.sh; started every minute by $REAPER_TIMER.
+[Unit]
+Description=socker orphan reaper (remove containers whose supervising socker died)
+
+[Service]
+Type=oneshot
+ExecStart=$ENTRY cleanup --orphans
+TimeoutStartSec=$REAPER_TIMEOUT
+EOF
+}
+
+reaper_timer_text() {
+	cat <<EOF
+# Installed by install.sh: runs $REAPER_SERVICE every minute.
+[Unit]
+Description=socker orphan reaper, every minute
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+EOF
+}
+
+reaper_cron_text() {
+	local logger sink
+	logger=$(logger_path)
+	if [ -n "$logger" ]; then sink="2>&1 | $logger -t socker-reaper -p daemon.warning >/dev/null 2>&1"; else sink=">/dev/null 2>&1"; fi
+	cat <<EOF
+# socker's orphan reaper: removes the socker containers whose supervising socker died (SIGKILL, OOM),
+# outside Slurm jobs too. Installed by install.sh; every minute, as root.
+SHELL=/bin/sh
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+* * * * * root $(reaper_command) </dev/null $sink
+EOF
+}
+
+# ---------------------------------------------------------------- steps
 
 step_layout() {
 	check_ancestors "$PREFIX"
 	check_ancestors "$CONF_DIR"
 	check_ancestors "$SUDOERS_DIR"
+	check_ancestors "$LOG_DIR" group-ok
 	ensure_parent "$BIN_DIR"
 	ensure_dir "$LIBEXEC" 0755
 	ensure_dir "$LIB" 0755
-	ensure_dir "$DOCKER_CONFIG_DIR" 0755
+	# Registry logins (config.json) that socker, as root, pulls with: root's alone.
+	ensure_dir "$DOCKER_CONFIG_DIR" 0700
 	ensure_dir "$CONF_DIR" 0755
+}
+
+# step_audit_log: the audit log's folder (socker creates audit.log 0600 in it) and its rotation.
+step_audit_log() {
+	ensure_dir "$LOG_DIR" 0700
+	if [ -e "$LOG_DIR/audit.log" ] && ! dry &&
+		[ "$(stat -c '%U:%G %a' -- "$LOG_DIR/audit.log")" != "root:root 600" ]; then
+		run chown root:root -- "$LOG_DIR/audit.log"
+		run chmod 0600 -- "$LOG_DIR/audit.log"
+		say "fixed owner/mode of $LOG_DIR/audit.log (root:root 0600)"
+	fi
+	ensure_parent "$(dirname "$LOGROTATE_FILE")"
+	install_text "$(logrotate_text)" "$LOGROTATE_FILE" 0644
+	if ! command -v logrotate >/dev/null && [ ! -x /usr/sbin/logrotate ]; then
+		say "note: logrotate is not installed: $LOGROTATE_FILE takes effect once it is (apt-get install logrotate); until then $LOG_DIR/audit.log grows unrotated"
+	fi
+}
+
+# has_systemd: systemd is PID 1 (sd_booted's test).
+has_systemd() { [ -d /run/systemd/system ]; }
+
+# cron_daemon: the installed cron daemon that reads /etc/cron.d, if any.
+cron_daemon() {
+	local c
+	for c in /usr/sbin/cron /usr/sbin/crond; do
+		if [ -x "$c" ]; then
+			printf '%s\n' "$c"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# remove_ours FILE: removes FILE when install.sh installed it.
+remove_ours() {
+	if [ -f "$1" ] && grep -qs 'Installed by install.sh' "$1"; then
+		run rm -f -- "$1"
+		dry || say "removed $1"
+	fi
+}
+
+step_reaper() {
+	local cron changed=0 unit
+	if has_systemd; then
+		remove_ours "$CRON_FILE"
+		for unit in "$REAPER_SERVICE" "$REAPER_TIMER"; do
+			content_file "$(if [ "$unit" = "$REAPER_TIMER" ]; then reaper_timer_text; else reaper_service_text; fi)"
+			same_file "$CONTENT_FILE" "$SYSTEMD_DIR/$unit" 0644 || changed=1
+			install_file "$CONTENT_FILE" "$SYSTEMD_DIR/$unit" 0644
+		done
+		if [ "$changed" -eq 1 ]; then run systemctl daemon-reload; fi
+		if [ "$changed" -eq 1 ] || ! systemctl is-enabled --quiet "$REAPER_TIMER" 2>/dev/null ||
+			! systemctl is-active --quiet "$REAPER_TIMER" 2>/dev/null; then
+			run systemctl enable --now "$REAPER_TIMER"
+			dry || say "enabled and started $REAPER_TIMER (every minute: $ENTRY cleanup --orphans)"
+		else
+			say "unchanged $REAPER_TIMER (enabled, active)"
+		fi
+		return 0
+	fi
+	if cron=$(cron_daemon); then
+		ensure_parent "$(dirname "$CRON_FILE")"
+		install_text "$(reaper_cron_text)" "$CRON_FILE" 0644
+		if ! pgrep -x "$(basename "$cron")" >/dev/null 2>&1; then
+			say "note: $cron is installed but not running: start it, or the orphan reaper never runs"
+		fi
+		return 0
+	fi
+	say "note: no orphan reaper installed: this node has neither systemd nor a cron daemon. Run '$ENTRY cleanup --orphans' as root every minute (it removes containers whose supervising socker died), or install cron (apt-get install cron) and run install.sh again"
 }
 
 step_runtime() {
@@ -599,17 +866,22 @@ compile_reason() {
 step_entry() {
 	if dry; then
 		say "would try: deno compile --no-code-cache --no-config --no-lock ${PERM_FLAGS[*]} (timeout ${COMPILE_TIMEOUT}s)"
-		say "would install $ENTRY (compiled binary, or else an sh wrapper running $LIB/deno) (root:root 0755)"
+		say "would install $ENTRY (sh: signals, limits, then exec $LIB/socker-bin or the pinned $LIB/deno) (root:root 0755)"
 		return 0
 	fi
 	ENTRY_MODE=wrapper
 	if try_compile; then
 		ENTRY_MODE=compiled
-		install_file "$COMPILED" "$ENTRY" 0755
-		say "compiled with deno compile"
+		install_file "$COMPILED" "$LIB/socker-bin" 0755
+		install_text "$(entry_text compiled)" "$ENTRY" 0755
+		say "compiled with deno compile: $ENTRY execs $LIB/socker-bin"
 	else
-		install_text "$(wrapper_text)" "$ENTRY" 0755
-		say "deno compile unavailable ($COMPILE_WHY): installed socker.ts with a launcher running the pinned Deno"
+		install_text "$(entry_text wrapper)" "$ENTRY" 0755
+		if [ -e "$LIB/socker-bin" ]; then
+			rm -f -- "$LIB/socker-bin"
+			say "removed the stale $LIB/socker-bin"
+		fi
+		say "deno compile unavailable ($COMPILE_WHY): $ENTRY runs socker.ts with the pinned Deno"
 	fi
 }
 
@@ -705,12 +977,17 @@ step_epilog() {
 }
 
 self_check() {
-	local bad paths=("$LAUNCHER" "$LIBEXEC" "$LIB" "$CONF_DIR" "$SUDOERS_FILE")
+	local bad f paths=("$LAUNCHER" "$LIBEXEC" "$LIB" "$CONF_DIR" "$SUDOERS_FILE" "$LOG_DIR" "$LOGROTATE_FILE")
+	for f in "$CRON_FILE" "$SYSTEMD_DIR/$REAPER_SERVICE" "$SYSTEMD_DIR/$REAPER_TIMER"; do
+		if [ -e "$f" ]; then paths+=("$f"); fi
+	done
 	bad=$(find "${paths[@]}" \( -type l ! -user root \) -o \( ! -type l \( ! -user root -o ! -group root -o -perm /022 \) \) -print 2>&1 || true)
 	[ -z "$bad" ] || die "self-check: not root:root or writable by group/others: $bad"
 	bad=$(find "${paths[@]}" -perm /6000 -print 2>&1 || true)
 	[ -z "$bad" ] || die "self-check: set-id bit found (never allowed): $bad"
 	[ "$(mode_owner "$SUDOERS_FILE")" = "root:root 440" ] || die "self-check: $SUDOERS_FILE is not root:root 0440"
+	[ "$(mode_owner "$LOG_DIR")" = "root:root 700" ] || die "self-check: $LOG_DIR is not root:root 0700"
+	[ "$(mode_owner "$DOCKER_CONFIG_DIR")" = "root:root 700" ] || die "self-check: $DOCKER_CONFIG_DIR is not root:root 0700"
 	visudo -cqf "$SUDOERS_FILE" >/dev/null 2>&1 || die "self-check: visudo -cf $SUDOERS_FILE fails"
 	visudo -cq >/dev/null 2>&1 || warn "visudo -c reports a problem in the sudo configuration (not in $SUDOERS_FILE)"
 	say "self-check passed: root-owned, no group/other write, no set-id bit, sudoers valid"
@@ -718,34 +995,31 @@ self_check() {
 
 # ---------------------------------------------------------------- demo
 
-docker_ok() { "$DOCKER" info >/dev/null 2>&1; }
+docker_ok() { "$DEMO_DOCKER" info >/dev/null 2>&1; }
 
-APT_UPDATED=0
-apt_update() {
-	command -v apt-get >/dev/null || die "--demo installs Debian packages with apt-get, which is missing"
-	if [ "$APT_UPDATED" -eq 0 ]; then run apt-get update -q; fi
-	APT_UPDATED=1
-}
-
+# demo_engine: a Docker engine answering on its socket, and the docker CLI that builds the demo image.
+# socker itself needs only the engine's socket; an engine that already answers is used as it is.
 demo_engine() {
-	local missing=() pkg _
-	if [ -x "$DOCKER" ] && docker_ok; then
-		say "kept running docker engine"
+	local _
+	if [ ! -x "$DEMO_DOCKER" ]; then
+		if [ -S /var/run/docker.sock ]; then
+			say "an engine socket exists but no docker CLI: installing docker.io for the CLI that builds the demo image"
+			apt_install docker.io
+		else
+			apt_install docker.io iptables
+		fi
+	fi
+	if ! dry && docker_ok; then
+		say "kept the running docker engine (it answers on /var/run/docker.sock)"
 		return 0
 	fi
-	for pkg in docker.io iptables; do
-		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-	done
-	if [ "${#missing[@]}" -gt 0 ]; then
-		apt_update
-		run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-		dry || say "installed ${missing[*]}"
-	fi
+	# dockerd refuses to start without iptables.
+	apt_install iptables
 	if dry; then
-		say "would start the docker engine and wait up to 60 s for docker info"
+		say "would start the docker engine unless one answers, and wait up to 60 s for docker info"
 		return 0
 	fi
-	if [ -d /run/systemd/system ]; then
+	if has_systemd; then
 		systemctl start docker
 	else
 		command -v dockerd >/dev/null || die "dockerd not found"
@@ -765,11 +1039,9 @@ demo_image() {
 	local root tarball applet
 	# ldd fails on a static binary: a dynamic busybox would not run in the image.
 	if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
-		apt_update
-		run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static
-		dry || say "installed busybox-static"
+		apt_install busybox-static
 	fi
-	if ! dry && "$DOCKER" image inspect "$DEMO_IMAGE" >/dev/null 2>&1; then
+	if ! dry && "$DEMO_DOCKER" image inspect "$DEMO_IMAGE" >/dev/null 2>&1; then
 		say "kept existing image $DEMO_IMAGE"
 		return 0
 	fi
@@ -788,7 +1060,7 @@ demo_image() {
 	printf 'root:x:0:\n' >"$root/rootfs/etc/group"
 	tarball=$root/rootfs.tar
 	tar -C "$root/rootfs" --owner=0 --group=0 --numeric-owner -cf "$tarball" .
-	"$DOCKER" import -c 'ENV PATH=/bin' -m 'socker demo image, built by install.sh --demo' \
+	"$DEMO_DOCKER" import -c 'ENV PATH=/bin' -m 'socker demo image, built by install.sh --demo' \
 		"$tarball" "$DEMO_IMAGE" >/dev/null
 	say "built image $DEMO_IMAGE"
 }
@@ -858,6 +1130,15 @@ uninstall() {
 			warn "kept $SUDOERS_FILE: it does not name $ENTRY (another installation's?)"
 		fi
 	fi
+	# The reaper next: it would run an entry point that is going away.
+	if [ -f "$SYSTEMD_DIR/$REAPER_TIMER" ] && grep -qs 'Installed by install.sh' "$SYSTEMD_DIR/$REAPER_TIMER"; then
+		if has_systemd; then run systemctl disable --now "$REAPER_TIMER" 2>/dev/null || true; fi
+	fi
+	remove_ours "$SYSTEMD_DIR/$REAPER_TIMER"
+	remove_ours "$SYSTEMD_DIR/$REAPER_SERVICE"
+	if has_systemd && [ ! -e "$SYSTEMD_DIR/$REAPER_SERVICE" ]; then run systemctl daemon-reload 2>/dev/null || true; fi
+	remove_ours "$CRON_FILE"
+	remove_ours "$LOGROTATE_FILE"
 	if [ -e "$LAUNCHER" ] || [ -L "$LAUNCHER" ]; then
 		if grep -qs 'installed by install.sh' "$LAUNCHER"; then
 			run rm -f -- "$LAUNCHER"
@@ -866,6 +1147,9 @@ uninstall() {
 			warn "kept $LAUNCHER: it is not socker's launcher"
 		fi
 	fi
+	if [ -f "$DOCKER_CONFIG_DIR/config.json" ]; then
+		say "note: removing $DOCKER_CONFIG_DIR with its registry login (config.json)"
+	fi
 	for p in "$LIBEXEC" "$LIB"; do
 		if [ -e "$p" ] || [ -L "$p" ]; then
 			run rm -rf -- "$p"
@@ -873,7 +1157,10 @@ uninstall() {
 		fi
 	done
 	say "kept $CONF_DIR (the allowlist; remove it by hand if wanted)"
-	say "kept the user dockerroot and the group docker (other software may use them)"
+	say "kept $LOG_DIR (the audit log; remove it by hand if wanted)"
+	if getent passwd dockerroot >/dev/null 2>&1 || getent group docker >/dev/null 2>&1; then
+		say "kept any user dockerroot and group docker (socker no longer uses them; other software may)"
+	fi
 	local conf
 	if conf=$(find_slurm_conf) &&
 		grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf" | grep -qs -F "$EPILOG_HOOK"; then
@@ -892,15 +1179,10 @@ main() {
 		return 0
 	fi
 	if [ "$DO_DEMO" -eq 1 ]; then demo_engine; fi
-	if [ "$DO_DEMO" -eq 1 ] && dry && [ ! -x "$DOCKER" ]; then
-		say "(dry run: $DOCKER does not exist yet; its checks are skipped)"
-	else
-		check_docker
-	fi
+	check_tools
 	check_sudo
 	check_source
 	find_deno
-	step_accounts
 	step_layout
 	step_runtime
 	step_entry
@@ -908,6 +1190,8 @@ main() {
 	step_launcher
 	step_allowlist
 	step_sudoers
+	step_audit_log
+	step_reaper
 	if [ "$DO_EPILOG" -eq 1 ]; then step_epilog; fi
 	dry || self_check
 	if [ "$DO_DEMO" -eq 1 ]; then
@@ -918,6 +1202,9 @@ main() {
 	if dry; then
 		say "dry run done: nothing was changed"
 		return 0
+	fi
+	if [ "${#INSTALLED_PKGS[@]}" -gt 0 ]; then
+		say "installed from Debian for socker: ${INSTALLED_PKGS[*]}"
 	fi
 	say "socker $SOCKER_VERSION installed: users run $LAUNCHER (entry point: $ENTRY_MODE)"
 }

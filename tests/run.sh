@@ -2,7 +2,8 @@
 # socker's whole test suite, from nothing, on a Debian machine, as root:
 #   1. tests/setup.sh: Docker engine, munge, a two-node Slurm cluster, test users and the test image;
 #   2. install.sh --epilog: socker from this checkout, through the same path a sysadmin uses;
-#   3. tests/setup.sh again, so that Slurm picks up the Epilog hook that now exists;
+#   3. tests/setup.sh again, so that Slurm picks up the Epilog hook that now exists, and
+#      tests/setup-registry.sh: a local registry (127.0.0.1:5000) holding the pull tests' images;
 #   4. the unit tests and the integration tests (real Docker, real Slurm, real sudo), with the test
 #      allowlist in place; the site's own allowlist is put back afterwards.
 # Usage: sudo tests/run.sh [deno test arguments, e.g. --filter SIGTERM]
@@ -20,6 +21,7 @@ export NO_COLOR=1
 bash tests/setup.sh
 bash install.sh --epilog
 bash tests/setup.sh
+bash tests/setup-registry.sh
 
 # The tests need their own allowlist; keep the site's and restore it whatever happens.
 allowlist=/etc/socker/socker-images
