@@ -1291,7 +1291,7 @@ export function pathsToPrepare(mounts: readonly Mount[], workdir: string | undef
 /** Variables that always describe the caller and are never taken from elsewhere. */
 export const CALLER_VARIABLES = ["HOME", "USER", "LOGNAME"];
 /** The step's own variables a container of a Slurm job gets from the caller's environment. */
-export const JOB_VARIABLE_PATTERNS = ["SLURM_*", "PMI_*", "PMIX_*"];
+export const JOB_VARIABLE_PATTERNS = ["SLURM_*", "SLURMD_NODENAME", "PMI_*", "PMIX_*"];
 /** Never taken from the caller's environment by a pattern, whatever env_pass says. */
 const NEVER_PASSED = (name: string) => name === "PATH" || name.startsWith("LD_") || CALLER_VARIABLES.includes(name);
 /** Bounds of what the caller's environment may pass into a container. */
@@ -2065,7 +2065,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 }
 
 /** Sends one request and collects the whole answer (at most 64 MiB). */
-async function engineCall(
+export async function engineCall(
   method: "GET" | "POST" | "DELETE",
   path: string,
   options: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
@@ -2136,7 +2136,7 @@ export type ListedContainer = {
 };
 
 /** GET /containers/json: every container (running or not) that carries all these labels. */
-async function engineList(labels: readonly string[], timeoutMs?: number): Promise<ListedContainer[]> {
+export async function engineList(labels: readonly string[], timeoutMs?: number): Promise<ListedContainer[]> {
   const filters = encodeURIComponent(JSON.stringify({ label: labels }));
   const listed = engineJson(
     await engineCall("GET", `/containers/json?all=1&filters=${filters}`, { timeoutMs }),

@@ -22,14 +22,25 @@ import {
 
 /** Runs a shell line as alice, with her groups, from /tmp. */
 function asAlice(line: string, env: Record<string, string> = {}) {
-  return sh("/usr/bin/setpriv", ["--reuid=alice", "--regid=alice", "--init-groups", "/bin/bash", "-c", `cd /tmp; ${line}`], {
+  return sh("/usr/bin/setpriv", [
+    "--reuid=alice",
+    "--regid=alice",
+    "--init-groups",
+    "/bin/bash",
+    "-c",
+    `cd /tmp; ${line}`,
+  ], {
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/alice", ...env },
   });
 }
 
 /** Nothing of socker's is left: no container, no staging mount. */
 async function nothingLeft(timeoutMs = 10_000): Promise<void> {
-  const clean = await waitFor(async () => (await sockerContainers()).length === 0 && (await stagingLeft()) === "", timeoutMs, 100);
+  const clean = await waitFor(
+    async () => (await sockerContainers()).length === 0 && (await stagingLeft()) === "",
+    timeoutMs,
+    100,
+  );
   assert.ok(clean >= 0, `left: ${await sockerContainers()} / ${await stagingLeft()}`);
 }
 
@@ -52,7 +63,7 @@ Deno.test("attack: hard limits lowered below what socker needs are refused at on
     ["ulimit -n 64", /open-files limit \(ulimit -n\) is 64/],
     ["ulimit -n 20", /open-files limit|socker needs at least/],
     ["ulimit -v 1000000", /address-space limit \(ulimit -v\) is 1000000/],
-    ["ulimit -H -v 8000000", /address-space limit/],
+    ["ulimit -S -v 500000; ulimit -H -v 8000000", /address-space limit \(ulimit -v\) is 8000000/],
     ["ulimit -d 100000", /data-size limit/],
   ];
   for (const [limit, pattern] of cases) {
@@ -64,7 +75,9 @@ Deno.test("attack: hard limits lowered below what socker needs are refused at on
 });
 
 Deno.test("attack: soft limits lowered (any of them) never stop socker; the container still gets them", async () => {
-  const result = await asAlice(`ulimit -S -t 2; ulimit -S -v 1000000; ulimit -S -n 32; ulimit -S -f 8; exec socker run ${IMAGE} sh -c 'ulimit -t; ulimit -n'`);
+  const result = await asAlice(
+    `ulimit -S -t 2; ulimit -S -v 1000000; ulimit -S -n 32; ulimit -S -f 8; exec socker run ${IMAGE} sh -c 'ulimit -t; ulimit -n'`,
+  );
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout, "2\n32\n");
 });
@@ -114,8 +127,9 @@ Deno.test("attack: a SIGKILLed supervisor outside a job: the reaper removes its 
   assert.equal(reaped.code, 0, reaped.stdout + reaped.stderr);
   assert.match(reaped.stdout, /orphans: containers: 1 removed/);
   await nothingLeft(1000);
-  const [record] = await auditRecords('"scope":"orphans","outcome":"ok","containers":1');
-  assert.equal(record.event, "cleanup");
+  const records = await auditRecords('"scope":"orphans"');
+  const record = records.filter((r) => r.event === "cleanup" && r.containers === 1).at(-1);
+  assert.equal(record?.outcome, "ok", JSON.stringify(records.at(-1)));
   Deno.removeSync("/home/alice/k9");
 });
 
@@ -158,7 +172,10 @@ Deno.test("attack: -w and nested mount points inside a mounted folder are never 
     // Where alice may not create, the run is refused and nothing appears.
     Deno.chmodSync("/home/proj/bobdata", 0o2755);
     for (const options of [["-w", "/home/proj/bobdata/x2"], ["-v", "/home/alice/f:/home/proj/bobdata/p2.txt"]]) {
-      assertRefused(await socker("alice", ["run", ...options, IMAGE, "true"], { cwd: "/home/proj" }), /cannot create .* as you/);
+      assertRefused(
+        await socker("alice", ["run", ...options, IMAGE, "true"], { cwd: "/home/proj" }),
+        /cannot create .* as you/,
+      );
       assert.throws(() => Deno.statSync(options[1].split(":").at(-1)!));
     }
   } finally {
@@ -173,10 +190,17 @@ Deno.test("attack: nothing tells alice what exists inside bob's closed folder", 
   folder("/home/bob/private/sub", 2002, 2002, 0o755);
   Deno.writeTextFileSync("/home/bob/private/file", "x");
   const messages = new Set<string>();
-  for (const source of ["/home/bob/private/nonexistent", "/home/bob/private/sub", "/home/bob/private/file/x", "/home/bob/private/whose"]) {
+  for (
+    const source of [
+      "/home/bob/private/nonexistent",
+      "/home/bob/private/sub",
+      "/home/bob/private/file/x",
+      "/home/bob/private/whose",
+    ]
+  ) {
     const result = await socker("alice", ["run", "-v", `${source}:/x`, IMAGE, "true"]);
     assertRefused(result, /does not exist or you cannot reach it/);
-    messages.add(result.stderr.replace(source, "PATH"));
+    messages.add(result.stderr.replaceAll(source, "PATH"));
   }
   assert.equal(messages.size, 1, [...messages].join(""));
 });
@@ -260,7 +284,9 @@ Deno.test("attack: a fake docker, sudo, env, deno or sh first in PATH is never r
   }
   Deno.chmodSync(dir, 0o755);
   try {
-    const result = await socker("alice", ["run", IMAGE, "id", "-u"], { env: { PATH: `${dir}:/usr/local/bin:/usr/bin:/bin` } });
+    const result = await socker("alice", ["run", IMAGE, "id", "-u"], {
+      env: { PATH: `${dir}:/usr/local/bin:/usr/bin:/bin` },
+    });
     assert.equal(result.stdout.trim(), "2001", result.stderr);
     assert.throws(() => Deno.statSync(ran));
   } finally {

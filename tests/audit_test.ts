@@ -2,7 +2,19 @@
 // of truth), copied to the system log when one runs; a run never starts unlogged, and a missing system log
 // never stops a run. rsyslogd (started by tests/setup.sh) writes authpriv to /var/log/auth.log.
 import assert from "node:assert/strict";
-import { assertRefused, AUDIT_LOG, auditRecords, IMAGE, marker, PRIVILEGED_SOCKER, sh, socker, sockerContainers, stagingLeft, waitFor } from "./helpers.ts";
+import {
+  assertRefused,
+  AUDIT_LOG,
+  auditRecords,
+  IMAGE,
+  marker,
+  PRIVILEGED_SOCKER,
+  sh,
+  socker,
+  sockerContainers,
+  stagingLeft,
+  waitFor,
+} from "./helpers.ts";
 
 Deno.test("audit: a run leaves a start and an end record: who, where, what, which container, outcome, duration", async () => {
   const tag = marker("audit");
@@ -50,7 +62,10 @@ Deno.test("audit: the file is root's alone, and the system log gets a copy when 
   assert.equal(Deno.statSync("/var/log/socker").mode! & 0o777, 0o700);
   const tag = marker("copy");
   assert.equal((await socker("alice", ["run", IMAGE, "echo", tag])).code, 0);
-  const copied = await waitFor(async () => (await Deno.readTextFile("/var/log/auth.log").catch(() => "")).includes(tag), 5000);
+  const copied = await waitFor(
+    async () => (await Deno.readTextFile("/var/log/auth.log").catch(() => "")).includes(tag),
+    5000,
+  );
   assert.ok(copied >= 0, "the system log has the copy");
 });
 
@@ -69,7 +84,10 @@ Deno.test("audit: without a system log the run goes ahead, recorded in the file"
     assert.equal((await auditRecords(tag, 2)).length, 2);
   } finally {
     await sh("/usr/sbin/rsyslogd", []);
-    await waitFor(async () => (await sh("/usr/bin/logger", ["--socket-errors=on", "-t", "probe", "x"])).code === 0, 5000);
+    await waitFor(
+      async () => (await sh("/usr/bin/logger", ["--socket-errors=on", "-t", "probe", "x"])).code === 0,
+      5000,
+    );
   }
 });
 
@@ -77,7 +95,10 @@ Deno.test("audit: when the audit file cannot be written, no container is started
   Deno.chmodSync("/var/log/socker", 0o755);
   try {
     const before = await sockerContainers();
-    assertRefused(await socker("alice", ["run", IMAGE, "echo", "should-not-run"]), /cannot write the audit log .*refusing to run unlogged/);
+    assertRefused(
+      await socker("alice", ["run", IMAGE, "echo", "should-not-run"]),
+      /cannot write the audit log .*refusing to run unlogged/,
+    );
     assert.deepEqual(await sockerContainers(), before);
     assert.equal(await stagingLeft(), "");
   } finally {

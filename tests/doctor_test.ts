@@ -2,12 +2,26 @@
 // exactly one FIX line, checks that need a failed one say skipped, and every break is undone and proven
 // undone (doctor is healthy again).
 import assert from "node:assert/strict";
-import { ALLOWLIST, assertRefused, IMAGE, PRIVILEGED_SOCKER, sh, socker, startEngine, stopEngine, withAllowlist } from "./helpers.ts";
+import {
+  ALLOWLIST,
+  assertRefused,
+  IMAGE,
+  PRIVILEGED_SOCKER,
+  sh,
+  socker,
+  startEngine,
+  stopEngine,
+  withAllowlist,
+} from "./helpers.ts";
 
 async function doctor() {
   const result = await sh(PRIVILEGED_SOCKER, ["doctor"]);
   const lines = result.stdout.split("\n");
-  return { ...result, fixes: lines.filter((line) => line.startsWith("FIX ")), skips: lines.filter((line) => line.startsWith("skip ")) };
+  return {
+    ...result,
+    fixes: lines.filter((line) => line.startsWith("FIX ")),
+    skips: lines.filter((line) => line.startsWith("skip ")),
+  };
 }
 
 async function expectHealthy(): Promise<void> {
@@ -114,7 +128,10 @@ Deno.test("doctor: a stopped engine is one FIX line; the checks that need it say
   try {
     const skips = await expectOneFix(/Docker engine: the Docker engine is not reachable/);
     for (const name of ["runc", "containerd", "images", "Slurm's cgroups"]) {
-      assert.ok(skips.some((line) => line.startsWith(`skip ${name}: skipped: needs the Docker engine`)), `${name}: ${skips.join("\n")}`);
+      assert.ok(
+        skips.some((line) => line.startsWith(`skip ${name}: skipped: needs the Docker engine`)),
+        `${name}: ${skips.join("\n")}`,
+      );
     }
   } finally {
     await startEngine();

@@ -30,15 +30,20 @@ Deno.test("faults: the engine stopped before a run: a clear refusal, nothing sta
   assert.deepEqual(await sockerContainers(), []);
 });
 
-Deno.test("faults: the engine restarted during a run: socker ends with 125 and leaves nothing once it is back", async () => {
+Deno.test("faults: the engine restarted during a run: socker ends, and leaves nothing once the engine is back", async () => {
   const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
   assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "container started");
   await stopEngine();
   await new Promise((resolve) => setTimeout(resolve, 1000));
   await startEngine();
   const output = await child.output();
-  assert.equal(output.code, 125, new TextDecoder().decode(output.stderr));
-  assert.match(new TextDecoder().decode(output.stderr), /^socker: lost the container's exit status/m);
+  // A stopping engine stops its containers with SIGTERM: that is the container's own end (143); when the
+  // engine went away before it could say so, socker says it lost the exit status (125).
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.ok(
+    output.code === 143 || (output.code === 125 && /^socker: lost the container's exit status/m.test(stderr)),
+    `${output.code}: ${stderr}`,
+  );
   assert.ok(await waitFor(async () => (await sockerContainers()).length === 0, 10_000) >= 0, "no container left");
   assert.equal(await stagingLeft(), "");
 });
@@ -50,7 +55,10 @@ Deno.test("faults: cleanup against a stopped engine still runs its other sweeps 
     const result = await sh(PRIVILEGED_SOCKER, ["cleanup", "--job", "424242"]);
     const elapsed = performance.now() - started;
     assert.equal(result.code, 1, result.stdout);
-    assert.match(result.stdout, /job 424242: containers: 0 removed, 1 problem\(s\): the Docker engine is not reachable/);
+    assert.match(
+      result.stdout,
+      /job 424242: containers: 0 removed, 1 problem\(s\): the Docker engine is not reachable/,
+    );
     assert.ok(elapsed < 30_000, `took ${elapsed} ms`);
   } finally {
     await startEngine();
@@ -63,7 +71,10 @@ Deno.test("faults: an image removed after it was allowed: socker says to ask the
   try {
     assert.equal((await socker("alice", ["run", "socker-test/removed:1", "true"])).code, 0);
     await sh(DOCKER, ["rmi", "socker-test/removed:1"]);
-    assertRefused(await socker("alice", ["run", "socker-test/removed:1", "true"]), /allowed but not present on node .*ask your administrator/);
+    assertRefused(
+      await socker("alice", ["run", "socker-test/removed:1", "true"]),
+      /allowed but not present on node .*ask your administrator/,
+    );
   } finally {
     restore();
   }

@@ -215,9 +215,11 @@ export function asUser(user: string, cmd: string[], options: { stdin?: string; e
 }
 
 /** The allowlist the integration tests run with. */
+export const MPI_IMAGE = "socker-test/openmpi:1";
 export const TEST_ALLOWLIST = `# written by socker's integration tests
 ${IMAGE}
 ${ABSENT_IMAGE}
+${MPI_IMAGE}
 `;
 
 async function engineUp(): Promise<boolean> {
@@ -237,4 +239,3 @@ export async function startEngine(): Promise<void> {
   const started = await waitFor(engineUp, 60_000, 200);
   assert.ok(started >= 0, "dockerd started again");
 }
-

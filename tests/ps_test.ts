@@ -1,10 +1,23 @@
 // socker ps and socker stop: a user sees and stops their own containers on this node, and nobody else's;
 // stop works like a SIGTERM to the supervising socker, which then exits 143. Tested with two users.
 import assert from "node:assert/strict";
-import { assertRefused, auditRecords, IMAGE, PRIVILEGED_SOCKER, sh, socker, sockerContainers, spawnSocker, waitFor } from "./helpers.ts";
+import {
+  assertRefused,
+  auditRecords,
+  IMAGE,
+  PRIVILEGED_SOCKER,
+  sh,
+  socker,
+  sockerContainers,
+  spawnSocker,
+  waitFor,
+} from "./helpers.ts";
 
 async function started(user: string, count: number): Promise<void> {
-  const ok = await waitFor(async () => (await sockerContainers(`label=socker.uid=${user === "alice" ? 2001 : 2002}`)).length === count, 15_000);
+  const ok = await waitFor(
+    async () => (await sockerContainers(`label=socker.uid=${user === "alice" ? 2001 : 2002}`)).length === count,
+    15_000,
+  );
   assert.ok(ok >= 0, `${user}'s container started`);
 }
 
@@ -35,14 +48,23 @@ Deno.test("stop: the owner stops a container by name or id; its socker exits 143
   for (const by of ["name", "id"]) {
     const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
     await started("alice", 1);
-    const listed = await sh("/usr/bin/docker", ["ps", "--filter", "label=socker.uid=2001", "--format", "{{.Names}} {{.ID}}"]);
+    const listed = await sh("/usr/bin/docker", [
+      "ps",
+      "-a",
+      "--filter",
+      "label=socker.uid=2001",
+      "--format",
+      "{{.Names}} {{.ID}}",
+    ]);
     const [name, id] = listed.stdout.trim().split(" ");
     const result = await socker("alice", ["stop", by === "name" ? name : id.slice(0, 8)]);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, `socker: stopped ${name}\n`);
     assert.equal((await child.output()).code, 143, "the supervising socker exits as after SIGTERM");
     assert.deepEqual(await sockerContainers(), []);
-    const [record] = await auditRecords(`"container":"${name}"`, 1).then((all) => all.filter((r) => r.event === "stop"));
+    const [record] = await auditRecords(`"container":"${name}"`, 1).then((all) =>
+      all.filter((r) => r.event === "stop")
+    );
     assert.equal(record?.outcome, "stopped through its socker");
   }
 });
@@ -51,7 +73,14 @@ Deno.test("stop: another user's container is refused as if it did not exist, and
   const child = spawnSocker("bob", ["run", IMAGE, "sleep", "1000"]);
   try {
     await started("bob", 1);
-    const listed = await sh("/usr/bin/docker", ["ps", "--filter", "label=socker.uid=2002", "--format", "{{.Names}} {{.ID}}"]);
+    const listed = await sh("/usr/bin/docker", [
+      "ps",
+      "-a",
+      "--filter",
+      "label=socker.uid=2002",
+      "--format",
+      "{{.Names}} {{.ID}}",
+    ]);
     const [name, id] = listed.stdout.trim().split(" ");
     for (const target of [name, id, id.slice(0, 4), "socker-2002-000000000000"]) {
       assertRefused(await socker("alice", ["stop", target]), /no container of yours named .* on this node/);

@@ -1,16 +1,7 @@
 // Signals and terminals: what a user's Ctrl-C, kill, Slurm's warnings and a closed pipe do to a running
 // container, and that a container never outlives its socker. Real engine, real launcher and sudo.
 import assert from "node:assert/strict";
-import {
-  folder,
-  IMAGE,
-  inTerminal,
-  sh,
-  sockerContainers,
-  spawnSocker,
-  stagingLeft,
-  waitFor,
-} from "./helpers.ts";
+import { folder, IMAGE, inTerminal, sh, sockerContainers, spawnSocker, stagingLeft, waitFor } from "./helpers.ts";
 
 async function assertNoContainers(): Promise<void> {
   assert.deepEqual(await sockerContainers(), []);

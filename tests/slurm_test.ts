@@ -2,73 +2,30 @@
 // proctrack/cgroup, task/cgroup with ConstrainCores/RAMSpace/Devices, socker's Epilog), jobs submitted by
 // alice with sbatch and srun, containers on the real Docker engine. `sudo tests/run.sh` sets it all up.
 import assert from "node:assert/strict";
+import { assertRefused, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor } from "./helpers.ts";
+
 import {
-  assertRefused,
-  asUserArgv,
-  DOCKER,
-  IMAGE,
-  sh,
-  socker,
-  sockerContainers,
-  stagingLeft,
-  userEnv,
-  waitFor,
-} from "./helpers.ts";
+  asAlice,
+  cancelSubmitted,
+  HOME,
+  jobCgroupFolders,
+  jobContainers,
+  jobOutput,
+  sbatch,
+  USER,
+  waitJobEnd,
+  waitJobRuns,
+} from "./slurm.ts";
 
-// tests/run.sh installs the test allowlist (helpers.ts TEST_ALLOWLIST) for the run and restores it after.
-
-const USER = "alice";
-const HOME = `/home/${USER}`;
-
-/** Runs a Slurm client command as alice. */
-function asAlice(cmd: string[], stdin?: string) {
-  return sh("/usr/bin/setpriv", asUserArgv(USER, userEnv(USER), cmd), { stdin, cwd: HOME });
-}
-
-/** Submits a batch script as alice; returns the job id. */
-async function sbatch(script: string, options: string[] = []): Promise<string> {
-  const result = await asAlice([
-    "/usr/bin/sbatch",
-    "--parsable",
-    `--output=${HOME}/slurm-%j.out`,
-    ...options,
-  ], `#!/bin/sh\n${script}\n`);
-  assert.equal(result.code, 0, result.stderr);
-  return result.stdout.trim().split(";")[0];
-}
-
-/** The job's state as scontrol reports it (PENDING, RUNNING, COMPLETED, CANCELLED, ...), or "GONE". */
-async function jobState(jobId: string): Promise<string> {
-  const result = await sh("/usr/bin/scontrol", ["show", "job", "-o", jobId]);
-  return /JobState=(\S+)/.exec(result.stdout)?.[1] ?? "GONE";
-}
-
-/** Waits until the job has ended and its Epilog has run on every node. */
-async function waitJobEnd(jobId: string, timeoutMs = 60_000): Promise<void> {
-  const ended = await waitFor(
-    async () => {
-      const state = await jobState(jobId);
-      // COMPLETING lasts until the Epilog has finished on every node of the job.
-      return !["PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED"].includes(state);
-    },
-    timeoutMs,
-    100,
-  );
-  assert.ok(ended >= 0, `job ${jobId} did not end: ${await jobState(jobId)}`);
-}
-
-function jobOutput(jobId: string): string {
-  return Deno.readTextFileSync(`${HOME}/slurm-${jobId}.out`);
-}
-
-/** Every cgroup folder of the job left on this host, in any controller. */
-async function jobCgroupFolders(jobId: string): Promise<string[]> {
-  const result = await sh("/usr/bin/find", ["/sys/fs/cgroup", "-maxdepth", "5", "-type", "d", "-name", `job_${jobId}`]);
-  return result.stdout.split("\n").filter((line) => line !== "");
-}
-
-async function jobContainers(jobId: string): Promise<string[]> {
-  return await sockerContainers(`label=socker.job=${jobId}`);
+/** A test that runs Slurm jobs: whatever happens, none of its jobs is left to hold the nodes. */
+function slurmTest(name: string, body: () => Promise<void>): void {
+  Deno.test(`slurm: ${name}`, async () => {
+    try {
+      await body();
+    } finally {
+      await cancelSubmitted();
+    }
+  });
 }
 
 /** The memory-controller cgroup lines of every process the container printed. */
@@ -78,7 +35,7 @@ function memoryLines(output: string): string[] {
 
 // ---- placement
 
-Deno.test("srun step: every container process sits in the step's cgroup, forged SLURM_JOB_ID or not", async () => {
+slurmTest("srun step: every container process sits in the step's cgroup, forged SLURM_JOB_ID or not", async () => {
   const other = await sbatch("sleep 60", ["--job-name=other"]);
   const probe = `${IMAGE} sh -c 'sleep 5 & cat /proc/1/cgroup /proc/self/cgroup /proc/$!/cgroup; kill $!'`;
   const job = await sbatch(
@@ -101,7 +58,7 @@ Deno.test("srun step: every container process sits in the step's cgroup, forged 
   await waitJobEnd(other);
 });
 
-Deno.test("batch step: the container sits in step_batch, also with SLURM_JOB_ID pointing at another job", async () => {
+slurmTest("batch step: the container sits in step_batch, also with SLURM_JOB_ID pointing at another job", async () => {
   const other = await sbatch("sleep 60", ["--job-name=other"]);
   const job = await sbatch(
     `export SLURM_JOB_ID=${other} SLURM_JOBID=${other}\nsocker run ${IMAGE} sh -c 'cat /proc/self/cgroup'`,
@@ -114,9 +71,10 @@ Deno.test("batch step: the container sits in step_batch, also with SLURM_JOB_ID 
   await waitJobEnd(other);
 });
 
-Deno.test("labels name the job, step, user and node; an administrator can filter on them", async () => {
+slurmTest("labels name the job, step, user and node; an administrator can filter on them", async () => {
   const job = await sbatch(`srun -n1 socker run ${IMAGE} sleep 30`);
-  const seen = await waitFor(async () => (await jobContainers(job)).length === 1, 20_000);
+  await waitJobRuns(job);
+  const seen = await waitFor(async () => (await jobContainers(job)).length === 1, 30_000);
   assert.ok(seen >= 0, "container started");
   const inspect = await sh(DOCKER, [
     "inspect",
@@ -139,7 +97,7 @@ Deno.test("labels name the job, step, user and node; an administrator can filter
 
 // ---- limits
 
-Deno.test("the job's memory limit holds inside the container: 300 MB is killed (137), 50 MB is not", async () => {
+slurmTest("the job's memory limit holds inside the container: 300 MB is killed (137), 50 MB is not", async () => {
   const job = await sbatch(
     [
       `srun -n1 socker run ${IMAGE} dd if=/dev/zero of=/dev/null bs=300M count=1; echo "big=$?"`,
@@ -153,7 +111,7 @@ Deno.test("the job's memory limit holds inside the container: 300 MB is killed (
   assert.match(output, /^small=0$/m, output);
 });
 
-Deno.test("the container's allowed CPUs are the step's", async () => {
+slurmTest("the container's allowed CPUs are the step's", async () => {
   const job = await sbatch(
     `srun -n1 grep Cpus_allowed_list /proc/self/status\nsrun -n1 socker run ${IMAGE} grep Cpus_allowed_list /proc/self/status`,
   );
@@ -167,7 +125,8 @@ Deno.test("the container's allowed CPUs are the step's", async () => {
 
 async function cancelAndMeasure(script: string): Promise<{ goneMs: number; job: string }> {
   const job = await sbatch(script);
-  assert.ok(await waitFor(async () => (await jobContainers(job)).length > 0, 20_000) >= 0, "container started");
+  await waitJobRuns(job);
+  assert.ok(await waitFor(async () => (await jobContainers(job)).length > 0, 30_000) >= 0, "container started");
   await new Promise((resolve) => setTimeout(resolve, 300));
   const start = performance.now();
   await sh("/usr/bin/scancel", [job]);
@@ -180,27 +139,28 @@ async function cancelAndMeasure(script: string): Promise<{ goneMs: number; job: 
   return { goneMs, job };
 }
 
-Deno.test("scancel with srun socker: the container is gone within 1 second", async () => {
+slurmTest("scancel with srun socker: the container is gone within 1 second", async () => {
   const { goneMs } = await cancelAndMeasure(`srun -n1 socker run ${IMAGE} sleep 1000`);
   assert.ok(goneMs >= 0 && goneMs < 1000, `gone after ${goneMs} ms`);
 });
 
-Deno.test("scancel with exec socker: the container is gone within 1 second", async () => {
+slurmTest("scancel with exec socker: the container is gone within 1 second", async () => {
   const { goneMs } = await cancelAndMeasure(`exec socker run ${IMAGE} sleep 1000`);
   assert.ok(goneMs >= 0 && goneMs < 1000, `gone after ${goneMs} ms`);
 });
 
-Deno.test("scancel with a plain socker line: the Epilog removes the container within 3 seconds", async () => {
+slurmTest("scancel with a plain socker line: the Epilog removes the container within 3 seconds", async () => {
   const { goneMs } = await cancelAndMeasure(`socker run ${IMAGE} sleep 1000\necho never`);
   assert.ok(goneMs >= 0 && goneMs < 3000, `gone after ${goneMs} ms`);
 });
 
-Deno.test("kill -9 of socker inside a job: container and staging mount are gone once the job ends", async () => {
+slurmTest("kill -9 of socker inside a job: container and staging mount are gone once the job ends", async () => {
   // A folder of alice's own is staged (she could rename it): the Epilog must undo that too.
   Deno.mkdirSync(`${HOME}/k9`, { recursive: true });
   Deno.chownSync(`${HOME}/k9`, 2001, 2001);
   const job = await sbatch(`socker run -v ${HOME}/k9:/d ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
-  assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 20_000) >= 0, "container started");
+  await waitJobRuns(job);
+  assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 30_000) >= 0, "container started");
   const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "socker.ts run|libexec/socker/socker run"]);
   assert.equal(pids.code, 0, "the privileged socker runs");
   for (const pid of pids.stdout.trim().split("\n")) await sh("/bin/kill", ["-KILL", pid]);
@@ -214,7 +174,7 @@ Deno.test("kill -9 of socker inside a job: container and staging mount are gone 
   Deno.removeSync(`${HOME}/k9`);
 });
 
-Deno.test("sbatch --signal=USR1 reaches the process inside the container", async () => {
+slurmTest("sbatch --signal=USR1 reaches the process inside the container", async () => {
   const script =
     `srun -n1 socker run ${IMAGE} sh -c "trap 'echo got-usr1; exit 9' USR1; while true; do sleep 0.2; done"; echo "rc=$?"`;
   const job = await sbatch(script, ["--time=2", "--signal=USR1@110"]);
@@ -226,24 +186,28 @@ Deno.test("sbatch --signal=USR1 reaches the process inside the container", async
 
 // ---- multi-node
 
-Deno.test("srun -N2: each task's container is in its own node's job cgroup; output and exit codes come back", async () => {
-  const job = await sbatch(
-    `srun -N2 -n2 socker run ${IMAGE} sh -c 'grep :memory: /proc/self/cgroup; exit 3'; echo "rc=$?"`,
-    ["-N2", "-n2"],
-  );
-  await waitJobEnd(job);
-  const output = jobOutput(job);
-  const lines = memoryLines(output);
-  assert.equal(lines.length, 2, output);
-  const nodes = lines.map((line) => /\/(slurm_n\d)\//.exec(line)?.[1]).sort();
-  assert.deepEqual(nodes, ["slurm_n1", "slurm_n2"]);
-  for (const line of lines) assert.match(line, new RegExp(`/uid_2001/job_${job}/step_0/[0-9a-f]{64}$`));
-  assert.match(output, /^rc=3$/m);
-});
+slurmTest(
+  "srun -N2: each task's container is in its own node's job cgroup; output and exit codes come back",
+  async () => {
+    const job = await sbatch(
+      `srun -N2 -n2 socker run ${IMAGE} sh -c 'grep :memory: /proc/self/cgroup; exit 3'; echo "rc=$?"`,
+      ["-N2", "-n2"],
+    );
+    await waitJobEnd(job);
+    const output = jobOutput(job);
+    const lines = memoryLines(output);
+    assert.equal(lines.length, 2, output);
+    const nodes = lines.map((line) => /\/(slurm_n\d)\//.exec(line)?.[1]).sort();
+    assert.deepEqual(nodes, ["slurm_n1", "slurm_n2"]);
+    for (const line of lines) assert.match(line, new RegExp(`/uid_2001/job_${job}/step_0/[0-9a-f]{64}$`));
+    assert.match(output, /^rc=3$/m);
+  },
+);
 
-Deno.test("a cancel of a two-node job cleans both nodes", async () => {
+slurmTest("a cancel of a two-node job cleans both nodes", async () => {
   const job = await sbatch(`srun -N2 -n2 socker run ${IMAGE} sleep 1000`, ["-N2", "-n2"]);
-  assert.ok(await waitFor(async () => (await jobContainers(job)).length === 2, 20_000) >= 0, "two containers");
+  await waitJobRuns(job);
+  assert.ok(await waitFor(async () => (await jobContainers(job)).length === 2, 30_000) >= 0, "two containers");
   await sh("/usr/bin/scancel", [job]);
   assert.ok(await waitFor(async () => (await jobContainers(job)).length === 0, 3000) >= 0, "containers gone");
   await waitJobEnd(job);
@@ -252,7 +216,7 @@ Deno.test("a cancel of a two-node job cleans both nodes", async () => {
 
 // ---- outside a job
 
-Deno.test("outside a job: no cgroup parent; refused when the administrator requires a job", async () => {
+slurmTest("outside a job: no cgroup parent; refused when the administrator requires a job", async () => {
   const free = await socker(USER, ["-v", "run", IMAGE, "true"]);
   assert.equal(free.code, 0, free.stderr);
   assert.ok(!free.stderr.includes("--cgroup-parent"));
@@ -268,7 +232,7 @@ Deno.test("outside a job: no cgroup parent; refused when the administrator requi
   }
 });
 
-Deno.test("cleanup --job is refused to users and works for root", async () => {
+slurmTest("cleanup --job is refused to users and works for root", async () => {
   assertRefused(await socker(USER, ["cleanup", "--job", "1"]), /root and Slurm's Epilog only/);
   const result = await sh("/usr/local/libexec/socker/socker", ["cleanup", "--job", "999999"]);
   assert.equal(result.code, 0, result.stderr);
@@ -277,7 +241,7 @@ Deno.test("cleanup --job is refused to users and works for root", async () => {
 
 // ---- interactive allocations
 
-Deno.test("salloc: a step started with srun places the container in the allocation's step", async () => {
+slurmTest("salloc: a step started with srun places the container in the allocation's step", async () => {
   const result = await asAlice([
     "/usr/bin/salloc",
     "-n1",
@@ -295,7 +259,7 @@ Deno.test("salloc: a step started with srun places the container in the allocati
   assert.match(result.stdout, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/[0-9a-f]{64}\\n`));
 });
 
-Deno.test("srun --pty: the container gets a terminal, inside the step's cgroup, and its exit code", async () => {
+slurmTest("srun --pty: the container gets a terminal, inside the step's cgroup, and its exit code", async () => {
   const line = `srun -n1 --pty socker run ${IMAGE} sh -c 'tty; grep :memory: /proc/self/cgroup; exit 4'`;
   const result = await asAlice(["/usr/bin/script", "-qec", line, "/dev/null"]);
   assert.equal(result.code, 4, result.stdout + result.stderr);
@@ -303,12 +267,29 @@ Deno.test("srun --pty: the container gets a terminal, inside the step's cgroup, 
   assert.match(result.stdout, /:memory:\/slurm_n\d\/uid_2001\/job_\d+\/step_0\/[0-9a-f]{64}/);
 });
 
-Deno.test("--gpus inside a job with no GPU allocated is refused, whatever the environment says", async () => {
+// ---- the job visible inside the container
+
+slurmTest("srun -N2 -n2: each container knows its rank, the task count and the node list", async () => {
   const job = await sbatch(
-    `CUDA_VISIBLE_DEVICES=0 SLURM_JOB_GPUS=0 srun -n1 socker run --gpus ${IMAGE} true; echo "rc=$?"`,
+    `export FOO=not-passed\nsrun -N2 -n2 socker run ${IMAGE} sh -c 'echo "$SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_NODELIST $SLURMD_NODENAME foo=$FOO"'`,
+    ["-N2", "-n2"],
   );
   await waitJobEnd(job);
-  const output = jobOutput(job);
-  assert.match(output, new RegExp(`--gpus: no GPU is allocated to job ${job}`), output);
-  assert.match(output, /rc=125/);
+  const lines = jobOutput(job).split("\n").filter((line) => /^\d /.test(line)).sort();
+  assert.deepEqual(lines, ["0 2 n[1-2] n1 foo=", "1 2 n[1-2] n2 foo="], jobOutput(job));
+});
+
+slurmTest("env_deny wins over the job's own variables; a forged SLURM_JOB_ID reaches the container only", async () => {
+  Deno.writeTextFileSync("/etc/socker/socker.conf", "env_deny = SLURM_NTASKS\n", { mode: 0o644 });
+  try {
+    const job = await sbatch(
+      `srun -n1 env SLURM_JOB_ID=424242 socker run ${IMAGE} sh -c 'echo "ntasks=$SLURM_NTASKS job=$SLURM_JOB_ID"; grep :memory: /proc/self/cgroup'`,
+    );
+    await waitJobEnd(job);
+    const output = jobOutput(job);
+    assert.match(output, /^ntasks= job=424242$/m, output);
+    assert.match(output, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/[0-9a-f]{64}$`, "m"));
+  } finally {
+    Deno.removeSync("/etc/socker/socker.conf");
+  }
 });
