@@ -59,8 +59,9 @@ export const EPILOG_HOOK = `${PREFIX}/libexec/socker/slurm-epilog`;
 /** The record of truth of the audit log: root's folder (0700) and file (0600), rotated by logrotate. */
 export const AUDIT_DIR = "/var/log/socker";
 export const AUDIT_LOG = `${AUDIT_DIR}/audit.log`;
-/** Where socker stages checked mounts and keeps its locks: root's alone, out of every user's reach. */
+/** Where socker stages checked mounts, and keeps its locks: root's alone, out of every user's reach. */
 export const STAGING_DIR = "/run/socker";
+export const LOCK_DIR = "/run/socker-locks";
 /** Where the kernel shows cgroup hierarchies (socker reads the mount table to find each controller). */
 export const MOUNTINFO_PATH = "/proc/self/mountinfo";
 
@@ -1565,29 +1566,15 @@ export function supervisorAlive(recorded: string | undefined, procStat: string |
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The C library, called in-process (a process start costs ~5 ms of every run): the user database, path
-// checks made with the caller's own credentials, bind mounts, resource limits, signal dispositions and
-// the system log. Only the functions below are ever called.
+// The C library and the kernel, called in-process (a process start costs ~5 ms of every run): the user
+// database through NSS, and system calls made directly (per thread, which glibc's wrappers are not: path
+// checks are made with the caller's credentials on this one thread). Every symbol costs ~0.3 ms to bind,
+// so there are five: the two NSS lookups, syscall(2), errno and its text.
 
 const LIBC_SYMBOLS = {
   getpwnam: { parameters: ["buffer"], result: "pointer" },
   getgrouplist: { parameters: ["buffer", "u32", "buffer", "buffer"], result: "i32" },
-  setfsuid: { parameters: ["u32"], result: "i32" },
-  setfsgid: { parameters: ["u32"], result: "i32" },
-  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64"], result: "i64" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
-  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
-  mount: { parameters: ["buffer", "buffer", "pointer", "u64", "pointer"], result: "i32" },
-  umount2: { parameters: ["buffer", "i32"], result: "i32" },
-  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  signal: { parameters: ["i32", "pointer"], result: "pointer" },
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
   strerror: { parameters: ["i32"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
@@ -1598,16 +1585,68 @@ function libc(): Libc {
   return openedLibc;
 }
 
-/** Linux system call numbers socker makes directly (per thread, which glibc's wrappers are not). */
+/** The Linux system calls socker makes, by their numbers on the two CPUs Deno runs on. */
 const SYSCALLS = Deno.build.arch === "aarch64"
-  ? { getgroups: 158n, setgroups: 159n, faccessat2: 439n }
-  : { getgroups: 115n, setgroups: 116n, faccessat2: 439n };
+  ? {
+    close: 57n,
+    readlinkat: 78n,
+    openat: 56n,
+    statx: 291n,
+    mount: 40n,
+    umount2: 39n,
+    prlimit64: 261n,
+    prctl: 167n,
+    socket: 198n,
+    connect: 203n,
+    sendto: 206n,
+    setfsuid: 151n,
+    setfsgid: 152n,
+    getgroups: 158n,
+    setgroups: 159n,
+    faccessat2: 439n,
+    write: 64n,
+    mkdirat: 34n,
+  }
+  : {
+    close: 3n,
+    readlinkat: 267n,
+    openat: 257n,
+    statx: 332n,
+    mount: 165n,
+    umount2: 166n,
+    prlimit64: 302n,
+    prctl: 157n,
+    socket: 41n,
+    connect: 42n,
+    sendto: 44n,
+    setfsuid: 122n,
+    setfsgid: 123n,
+    getgroups: 115n,
+    setgroups: 116n,
+    faccessat2: 439n,
+    write: 1n,
+    mkdirat: 258n,
+  };
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const cString = (text: string) => encoder.encode(`${text}\0`);
-const pointerValue = (buffer: Uint8Array | Uint32Array) =>
-  BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+/** A system call's argument: a number, or a buffer passed by its address. */
+type Arg = number | bigint | Uint8Array | Uint32Array | BigUint64Array | null;
+const argument = (value: Arg): bigint =>
+  value === null
+    ? 0n
+    : typeof value === "bigint"
+    ? value
+    : typeof value === "number"
+    ? BigInt(value)
+    : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(value)));
+
+/** Makes one system call; returns its result (-1 with errno set on failure, as glibc's syscall(2)). */
+function sys(number: bigint, ...args: Arg[]): number {
+  const a = [...args, 0, 0, 0, 0, 0, 0].slice(0, 6).map(argument);
+  return Number(libc().syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]));
+}
 
 function lastErrno(): number {
   return new Deno.UnsafePointerView(libc().__errno_location()!).getInt32();
@@ -1649,6 +1688,9 @@ function userRecord(user: string): UserRecord | string {
   return { uid, gid, home: isCleanAbsolute(dir) ? dir : undefined, groups: [...groups.slice(0, count[0])] };
 }
 
+/** setfsuid/setfsgid with an invalid id change nothing and return the current one. */
+const CURRENT = 0xffffffff;
+
 /**
  * Runs `body` with the caller's filesystem credentials on this thread only: fsuid, fsgid and groups (the
  * kernel judges every path lookup, open and access check as the caller; root's file capabilities are off
@@ -1656,43 +1698,42 @@ function userRecord(user: string): UserRecord | string {
  * runs with these credentials. If they cannot be put back, socker stops at once.
  */
 function asCaller<T>(caller: Caller, body: () => T): T {
-  const c = libc();
   const saved = new Uint32Array(MAX_GROUPS);
-  const savedCount = Number(c.syscall(SYSCALLS.getgroups, BigInt(saved.length), pointerValue(saved), 0n, 0n));
+  const savedCount = sys(SYSCALLS.getgroups, saved.length, saved);
   const groups = new Uint32Array([caller.gid, ...caller.groups]);
-  if (savedCount < 0 || c.syscall(SYSCALLS.setgroups, BigInt(groups.length), pointerValue(groups), 0n, 0n) !== 0n) {
+  if (savedCount < 0 || sys(SYSCALLS.setgroups, groups.length, groups) !== 0) {
     refuse("installation", `cannot take on your groups to check paths: ${errnoText(lastErrno())}`);
   }
-  c.setfsgid(caller.gid);
-  c.setfsuid(caller.uid);
+  sys(SYSCALLS.setfsgid, caller.gid);
+  sys(SYSCALLS.setfsuid, caller.uid);
   try {
-    if (c.setfsuid(-1 >>> 0) !== caller.uid || c.setfsgid(-1 >>> 0) !== caller.gid) {
+    if (sys(SYSCALLS.setfsuid, CURRENT) !== caller.uid || sys(SYSCALLS.setfsgid, CURRENT) !== caller.gid) {
       refuse("installation", "cannot take on your identity to check paths");
     }
     return body();
   } finally {
-    c.setfsuid(0);
-    c.setfsgid(0);
-    const restored = c.syscall(SYSCALLS.setgroups, BigInt(savedCount), pointerValue(saved), 0n, 0n) === 0n;
-    if (!restored || c.setfsuid(-1 >>> 0) !== 0 || c.setfsgid(-1 >>> 0) !== 0) {
+    sys(SYSCALLS.setfsuid, 0);
+    sys(SYSCALLS.setfsgid, 0);
+    const restored = sys(SYSCALLS.setgroups, savedCount, saved) === 0;
+    if (!restored || sys(SYSCALLS.setfsuid, CURRENT) !== 0 || sys(SYSCALLS.setfsgid, CURRENT) !== 0) {
       console.error("socker: internal error: cannot restore root's credentials; stopping");
       Deno.exit(EXIT.REFUSED);
     }
   }
 }
 
-const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
-const AT_EMPTY_PATH = 0x1000, AT_EACCESS = 0x200;
+const AT_FDCWD = -100, O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
+const AT_EMPTY_PATH = 0x1000, AT_EACCESS = 0x200, AT_SYMLINK_NOFOLLOW = 0x100;
 const R_OK = 4, W_OK = 2, X_OK = 1;
 const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
-const ENOSYS = 38;
+const ENOENT = 2, ENOSYS = 38;
 
 /** A file's kind, owner, device and inode, from an open descriptor (statx: the same layout on every CPU). */
 function statHandle(
   fd: number,
 ): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number } | undefined {
   const buffer = new Uint8Array(256);
-  if (libc().statx(fd, cString(""), AT_EMPTY_PATH, 0x7ff, buffer) !== 0) return undefined;
+  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, 0x7ff, buffer) !== 0) return undefined;
   const view = new DataView(buffer.buffer);
   const mode = view.getUint16(28, true);
   const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
@@ -1700,13 +1741,88 @@ function statHandle(
   return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode };
 }
 
+/** What statx says of a file: its kind, owner, mode, size and number of names. */
+export type FileFacts = { kind: PathProbe["kind"]; uid: number; mode: number; size: number; nlink: number };
+
+/**
+ * What statx says of a path (symlinks followed unless `noFollow`), or of an open descriptor when `path`
+ * is "" and `fd` is given; the errno when it cannot be looked at.
+ */
+function pathInfo(path: string, options: { noFollow?: boolean; fd?: number } = {}): FileFacts | number {
+  const buffer = new Uint8Array(256);
+  const flags = (options.noFollow ? AT_SYMLINK_NOFOLLOW : 0) | (options.fd !== undefined ? AT_EMPTY_PATH : 0);
+  if (sys(SYSCALLS.statx, options.fd ?? AT_FDCWD, cString(path), flags, 0x7ff, buffer) !== 0) return lastErrno();
+  const view = new DataView(buffer.buffer);
+  const mode = view.getUint16(28, true);
+  const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
+  return {
+    kind,
+    uid: view.getUint32(20, true),
+    mode,
+    size: Number(view.getBigUint64(40, true)),
+    nlink: view.getUint32(16, true),
+  };
+}
+
+const O_WRONLY = 0o1, O_CREAT = 0o100, O_APPEND = 0o2000, O_NOFOLLOW = 0o400000, EEXIST = 17;
+
+/** Creates a folder; true when it exists now (made or already there). */
+function makeFolder(path: string, mode: number): boolean {
+  return sys(SYSCALLS.mkdirat, AT_FDCWD, cString(path), mode) === 0 || lastErrno() === EEXIST;
+}
+
+/**
+ * Appends bytes to a file in one write, creating it with `mode`, never through a symlink; `check` judges
+ * the file opened before anything is written. Returns why not, or undefined.
+ */
+function appendToFile(path: string, bytes: Uint8Array, mode: number, check: (facts: FileFacts) => string | undefined) {
+  const fd = sys(
+    SYSCALLS.openat,
+    AT_FDCWD,
+    cString(path),
+    O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+    mode,
+  );
+  if (fd < 0) return errnoText(lastErrno());
+  try {
+    const facts = pathInfo("", { fd });
+    if (typeof facts === "number") return errnoText(facts);
+    const problem = check(facts);
+    if (problem !== undefined) return problem;
+    const written = sys(SYSCALLS.write, fd, bytes, bytes.length);
+    return written === bytes.length ? undefined : written < 0 ? errnoText(lastErrno()) : "short write";
+  } finally {
+    closeHandle(fd);
+  }
+}
+
+/** The real path of a path as root sees it (no symlinks, no `..`), or the errno. */
+function rootRealPath(path: string): string | number {
+  const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return lastErrno();
+  try {
+    return handlePath(fd) ?? ENOENT;
+  } finally {
+    closeHandle(fd);
+  }
+}
+
 /** The path the kernel knows an open descriptor by (a real path: no symlinks, no `..`). */
 function handlePath(fd: number): string | undefined {
   const buffer = new Uint8Array(4097);
-  const length = Number(libc().readlink(cString(`/proc/thread-self/fd/${fd}`), buffer, BigInt(buffer.length)));
+  const length = sys(SYSCALLS.readlinkat, AT_FDCWD, cString(`/proc/thread-self/fd/${fd}`), buffer, buffer.length);
   if (length <= 0 || length >= buffer.length) return undefined;
   const path = decoder.decode(buffer.slice(0, length));
   return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
+}
+
+/** Whether the caller (inside `asCaller`) may read, write or search what a descriptor holds. */
+function mayAccess(fd: number, mode: number): boolean {
+  const result = sys(SYSCALLS.faccessat2, fd, cString(""), mode, AT_EMPTY_PATH | AT_EACCESS);
+  if (result !== 0 && lastErrno() === ENOSYS) {
+    refuse("installation", "this kernel lacks faccessat2 (Linux 5.8 or later); socker cannot check paths as you");
+  }
+  return result === 0;
 }
 
 /**
@@ -1715,45 +1831,29 @@ function handlePath(fd: number): string | undefined {
  * message tells them what exists inside a folder closed to them. The descriptor stays open for the mount.
  */
 function probePath(path: string): PathProbe | string {
-  const c = libc();
-  const fd = c.open(cString(path), O_PATH | O_CLOEXEC, 0);
+  const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_PATH | O_CLOEXEC, 0);
   if (fd < 0) return UNREACHABLE;
   const info = statHandle(fd);
   const realPath = handlePath(fd);
   if (info === undefined || realPath === undefined) {
-    c.close(fd);
+    closeHandle(fd);
     return UNREACHABLE;
   }
-  const allowed = (mode: number) => {
-    const result = Number(
-      c.syscall(
-        SYSCALLS.faccessat2,
-        BigInt(fd),
-        pointerValue(cString("")),
-        BigInt(mode),
-        BigInt(AT_EMPTY_PATH | AT_EACCESS),
-      ),
-    );
-    if (result !== 0 && lastErrno() === ENOSYS) {
-      refuse("installation", "this kernel lacks faccessat2 (Linux 5.8 or later); socker cannot check paths as you");
-    }
-    return result === 0;
-  };
   return {
     realPath,
     kind: info.kind,
     owner: info.owner,
     device: info.device,
     inode: info.inode,
-    readable: allowed(R_OK),
-    writable: allowed(W_OK),
-    searchable: info.kind === "dir" && allowed(X_OK),
+    readable: mayAccess(fd, R_OK),
+    writable: mayAccess(fd, W_OK),
+    searchable: info.kind === "dir" && mayAccess(fd, X_OK),
     handle: fd,
   };
 }
 
 function closeHandle(fd: number): void {
-  if (fd >= 0) libc().close(fd);
+  if (fd >= 0) sys(SYSCALLS.close, fd);
 }
 
 /**
@@ -1780,18 +1880,19 @@ function createAsCaller(path: string, kind: "dir" | "file"): string | undefined 
   }
 }
 
-const MS_BIND = 4096n, MNT_DETACH = 2;
+const MS_BIND = 4096, MNT_DETACH = 2;
 
 /** Binds exactly the object an open descriptor holds at `target` (no path is looked up again). */
 function bindHandle(fd: number, target: string): string | undefined {
-  const c = libc();
-  if (c.mount(cString(`/proc/thread-self/fd/${fd}`), cString(target), null, MS_BIND, null) === 0) return undefined;
+  if (sys(SYSCALLS.mount, cString(`/proc/thread-self/fd/${fd}`), cString(target), null, MS_BIND, null) === 0) {
+    return undefined;
+  }
   return errnoText(lastErrno());
 }
 
 /** Detaches whatever is mounted at `target`; true when something was. */
 function unmount(target: string): boolean {
-  return libc().umount2(cString(target), MNT_DETACH) === 0;
+  return sys(SYSCALLS.umount2, cString(target), MNT_DETACH) === 0;
 }
 
 const RLIM_INFINITY = 0xffffffffffffffffn;
@@ -1801,7 +1902,7 @@ function currentLimits(): Limits {
   const limits: Limits = {};
   const buffer = new BigUint64Array(2);
   for (const row of LIMIT_ROWS) {
-    if (libc().getrlimit(row.resource, new Uint8Array(buffer.buffer)) !== 0) continue;
+    if (sys(SYSCALLS.prlimit64, 0, row.resource, null, buffer) !== 0) continue;
     const value = (n: bigint) => (n === RLIM_INFINITY ? Infinity : Number(n));
     limits[row.name] = { soft: value(buffer[0]), hard: value(buffer[1]) };
   }
@@ -1811,56 +1912,33 @@ function currentLimits(): Limits {
 function setLimit(resource: number, soft: number, hard: number): string | undefined {
   const value = (n: number) => (n === Infinity ? RLIM_INFINITY : BigInt(n));
   const buffer = new BigUint64Array([value(soft), value(hard)]);
-  return libc().setrlimit(resource, new Uint8Array(buffer.buffer)) === 0 ? undefined : errnoText(lastErrno());
+  return sys(SYSCALLS.prlimit64, 0, resource, buffer, null) === 0 ? undefined : errnoText(lastErrno());
 }
 
-const SIGNAL = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGUSR2: 12,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-  SIGTSTP: 20,
-  SIGTTIN: 21,
-  SIGTTOU: 22,
-  SIGXCPU: 24,
-  SIGXFSZ: 25,
-  SIGWINCH: 28,
-} as const;
-
 /**
- * Job-control stops and the file-size signal are ignored: the caller could otherwise stop the supervisor
- * (SIGTSTP relayed by their own sudo) while the container runs, or kill it through a file-size limit.
- * Also asks the kernel for SIGHUP when the parent (sudo) dies, so that a container never outlives its
- * caller's command.
+ * Asks the kernel for SIGHUP when the parent (sudo) dies, so that a container never outlives its caller's
+ * command. (Job-control stops and the file-size signal are ignored by the entry point, before Deno starts:
+ * the caller could otherwise stop the supervisor with a SIGTSTP relayed by their own sudo.)
  */
-function hardenSignals(): void {
-  const c = libc();
-  const ignore = Deno.UnsafePointer.create(1n);
-  for (const signal of [SIGNAL.SIGTSTP, SIGNAL.SIGTTIN, SIGNAL.SIGTTOU, SIGNAL.SIGXFSZ]) c.signal(signal, ignore);
-  const PR_SET_PDEATHSIG = 1;
-  c.prctl(PR_SET_PDEATHSIG, BigInt(SIGNAL.SIGHUP), 0n, 0n, 0n);
+function hangUpWithParent(): void {
+  const PR_SET_PDEATHSIG = 1, SIGHUP = 1;
+  sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP);
 }
 
 /** Sends one datagram to the system log's socket; false when there is no system log (best effort). */
 function sendToSyslog(datagram: string): boolean {
-  const c = libc();
   const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000;
-  const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const fd = sys(SYSCALLS.socket, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   try {
     const address = new Uint8Array(110); // struct sockaddr_un: family, then the path
     new DataView(address.buffer).setUint16(0, AF_UNIX, true);
     address.set(encoder.encode("/dev/log"), 2);
-    if (c.connect(fd, address, address.length) !== 0) return false;
+    if (sys(SYSCALLS.connect, fd, address, address.length) !== 0) return false;
     const message = encoder.encode(datagram);
-    return Number(c.send(fd, message, BigInt(message.length), 0)) === message.length;
+    return sys(SYSCALLS.sendto, fd, message, message.length, 0, null, 0) === message.length;
   } finally {
-    c.close(fd);
+    closeHandle(fd);
   }
 }
 
@@ -1984,16 +2062,16 @@ async function engineOpen(
   const conn = await engineConnect();
   const timeoutMs = options.timeoutMs ?? ENGINE_TIMEOUT_MS;
   let timedOut = false;
-  const timer = timeoutMs > 0
-    ? setTimeout(() => {
+  const cancelTimer = timeoutMs > 0
+    ? after(timeoutMs, () => {
       timedOut = true;
       try {
         conn.close();
       } catch { /* already closed */ }
-    }, timeoutMs)
+    })
     : undefined;
   const close = () => {
-    clearTimeout(timer);
+    cancelTimer?.();
     try {
       conn.close();
     } catch { /* already closed */ }
@@ -2325,7 +2403,19 @@ async function ensureGone(id: string, timeoutMs = 30_000): Promise<boolean> {
   return false;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Calls `action` after `ms` unless cancelled first (the returned function). Not setTimeout: Deno's global
+ * timers cost ~13 ms of wall and CPU time on first use (measured), AbortSignal.timeout ~1 ms.
+ */
+function after(ms: number, action: () => void): () => void {
+  let cancelled = false;
+  AbortSignal.timeout(ms).addEventListener("abort", () => cancelled || action(), { once: true });
+  return () => {
+    cancelled = true;
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => after(ms, resolve));
 
 // ---------------------------------------------------------------------------------------------------------
 // Supervision: what signals do, how the container's streams come apart, and what socker exits with
@@ -2514,43 +2604,22 @@ async function sha256Hex(text: string): Promise<string> {
 }
 
 /** Why the audit folder or file cannot be trusted, or undefined. Both must be root's and closed to others. */
-export function auditFileProblem(
-  info: { isDirectory: boolean; isFile: boolean; uid: number | null; mode: number | null; nlink?: number | null },
-  folder: boolean,
-): string | undefined {
+export function auditFileProblem(info: FileFacts | number, folder: boolean): string | undefined {
   const what = folder ? AUDIT_DIR : AUDIT_LOG;
-  if (folder ? !info.isDirectory : !info.isFile) return `${what} is not a ${folder ? "folder" : "regular file"}`;
+  if (typeof info === "number") return `cannot look at ${what}: ${errnoText(info)}`;
+  if (info.kind !== (folder ? "dir" : "file")) return `${what} is not a ${folder ? "folder" : "regular file"}`;
   if (info.uid !== 0) return `${what} is not owned by root`;
-  if (((info.mode ?? 0o777) & 0o077) !== 0) {
-    return `${what} is open to others (mode must be ${folder ? "0700" : "0600"})`;
-  }
-  if (!folder && (info.nlink ?? 1) !== 1) return `${what} has other names (hard links)`;
+  if ((info.mode & 0o077) !== 0) return `${what} is open to others (mode must be ${folder ? "0700" : "0600"})`;
+  if (!folder && info.nlink !== 1) return `${what} has other names (hard links)`;
   return undefined;
 }
 
 /** Appends one line to the audit file, creating its folder (0700) and file (0600) when missing. */
 function appendAuditFile(line: string): string | undefined {
-  try {
-    try {
-      Deno.mkdirSync(AUDIT_DIR, { mode: 0o700 });
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    }
-    const folderProblem = auditFileProblem(Deno.lstatSync(AUDIT_DIR), true);
-    if (folderProblem !== undefined) return folderProblem;
-    const file = Deno.openSync(AUDIT_LOG, { append: true, create: true, mode: 0o600 });
-    try {
-      const fileProblem = auditFileProblem(file.statSync(), false);
-      if (fileProblem !== undefined) return fileProblem;
-      const bytes = encoder.encode(`${line}\n`);
-      if (file.writeSync(bytes) !== bytes.length) return "short write";
-    } finally {
-      file.close();
-    }
-    return undefined;
-  } catch (error) {
-    return errorText(error);
-  }
+  if (!makeFolder(AUDIT_DIR, 0o700)) return `cannot make ${AUDIT_DIR}: ${errnoText(lastErrno())}`;
+  const folderProblem = auditFileProblem(pathInfo(AUDIT_DIR, { noFollow: true }), true);
+  if (folderProblem !== undefined) return folderProblem;
+  return appendToFile(AUDIT_LOG, encoder.encode(`${line}\n`), 0o600, (facts) => auditFileProblem(facts, false));
 }
 
 /**
@@ -2602,18 +2671,16 @@ function certain<T>(fact: T | Refusal): T {
 }
 
 function ownership(path: string, shownAs = path): Ownership {
-  const info = Deno.statSync(path);
-  const kind = info.isFile ? "file" : info.isDirectory ? "dir" : "other";
-  return { path: shownAs, uid: info.uid ?? -1, mode: info.mode ?? 0o7777, kind };
+  const info = pathInfo(path);
+  if (typeof info === "number") throw new Error(`cannot look at ${path}: ${errnoText(info)}`);
+  return { path: shownAs, uid: info.uid, mode: info.mode, kind: info.kind };
 }
 
 /** Reads a configuration file and the ownership of everything above it, along the written and real paths. */
 function readConfigFile(path: string): ConfigFile {
-  let realPath: string;
-  try {
-    realPath = Deno.realPathSync(path);
-  } catch (error) {
-    return error instanceof Deno.errors.NotFound ? { path, missing: true } : { path, problem: errorText(error) };
+  const realPath = rootRealPath(path);
+  if (typeof realPath === "number") {
+    return realPath === ENOENT ? { path, missing: true } : { path, problem: errnoText(realPath) };
   }
   try {
     const real = pathChain(realPath).map((item, index) => ownership(item, index === 0 ? path : item));
@@ -2680,12 +2747,7 @@ function currentFolder(): string | undefined {
 }
 
 function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
+  return typeof pathInfo(path) !== "number";
 }
 
 /** At most this much of the caller's environment is read. */
@@ -2731,10 +2793,8 @@ function readLimitFacts(): LimitFacts {
   const status = readText("/proc/self/status") ?? "";
   const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0";
   const CAP_SYS_RESOURCE = 24n;
-  let auditSize = 0;
-  try {
-    auditSize = Deno.statSync(AUDIT_LOG).size;
-  } catch { /* not written yet */ }
+  const audit = pathInfo(AUDIT_LOG);
+  const auditSize = typeof audit === "number" ? 0 : audit.size; // not written yet
   return {
     caller: passed !== undefined ? parseProcLimits(passed) : current,
     current,
@@ -2762,8 +2822,8 @@ function takeOwnLimits(): Limits {
 function fixedByRoot(realPath: string): boolean {
   try {
     return pathChain(realPath).slice(1).every((dir) => {
-      const info = Deno.statSync(dir);
-      return info.uid === 0 && ((info.mode ?? 0o777) & 0o022) === 0;
+      const info = pathInfo(dir);
+      return typeof info !== "number" && info.uid === 0 && (info.mode & 0o022) === 0;
     });
   } catch {
     return false;
@@ -2785,12 +2845,12 @@ async function runTool(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const cancel = after(timeoutMs, () => child.kill("SIGKILL"));
   try {
     const output = await child.output();
     return { ok: output.success, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
   } finally {
-    clearTimeout(timer);
+    cancel();
   }
 }
 
@@ -3164,13 +3224,14 @@ function superviseSignals() {
   let tty = false;
   let ended = false;
   const lastForwarded = new Map<string, number>();
-  // Killing lets the engine's --rm remove it at once; a container that never started is removed instead.
+  let started = false;
+  // Killing a started container lets the engine's --rm remove it at once (a forced remove on top of that
+  // only slows the engine down); one that never started is removed. Repeated until the wait has returned.
   const removeUntilEnded = async () => {
     while (!ended) {
-      if (container !== undefined && !await engineKill(container, "SIGKILL", 5000).catch(() => false)) {
-        await engineRemove(container, 5000).catch(() => false);
-      }
-      await sleep(100);
+      if (container !== undefined && started) await engineKill(container, "SIGKILL", 5000).catch(() => false);
+      else if (container !== undefined) await engineRemove(container, 5000).catch(() => false);
+      await sleep(started ? 1000 : 100);
     }
   };
   const resize = () => {
@@ -3197,10 +3258,12 @@ function superviseSignals() {
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
   return {
     terminatedBy: () => terminatedBy,
-    watch(id: string, hasTty: boolean) {
+    /** The container exists (`running`: and was started), for the handlers to act on. */
+    watch(id: string, hasTty: boolean, running: boolean) {
       container = id;
       tty = hasTty;
-      resize();
+      started = running;
+      if (running) resize();
     },
     /** Stops the handling; call once the container is gone. */
     release() {
@@ -3348,7 +3411,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     }
     if (signals.terminatedBy() !== undefined) return stopped();
     containerId = await engineCreate(plan.containerName, spec);
-    signals.watch(containerId, plan.tty);
+    signals.watch(containerId, plan.tty, false);
     if (signals.terminatedBy() !== undefined) return stopped();
     const [attached, waited] = await Promise.all([engineAttach(containerId, plan.stdin), engineWait(containerId)]);
     const problem = await engineStart(containerId);
@@ -3357,7 +3420,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
       if (signals.terminatedBy() !== undefined) return stopped();
       refuse("engine", `the Docker engine could not start the container: ${problem}`);
     }
-    signals.watch(containerId, plan.tty);
+    signals.watch(containerId, plan.tty, true);
     if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
       Deno.stdin.setRaw(true);
       rawTerminal = true;
@@ -3454,7 +3517,7 @@ async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string
 /** `socker run`: read, decide, act, report. */
 async function runCommand(invocation: RunInvocation, callerLimits: Limits): Promise<number> {
   const started = performance.now();
-  hardenSignals();
+  hangUpWithParent();
   const facts = await readRunFacts(invocation, callerLimits);
   try {
     const plan = planRun(invocation, facts);
@@ -3540,8 +3603,8 @@ async function pullImage(
   entry: AllowlistEntry,
   facility: string,
 ): Promise<{ id: string; pulled: boolean; digest: string }> {
-  Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
-  const lockPath = `${STAGING_DIR}/pull-${(await sha256Hex(entry.canonical)).slice(0, 32)}.lock`;
+  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
+  const lockPath = `${LOCK_DIR}/pull-${(await sha256Hex(entry.canonical)).slice(0, 32)}.lock`;
   const lock = await Deno.open(lockPath, { create: true, write: true, mode: 0o600 });
   try {
     await lock.lock(true);
@@ -4105,7 +4168,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     needs: [],
     probe: () => {
       const result = Number(
-        libc().syscall(SYSCALLS.faccessat2, -100n, pointerValue(cString("/")), BigInt(R_OK), BigInt(AT_EACCESS)),
+        sys(SYSCALLS.faccessat2, AT_FDCWD, cString("/"), R_OK, AT_EACCESS),
       );
       return result === 0 || lastErrno() !== ENOSYS;
     },

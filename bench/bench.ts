@@ -1,17 +1,21 @@
 // socker's benchmarks: prints tables of measured figures (not a test; nothing here passes or fails).
-//   sudo deno run --allow-all bench/bench.ts [--pairs N] [--cancels N] [--no-slurm]
-// Needs what `sudo tests/run.sh` sets up: the installed socker, the test users and image, the Slurm
-// cluster, and the test image in the allowlist.
+//   sudo deno run --allow-all bench/bench.ts [--pairs N] [--cancels N] [--scale N] [--no-slurm] [--no-mpi]
+// Needs what `sudo tests/run.sh` sets up: the installed socker, the test users and images (the OpenMPI one
+// for the MPI figures), the two-node Slurm cluster, and the test images in the allowlist.
 //
-// 1. Overhead: `socker run IMG true` as alice against plain `docker run` with exactly the flags socker
-//    uses (read from `socker -v`), as dockerroot (the docker group), both started the same way
-//    (setpriv, then /bin/sh -c 'exec ...'), interleaved pair by pair.
-// 2. Cleanup: SIGTERM to socker until its container is gone, and (with Slurm) scancel until it is gone.
-// 3. socker's own peak memory (the privileged Deno process and sudo) while a container runs.
-// 4. Scale: N concurrent `socker run` on this node, and an N-task Slurm job array; every exit code and
-//    output checked, and nothing left behind (containers, staging mounts, job cgroup folders).
+// 1. Overhead: `socker run IMG true` as alice against plain `docker run` with the same options (read from
+//    `socker -v`), interleaved pair by pair; wall time and the CPU time of the whole process tree of the
+//    command (getrusage of the children: the engine's own work is not counted, for either).
+// 2. Profile: where socker's time goes (Deno's start, sudo and the launcher, socker's own reading and
+//    deciding, the engine), each part measured the same way.
+// 3. Cleanup: SIGTERM to socker until its container is gone; scancel until it is gone.
+// 4. socker's own peak memory (the privileged Deno process and sudo) while a container runs.
+// 5. Scale: N concurrent `socker run` on this node, and an N-task Slurm job array; every exit code and
+//    output checked, and nothing left behind.
+// 6. MPI (issue 10): ping-pong between two nodes natively and through socker, interleaved (8 B latency and
+//    1 MiB bandwidth, medians, ratios); the start-up of an N-rank step, native and through socker.
 import { parseArgs } from "node:util";
-import { dockerApi } from "../socker.ts";
+import { engineList } from "../socker.ts";
 
 const { values } = parseArgs({
   options: {
@@ -19,40 +23,43 @@ const { values } = parseArgs({
     pairs: { type: "string", default: "25" },
     cancels: { type: "string", default: "10" },
     "no-slurm": { type: "boolean", default: false },
+    "no-mpi": { type: "boolean", default: false },
   },
 });
 const PAIRS = Number(values.pairs);
 const CANCELS = Number(values.cancels);
 const SCALE = Number(values.scale);
 const IMAGE = "socker-test/busybox:2";
+const MPI_IMAGE = "socker-test/openmpi:1";
+const MPI = "/opt/socker-tests/mpi";
 const SOCKER = "/usr/local/bin/socker";
-const userEnv = (user: string) => [
-  "PATH=/usr/local/bin:/usr/bin:/bin",
-  `HOME=${user === "alice" ? "/home/alice" : "/nonexistent"}`,
-  `USER=${user}`,
-  `LOGNAME=${user}`,
-];
+const DENO = "/usr/local/lib/socker/deno";
+const DOCKER = "/usr/bin/docker";
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const ms = (x: number) => `${x.toFixed(0)} ms`;
+const ms1 = (x: number) => `${x.toFixed(1)} ms`;
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
 
-function asUser(user: string, group: string, shellLine: string): Deno.Command {
-  return new Deno.Command("/usr/bin/setpriv", {
-    args: [
-      `--reuid=${user}`,
-      `--regid=${group}`,
-      "--init-groups",
-      "/usr/bin/env",
-      "-i",
-      ...userEnv(user),
-      "/bin/sh",
-      "-c",
-      shellLine,
-    ],
+/** The CPU time (user + system, ms) of every child this process has waited for, and theirs. */
+const libc = Deno.dlopen("libc.so.6", { getrusage: { parameters: ["i32", "buffer"], result: "i32" } }).symbols;
+function childrenCpu(): number {
+  const usage = new BigInt64Array(18); // struct rusage: ru_utime, ru_stime (timevals) first
+  libc.getrusage(-1, new Uint8Array(usage.buffer)); // RUSAGE_CHILDREN
+  return Number(usage[0] + usage[2]) * 1000 + Number(usage[1] + usage[3]) / 1000;
+}
+
+/** A shell line as a user (their groups, a login-like environment), or as root when user is "root". */
+function shell(user: string, line: string): Deno.Command {
+  const env = ["PATH=/usr/local/bin:/usr/bin:/bin", `HOME=/home/${user}`, `USER=${user}`, `LOGNAME=${user}`];
+  const args = user === "root"
+    ? ["/usr/bin/env", "-i", ...env, "/bin/sh", "-c", line]
+    : [`--reuid=${user}`, `--regid=${user}`, "--init-groups", "/usr/bin/env", "-i", ...env, "/bin/sh", "-c", line];
+  return new Deno.Command(user === "root" ? args[0] : "/usr/bin/setpriv", {
+    args: user === "root" ? args.slice(1) : args,
     cwd: "/tmp",
     stdin: "null",
     stdout: "piped",
@@ -60,20 +67,18 @@ function asUser(user: string, group: string, shellLine: string): Deno.Command {
   });
 }
 
-async function timed(command: Deno.Command): Promise<number> {
+/** Runs a command; its wall time and the CPU time of its whole process tree. */
+async function measured(command: Deno.Command, allowFailure = false): Promise<{ wall: number; cpu: number }> {
+  const cpu = childrenCpu();
   const start = performance.now();
   const output = await command.output();
-  const elapsed = performance.now() - start;
-  if (!output.success) throw new Error(new TextDecoder().decode(output.stderr));
-  return elapsed;
+  const wall = performance.now() - start;
+  if (!output.success && !allowFailure) throw new Error(new TextDecoder().decode(output.stderr));
+  return { wall, cpu: childrenCpu() - cpu };
 }
 
-const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
-
 async function containersWith(label: string): Promise<number> {
-  const filter = encodeURIComponent(JSON.stringify({ label: [label] }));
-  const { body } = await dockerApi("GET", `/containers/json?all=1&filters=${filter}`);
-  return JSON.parse(body).length;
+  return (await engineList([label])).length;
 }
 
 async function waitUntil(probe: () => Promise<boolean>, timeoutMs: number, stepMs = 10): Promise<number> {
@@ -97,58 +102,138 @@ function table(title: string, rows: string[][]): void {
   for (const row of rows) console.log("  " + row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd());
 }
 
+const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
+
+/** The docker CLI's options for what socker asks the engine for (its create request, from `socker -v`). */
+function cliOptions(spec: Record<string, unknown> & { HostConfig: Record<string, unknown> }, name: string): string[] {
+  const host = spec.HostConfig as Record<string, unknown> & {
+    Mounts: { Source: string; Target: string; ReadOnly: boolean }[];
+    Ulimits: { Name: string; Soft: number; Hard: number }[];
+    GroupAdd: string[];
+  };
+  const limit = (n: number) => (n < 0 ? "-1" : String(n));
+  return [
+    "run",
+    "--rm",
+    "--init",
+    "--pull=never",
+    "--name",
+    name,
+    ...Object.entries(spec.Labels as Record<string, string>).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
+    "--user",
+    String(spec.User),
+    ...host.GroupAdd.flatMap((g) => ["--group-add", g]),
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--log-driver",
+    "none",
+    "--network",
+    String(host.NetworkMode),
+    // socker's staging paths are bind mounts of the checked folders: plain docker mounts the folders.
+    ...host.Mounts.flatMap((
+      m,
+    ) => ["--mount", `type=bind,source=${m.Target},target=${m.Target}${m.ReadOnly ? ",readonly" : ""}`]),
+    ...(spec.WorkingDir ? ["--workdir", String(spec.WorkingDir)] : []),
+    ...(spec.Env as string[]).flatMap((e) => ["--env", e]),
+    ...host.Ulimits.flatMap((u) => ["--ulimit", `${u.Name}=${limit(u.Soft)}:${limit(u.Hard)}`]),
+    String(spec.Image),
+    ...(spec.Cmd as string[]),
+  ];
+}
+
 // ---- machine
-const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
-const dockerVersion = JSON.parse((await dockerApi("GET", "/version")).body).Version;
+const cpuName = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+const version = new TextDecoder().decode(
+  (await new Deno.Command(DOCKER, { args: ["version", "--format", "{{.Server.Version}}"] }).output()).stdout,
+).trim();
 console.log(
-  `machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Docker ${dockerVersion}; Deno ${Deno.version.deno}`,
+  `machine: ${cpuName}, ${navigator.hardwareConcurrency} cores; Docker ${version}; Deno ${Deno.version.deno}`,
 );
 
 // ---- 1. overhead
-const verbose = await asUser("alice", "alice", `exec ${SOCKER} -v run ${IMAGE} true`).output();
-const line = new TextDecoder().decode(verbose.stderr).trim();
-const dockerArgs = line.replace(/^socker: /, "").split(" ");
-// Plain docker with socker's flags, but its own unique container name each run, and socker's staged
-// mounts (root-owned bind mounts of the checked folders) replaced by the folders themselves.
-const nameAt = dockerArgs.indexOf("--name") + 1;
-const plainArg = (arg: string, index: number, i: number) =>
-  index === nameAt
-    ? `bench-plain-${Deno.pid}-${i}`
-    : arg.replace(/source=\/run\/socker\/[^,]+,target=([^,]+)/, "source=$1,target=$1");
-const plainLine = (i: number) => "exec " + dockerArgs.map((a, j) => plainArg(a, j, i)).map(quote).join(" ");
-// Warm both paths once.
-await timed(asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} true`));
-await timed(asUser("dockerroot", "docker", plainLine(-1)));
-const sockerTimes: number[] = [];
-const dockerTimes: number[] = [];
+const verbose = await shell("alice", `exec ${SOCKER} -v run ${IMAGE} true`).output();
+const specLine = new TextDecoder().decode(verbose.stderr).split("\n")[0];
+const spec = JSON.parse(specLine.slice(specLine.indexOf("{")));
+const plainLine = (i: number) =>
+  `exec ${DOCKER} ${cliOptions(spec, `bench-plain-${Deno.pid}-${i}`).map(quote).join(" ")}`;
+await measured(shell("alice", `exec ${SOCKER} run ${IMAGE} true`)); // warm both paths
+await measured(shell("root", plainLine(-1)));
+const socker: { wall: number; cpu: number }[] = [];
+const plain: { wall: number; cpu: number }[] = [];
 for (let i = 0; i < PAIRS; i++) {
   // Alternate which goes first, so that neither always runs on a warmer engine.
-  const runSocker = async () =>
-    sockerTimes.push(await timed(asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} true`)));
-  const runDocker = async () => dockerTimes.push(await timed(asUser("dockerroot", "docker", plainLine(i))));
+  const runSocker = async () => socker.push(await measured(shell("alice", `exec ${SOCKER} run ${IMAGE} true`)));
+  const runPlain = async () => plain.push(await measured(shell("root", plainLine(i))));
   if (i % 2 === 0) {
     await runSocker();
-    await runDocker();
+    await runPlain();
   } else {
-    await runDocker();
+    await runPlain();
     await runSocker();
   }
 }
-const ms2 = median(sockerTimes), md = median(dockerTimes);
-const differences = sockerTimes.map((t, i) => t - dockerTimes[i]);
-table(`Overhead: ${PAIRS} interleaved pairs of 'run ${IMAGE} true'`, [
-  ["", "median", "min", "max"],
-  ["plain docker run", ms(md), ms(Math.min(...dockerTimes)), ms(Math.max(...dockerTimes))],
-  ["socker run", ms(ms2), ms(Math.min(...sockerTimes)), ms(Math.max(...sockerTimes))],
-  ["difference (median of pairs)", ms(median(differences)), "", ""],
-  ["ratio of medians", (ms2 / md).toFixed(3), "", ""],
+const wallS = median(socker.map((r) => r.wall)), wallP = median(plain.map((r) => r.wall));
+const cpuS = median(socker.map((r) => r.cpu)), cpuP = median(plain.map((r) => r.cpu));
+table(`Overhead: ${PAIRS} interleaved pairs of 'run ${IMAGE} true' (CPU: the command's whole process tree)`, [
+  ["", "wall median", "wall min", "wall max", "CPU median"],
+  [
+    "plain docker run (same options)",
+    ms(wallP),
+    ms(Math.min(...plain.map((r) => r.wall))),
+    ms(Math.max(...plain.map((r) => r.wall))),
+    ms(cpuP),
+  ],
+  [
+    "socker run",
+    ms(wallS),
+    ms(Math.min(...socker.map((r) => r.wall))),
+    ms(Math.max(...socker.map((r) => r.wall))),
+    ms(cpuS),
+  ],
+  [
+    "difference (median of pairs)",
+    ms(median(socker.map((r, i) => r.wall - plain[i].wall))),
+    "",
+    "",
+    ms(median(socker.map((r, i) => r.cpu - plain[i].cpu))),
+  ],
+  ["ratio of medians", (wallS / wallP).toFixed(3), "", "", (cpuS / cpuP).toFixed(3)],
 ]);
 
-// ---- 2. cleanup after SIGTERM
+// ---- 2. profile: each part on its own, 15 runs each, medians
+Deno.writeTextFileSync("/tmp/bench-empty.ts", "export {};\n");
+const DENO_RUN = `${DENO} run --quiet --no-config --no-lock --no-remote --no-npm --cached-only --allow-all`;
+const parts: [string, string, string][] = [
+  [
+    "Deno's start (an empty module)",
+    "root",
+    `exec env -i DENO_DIR=/usr/local/lib/socker/deno-dir ${DENO_RUN} /tmp/bench-empty.ts`,
+  ],
+  [
+    "+ socker.ts loaded (--version)",
+    "root",
+    `exec env -i DENO_DIR=/usr/local/lib/socker/deno-dir ${DENO_RUN} /usr/local/lib/socker/socker.ts --version`,
+  ],
+  ["+ launcher, sudo, entry point", "alice", `exec ${SOCKER} --version`],
+  ["+ reading and deciding (refused: image absent)", "alice", `exec ${SOCKER} run socker-test/absent:1 true`],
+  ["+ the container (the whole run)", "alice", `exec ${SOCKER} run ${IMAGE} true`],
+  ["the docker CLI alone (docker version)", "root", `exec ${DOCKER} version >/dev/null`],
+];
+const profile: string[][] = [["part", "wall median", "CPU median"]];
+for (const [name, user, line] of parts) {
+  const runs = [];
+  for (let i = 0; i < 15; i++) runs.push(await measured(shell(user, line), true));
+  profile.push([name, ms1(median(runs.map((r) => r.wall))), ms1(median(runs.map((r) => r.cpu)))]);
+}
+table("Profile: each part measured alone (15 runs, medians; each line includes the ones above it)", profile);
+
+// ---- 3. cleanup after SIGTERM
 const termGone: number[] = [];
 const termExit: number[] = [];
 for (let i = 0; i < CANCELS; i++) {
-  const child = asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} sleep 1000`).spawn();
+  const child = shell("alice", `exec ${SOCKER} run ${IMAGE} sleep 1000`).spawn();
   await waitUntil(async () => (await containersWith("socker.uid=2001")) === 1, 10_000);
   await sleep(200);
   const start = performance.now();
@@ -159,55 +244,44 @@ for (let i = 0; i < CANCELS; i++) {
   await child.output().catch(() => undefined);
 }
 
-// ---- 3. peak memory while a container runs
-const memoryChild = asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} sleep 3`).spawn();
+// ---- 4. peak memory while a container runs
+const memoryChild = shell("alice", `exec ${SOCKER} run ${IMAGE} sleep 3`).spawn();
 await waitUntil(async () => (await containersWith("socker.uid=2001")) === 1, 10_000);
 await sleep(500);
-const status = (pid: string) => {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/status`);
-  } catch {
-    return "";
-  }
-};
 let denoPeak = 0, sudoPeak = 0;
 for (const entry of Deno.readDirSync("/proc")) {
   if (!/^\d+$/.test(entry.name)) continue;
-  let cmdline = "";
+  let cmdline = "", status = "";
   try {
     cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
+    status = Deno.readTextFileSync(`/proc/${entry.name}/status`);
   } catch {
     continue;
   }
-  const hwm = Number(/VmHWM:\s+(\d+)/.exec(status(entry.name))?.[1] ?? 0);
-  if (/socker\.ts run .*sleep 3/.test(cmdline) || /libexec\/socker\/socker run .*sleep 3/.test(cmdline)) {
-    denoPeak = Math.max(denoPeak, hwm);
-  }
+  const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  if (/socker\.ts run .*sleep 3/.test(cmdline)) denoPeak = Math.max(denoPeak, hwm);
   if (cmdline.startsWith("/usr/bin/sudo -n -- ") && cmdline.includes("sleep 3")) sudoPeak = Math.max(sudoPeak, hwm);
 }
 await memoryChild.output();
 
-// ---- 4. scancel under Slurm
+// ---- scancel under Slurm
 const cancelGone: number[] = [];
 if (!values["no-slurm"]) {
   for (let i = 0; i < CANCELS; i++) {
-    const submit = await asUser(
-      "alice",
+    const submit = await shell(
       "alice",
       `printf '#!/bin/sh\\nsrun -n1 socker run ${IMAGE} sleep 1000\\n' | sbatch --parsable --output=/dev/null`,
     ).output();
     const job = new TextDecoder().decode(submit.stdout).trim();
-    await waitUntil(async () => (await containersWith(`socker.job=${job}`)) === 1, 30_000, 50);
+    await waitUntil(async () => (await containersWith(`socker.job=${job}`)) === 1, 60_000, 50);
     await sleep(300);
     const start = performance.now();
     await new Deno.Command("/usr/bin/scancel", { args: [job] }).output();
     await waitUntil(async () => (await containersWith(`socker.job=${job}`)) === 0, 10_000, 5);
     cancelGone.push(performance.now() - start);
-    // Let the job finish completing before the next one.
     await waitUntil(() => jobLeftQueue(job), 60_000, 200).catch(() => 0);
   }
 }
-
 const rows = [
   ["", "median", "worst", "runs"],
   ["SIGTERM to socker -> container gone", ms(median(termGone)), ms(Math.max(...termGone)), String(CANCELS)],
@@ -229,9 +303,6 @@ table("Peak memory while a container runs (VmHWM)", [
 ]);
 
 // ---- 5. scale
-const tempEntries = () =>
-  new Set(["/tmp", "/var/tmp"].flatMap((dir) => [...Deno.readDirSync(dir)].map((entry) => `${dir}/${entry.name}`)));
-const tempBefore = tempEntries();
 const leftovers = async (jobs: string[] = []) => {
   const containers = await containersWith("socker.managed=true");
   let staging = 0;
@@ -245,51 +316,125 @@ const leftovers = async (jobs: string[] = []) => {
     }).output();
     folders += new TextDecoder().decode(found.stdout).split("\n").filter((l) => l !== "").length;
   }
-  const temps = [...tempEntries()].filter((path) => !tempBefore.has(path)).length;
-  return `${containers} containers, ${staging} staging folders, ${folders} job cgroup folders, ${temps} temp files`;
+  return `${containers} containers, ${staging} staging folders, ${folders} job cgroup folders`;
 };
 const scaleStart = performance.now();
 const results = await Promise.all(Array.from({ length: SCALE }, async (_, i) => {
-  const output = await asUser("alice", "alice", `exec ${SOCKER} run ${IMAGE} sh -c 'echo task-${i}; exit ${i % 7}'`)
-    .output();
+  const output = await shell("alice", `exec ${SOCKER} run ${IMAGE} sh -c 'echo task-${i}; exit ${i % 7}'`).output();
   return output.code === i % 7 && new TextDecoder().decode(output.stdout) === `task-${i}\n`;
 }));
-const scaleMs = performance.now() - scaleStart;
 const scaleRows = [
   ["", "succeeded", "wall time", "left behind"],
-  [`${SCALE} concurrent socker run`, `${results.filter(Boolean).length}/${SCALE}`, ms(scaleMs), await leftovers()],
+  [
+    `${SCALE} concurrent socker run`,
+    `${results.filter(Boolean).length}/${SCALE}`,
+    ms(performance.now() - scaleStart),
+    await leftovers(),
+  ],
 ];
 if (!values["no-slurm"]) {
   const arrayStart = performance.now();
-  const submit = await asUser(
-    "alice",
+  const submit = await shell(
     "alice",
     `printf '#!/bin/sh\\nsrun -n1 socker run ${IMAGE} sh -c "echo task-$SLURM_ARRAY_TASK_ID; exit $((SLURM_ARRAY_TASK_ID %% 7))"; echo "rc=$?"\\n' | ` +
       `sbatch --parsable --array=1-${SCALE} --output=/home/alice/bench-%A_%a.out`,
   ).output();
   const arrayJob = new TextDecoder().decode(submit.stdout).trim();
-  await waitUntil(() => jobLeftQueue(arrayJob), 600_000, 500);
+  await waitUntil(() => jobLeftQueue(arrayJob), 900_000, 500);
   await sleep(2000); // the last Epilogs
   let good = 0;
-  const taskJobs: string[] = [];
   for (let task = 1; task <= SCALE; task++) {
     const file = `/home/alice/bench-${arrayJob}_${task}.out`;
     const text = Deno.readTextFileSync(file);
     if (text.includes(`task-${task}\n`) && text.includes(`rc=${task % 7}\n`)) good++;
     Deno.removeSync(file);
   }
-  const ids = await new Deno.Command("/bin/sh", {
-    args: [
-      "-c",
-      `grep -h "JobId=" /var/log/slurm/slurmctld.log | grep -o "JobId=${arrayJob}_[0-9]*([0-9]*)" | grep -o "([0-9]*)" | tr -d "()" | sort -u`,
-    ],
-  }).output();
-  taskJobs.push(...new TextDecoder().decode(ids.stdout).split("\n").filter((l) => l !== ""));
   scaleRows.push([
     `${SCALE}-task Slurm job array (2 one-CPU nodes)`,
     `${good}/${SCALE}`,
     ms(performance.now() - arrayStart),
-    await leftovers([arrayJob, ...taskJobs]),
+    await leftovers([arrayJob]),
   ]);
 }
 table("Scale", scaleRows);
+
+// ---- 6. MPI
+if (!values["no-slurm"] && !values["no-mpi"]) {
+  Deno.writeTextFileSync(
+    "/etc/socker/socker.conf",
+    "network = host\nipc = host\npid = host\nenv_set = OMPI_MCA_btl_tcp_if_exclude=127.0.0.1/8,docker0\n" +
+      "env_set = OMPI_MCA_btl_vader_single_copy_mechanism=none\n",
+    { mode: 0o644 },
+  );
+  try {
+    /** Runs a batch job as alice and returns its output. */
+    const job = async (script: string, options: string) => {
+      const submit = await shell(
+        "alice",
+        `printf '#!/bin/sh\\n%s\\n' ${
+          quote(script)
+        } | sbatch --parsable ${options} --output=/home/alice/bench-mpi-%j.out`,
+      ).output();
+      const id = new TextDecoder().decode(submit.stdout).trim();
+      await waitUntil(() => jobLeftQueue(id), 600_000, 200);
+      const file = `/home/alice/bench-mpi-${id}.out`;
+      const text = Deno.readTextFileSync(file);
+      Deno.removeSync(file);
+      return text;
+    };
+    const pingpong = (text: string) => {
+      const match = /lat_8B_us=([\d.]+) bw_1MiB_MBps=([\d.]+) check_1MiB=ok/.exec(text);
+      if (!match) throw new Error(`no ping-pong result: ${text}`);
+      return { lat: Number(match[1]), bw: Number(match[2]) };
+    };
+    const native: { lat: number; bw: number }[] = [];
+    const inSocker: { lat: number; bw: number }[] = [];
+    for (let i = 0; i < 5; i++) {
+      const nativeRun = async () =>
+        native.push(pingpong(await job(`srun --mpi=pmix -N2 -n2 ${MPI}/pingpong 2000`, "-N2 -n2")));
+      const sockerRun = async () =>
+        inSocker.push(
+          pingpong(await job(`srun --mpi=pmix -N2 -n2 socker run ${MPI_IMAGE} ${MPI}/pingpong 2000`, "-N2 -n2")),
+        );
+      if (i % 2 === 0) {
+        await nativeRun();
+        await sockerRun();
+      } else {
+        await sockerRun();
+        await nativeRun();
+      }
+    }
+    const latN = median(native.map((r) => r.lat)), latS = median(inSocker.map((r) => r.lat));
+    const bwN = median(native.map((r) => r.bw)), bwS = median(inSocker.map((r) => r.bw));
+    table("MPI ping-pong, two ranks on two nodes (5 interleaved jobs of 2000 round trips each, medians)", [
+      ["", "native", "socker", "ratio"],
+      ["8 B latency (one way)", `${latN.toFixed(2)} us`, `${latS.toFixed(2)} us`, (latS / latN).toFixed(3)],
+      ["1 MiB bandwidth", `${bwN.toFixed(0)} MB/s`, `${bwS.toFixed(0)} MB/s`, (bwS / bwN).toFixed(3)],
+    ]);
+    const startRows = [["", "native srun", "srun socker run", "difference"]];
+    for (const n of [2, 8]) {
+      const nativeTimes: number[] = [], sockerTimes: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const time = async (line: string) => {
+          const text = await job(
+            `s=$(date +%s%N); ${line}; echo "ms=$((($(date +%s%N) - s) / 1000000))"`,
+            `-N2 -n${n} --overcommit`,
+          );
+          return Number(/ms=(\d+)/.exec(text)?.[1]);
+        };
+        nativeTimes.push(await time(`srun -n${n} --overcommit true`));
+        sockerTimes.push(await time(`srun -n${n} --overcommit socker run ${IMAGE} true`));
+      }
+      startRows.push([
+        `${n}-rank step`,
+        ms(median(nativeTimes)),
+        ms(median(sockerTimes)),
+        ms(median(sockerTimes) - median(nativeTimes)),
+      ]);
+    }
+    table("Start-up of an N-rank step on the two nodes (3 runs each, medians)", startRows);
+  } finally {
+    Deno.removeSync("/etc/socker/socker.conf");
+  }
+}
+Deno.exit(0);

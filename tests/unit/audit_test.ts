@@ -72,15 +72,14 @@ Deno.test("syslog datagrams carry facility, time, tag and pid in the traditional
 });
 
 Deno.test("the audit folder and file must be root's alone", () => {
-  const info = (change: object) => ({ isDirectory: false, isFile: true, uid: 0, mode: 0o100600, nlink: 1, ...change });
-  assert.equal(auditFileProblem(info({}), false), undefined);
-  assert.equal(auditFileProblem(info({ isDirectory: true, isFile: false, mode: 0o40700 }), true), undefined);
-  assert.match(auditFileProblem(info({ mode: 0o100644 }), false)!, /open to others/);
-  assert.match(auditFileProblem(info({ uid: 2001 }), false)!, /not owned by root/);
-  assert.match(auditFileProblem(info({ nlink: 2 }), false)!, /hard links/);
-  assert.match(
-    auditFileProblem(info({ isDirectory: true, isFile: false, mode: 0o40755 }), true)!,
-    /open to others \(mode must be 0700\)/,
-  );
-  assert.match(auditFileProblem(info({}), true)!, /is not a folder/);
+  const file = (change: object) => ({ kind: "file" as const, uid: 0, mode: 0o100600, size: 10, nlink: 1, ...change });
+  const folder = (change: object) => file({ kind: "dir", mode: 0o40700, ...change });
+  assert.equal(auditFileProblem(file({}), false), undefined);
+  assert.equal(auditFileProblem(folder({}), true), undefined);
+  assert.match(auditFileProblem(file({ mode: 0o100644 }), false)!, /open to others/);
+  assert.match(auditFileProblem(file({ uid: 2001 }), false)!, /not owned by root/);
+  assert.match(auditFileProblem(file({ nlink: 2 }), false)!, /hard links/);
+  assert.match(auditFileProblem(folder({ mode: 0o40755 }), true)!, /open to others \(mode must be 0700\)/);
+  assert.match(auditFileProblem(file({}), true)!, /is not a folder/);
+  assert.match(auditFileProblem(file({ kind: "other" }), false)!, /is not a regular file/);
 });
