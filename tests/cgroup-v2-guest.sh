@@ -308,7 +308,8 @@ echo \"rc=\$?\"" --mem=200M)
   (cd "/sys/fs/cgroup$scope" && ls -R "job_$job") | record v2-real-job-ls-R.txt
   (cd "/sys/fs/cgroup$scope" && find "job_$job" -type d | sort) | record v2-real-job-dirs.txt
   (cd "/sys/fs/cgroup$scope" && for d in $(find "job_$job" -type d | sort); do
-    printf '%s memory.max=%s cgroup.subtree_control=%s cgroup.procs=%s\n' "$d" "$(cat "$d/memory.max")" \
+    printf '%s memory.max=%s memory.swap.max=%s cpuset.cpus.effective=%s cgroup.subtree_control=%s cgroup.procs=%s\n' \
+      "$d" "$(cat "$d/memory.max")" "$(cat "$d/memory.swap.max")" "$(cat "$d/cpuset.cpus.effective")" \
       "$(tr ' ' , <"$d/cgroup.subtree_control")" "$(wc -l <"$d/cgroup.procs")"
   done) | record v2-real-job-limits.txt
   touch /home/alice/release

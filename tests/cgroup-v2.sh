@@ -284,7 +284,8 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
   -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all apparmor=0" \
   -drive "file=$run/overlay.qcow2,format=qcow2,if=virtio,cache=unsafe" \
   -virtfs "local,path=$repo,mount_tag=src,security_model=passthrough,readonly=on" \
-  -virtfs "local,path=$io,mount_tag=io,security_model=passthrough" &
+  -virtfs "local,path=$io,mount_tag=io,security_model=mapped-xattr" \
+  -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny &
 qemu_pid=$!
 # Follow the suite's log while the guest runs.
 tail --pid="$qemu_pid" -n +1 -F "$io/suite.log" 2>/dev/null &
