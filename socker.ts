@@ -717,27 +717,17 @@ export type Limit = { soft: number; hard: number };
 export type Limits = Record<string, Limit>;
 
 /**
- * The rows of /proc/self/limits: the kernel's name of each, the resource number setrlimit(2) takes, and
- * the name docker's `Ulimits` use (none for the address space: docker cannot pass that one on).
+ * The rows of /proc/self/limits, in the kernel's order of resource numbers (RLIMIT_CPU is 0): the kernel's
+ * name of each, socker's (docker's `Ulimits` name too; docker cannot pass the address space on).
  */
-export const LIMIT_ROWS: readonly { row: string; name: string; resource: number; docker?: string }[] = [
-  { row: "Max cpu time", name: "cpu", resource: 0, docker: "cpu" },
-  { row: "Max file size", name: "fsize", resource: 1, docker: "fsize" },
-  { row: "Max data size", name: "data", resource: 2, docker: "data" },
-  { row: "Max stack size", name: "stack", resource: 3, docker: "stack" },
-  { row: "Max core file size", name: "core", resource: 4, docker: "core" },
-  { row: "Max resident set", name: "rss", resource: 5, docker: "rss" },
-  { row: "Max processes", name: "nproc", resource: 6, docker: "nproc" },
-  { row: "Max open files", name: "nofile", resource: 7, docker: "nofile" },
-  { row: "Max locked memory", name: "memlock", resource: 8, docker: "memlock" },
-  { row: "Max address space", name: "as", resource: 9 },
-  { row: "Max file locks", name: "locks", resource: 10, docker: "locks" },
-  { row: "Max pending signals", name: "sigpending", resource: 11, docker: "sigpending" },
-  { row: "Max msgqueue size", name: "msgqueue", resource: 12, docker: "msgqueue" },
-  { row: "Max nice priority", name: "nice", resource: 13, docker: "nice" },
-  { row: "Max realtime priority", name: "rtprio", resource: 14, docker: "rtprio" },
-  { row: "Max realtime timeout", name: "rttime", resource: 15, docker: "rttime" },
-];
+export const LIMIT_ROWS: readonly { row: string; name: string; resource: number; docker?: string }[] =
+  ("cpu cpu time, fsize file size, data data size, stack stack size, core core file size, rss resident set, " +
+    "nproc processes, nofile open files, memlock locked memory, as address space, locks file locks, " +
+    "sigpending pending signals, msgqueue msgqueue size, nice nice priority, rtprio realtime priority, " +
+    "rttime realtime timeout").split(", ").map((entry, resource) => {
+      const [name, ...words] = entry.split(" ");
+      return { row: `Max ${words.join(" ")}`, name, resource, docker: name === "as" ? undefined : name };
+    });
 
 /** Largest finite limit socker accepts: beyond 2^53 a number loses precision (the kernel's own are far below). */
 const LIMIT_MAX = Number.MAX_SAFE_INTEGER;

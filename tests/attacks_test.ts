@@ -17,22 +17,11 @@ import {
   sockerContainers,
   spawnSocker,
   stagingLeft,
+  userLine,
   waitFor,
 } from "./helpers.ts";
 
-/** Runs a shell line as alice, with her groups, from /tmp. */
-function asAlice(line: string, env: Record<string, string> = {}) {
-  return sh("/usr/bin/setpriv", [
-    "--reuid=alice",
-    "--regid=alice",
-    "--init-groups",
-    "/bin/bash",
-    "-c",
-    `cd /tmp; ${line}`,
-  ], {
-    env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/alice", ...env },
-  });
-}
+const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
 
 /** Nothing of socker's is left: no container, no staging mount. */
 async function nothingLeft(timeoutMs = 10_000): Promise<void> {

@@ -150,10 +150,11 @@ readonly SCOPE_RE='/system\.slice/([A-Za-z0-9._-]+_)?slurmstepd\.scope'
 
 # The container's main process, and the cgroup of every process of the container, as the guest sees them.
 container_pid() { docker inspect -f '{{.State.Pid}}' "$1"; }
-container_cgroups() { # ID: one line per process: PID CGROUP-LINE
-  local pid
+container_cgroups() { # ID: one line per process: PID CGROUP-LINE (a process that ended meanwhile, such
+  local pid line        # as the container's short sleeps, is left out)
   for pid in $(docker top "$1" -eo pid | tail -n +2); do
-    printf '%s %s\n' "$pid" "$(cat "/proc/$pid/cgroup")"
+    line=$(cat "/proc/$pid/cgroup" 2>/dev/null) || continue
+    [ -n "$line" ] && printf '%s %s\n' "$pid" "$line"
   done
 }
 

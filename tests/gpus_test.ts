@@ -4,17 +4,9 @@
 // character devices, gres.conf names files Slurm can count but not constrain).
 import assert from "node:assert/strict";
 import { assertRefused, IMAGE, socker } from "./helpers.ts";
-import { cancelSubmitted, HOME, jobOutput, sbatch, waitJobEnd } from "./slurm.ts";
+import { HOME, jobOutput, jobTest, sbatch, waitJobEnd } from "./slurm.ts";
 
-function gpuTest(name: string, body: () => Promise<void>): void {
-  Deno.test(`gpus: ${name}`, async () => {
-    try {
-      await body();
-    } finally {
-      await cancelSubmitted();
-    }
-  });
-}
+const gpuTest = (name: string, body: () => Promise<void>) => jobTest("gpus", name, body);
 
 const listDevices = `socker run --gpus ${IMAGE} sh -c 'ls /dev | grep nvidia | tr "\\n" " "; echo'; echo "rc=$?"`;
 

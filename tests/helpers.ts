@@ -239,3 +239,17 @@ export async function startEngine(): Promise<void> {
   const started = await waitFor(engineUp, 60_000, 200);
   assert.ok(started >= 0, "dockerd started again");
 }
+
+/** Runs a bash line as a test user, with their groups, from /tmp (limits and signals are set in the line). */
+export function userLine(user: string, line: string, env: Record<string, string> = {}): Promise<Result> {
+  return sh("/usr/bin/setpriv", [
+    `--reuid=${user}`,
+    `--regid=${user}`,
+    "--init-groups",
+    "/bin/bash",
+    "-c",
+    `cd /tmp; ${line}`,
+  ], {
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: `/home/${user}`, ...env },
+  });
+}

@@ -153,7 +153,7 @@ Deno.test("images: the registry stopped: a clear 125, nothing half-pulled, and d
       const doctor = await sh(PRIVILEGED_SOCKER, ["doctor"]);
       assert.match(
         doctor.stdout,
-        /^FIX  registry of 127\.0\.0\.1:5000\/socker-test\/pullme:1: 127\.0\.0\.1:5000 does not answer/m,
+        /^FIX {2}registry of 127\.0\.0\.1:5000\/socker-test\/pullme:1: 127\.0\.0\.1:5000 does not answer/m,
         doctor.stdout,
       );
     } finally {
@@ -162,7 +162,7 @@ Deno.test("images: the registry stopped: a clear 125, nothing half-pulled, and d
     const doctor = await sh(PRIVILEGED_SOCKER, ["doctor"]);
     assert.match(
       doctor.stdout,
-      /^ok   registry of 127\.0\.0\.1:5000\/socker-test\/pullme:1: 127\.0\.0\.1:5000 answers/m,
+      /^ok {3}registry of 127\.0\.0\.1:5000\/socker-test\/pullme:1: 127\.0\.0\.1:5000 answers/m,
       doctor.stdout,
     );
   });

@@ -1,20 +1,9 @@
 // Resource limits: the container keeps the caller's own limits (Slurm's PropagateResourceLimits and the
 // site's limits hold), never raised; docker has no address-space limit (README says so).
 import assert from "node:assert/strict";
-import { IMAGE, sh } from "./helpers.ts";
+import { IMAGE, userLine } from "./helpers.ts";
 
-function asAlice(line: string) {
-  return sh("/usr/bin/setpriv", [
-    "--reuid=alice",
-    "--regid=alice",
-    "--init-groups",
-    "/bin/bash",
-    "-c",
-    `cd /tmp; ${line}`,
-  ], {
-    env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/alice" },
-  });
-}
+const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
 
 const probe =
   `socker run ${IMAGE} sh -c 'echo u=$(ulimit -u) n=$(ulimit -n) f=$(ulimit -f) t=$(ulimit -t) s=$(ulimit -s) Hn=$(ulimit -H -n) Hu=$(ulimit -H -u)'`;

@@ -3,19 +3,18 @@
 // and process ids as the site allows). Real Slurm (two nodes), real OpenMPI in a locally built image
 // (tests/setup-mpi.sh: socker-test/openmpi:1, programs in /opt/socker-tests/mpi).
 import assert from "node:assert/strict";
-import { IMAGE, SETTINGS } from "./helpers.ts";
+import { IMAGE, MPI_IMAGE, SETTINGS, waitFor } from "./helpers.ts";
 import {
   cancelSubmitted,
   jobCgroupFolders,
   jobContainers,
   jobOutput,
+  jobTest,
   sbatch,
   waitJobEnd,
   waitJobRuns,
 } from "./slurm.ts";
-import { waitFor } from "./helpers.ts";
 
-const MPI_IMAGE = "socker-test/openmpi:1";
 const PROGRAMS = "/opt/socker-tests/mpi";
 /** What a site sets for MPI (README, "MPI and multi-node jobs"). */
 const MPI_SETTINGS = `network = host
@@ -25,18 +24,11 @@ env_set = OMPI_MCA_btl_tcp_if_exclude=127.0.0.1/8,docker0
 env_set = OMPI_MCA_btl_vader_single_copy_mechanism=none
 `;
 
-function mpiTest(name: string, body: () => Promise<void>): void {
-  Deno.test(`mpi: ${name}`, async () => {
-    Deno.writeTextFileSync(SETTINGS, MPI_SETTINGS, { mode: 0o644 });
-    Deno.chmodSync(SETTINGS, 0o644);
-    try {
-      await body();
-    } finally {
-      await cancelSubmitted();
-      Deno.removeSync(SETTINGS);
-    }
+const mpiTest = (name: string, body: () => Promise<void>) =>
+  jobTest("mpi", name, body, {
+    before: () => Deno.writeTextFileSync(SETTINGS, MPI_SETTINGS, { mode: 0o644 }),
+    after: () => Deno.removeSync(SETTINGS),
   });
-}
 
 /** The `hello` lines of a job's output, by rank. */
 function hellos(output: string): Record<string, string>[] {

@@ -72,3 +72,21 @@ export async function drainedNodes(): Promise<string[]> {
   const result = await sh("/usr/bin/sinfo", ["-h", "-N", "-o", "%N %t"]);
   return result.stdout.split("\n").filter((line) => /\s(drain|drng|drained|down|fail)/.test(line));
 }
+
+/** A test that runs Slurm jobs: whatever happens, none of its jobs is left to hold the nodes. */
+export function jobTest(
+  feature: string,
+  name: string,
+  body: () => Promise<void>,
+  around?: { before: () => void; after: () => void },
+): void {
+  Deno.test(`${feature}: ${name}`, async () => {
+    around?.before();
+    try {
+      await body();
+    } finally {
+      await cancelSubmitted();
+      around?.after();
+    }
+  });
+}

@@ -6,27 +6,18 @@ import { assertRefused, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor } from "
 
 import {
   asAlice,
-  cancelSubmitted,
   HOME,
   jobCgroupFolders,
   jobContainers,
   jobOutput,
+  jobTest,
   sbatch,
   USER,
   waitJobEnd,
   waitJobRuns,
 } from "./slurm.ts";
 
-/** A test that runs Slurm jobs: whatever happens, none of its jobs is left to hold the nodes. */
-function slurmTest(name: string, body: () => Promise<void>): void {
-  Deno.test(`slurm: ${name}`, async () => {
-    try {
-      await body();
-    } finally {
-      await cancelSubmitted();
-    }
-  });
-}
+const slurmTest = (name: string, body: () => Promise<void>) => jobTest("slurm", name, body);
 
 /** The memory-controller cgroup lines of every process the container printed. */
 function memoryLines(output: string): string[] {

@@ -15,18 +15,9 @@ import {
   mountRequests,
   parseVolume,
   pathsToPrepare,
-  Refusal,
   UNREACHABLE,
 } from "../../socker.ts";
-import { probe } from "./facts.ts";
-
-function refusal(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
-    assert.match(error.reason, pattern);
-    return true;
-  });
-}
+import { probe, refusal } from "./facts.ts";
 
 Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only", () => {
   assert.deepEqual(parseVolume("/home/a/d:/data:ro"), {

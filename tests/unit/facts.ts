@@ -1,5 +1,6 @@
 // Plain-data facts for the unit tests: what the read phase of a run would have gathered on a node, built
 // from copies of what real nodes showed (tests/fixtures). Each test changes only what its case is about.
+import assert from "node:assert/strict";
 import {
   type ConfigFile,
   DOCKER_CONFIG_DIR,
@@ -115,3 +116,23 @@ export { DOCKER_CONFIG_DIR };
 export function probeMap(entries: [string, PathProbe | string][]): Map<string, PathProbe | string> {
   return new Map(entries);
 }
+
+/** Asserts that `fn` refuses: a Refusal whose one-line reason matches `pattern`. */
+export function refusal(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
+    assert.match(error.reason, pattern);
+    assert.ok(!error.reason.includes("\n"), "one line");
+    return true;
+  });
+}
+
+/** What every container's HostConfig holds, whatever the run (asserted by the plan and fuzz tests). */
+export const SAFE_HOST_CONFIG = {
+  AutoRemove: true,
+  Init: true,
+  Privileged: false,
+  CapDrop: ["ALL"],
+  SecurityOpt: ["no-new-privileges"],
+  LogConfig: { Type: "none", Config: {} },
+};

@@ -12,7 +12,7 @@ import {
   planRun,
   Refusal,
 } from "../../socker.ts";
-import { inJob, probe, probeMap, runFacts } from "./facts.ts";
+import { inJob, probe, probeMap, runFacts, SAFE_HOST_CONFIG } from "./facts.ts";
 
 /** A small deterministic PRNG (mulberry32). */
 function prng(seed: number): () => number {
@@ -106,15 +106,6 @@ const probes = probeMap([
   ["/a", probe("/a", { owner: 0 })],
   ["/", probe("/", { owner: 0 })],
 ]);
-
-const SAFE_HOST_CONFIG = {
-  AutoRemove: true,
-  Init: true,
-  Privileged: false,
-  CapDrop: ["ALL"],
-  SecurityOpt: ["no-new-privileges"],
-  LogConfig: { Type: "none", Config: {} },
-};
 
 Deno.test("fuzz: 2000 random command lines are refused, or only validated values reach the engine", () => {
   const random = prng(20261201);

@@ -8,18 +8,9 @@ import {
   LIMIT_ROWS,
   parseProcLimits,
   planOwnLimits,
-  Refusal,
   resolveCaller,
 } from "../../socker.ts";
-import { limits } from "./facts.ts";
-
-function refusal(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
-    assert.match(error.reason, pattern);
-    return true;
-  });
-}
+import { limits, refusal } from "./facts.ts";
 
 Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
   assert.deepEqual(callerFromSudo({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {

@@ -12,21 +12,11 @@ import {
   pathChain,
   planImages,
   planPull,
-  Refusal,
   registryAuth,
   trustedText,
   untrustedReason,
 } from "../../socker.ts";
-import { ALLOWLIST, rootFile } from "./facts.ts";
-
-function refusal(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
-    assert.match(error.reason, pattern);
-    assert.ok(!error.reason.includes("\n"), "one line");
-    return true;
-  });
-}
+import { ALLOWLIST, refusal, rootFile } from "./facts.ts";
 
 function canonical(text: string): string {
   const ref = parseImageRef(text);

@@ -13,6 +13,7 @@ import {
   rootFile,
   run,
   runFacts,
+  SAFE_HOST_CONFIG,
   SETTINGS,
 } from "./facts.ts";
 
@@ -649,12 +650,7 @@ Deno.test("the container's specification holds only socker's decisions", () => {
   assert.deepEqual(spec.HostConfig.GroupAdd, ["3001"]);
   for (
     const [key, value] of Object.entries({
-      AutoRemove: true,
-      Init: true,
-      Privileged: false,
-      CapDrop: ["ALL"],
-      SecurityOpt: ["no-new-privileges"],
-      LogConfig: { Type: "none", Config: {} },
+      ...SAFE_HOST_CONFIG,
       NetworkMode: "bridge",
       IpcMode: "private",
       PidMode: "",

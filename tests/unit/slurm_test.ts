@@ -295,3 +295,45 @@ Deno.test("the GPUs' device nodes, with the shared control devices this node has
     "/dev/nvidiactl",
   ]);
 });
+
+Deno.test("cgroup v2 as a real v2-only kernel and Slurm 22.05 showed it: srun, batch and salloc steps", () => {
+  const scope = "/system.slice/v2node_slurmstepd.scope";
+  const cases: [string, string, string][] = [
+    ["v2-real-srun-step.cgroup", "1", `${scope}/job_1/step_0/user`],
+    ["v2-real-batch-step.cgroup", "1", `${scope}/job_1/step_batch/user`],
+    ["v2-real-salloc-srun-step.cgroup", "5", `${scope}/job_5/step_0/user`],
+  ];
+  for (const [file, job, parent] of cases) {
+    const step = jobStepFromCgroup(cgroup(file), 2001);
+    assert.deepEqual([step?.version, step?.jobId, step?.parent, step?.node], [2, job, parent, "v2node"], file);
+  }
+  // A process already inside a container's cgroup (or its namespace) is no Slurm task.
+  assert.throws(() => jobStepFromCgroup(cgroup("v2-real-container.cgroup"), 2001), /is not a Slurm task cgroup/);
+  assert.equal(jobStepFromCgroup(cgroup("v2-real-container-inside.cgroup"), 2001), undefined);
+});
+
+Deno.test("on a real v2 node the job's folders are Slurm's; the container's own are socker's", () => {
+  const root = "/sys/fs/cgroup/system.slice/v2node_slurmstepd.scope";
+  const dirs = cgroup("v2-real-job-dirs.txt").split("\n").filter((line) => line !== "");
+  const tree: Record<string, string[]> = {
+    "/sys/fs/cgroup": ["system.slice"],
+    "/sys/fs/cgroup/system.slice": ["v2node_slurmstepd.scope"],
+    [root]: ["job_1"],
+  };
+  for (const dir of dirs) {
+    const parent = `${root}/${dir.slice(0, dir.lastIndexOf("/"))}`;
+    if (dir.includes("/")) (tree[parent] ??= []).push(dir.slice(dir.lastIndexOf("/") + 1));
+  }
+  const left = jobLeftovers(
+    { path: "/sys/fs/cgroup", version: 2, controllers: [] },
+    "1",
+    (path) => tree[path] ?? [],
+    true,
+  );
+  assert.deepEqual(left.containers, [
+    `${root}/job_1/step_0/user/ef4c3ca3b917af647ca989343ad8ed0876dccb2665345eef5d360a236f23f05c`,
+  ]);
+  assert.deepEqual(left.jobFolders, []);
+  assert.ok(left.slurmFolders.includes(`${root}/job_1`) && left.slurmFolders.includes(`${root}/job_1/step_0/slurm`));
+  assert.equal(left.slurmFolders.at(-1), `${root}/job_1`, "deepest first, the job last");
+});
