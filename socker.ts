@@ -3895,15 +3895,22 @@ async function waitUntil(done: () => boolean, deadline: number): Promise<boolean
 }
 
 /** One sweep's outcome, for the console and the audit record. */
-type SweepOutcome = { sweep: string; done: number; problems: string[] };
+type SweepOutcome = { sweep: string; done: number; problems: string[]; removed?: string[] };
 
 /** Runs the three sweeps of a plan, each on its own, each bounded in time. */
 async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined): Promise<SweepOutcome[]> {
   const deadline = Date.now() + CLEANUP_BOUND_MS;
-  const containers: SweepOutcome = { sweep: "containers", done: 0, problems: engineProblem ? [engineProblem] : [] };
+  const containers: SweepOutcome = {
+    sweep: "containers",
+    done: 0,
+    problems: engineProblem ? [engineProblem] : [],
+    removed: [],
+  };
   await Promise.all(plan.containers.map(async (id) => {
-    if (await ensureGone(id, Math.max(1000, Math.min(10_000, deadline - Date.now())))) containers.done++;
-    else containers.problems.push(`container ${id.slice(0, 12)} NOT removed`);
+    if (await ensureGone(id, Math.max(1000, Math.min(10_000, deadline - Date.now())))) {
+      containers.done++;
+      containers.removed!.push(id.slice(0, 12));
+    } else containers.problems.push(`container ${id.slice(0, 12)} NOT removed`);
   }));
   const folders: SweepOutcome = { sweep: "cgroup folders", done: 0, problems: [] };
   for (const folder of plan.folders) {
@@ -3950,7 +3957,7 @@ async function reportCleanup(what: Record<string, unknown>, sweeps: SweepOutcome
     host: hostName(),
     ...what,
     outcome: problems.length === 0 ? "ok" : `${problems.length} problem(s): ${problems.join("; ")}`,
-    containers: sweeps[0].done,
+    containers: sweeps[0].removed,
   }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
   return problems.length === 0 ? 0 : 1;
 }

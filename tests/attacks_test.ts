@@ -117,7 +117,7 @@ Deno.test("attack: a SIGKILLed supervisor outside a job: the reaper removes its 
   assert.match(reaped.stdout, /orphans: containers: 1 removed/);
   await nothingLeft(1000);
   const records = await auditRecords('"scope":"orphans"');
-  const record = records.filter((r) => r.event === "cleanup" && r.containers === 1).at(-1);
+  const record = records.filter((r) => r.event === "cleanup" && (r.containers as string[]).length === 1).at(-1);
   assert.equal(record?.outcome, "ok", JSON.stringify(records.at(-1)));
   Deno.removeSync("/home/alice/k9");
 });
