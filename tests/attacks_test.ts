@@ -72,17 +72,29 @@ Deno.test("attack: soft limits lowered (any of them) never stop socker; the cont
 });
 
 Deno.test("attack: SIGALRM to one's own sudo cannot leave the container behind", async () => {
-  for (const spelling of ["kill -ALRM $s", "kill -s ALRM $s; sleep 0.2; kill -ALRM $s"]) {
-    const child = spawnSocker("alice", ["run", "-v", "/home/alice:/w", IMAGE, "sleep", "1000"]);
+  for (
+    const spelling of ["kill -ALRM $s", "kill -s ALRM $s; sleep 0.2; kill -ALRM $s", "kill -ALRM $s; kill -USR1 $s"]
+  ) {
+    folder("/home/alice/alrm", 2001, 2001, 0o755); // staged: a mount to be left behind, or not
+    const tag = marker("alrm");
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/alrm:/w", IMAGE, "sleep", "1000", tag]);
     assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
     const started = performance.now();
     await asAlice(`s=${child.pid}; ${spelling}`);
     await child.output();
     // A second signal cuts sudo's 2 s grace short: then the reaper is the backstop.
-    if ((await sockerContainers()).length > 0) await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    if ((await sockerContainers()).length > 0 || (await stagingLeft()) !== "") {
+      await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    }
     await nothingLeft();
+    const records = await auditRecords(tag, 2);
+    const container = records[0]?.container;
+    const closed = records.some((r) => r.event === "end") ||
+      (await auditRecords('"scope":"orphans"')).some((r) => (r.containers as string[]).length > 0);
+    assert.ok(container && closed, `${spelling}: an end or a cleanup record`);
     console.log(`${spelling}: container gone ${(performance.now() - started).toFixed(0)} ms after the signal`);
   }
+  Deno.removeSync("/home/alice/alrm");
 });
 
 Deno.test("attack: SIGTSTP (and SIGTTIN, SIGTTOU) to one's own sudo never stops the supervisor", async () => {
