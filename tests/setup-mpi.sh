@@ -28,6 +28,8 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mpi
 say() { printf 'setup-mpi: %s\n' "$*"; }
 die() { printf 'setup-mpi: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
 # The Debian mirror apt uses for the host's release (deb822 .sources first, then sources.list).
@@ -59,21 +61,13 @@ apt_mirror() { # codename
 }
 
 prepare() {
-  local rebuild=$1 missing=() p work
+  local rebuild=$1 work
   work=$(mktemp -d)
   # shellcheck disable=SC2064 # expand now: work is local
   trap "rm -rf '$work'" EXIT
 
   # 1. Host packages.
-  for p in "${HOST_PKGS[@]}"; do
-    # shellcheck disable=SC2016 # ${...} is dpkg-query's format, not the shell's
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing: ${missing[*]}"
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$work/apt.log" 2>&1 ||
-      { tail -n 30 "$work/apt.log" >&2; die "apt-get failed"; }
-  fi
+  install_missing "$work/apt.log" "${HOST_PKGS[@]}"
   local ompi_version
   ompi_version=$(dpkg-query -W -f='${Version}' libopenmpi3)
 

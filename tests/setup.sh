@@ -29,6 +29,8 @@ done
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tail_logs() { # print the end of each given log file that exists
   local f
   for f in "$@"; do
@@ -51,18 +53,7 @@ trap 'rm -rf "$work"' EXIT
 
 # 1. Packages ------------------------------------------------------------------------------
 pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux bsdutils passwd tmux rsyslog gcc libc6-dev)
-missing=()
-for p in "${pkgs[@]}"; do
-  # shellcheck disable=SC2016 # ${...} is dpkg-query's format, not the shell's
-  [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing: ${missing[*]}"
-  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$work/apt.log" 2>&1 ||
-    { tail -n 30 "$work/apt.log" >&2; die "apt-get failed"; }
-else
-  say "packages: all present"
-fi
+install_missing "$work/apt.log" "${pkgs[@]}"
 
 # 2. Docker engine ---------------------------------------------------------------------------
 if "$DOCKER" info >/dev/null 2>&1; then
