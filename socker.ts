@@ -757,11 +757,15 @@ export function parseProcLimits(text: string): Limits {
 /** What socker itself needs to finish supervising a container, whatever the caller's limits. */
 export type SupervisorNeeds = { cpu: number; nofile: number; fsize: number };
 
-/** CPU seconds and open files socker needs (measured: ~0.1 s and ~40 files for a run with 32 mounts). */
-export const SUPERVISOR_CPU_SECONDS = 10;
-export const SUPERVISOR_OPEN_FILES = 128;
-/** Room for this run's records beyond the audit log's current size. */
-export const AUDIT_ROOM_BYTES = 1 << 20;
+/**
+ * What socker needs: CPU seconds (measured: ~0.1 s for a quiet run; copying output costs more, so socker
+ * stops the container in good order when its own CPU time runs low, see planOwnLimits), open files (~40
+ * for a run with 32 mounts), and no file-size limit: the audit log grows with every user's runs, and a
+ * limit below its size would cost this run its end record.
+ */
+export const SUPERVISOR_NEEDS: Readonly<SupervisorNeeds> = { cpu: 10, nofile: 128, fsize: Infinity };
+/** CPU seconds kept back below a finite hard limit, to stop the container and log the end after SIGXCPU. */
+export const SUPERVISOR_CPU_RESERVE = 5;
 
 /** How each limit socker needs is named to a user. */
 const LIMIT_WORDS: Record<
@@ -770,14 +774,21 @@ const LIMIT_WORDS: Record<
 > = {
   cpu: { what: "CPU-time", flag: "-t", unit: (n) => `${n} s`, raise: "ulimit -t unlimited" },
   nofile: { what: "open-files", flag: "-n", unit: (n) => `${n}`, raise: "ulimit -n 1024" },
-  fsize: { what: "file-size", flag: "-f", unit: (n) => `${Math.ceil(n / 1024)} KiB`, raise: "ulimit -f unlimited" },
+  fsize: {
+    what: "file-size",
+    flag: "-f",
+    unit: (n) => `${Math.ceil(n / 1024)} KiB`,
+    raise: "a new login shell has none; 'ulimit -S -f' sets a soft one",
+  },
 };
 
 /**
- * Decides socker's own limits: every soft limit raised to its hard limit (so the caller's soft limits
- * cannot stop the supervisor), and, where a hard limit is below what socker needs, the hard limit raised
- * too when root may (`canRaiseHard`: CAP_SYS_RESOURCE), else a refusal naming the limit. Returns the
- * setrlimit calls to make.
+ * Decides socker's own limits, so that nothing the caller set can stop the supervisor mid-run: every soft
+ * limit raised to its hard limit; where root may raise hard limits (`canRaiseHard`: CAP_SYS_RESOURCE), the
+ * CPU time and file size unlimited and the open files at least what socker needs; where it may not, a hard
+ * limit below what socker needs is a refusal naming the limit, and a finite CPU time keeps
+ * SUPERVISOR_CPU_RESERVE seconds back: the kernel's SIGXCPU at the soft limit then makes socker stop the
+ * container and log its end, instead of the SIGKILL at the hard limit. Returns the setrlimit calls.
  */
 export function planOwnLimits(
   current: Limits,
@@ -789,20 +800,25 @@ export function planOwnLimits(
     const limit = current[row.name];
     if (limit === undefined) continue;
     const need = (needs as Record<string, number>)[row.name] ?? 0;
+    const unlimitedWhenPossible = row.name === "cpu" || row.name === "fsize";
     let hard = limit.hard;
-    if (hard < need) {
+    if (canRaiseHard && unlimitedWhenPossible) hard = Infinity;
+    else if (hard < need) {
       const words = LIMIT_WORDS[row.name as keyof SupervisorNeeds];
       if (!canRaiseHard) {
         refuse(
           "policy",
-          `your ${words.what} limit (ulimit ${words.flag}) is ${words.unit(hard)}; socker needs at least ` +
-            `${words.unit(need)} to supervise the container: raise it (${words.raise})`,
+          `your ${words.what} limit (ulimit ${words.flag}) is ${words.unit(hard)}; socker needs ` +
+            `${need === Infinity ? "it unlimited" : `at least ${words.unit(need)}`} to supervise the container ` +
+            `(${words.raise})`,
         );
       }
       hard = need;
     }
+    let soft = hard;
     // The stack stays as it is: an unlimited soft stack changes how the kernel lays out memory.
-    const soft = row.name === "stack" ? Math.min(Math.max(limit.soft, 8 << 20), hard) : hard;
+    if (row.name === "stack") soft = Math.min(Math.max(limit.soft, 8 << 20), hard);
+    if (row.name === "cpu" && hard !== Infinity) soft = hard - SUPERVISOR_CPU_RESERVE;
     if (soft !== limit.soft || hard !== limit.hard) {
       changes.push({ resource: row.resource, name: row.name, soft, hard });
     }
@@ -1123,6 +1139,12 @@ export type PathProbe = {
 
 /** What a caller is told about a path they cannot reach: the same, whatever the reason, so nothing leaks. */
 export const UNREACHABLE = "does not exist or you cannot reach it";
+/**
+ * What a caller is told about a path through /proc/PID/cwd, root, exe or fd/N: those links lead into other
+ * processes' views (another mount namespace, a folder reached before a permission changed) and are never
+ * followed, even into one's own processes. A symlink loop ends the same way.
+ */
+export const THROUGH_PROC_LINK = "goes through a /proc/PID link (or a symlink loop): name the file or folder itself";
 
 /** A mount socker decided to make. */
 export type Mount = {
@@ -1251,32 +1273,95 @@ export function chooseWorkdir(requested: string | undefined, cwd: string | undef
 }
 
 /**
- * The host paths the engine would create as root, inside the caller's mounted folders, unless they exist:
- * the working directory and the destinations of mounts nested in another mount. socker creates them first,
- * as the caller (so they are the caller's, or the run is refused when the caller could not create them).
+ * A place the engine creates as root when it is missing: a mount's destination or the working directory.
+ * Inside another mount (`holder`: the deepest one above it) it lies in that mount's host folder, and socker
+ * walks there from the descriptor it judged, as the caller, never through a symlink, creating what is
+ * missing as the caller: the engine, which follows symlinks inside the container's view, then finds it
+ * all in place and creates nothing. Elsewhere it lies in the image, where a symlink of the image could
+ * lead the engine into another mount: then (`checkImage`) socker checks the image's folders on the way.
  */
-export function pathsToPrepare(mounts: readonly Mount[], workdir: string | undefined) {
-  const holderOf = (destination: string, self?: Mount) =>
-    mounts.filter((m) => m !== self && m.kind === "dir" && isUnder(destination, m.destination))
-      .sort((a, b) => b.destination.length - a.destination.length)[0];
-  const hostPath = (holder: Mount, destination: string) =>
-    holder.destination === destination ? holder.source : holder.source + destination.slice(holder.destination.length);
-  const paths: { path: string; kind: "dir" | "file"; why: string }[] = [];
-  for (const mount of mounts) {
-    const holder = holderOf(mount.destination, mount);
-    if (holder !== undefined) {
-      paths.push({
-        path: hostPath(holder, mount.destination),
-        kind: mount.kind,
-        why: `mount point ${mount.destination}`,
-      });
+export type MountPoint = {
+  destination: string;
+  kind: "dir" | "file";
+  why: string;
+  /** Index in the plan's mounts of the deepest mount holding it; undefined when it lies in the image. */
+  holder?: number;
+  /** Its path's components below the holder's destination, or from `/` in the image. */
+  below: string[];
+  /** In the image while another mount exists: the image's folders on the way must not be symlinks. */
+  checkImage: boolean;
+};
+
+/** Where each mount's destination and the working directory lie, in the order the engine meets them. */
+export function mountPoints(mounts: readonly Mount[], workdir: string | undefined): MountPoint[] {
+  const point = (destination: string, kind: "dir" | "file", why: string, self?: Mount): MountPoint => {
+    let holder: number | undefined;
+    mounts.forEach((mount, index) => {
+      if (mount === self || mount.kind !== "dir" || !isUnder(destination, mount.destination)) return;
+      if (holder === undefined || mount.destination.length > mounts[holder].destination.length) holder = index;
+    });
+    const base = holder === undefined ? "" : mounts[holder].destination;
+    const below = destination.slice(base === "/" ? 0 : base.length).split("/").filter((part) => part !== "");
+    const others = mounts.filter((mount) => mount !== self).length;
+    return { destination, kind, why, holder, below, checkImage: holder === undefined && others > 0 };
+  };
+  return [
+    ...mounts.map((mount) => point(mount.destination, mount.kind, `mount point ${mount.destination}`, mount)),
+    ...(workdir === undefined ? [] : [point(workdir, "dir", `-w ${workdir}`)]),
+  ];
+}
+
+/**
+ * The image's layer folders, top first, from the engine's record (overlay2: UpperDir, then LowerDir), or
+ * why socker cannot look into the image.
+ */
+export function imageLayers(image: ImageRecord): string[] | string {
+  const driver = image.GraphDriver;
+  if (driver?.Name !== "overlay2") {
+    return `socker checks the folders inside images only on the overlay2 storage driver; this engine uses ` +
+      `${printable(String(driver?.Name ?? "an unknown one"))}`;
+  }
+  const lower = driver.Data?.LowerDir;
+  const layers = [driver.Data?.UpperDir, ...(typeof lower === "string" ? lower.split(":") : [])];
+  if (layers.some((layer) => typeof layer !== "string" || !isCleanAbsolute(layer))) {
+    return "the engine's record of the image names no layer folders";
+  }
+  return layers as string[];
+}
+
+/** What one overlay layer holds at a path (`opaque`: a folder that hides the layers below it). */
+export type LayerEntry = "missing" | "whiteout" | "symlink" | "dir" | "opaque" | "other";
+
+/**
+ * Walks a path through an image's layers (0 on top) as overlayfs merges them, and returns the first
+ * folder on the way, or the path itself, that is a symlink in the image; undefined when there is none
+ * (a missing part is fine: the engine then creates it in the container's own layer). A folder merges
+ * with the folders below it until a layer holds something else there, a whiteout, or an opaque folder.
+ */
+export function imageSymlinkOn(
+  below: readonly string[],
+  layerCount: number,
+  entry: (layer: number, path: string) => LayerEntry,
+): string | undefined {
+  let live = Array.from({ length: layerCount }, (_, layer) => layer);
+  let path = "";
+  for (const name of below) {
+    path += `/${name}`;
+    const merged: number[] = [];
+    let top: LayerEntry | undefined;
+    for (const layer of live) {
+      const found = entry(layer, path);
+      if (found === "missing") continue;
+      top ??= found;
+      if (found !== "dir" && found !== "opaque") break;
+      merged.push(layer);
+      if (found === "opaque") break;
     }
+    if (top === "symlink") return path;
+    if (top !== "dir" && top !== "opaque") return undefined;
+    live = merged;
   }
-  if (workdir !== undefined) {
-    const holder = holderOf(workdir);
-    if (holder !== undefined) paths.push({ path: hostPath(holder, workdir), kind: "dir", why: `-w ${workdir}` });
-  }
-  return paths;
+  return undefined;
 }
 
 /** Variables that always describe the caller and are never taken from elsewhere. */
@@ -1440,8 +1525,10 @@ export type RunPlan = {
   /** The cgroup the container is created in (inside a Slurm job), relative to each controller's root. */
   cgroupParent?: string;
   mounts: readonly Mount[];
-  /** Host paths to create as the caller before the engine sees them (see pathsToPrepare). */
-  prepare: readonly { path: string; kind: "dir" | "file"; why: string }[];
+  /** Where the engine would create mount points and the working directory (see mountPoints). */
+  mountPoints: readonly MountPoint[];
+  /** The image's layer folders, when a mount point in the image must be checked and the image is here. */
+  imageLayers?: readonly string[];
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
@@ -1452,6 +1539,12 @@ export type RunPlan = {
   /** Device nodes (the job's GPUs). */
   devices: readonly string[];
   ulimits: readonly { Name: string; Soft: number; Hard: number }[];
+  /**
+   * The container's OOM score adjustment: 1000 when socker could not keep the kernel's OOM killer off
+   * itself (root without CAP_SYS_RESOURCE), so that inside the job's memory limit the container's
+   * processes are chosen before the supervisor; undefined (the engine's 0) otherwise.
+   */
+  oomScoreAdj?: number;
   /** The caller's own containers on this node whose supervisor died: removed before this run starts. */
   orphans: readonly Orphan[];
   /** One-line hints for the caller (printed on stderr; they change nothing). */
@@ -1513,6 +1606,7 @@ export function containerSpec(plan: RunPlan, sources: readonly string[]): Record
         CgroupPermissions: "rwm",
       })),
       Ulimits: plan.ulimits,
+      ...(plan.oomScoreAdj !== undefined ? { OomScoreAdj: plan.oomScoreAdj } : {}),
     },
   };
 }
@@ -1596,6 +1690,10 @@ const SYSCALLS = Deno.build.arch === "aarch64"
     faccessat2: 439n,
     write: 64n,
     mkdirat: 34n,
+    openat2: 437n,
+    capget: 90n,
+    capset: 91n,
+    lgetxattr: 9n,
   }
   : {
     close: 3n,
@@ -1616,6 +1714,10 @@ const SYSCALLS = Deno.build.arch === "aarch64"
     faccessat2: 439n,
     write: 1n,
     mkdirat: 258n,
+    openat2: 437n,
+    capget: 125n,
+    capset: 126n,
+    lgetxattr: 192n,
   };
 
 const encoder = new TextEncoder();
@@ -1681,17 +1783,36 @@ function userRecord(user: string): UserRecord | string {
 /** setfsuid/setfsgid with an invalid id change nothing and return the current one. */
 const CURRENT = 0xffffffff;
 
+/** capget/capset's header (version 3, this thread) and data: effective, permitted, inheritable, twice. */
+const CAPABILITY_VERSION_3 = 0x20080522;
+
+/** This thread's capability sets (two 32-bit words each), or undefined when the kernel will not say. */
+function threadCapabilities(): Uint32Array | undefined {
+  const data = new Uint32Array(6);
+  return sys(SYSCALLS.capget, new Uint32Array([CAPABILITY_VERSION_3, 0]), data) === 0 ? data : undefined;
+}
+
+/** Sets this thread's effective capabilities (the permitted set stays, so they can be raised again). */
+function setEffectiveCapabilities(saved: Uint32Array, effective: [number, number]): boolean {
+  const data = saved.slice();
+  [data[0], data[3]] = effective;
+  return sys(SYSCALLS.capset, new Uint32Array([CAPABILITY_VERSION_3, 0]), data) === 0;
+}
+
 /**
- * Runs `body` with the caller's filesystem credentials on this thread only: fsuid, fsgid and groups (the
- * kernel judges every path lookup, open and access check as the caller; root's file capabilities are off
- * while the fsuid is not 0). JavaScript runs on this one thread and `body` is synchronous, so nothing else
- * runs with these credentials. If they cannot be put back, socker stops at once.
+ * Runs `body` with the caller's filesystem credentials on this thread only: fsuid, fsgid and groups, and no
+ * effective capability at all. The kernel then judges every path lookup, open and access check as the
+ * caller: without CAP_SYS_PTRACE, /proc/PID/cwd and /proc/PID/root of another user's process are closed,
+ * as they are to the caller; without CAP_DAC_*, so is every folder the caller cannot search. JavaScript
+ * runs on this one thread and `body` is synchronous, so nothing else runs with these credentials. If they
+ * cannot be put back, socker stops at once.
  */
 function asCaller<T>(caller: Caller, body: () => T): T {
   const saved = new Uint32Array(MAX_GROUPS);
   const savedCount = sys(SYSCALLS.getgroups, saved.length, saved);
+  const capabilities = threadCapabilities();
   const groups = new Uint32Array([caller.gid, ...caller.groups]);
-  if (savedCount < 0 || sys(SYSCALLS.setgroups, groups.length, groups) !== 0) {
+  if (savedCount < 0 || capabilities === undefined || sys(SYSCALLS.setgroups, groups.length, groups) !== 0) {
     refuse("installation", `cannot take on your groups to check paths: ${errnoText(lastErrno())}`);
   }
   sys(SYSCALLS.setfsgid, caller.gid);
@@ -1700,11 +1821,16 @@ function asCaller<T>(caller: Caller, body: () => T): T {
     if (sys(SYSCALLS.setfsuid, CURRENT) !== caller.uid || sys(SYSCALLS.setfsgid, CURRENT) !== caller.gid) {
       refuse("installation", "cannot take on your identity to check paths");
     }
+    const dropped = setEffectiveCapabilities(capabilities, [0, 0]);
+    if (!dropped || threadCapabilities()?.[0] !== 0 || threadCapabilities()?.[3] !== 0) {
+      refuse("installation", "cannot put root's capabilities aside to check paths");
+    }
     return body();
   } finally {
+    const raised = setEffectiveCapabilities(capabilities, [capabilities[0], capabilities[3]]);
     sys(SYSCALLS.setfsuid, 0);
     sys(SYSCALLS.setfsgid, 0);
-    const restored = sys(SYSCALLS.setgroups, savedCount, saved) === 0;
+    const restored = raised && sys(SYSCALLS.setgroups, savedCount, saved) === 0;
     if (!restored || sys(SYSCALLS.setfsuid, CURRENT) !== 0 || sys(SYSCALLS.setfsgid, CURRENT) !== 0) {
       console.error("socker: internal error: cannot restore root's credentials; stopping");
       Deno.exit(EXIT.REFUSED);
@@ -1715,20 +1841,32 @@ function asCaller<T>(caller: Caller, body: () => T): T {
 const AT_FDCWD = -100, O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
 const AT_EMPTY_PATH = 0x1000, AT_EACCESS = 0x200, AT_SYMLINK_NOFOLLOW = 0x100;
 const R_OK = 4, W_OK = 2, X_OK = 1;
-const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000;
-const ENOENT = 2, ENOSYS = 38;
+const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000, S_IFCHR = 0o020000;
+const STATX_MNT_ID = 0x1000;
+const ENOENT = 2, ENOSYS = 38, EROFS = 30, EXDEV = 18;
 
 /** A file's kind, owner, device and inode, from an open descriptor (statx: the same layout on every CPU). */
 function statHandle(
   fd: number,
-): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number } | undefined {
+): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number; mount?: bigint } | undefined {
   const buffer = new Uint8Array(256);
-  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, 0x7ff, buffer) !== 0) return undefined;
+  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, 0x7ff | STATX_MNT_ID, buffer) !== 0) return undefined;
   const view = new DataView(buffer.buffer);
   const mode = view.getUint16(28, true);
   const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
   const device = view.getUint32(136, true) * 2 ** 20 + view.getUint32(140, true);
-  return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode };
+  const mount = (view.getUint32(0, true) & STATX_MNT_ID) !== 0 ? view.getBigUint64(144, true) : undefined;
+  return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode, mount };
+}
+
+/**
+ * Whether two descriptors hold the same object through the same mount: same device, inode and mount id
+ * (one object can be visible through several mounts, and only the mount decides what a path names).
+ */
+function sameObject(a: number, b: number): boolean {
+  const [first, second] = [statHandle(a), statHandle(b)];
+  return first !== undefined && second !== undefined && first.mount !== undefined &&
+    first.device === second.device && first.inode === second.inode && first.mount === second.mount;
 }
 
 /** What statx says of a file: its kind, owner, mode, size and number of names. */
@@ -1754,7 +1892,7 @@ function pathInfo(path: string, options: { noFollow?: boolean; fd?: number } = {
   };
 }
 
-const O_WRONLY = 0o1, O_CREAT = 0o100, O_APPEND = 0o2000, O_NOFOLLOW = 0o400000, EEXIST = 17;
+const O_WRONLY = 0o1, O_CREAT = 0o100, O_EXCL = 0o200, O_APPEND = 0o2000, O_NOFOLLOW = 0o400000, EEXIST = 17;
 
 /** Creates a folder; true when it exists now (made or already there). */
 function makeFolder(path: string, mode: number): boolean {
@@ -1815,14 +1953,30 @@ function mayAccess(fd: number, mode: number): boolean {
   return result === 0;
 }
 
+const RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
+const ELOOP = 40;
+
+/**
+ * openat2(2): opens `path` (relative to `dirfd`) under the `resolve` rules. Returns the descriptor, or -1
+ * with errno set (ELOOP when a rule was broken). Linux 5.6 and later; socker needs 5.8 (faccessat2).
+ */
+function openResolved(dirfd: number, path: string, flags: number, resolve: number, mode = 0): number {
+  const how = new BigUint64Array([BigInt(flags), BigInt(mode), BigInt(resolve)]);
+  const fd = sys(SYSCALLS.openat2, dirfd, cString(path), how, how.byteLength);
+  if (fd < 0 && lastErrno() === ENOSYS) {
+    refuse("installation", "this kernel lacks openat2 (Linux 5.6 or later); socker cannot check paths as you");
+  }
+  return fd;
+}
+
 /**
  * Opens a path as the caller (call inside `asCaller`) and asks the kernel what they may do with the
  * object it leads to. Everything the caller cannot reach gets the one answer UNREACHABLE, so that no
  * message tells them what exists inside a folder closed to them. The descriptor stays open for the mount.
  */
 function probePath(path: string): PathProbe | string {
-  const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_PATH | O_CLOEXEC, 0);
-  if (fd < 0) return UNREACHABLE;
+  const fd = openResolved(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_MAGICLINKS);
+  if (fd < 0) return lastErrno() === ELOOP ? THROUGH_PROC_LINK : UNREACHABLE;
   const info = statHandle(fd);
   const realPath = handlePath(fd);
   if (info === undefined || realPath === undefined) {
@@ -1846,28 +2000,75 @@ function closeHandle(fd: number): void {
   if (fd >= 0) sys(SYSCALLS.close, fd);
 }
 
+const EACCES = 13, EPERM = 1, ENOTDIR = 20;
+
 /**
- * Creates a host path as the caller (call inside `asCaller`): a folder with its parents, or an empty file.
- * The files and folders are the caller's, made with their permissions. Returns why not, or undefined.
+ * Walks from a folder's descriptor down `below` as the caller (call inside `asCaller`), never through a
+ * symlink or out of the folder, creating each missing folder (and, when `kind` is "file", the last part as
+ * an empty file) as the caller. `shown` names the folder in messages. Returns why not, or undefined.
  */
-function createAsCaller(path: string, kind: "dir" | "file"): string | undefined {
+function walkAndCreate(start: number, below: readonly string[], kind: "dir" | "file", shown: string) {
+  const opened: number[] = [];
+  const rules = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
   try {
-    const info = Deno.statSync(path);
-    if (kind === "dir" ? info.isDirectory : info.isFile) return undefined;
-    return `exists and is not a ${kind === "dir" ? "folder" : "file"}`;
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) return UNREACHABLE;
-  }
-  try {
-    if (kind === "dir") Deno.mkdirSync(path, { recursive: true, mode: 0o755 });
-    else {
-      Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
-      Deno.writeFileSync(path, new Uint8Array(), { createNew: true, mode: 0o644 });
+    let folder = start;
+    for (const [index, name] of below.entries()) {
+      const last = index === below.length - 1;
+      const want = last ? kind : "dir";
+      const here = printable(`${shown}/${below.slice(0, index + 1).join("/")}`);
+      let fd = openResolved(folder, name, O_PATH | O_CLOEXEC, rules);
+      if (fd < 0 && lastErrno() === ENOENT) {
+        const made = want === "dir" ? sys(SYSCALLS.mkdirat, folder, cString(name), 0o755) === 0 : closeCreated(
+          sys(SYSCALLS.openat, folder, cString(name), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644),
+        );
+        if (!made && lastErrno() !== EEXIST) {
+          const errno = lastErrno();
+          return `cannot create ${here} as you: ${
+            errno === EACCES || errno === EPERM || errno === EROFS ? "you may not create it" : errnoText(errno)
+          }`;
+        }
+        fd = openResolved(folder, name, O_PATH | O_CLOEXEC, rules);
+      }
+      if (fd < 0) {
+        const errno = lastErrno();
+        if (errno === ELOOP || errno === EXDEV) {
+          return `${here} is a symlink, which the engine would follow as root inside the container: name the ` +
+            "folder it leads to";
+        }
+        return `${here} ${errno === ENOTDIR ? "is not a folder" : UNREACHABLE}`;
+      }
+      opened.push(fd);
+      const kindThere = statHandle(fd)?.kind;
+      if (kindThere !== want) return `${here} exists and is not a ${want === "dir" ? "folder" : "file"}`;
+      folder = fd;
     }
     return undefined;
-  } catch (error) {
-    return error instanceof Deno.errors.PermissionDenied ? "you may not create it" : errorText(error);
+  } finally {
+    opened.forEach(closeHandle);
   }
+}
+
+/** Closes a descriptor just created; whether there was one. */
+function closeCreated(fd: number): boolean {
+  if (fd < 0) return false;
+  closeHandle(fd);
+  return true;
+}
+
+/** What an image layer folder holds at `path` (lstat: a symlink is never followed). */
+function layerEntry(path: string): LayerEntry {
+  const buffer = new Uint8Array(256);
+  if (sys(SYSCALLS.statx, AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, 0x7ff, buffer) !== 0) {
+    return lastErrno() === ENOENT || lastErrno() === ENOTDIR ? "missing" : "other";
+  }
+  const view = new DataView(buffer.buffer);
+  const type = view.getUint16(28, true) & S_IFMT;
+  if (type === S_IFLNK) return "symlink";
+  if (type === S_IFCHR && view.getUint32(128, true) === 0 && view.getUint32(132, true) === 0) return "whiteout";
+  if (type !== S_IFDIR) return "other";
+  const value = new Uint8Array(8);
+  const length = sys(SYSCALLS.lgetxattr, cString(path), cString("trusted.overlay.opaque"), value, value.length);
+  return length === 1 && value[0] === 0x79 /* y */ ? "opaque" : "dir";
 }
 
 const MS_BIND = 4096, MNT_DETACH = 2;
@@ -1903,6 +2104,23 @@ function setLimit(resource: number, soft: number, hard: number): string | undefi
   const value = (n: number) => (n === Infinity ? RLIM_INFINITY : BigInt(n));
   const buffer = new BigUint64Array([value(soft), value(hard)]);
   return sys(SYSCALLS.prlimit64, 0, resource, buffer, null) === 0 ? undefined : errnoText(lastErrno());
+}
+
+export const OOM_SCORE_ADJ_MIN = -1000, OOM_SCORE_ADJ_MAX = 1000;
+
+/**
+ * Takes socker out of the OOM killer's choice (oom_score_adj -1000): inside a job socker shares the
+ * step's memory limit with its container, and the kernel would otherwise kill the largest process there,
+ * which a container of small processes makes the supervisor. Lowering the value needs CAP_SYS_RESOURCE;
+ * returns whether it held.
+ */
+function protectFromOomKiller(): boolean {
+  try {
+    Deno.writeTextFileSync("/proc/self/oom_score_adj", String(OOM_SCORE_ADJ_MIN));
+    return readText("/proc/self/oom_score_adj")?.trim() === String(OOM_SCORE_ADJ_MIN);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -2185,11 +2403,18 @@ async function engineVersion(): Promise<Record<string, unknown>> {
   return engineJson(await engineCall("GET", "/version"), "version") as Record<string, unknown>;
 }
 
+/** What socker reads of the engine's record of an image: its id, digests and storage layers. */
+export type ImageRecord = {
+  Id?: string;
+  RepoDigests?: string[];
+  GraphDriver?: { Name?: unknown; Data?: Record<string, unknown> };
+};
+
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
-async function engineImage(reference: string): Promise<{ Id?: string; RepoDigests?: string[] } | undefined> {
+async function engineImage(reference: string): Promise<ImageRecord | undefined> {
   const answer = await engineCall("GET", `/images/${path(reference)}/json`);
   if (answer.status === 404) return undefined;
-  return engineJson(answer, `image ${reference}`) as { Id?: string; RepoDigests?: string[] };
+  return engineJson(answer, `image ${reference}`) as ImageRecord;
 }
 
 /** A container as the engine lists it. */
@@ -2411,7 +2636,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => after(ms, resolve))
 // Supervision: what signals do, how the container's streams come apart, and what socker exits with
 
 /** Signals that end the container, and the ones passed on to it. Numbers are Linux's. */
-export const TERMINATING_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+/** SIGXCPU: socker's own CPU time is nearly used up (see planOwnLimits); it ends the run like SIGTERM. */
+export const TERMINATING_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15, SIGXCPU: 24 } as const;
 export const FORWARDED_SIGNALS = { SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12 } as const;
 
 /** What the supervisor does when a signal arrives. */
@@ -2613,17 +2839,33 @@ function appendAuditFile(line: string): string | undefined {
 }
 
 /**
- * Writes one record: to the audit file (the record of truth; a failure is an audit Refusal) and a copy to
- * the system log when one runs (best effort).
+ * The longest line a record may take in the audit file. A refusal changes nothing and any user can cause
+ * one as often as they like, so it gets the system log's bound (its command is cut, with its length and
+ * digest kept), not a run's: a flood of refusals cannot grow the file faster than runs do.
  */
-async function writeAudit(record: AuditRecord, facility: string): Promise<void> {
+export function auditLineLimit(event: unknown): number {
+  return event === "refused" ? SYSLOG_LINE_MAX : AUDIT_LINE_MAX;
+}
+
+/**
+ * Writes one record: to the audit file (the record of truth) and a copy to the system log when one runs
+ * (best effort). Returns why the file did not take it, or undefined.
+ */
+async function appendAudit(record: AuditRecord, facility: string): Promise<string | undefined> {
   const stamped = { ...record, time: new Date().toISOString() };
-  let line = auditLine(stamped, AUDIT_LINE_MAX);
+  const limit = auditLineLimit(record.event);
+  let line = auditLine(stamped, limit);
   const needsDigest = encoder.encode(auditLine(stamped, Infinity)).length > SYSLOG_LINE_MAX;
   const digest = needsDigest ? await sha256Hex(JSON.stringify(record.command ?? null)) : undefined;
-  if (digest !== undefined) line = auditLine(stamped, AUDIT_LINE_MAX, digest);
+  if (digest !== undefined) line = auditLine(stamped, limit, digest);
   const problem = appendAuditFile(line);
   sendToSyslog(syslogDatagram(facility, Deno.pid, new Date(), auditLine(record, SYSLOG_LINE_MAX, digest)));
+  return problem;
+}
+
+/** Writes a record before acting (a run's start): a failure is an audit Refusal, nothing runs unlogged. */
+async function writeAudit(record: AuditRecord, facility: string): Promise<void> {
+  const problem = await appendAudit(record, facility);
   if (problem !== undefined) {
     refuse(
       "audit",
@@ -2635,9 +2877,17 @@ async function writeAudit(record: AuditRecord, facility: string): Promise<void> 
 /** Writes a record after the fact (an outcome, a refusal): a failure is reported, never hidden. */
 async function writeAuditAfter(record: AuditRecord, facility: string): Promise<void> {
   try {
-    await writeAudit(record, facility);
+    const problem = await appendAudit(record, facility);
+    if (problem !== undefined) {
+      console.error(
+        `socker: warning: the audit log ${AUDIT_LOG} did not take the ${printable(String(record.event))} record ` +
+          `(${problem}); ask your administrator`,
+      );
+    }
   } catch (error) {
-    console.error(`socker: warning: ${error instanceof Refusal ? error.reason : errorText(error)}`);
+    console.error(
+      `socker: warning: the ${printable(String(record.event))} record was not written: ${errorText(error)}`,
+    );
   }
 }
 
@@ -2775,7 +3025,7 @@ function ownSupervisorId(): string {
 }
 
 /** The limits socker started with (the caller's, passed on by the entry point), and its own now. */
-type LimitFacts = { caller: Limits; current: Limits; canRaiseHard: boolean; auditSize: number };
+type LimitFacts = { caller: Limits; current: Limits; canRaiseHard: boolean };
 
 function readLimitFacts(): LimitFacts {
   const passed = Deno.env.get("SOCKER_LIMITS");
@@ -2783,40 +3033,42 @@ function readLimitFacts(): LimitFacts {
   const status = readText("/proc/self/status") ?? "";
   const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0";
   const CAP_SYS_RESOURCE = 24n;
-  const audit = pathInfo(AUDIT_LOG);
-  const auditSize = typeof audit === "number" ? 0 : audit.size; // not written yet
   return {
     caller: passed !== undefined ? parseProcLimits(passed) : current,
     current,
     canRaiseHard: ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n,
-    auditSize,
   };
 }
 
 /** Raises socker's own limits as planned (see planOwnLimits); returns the caller's, for the container. */
 function takeOwnLimits(): Limits {
   const facts = readLimitFacts();
-  const needs = {
-    cpu: SUPERVISOR_CPU_SECONDS,
-    nofile: SUPERVISOR_OPEN_FILES,
-    fsize: facts.auditSize + AUDIT_ROOM_BYTES,
-  };
-  for (const change of planOwnLimits(facts.current, needs, facts.canRaiseHard)) {
+  for (const change of planOwnLimits(facts.current, SUPERVISOR_NEEDS, facts.canRaiseHard)) {
     const problem = setLimit(change.resource, change.soft, change.hard);
     if (problem !== undefined) refuse("policy", `cannot set socker's own ${change.name} limit: ${problem}`);
   }
   return facts.caller;
 }
 
-/** Whether only root can change which object a real path names: every folder above it is root's. */
-function fixedByRoot(realPath: string): boolean {
+/**
+ * Whether the engine may be handed a real path as text: root's own lookup of it reaches the very object
+ * the caller's lookup judged (same mount, device and inode: a path the kernel named in another mount
+ * namespace does not), and only root can change what it names (every folder above it is root's and
+ * closed to writes by others). Otherwise the mount is staged from the judged descriptor.
+ */
+function fixedByRoot(realPath: string, judged: number): boolean {
+  const fd = openResolved(AT_FDCWD, realPath, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+  if (fd < 0) return false;
   try {
+    if (!sameObject(fd, judged)) return false;
     return pathChain(realPath).slice(1).every((dir) => {
-      const info = pathInfo(dir);
-      return typeof info !== "number" && info.uid === 0 && (info.mode & 0o022) === 0;
+      const info = pathInfo(dir, { noFollow: true });
+      return typeof info !== "number" && info.kind === "dir" && info.uid === 0 && (info.mode & 0o022) === 0;
     });
   } catch {
     return false;
+  } finally {
+    closeHandle(fd);
   }
 }
 
@@ -2894,7 +3146,7 @@ export type RunFacts = {
   random: Uint8Array;
   supervisor: string;
   /** The engine's record of the matched image: present, absent (undefined), or why it could not be asked. */
-  image: { Id?: string; RepoDigests?: string[] } | undefined | Refusal;
+  image: ImageRecord | undefined | Refusal;
   /** Inside a job: the engine's info (cgroup driver and version). */
   engineInfo?: Record<string, unknown> | Refusal;
   /** With `network = host`: the engine's versions (containerd's among them). */
@@ -2905,7 +3157,7 @@ export type RunFacts = {
   slurmConf?: ConfigFile;
   /** What the kernel said about each path, asked as the caller, by the path as given. */
   probes: Map<string, PathProbe | string>;
-  /** Which real paths only root can redirect. */
+  /** By the path as given: whether the engine may take its real path as text (see fixedByRoot). */
   fixed: Map<string, boolean>;
   /** The caller's own containers on this node, with their supervisors' /proc/<pid>/stat. */
   ownContainers: { container: ListedContainer; supervisorStat?: string }[] | Refusal;
@@ -2913,6 +3165,8 @@ export type RunFacts = {
   staging: { name: string; supervisorStat?: string }[];
   /** Which of the shared GPU control devices exist on this node. */
   gpuControlDevices: string[];
+  /** Whether socker took itself out of the OOM killer's choice (see protectFromOomKiller); unknown: absent. */
+  oomProtected?: boolean;
 };
 
 /**
@@ -2979,8 +3233,8 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     asCaller(caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
   }
   const fixed = new Map<string, boolean>();
-  for (const probe of probes.values()) {
-    if (typeof probe !== "string") fixed.set(probe.realPath, fixedByRoot(probe.realPath));
+  for (const [path, probe] of probes) {
+    if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
   }
   const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
     const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
@@ -3016,6 +3270,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     ownContainers: own,
     staging,
     gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    oomProtected: protectFromOomKiller(),
   };
 }
 
@@ -3123,8 +3378,9 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   const requests = [...mountRequests(defaultMountRequests(settings, caller.home, cwd), volumeRequests), ...pmixRequest];
   const mounts: Mount[] = [];
   for (const request of requests) {
-    const probe = request.source === cwd ? cwdProbe : facts.probes.get(request.source);
-    const fixed = typeof probe === "object" && facts.fixed.get(probe.realPath) === true;
+    const probedAs = request.source === cwd ? facts.cwd! : request.source;
+    const probe = facts.probes.get(probedAs);
+    const fixed = typeof probe === "object" && facts.fixed.get(probedAs) === true;
     const decided = decideMount(request, probe, settings, fixed);
     if (typeof decided === "string") {
       if (request.by === "user") refuse("policy", decided);
@@ -3134,7 +3390,9 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     mounts.push(decided);
   }
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
-  const prepare = pathsToPrepare(mounts, workdir);
+  const points = mountPoints(mounts, workdir);
+  const layers = image !== undefined && points.some((point) => point.checkImage) ? imageLayers(image) : undefined;
+  if (typeof layers === "string") refuse("installation", `cannot check the mount points in the image: ${layers}`);
 
   // Devices: only what Slurm allocated to this job on this node.
   let devices: string[] = [];
@@ -3183,7 +3441,8 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     },
     cgroupParent: job?.parent,
     mounts,
-    prepare,
+    mountPoints: points,
+    imageLayers: layers,
     workdir,
     env,
     network: settings.network,
@@ -3192,6 +3451,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     uts: settings.uts,
     devices,
     ulimits: containerUlimits(facts.callerLimits),
+    oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
     orphans: [...orphanContainers, ...orphanStaging],
     hints,
     job,
@@ -3201,7 +3461,14 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
 // ---- run: act
 
 /** What a run ended with: socker's exit code, the engine's id of the container, or why it failed. */
-type RunOutcome = { exitCode: number; containerId?: string; failure?: Refusal; logged: boolean };
+type RunOutcome = {
+  exitCode: number;
+  containerId?: string;
+  failure?: Refusal;
+  logged: boolean;
+  /** The signal that made socker end the run, if one did. */
+  stoppedBy?: number;
+};
 
 /**
  * The supervisor's signal handling, in place before socker changes anything: SIGTERM, SIGINT and SIGHUP
@@ -3365,13 +3632,30 @@ function unstage(staging: string): void {
   } catch { /* left for cleanup */ }
 }
 
-/** Creates, as the caller, the folders and mount points the engine would otherwise create as root. */
-function preparePaths(plan: RunPlan): void {
-  if (plan.prepare.length === 0) return;
+/**
+ * Makes sure the engine creates no mount point and no working directory as root on the host (see
+ * mountPoints): in a mounted folder, each is walked to and created as the caller, never through a
+ * symlink; in the image, no folder on the way may be a symlink that could lead into a mount.
+ */
+function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined): void {
+  for (const point of plan.mountPoints) {
+    if (point.holder !== undefined || !point.checkImage || layers === undefined) continue;
+    const link = imageSymlinkOn(point.below, layers.length, (layer, path) => layerEntry(`${layers[layer]}${path}`));
+    if (link !== undefined) {
+      refuse(
+        "policy",
+        `${point.why}: ${printable(link)} is a symlink in image ${plan.entry.text}, which the engine would follow ` +
+          "into another mount: name the folder it leads to",
+      );
+    }
+  }
+  const inMounts = plan.mountPoints.filter((point) => point.holder !== undefined && point.below.length > 0);
+  if (inMounts.length === 0) return;
   const problems = asCaller(plan.caller, () =>
-    plan.prepare.flatMap((item) => {
-      const problem = createAsCaller(item.path, item.kind);
-      return problem === undefined ? [] : [`${item.why}: cannot create ${printable(item.path)} as you: ${problem}`];
+    inMounts.flatMap((point) => {
+      const holder = plan.mounts[point.holder!];
+      const problem = walkAndCreate(holder.handle, point.below, point.kind, holder.source);
+      return problem === undefined ? [] : [`${point.why}: ${problem}`];
     }));
   if (problems.length > 0) refuse("policy", problems[0]);
 }
@@ -3386,11 +3670,21 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
   let containerId: string | undefined;
   let rawTerminal = false;
   let logged = false;
-  const stopped = () => ({ exitCode: 128 + signals.terminatedBy()!, containerId, logged });
+  const stopped = () => ({
+    exitCode: 128 + signals.terminatedBy()!,
+    containerId,
+    logged,
+    stoppedBy: signals.terminatedBy(),
+  });
   try {
     await removeOrphans(plan.orphans);
-    const imageId = plan.imageId ?? (await pullImage(plan.entry, facility)).id;
-    preparePaths(plan);
+    const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
+    const imageId = plan.imageId ?? pulled!.id;
+    const layers = pulled === undefined || !plan.mountPoints.some((point) => point.checkImage)
+      ? plan.imageLayers
+      : imageLayers(pulled.image);
+    if (typeof layers === "string") refuse("installation", `cannot check the mount points in the image: ${layers}`);
+    prepareMountPoints(plan, layers);
     await reportRunStart(plan, imageId, facility);
     logged = true;
     if (signals.terminatedBy() !== undefined) return stopped();
@@ -3433,6 +3727,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
       exitCode: exitCodeFor(typeof status === "number" ? status : 0, signals.terminatedBy()),
       containerId,
       logged,
+      stoppedBy: signals.terminatedBy(),
     };
   } catch (error) {
     if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
@@ -3494,6 +3789,12 @@ async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string
     if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
     return;
   }
+  if (outcome.stoppedBy === TERMINATING_SIGNALS.SIGXCPU) {
+    console.error(
+      "socker: your CPU-time limit (ulimit -t) ran out while socker supervised the container; the container " +
+        `was stopped (exit ${outcome.exitCode})`,
+    );
+  }
   await writeAuditAfter({
     ...runRecord(plan, plan.imageId),
     event: "end",
@@ -3525,19 +3826,19 @@ async function runCommand(invocation: RunInvocation, callerLimits: Limits): Prom
 /** The allowlist and, per entry, what the engine holds for it. */
 export type ImagesFacts = {
   allowlist: ConfigFile;
-  images: Map<string, { Id?: string; RepoDigests?: string[] } | undefined>;
+  images: Map<string, ImageRecord | undefined>;
 };
 
 async function readImagesFacts(): Promise<ImagesFacts> {
   const allowlist = readConfigFile(ALLOWLIST_PATH);
   const entries = parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH);
-  const images = new Map<string, { Id?: string; RepoDigests?: string[] } | undefined>();
+  const images = new Map<string, ImageRecord | undefined>();
   await Promise.all(entries.map(async (entry) => images.set(entry.canonical, await engineImage(entry.canonical))));
   return { allowlist, images };
 }
 
 /** The digest an image is known by: the repository digest of its repository, else its image id, labelled so. */
-export function imageDigest(entry: AllowlistEntry, image: { Id?: string; RepoDigests?: string[] } | undefined) {
+export function imageDigest(entry: AllowlistEntry, image: ImageRecord | undefined) {
   if (image === undefined) return "-";
   const repository = `${entry.ref.domain}/${entry.ref.path}`;
   const shortRepository = entry.ref.domain === "docker.io" ? entry.ref.path.replace(/^library\//, "") : repository;
@@ -3592,14 +3893,16 @@ export function planPull(
 async function pullImage(
   entry: AllowlistEntry,
   facility: string,
-): Promise<{ id: string; pulled: boolean; digest: string }> {
+): Promise<{ id: string; pulled: boolean; digest: string; image: ImageRecord }> {
   Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
   const lockPath = `${LOCK_DIR}/pull-${(await sha256Hex(entry.canonical)).slice(0, 32)}.lock`;
   const lock = await Deno.open(lockPath, { create: true, write: true, mode: 0o600 });
   try {
     await lock.lock(true);
     const present = await engineImage(entry.canonical);
-    if (present?.Id !== undefined) return { id: present.Id, pulled: false, digest: imageDigest(entry, present) };
+    if (present?.Id !== undefined) {
+      return { id: present.Id, pulled: false, digest: imageDigest(entry, present), image: present };
+    }
     const showProgress = Deno.stderr.isTerminal();
     if (showProgress) console.error(`socker: pulling ${entry.canonical}`);
     const shown = new Map<string, string>();
@@ -3626,7 +3929,7 @@ async function pullImage(
       repo_digest: digest,
       duration_ms: Math.round(performance.now() - started),
     }, facility);
-    return { id: pulled.Id, pulled: true, digest };
+    return { id: pulled.Id, pulled: true, digest, image: pulled };
   } finally {
     lock.close();
   }

@@ -1,7 +1,14 @@
 // Unit tests of the audit log's records: one line of JSON, short fields first, bounded, never losing the
 // outcome; the system-log copy; and the trust the audit file needs.
 import assert from "node:assert/strict";
-import { AUDIT_LINE_MAX, auditFileProblem, auditLine, SYSLOG_LINE_MAX, syslogDatagram } from "../../socker.ts";
+import {
+  AUDIT_LINE_MAX,
+  auditFileProblem,
+  auditLine,
+  auditLineLimit,
+  SYSLOG_LINE_MAX,
+  syslogDatagram,
+} from "../../socker.ts";
 
 const record = (command: string[]) => ({
   event: "end",
@@ -82,4 +89,25 @@ Deno.test("the audit folder and file must be root's alone", () => {
   assert.match(auditFileProblem(folder({ mode: 0o40755 }), true)!, /open to others \(mode must be 0700\)/);
   assert.match(auditFileProblem(file({}), true)!, /is not a folder/);
   assert.match(auditFileProblem(file({ kind: "other" }), false)!, /is not a regular file/);
+});
+
+Deno.test("a refusal's record is bounded like a system-log line, so a flood of refusals cannot fill the disk fast", () => {
+  assert.equal(auditLineLimit("refused"), SYSLOG_LINE_MAX);
+  for (const event of ["start", "end", "pull", "cleanup", "stop"]) assert.equal(auditLineLimit(event), AUDIT_LINE_MAX);
+  const flood = {
+    event: "refused",
+    user: "bob",
+    uid: 2002,
+    rule: "image 'x' is not allowed",
+    command: ["x".repeat(60_000)],
+  };
+  const line = auditLine(flood, auditLineLimit("refused"), "0".repeat(64));
+  assert.ok(new TextEncoder().encode(line).length <= SYSLOG_LINE_MAX);
+  const kept = JSON.parse(line);
+  assert.deepEqual([kept.event, kept.rule, kept.command_length, kept.command_sha256], [
+    "refused",
+    flood.rule,
+    60_000,
+    "0".repeat(64),
+  ]);
 });

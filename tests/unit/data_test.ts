@@ -8,13 +8,17 @@ import {
   DEFAULT_SETTINGS,
   defaultMountRequests,
   destinationProblem,
+  imageLayers,
+  type ImageRecord,
+  imageSymlinkOn,
   isCleanAbsolute,
   isUnder,
+  type LayerEntry,
   matchesPattern,
   type Mount,
+  mountPoints,
   mountRequests,
   parseVolume,
-  pathsToPrepare,
   UNREACHABLE,
 } from "../../socker.ts";
 import { probe, refusal } from "./facts.ts";
@@ -161,38 +165,116 @@ Deno.test("workdir: as asked (never under /proc, /sys, /dev), else the caller's 
   assert.equal(chooseWorkdir("/procx", undefined, []), "/procx");
 });
 
-Deno.test("what the engine would create as root inside a mounted folder is prepared as the caller", () => {
+Deno.test("mount points and the working folder inside a mount are walked to from that mount, by the deepest one", () => {
   const home = mount("/home/alice");
-  assert.deepEqual(pathsToPrepare([home], "/home/alice/new"), [{
-    path: "/home/alice/new",
-    kind: "dir",
-    why: "-w /home/alice/new",
-  }]);
-  assert.deepEqual(
-    pathsToPrepare([home], "/data"),
-    [],
-    "outside every mount the engine creates it in the container's own root",
-  );
-  assert.deepEqual(pathsToPrepare([home], "/home/alice"), [{
-    path: "/home/alice",
-    kind: "dir",
-    why: "-w /home/alice",
-  }]);
-  const nested = [mount("/home/proj", "/home/proj"), mount("/home/alice/f", "/home/proj/bobdata/planted.txt", "file")];
-  assert.deepEqual(pathsToPrepare(nested, "/home/proj/bobdata/wdir"), [
-    { path: "/home/proj/bobdata/planted.txt", kind: "file", why: "mount point /home/proj/bobdata/planted.txt" },
-    { path: "/home/proj/bobdata/wdir", kind: "dir", why: "-w /home/proj/bobdata/wdir" },
+  assert.deepEqual(mountPoints([home], "/home/alice/new"), [
+    {
+      destination: "/home/alice",
+      kind: "dir",
+      why: "mount point /home/alice",
+      holder: undefined,
+      below: ["home", "alice"],
+      checkImage: false,
+    },
+    {
+      destination: "/home/alice/new",
+      kind: "dir",
+      why: "-w /home/alice/new",
+      holder: 0,
+      below: ["new"],
+      checkImage: false,
+    },
   ]);
+  assert.deepEqual(
+    mountPoints([home], "/data")[1],
+    { destination: "/data", kind: "dir", why: "-w /data", holder: undefined, below: ["data"], checkImage: true },
+    "outside every mount: in the image, where a symlink could lead into the mount",
+  );
+  assert.deepEqual(mountPoints([home], "/home/alice")[1].below, [], "the mount itself: nothing to walk");
+  const nested = [mount("/home/proj", "/home/proj"), mount("/home/alice/f", "/home/proj/bobdata/planted.txt", "file")];
+  assert.deepEqual(
+    mountPoints(nested, "/home/proj/bobdata/wdir").map((
+      p,
+    ) => [p.destination, p.holder, p.below.join("/"), p.checkImage]),
+    [
+      ["/home/proj", undefined, "home/proj", true],
+      ["/home/proj/bobdata/planted.txt", 0, "bobdata/planted.txt", false],
+      ["/home/proj/bobdata/wdir", 0, "bobdata/wdir", false],
+    ],
+  );
   const deeper = [
     mount("/home/alice"),
     mount("/home/alice/data", "/home/alice/in"),
     mount("/scratch/x", "/home/alice/in/x"),
   ];
   assert.deepEqual(
-    pathsToPrepare(deeper, undefined).map((p) => p.path),
-    ["/home/alice/in", "/home/alice/data/x"],
+    mountPoints(deeper, undefined).map((p) => [p.holder, p.below.join("/")]),
+    [[undefined, "home/alice"], [0, "in"], [1, "x"]],
     "the deepest holder",
   );
+  assert.deepEqual(
+    mountPoints([mount("/home/alice/f", "/data/f", "file")], "/data/f/x")[1].holder,
+    undefined,
+    "a file holds nothing",
+  );
+});
+
+/** An image's layers as a map from "layer:path" to what that layer holds there. */
+const layers = (entries: Record<string, LayerEntry>) => (layer: number, path: string) =>
+  entries[`${layer}:${path}`] ?? "missing";
+
+Deno.test("a symlink in the image on the way to a mount point is found, through the layers as overlayfs merges them", () => {
+  const parts = (path: string) => path.split("/").filter(Boolean);
+  assert.equal(imageSymlinkOn(parts("/lib/x/a"), 1, layers({ "0:/lib": "symlink" })), "/lib");
+  assert.equal(imageSymlinkOn(parts("/data/planted"), 2, layers({ "1:/data": "symlink" })), "/data", "a lower layer");
+  assert.equal(
+    imageSymlinkOn(parts("/data/planted"), 2, layers({ "0:/data": "dir", "1:/data": "symlink" })),
+    undefined,
+    "an upper folder hides a lower symlink",
+  );
+  assert.equal(
+    imageSymlinkOn(parts("/data/x/y"), 2, layers({ "0:/data": "dir", "1:/data": "dir", "1:/data/x": "symlink" })),
+    "/data/x",
+    "folders merge: the lower layer's symlink shows through",
+  );
+  assert.equal(
+    imageSymlinkOn(parts("/data/x/y"), 2, layers({ "0:/data": "opaque", "1:/data": "dir", "1:/data/x": "symlink" })),
+    undefined,
+    "an opaque folder hides the layers below",
+  );
+  assert.equal(
+    imageSymlinkOn(parts("/data/x"), 2, layers({ "0:/data": "whiteout", "1:/data": "symlink" })),
+    undefined,
+    "a whiteout removes the lower symlink",
+  );
+  assert.equal(
+    imageSymlinkOn(parts("/work/out"), 1, layers({ "0:/work": "dir", "0:/work/out": "symlink" })),
+    "/work/out",
+    "the last part too",
+  );
+  assert.equal(
+    imageSymlinkOn(parts("/srv/new/dir"), 1, layers({})),
+    undefined,
+    "missing parts are created in the container",
+  );
+});
+
+Deno.test("the image's layers come from the engine's overlay2 record, top first; other drivers are named", () => {
+  const record = (name: string, data: Record<string, unknown>): ImageRecord => ({
+    GraphDriver: { Name: name, Data: data },
+  });
+  assert.deepEqual(imageLayers(record("overlay2", { UpperDir: "/v/3/diff", LowerDir: "/v/2/diff:/v/1/diff" })), [
+    "/v/3/diff",
+    "/v/2/diff",
+    "/v/1/diff",
+  ]);
+  assert.deepEqual(imageLayers(record("overlay2", { UpperDir: "/v/1/diff" })), ["/v/1/diff"]);
+  assert.match(
+    imageLayers(record("btrfs", {})) as string,
+    /only on the overlay2 storage driver; this engine uses btrfs/,
+  );
+  assert.match(imageLayers(record("overlay2", { UpperDir: "v/../x" })) as string, /names no layer folders/);
+  assert.match(imageLayers({}) as string, /uses an unknown one/);
 });
 
 Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {

@@ -79,7 +79,11 @@ export function runFacts(change: Partial<RunFacts> = {}): RunFacts {
     hostName: "n1",
     random: new Uint8Array([1, 2, 3, 4, 5, 6]),
     supervisor: "4242:123456",
-    image: { Id: IMAGE_ID, RepoDigests: [] },
+    image: {
+      Id: IMAGE_ID,
+      RepoDigests: [],
+      GraphDriver: { Name: "overlay2", Data: { UpperDir: "/var/lib/docker/overlay2/4/diff" } },
+    },
     probes: new Map<string, PathProbe | string>([
       ["/home/alice", probe("/home/alice")],
       ["/home/alice/work", probe("/home/alice/work")],

@@ -4,11 +4,15 @@ import assert from "node:assert/strict";
 import {
   callerFromSudo,
   containerUlimits,
+  exitCodeFor,
   isRootCaller,
   LIMIT_ROWS,
   parseProcLimits,
   planOwnLimits,
   resolveCaller,
+  signalAction,
+  SUPERVISOR_CPU_RESERVE,
+  SUPERVISOR_NEEDS,
 } from "../../socker.ts";
 import { limits, refusal } from "./facts.ts";
 
@@ -97,7 +101,7 @@ Deno.test("the container gets exactly the caller's limits, for every limit docke
   assert.equal(ulimits.length, LIMIT_ROWS.length - 1);
 });
 
-const needs = { cpu: 10, nofile: 128, fsize: 2 << 20 };
+const needs = SUPERVISOR_NEEDS;
 
 Deno.test("socker raises its own soft limits to the hard ones, so soft limits cannot stop the supervisor", () => {
   const changes = planOwnLimits(parseProcLimits(PROC_LIMITS), needs, false);
@@ -121,25 +125,42 @@ Deno.test("a hard limit below what socker needs is a one-line refusal, unless ro
   const low = (name: string, value: number) => limits({ [name]: { soft: value, hard: value } });
   refusal(
     () => planOwnLimits(low("cpu", 1), needs, false),
-    /your CPU-time limit \(ulimit -t\) is 1 s; socker needs at least 10 s/,
+    /^your CPU-time limit \(ulimit -t\) is 1 s; socker needs at least 10 s to supervise the container/,
   );
   refusal(
     () => planOwnLimits(low("nofile", 64), needs, false),
     /your open-files limit \(ulimit -n\) is 64; socker needs at least 128/,
   );
+  // Any finite hard file size: the audit log grows with every user's runs.
   refusal(
-    () => planOwnLimits(low("fsize", 1024), needs, false),
-    /your file-size limit \(ulimit -f\) is 1 KiB; socker needs at least 2048 KiB/,
+    () => planOwnLimits(low("fsize", 2 ** 40), needs, false),
+    /your file-size limit \(ulimit -f\) is 1073741824 KiB; socker needs it unlimited to supervise the container/,
   );
-  assert.deepEqual(planOwnLimits(low("cpu", 1), needs, true).find((c) => c.name === "cpu"), {
-    resource: 0,
-    name: "cpu",
-    soft: 10,
-    hard: 10,
+  assert.deepEqual(planOwnLimits(low("nofile", 64), needs, true).find((c) => c.name === "nofile"), {
+    resource: 7,
+    name: "nofile",
+    soft: 128,
+    hard: 128,
   });
-  assert.deepEqual(
-    planOwnLimits(low("cpu", 10), needs, false).find((c) => c.name === "cpu"),
-    undefined,
-    "exactly enough is enough",
-  );
+});
+
+Deno.test("where root may raise hard limits, socker's own CPU time and file size are unlimited", () => {
+  const low = limits({ cpu: { soft: 1, hard: 1 }, fsize: { soft: 8, hard: 8 } });
+  const changes = planOwnLimits(low, needs, true);
+  assert.deepEqual(changes.find((c) => c.name === "cpu"), { resource: 0, name: "cpu", soft: Infinity, hard: Infinity });
+  assert.deepEqual(changes.find((c) => c.name === "fsize"), {
+    resource: 1,
+    name: "fsize",
+    soft: Infinity,
+    hard: Infinity,
+  });
+});
+
+Deno.test("a finite CPU time keeps a reserve, so SIGXCPU comes while socker can still stop the container", () => {
+  const cpu = (soft: number, hard: number) =>
+    planOwnLimits(limits({ cpu: { soft, hard } }), needs, false).find((c) => c.name === "cpu");
+  assert.deepEqual(cpu(10, 10), { resource: 0, name: "cpu", soft: 10 - SUPERVISOR_CPU_RESERVE, hard: 10 });
+  assert.deepEqual(cpu(2, 3600), { resource: 0, name: "cpu", soft: 3600 - SUPERVISOR_CPU_RESERVE, hard: 3600 });
+  assert.equal(signalAction("SIGXCPU")?.kind, "terminate", "SIGXCPU ends the run like SIGTERM");
+  assert.equal(exitCodeFor(0, signalAction("SIGXCPU")!.number), 152);
 });

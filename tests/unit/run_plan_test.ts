@@ -373,7 +373,68 @@ const rows: Row[] = [
     run("-w", "/home/alice/new/dir", IMAGE, "pwd"),
     runFacts(),
     (plan) => {
-      assert.deepEqual(plan.prepare, [{ path: "/home/alice/new/dir", kind: "dir", why: "-w /home/alice/new/dir" }]);
+      assert.deepEqual(plan.mountPoints.at(-1), {
+        destination: "/home/alice/new/dir",
+        kind: "dir",
+        why: "-w /home/alice/new/dir",
+        holder: 0,
+        below: ["new", "dir"],
+        checkImage: false,
+      });
+    },
+  ],
+  [
+    "with two mounts, a mount point in the image is checked for symlinks in the image's own layers",
+    run("-v", "/home/alice/work:/data", IMAGE, "id"),
+    runFacts(),
+    (plan) => {
+      assert.deepEqual(plan.mountPoints.filter((p) => p.checkImage).map((p) => p.destination), [
+        "/home/alice",
+        "/data",
+      ]);
+      assert.deepEqual(plan.imageLayers, ["/var/lib/docker/overlay2/4/diff"]);
+    },
+  ],
+  [
+    "with one mount nothing in the image is checked: a symlink there can lead nowhere but the image",
+    run(IMAGE, "id"),
+    runFacts(),
+    (plan) => {
+      assert.deepEqual(plan.mountPoints.map((p) => [p.destination, p.checkImage]), [
+        ["/home/alice", false],
+        ["/home/alice/work", false],
+      ]);
+      assert.equal(plan.imageLayers, undefined);
+    },
+  ],
+  [
+    "mount points in an image the engine keeps on another storage driver are refused: socker cannot check them",
+    run("-v", "/home/alice/work:/data", IMAGE, "id"),
+    runFacts({ image: { Id: IMAGE_ID, GraphDriver: { Name: "vfs", Data: {} } } }),
+    /cannot check the mount points in the image: .*only on the overlay2 storage driver; this engine uses vfs/,
+  ],
+  [
+    "where socker cannot keep the OOM killer off itself, the container's processes are the OOM killer's first choice",
+    run(IMAGE, "id"),
+    runFacts({ oomProtected: false }),
+    (plan) => {
+      assert.equal(plan.oomScoreAdj, 1000);
+      assert.equal(
+        (containerSpec(plan, plan.mounts.map((m) => m.source)).HostConfig as Record<string, unknown>).OomScoreAdj,
+        1000,
+      );
+    },
+  ],
+  [
+    "where socker keeps the OOM killer off itself, the container keeps the engine's default",
+    run(IMAGE, "id"),
+    runFacts({ oomProtected: true }),
+    (plan) => {
+      assert.equal(plan.oomScoreAdj, undefined);
+      assert.equal(
+        "OomScoreAdj" in (containerSpec(plan, plan.mounts.map((m) => m.source)).HostConfig as object),
+        false,
+      );
     },
   ],
   [
@@ -386,11 +447,10 @@ const rows: Row[] = [
       ]]),
     }),
     (plan) => {
-      assert.deepEqual(plan.prepare, [{
-        path: "/home/alice/sub/f",
-        kind: "file",
-        why: "mount point /home/alice/sub/f",
-      }]);
+      assert.deepEqual(plan.mountPoints.map((p) => [p.destination, p.holder, p.below.join("/"), p.kind]), [
+        ["/home/alice", undefined, "home/alice", "dir"],
+        ["/home/alice/sub/f", 0, "sub/f", "file"],
+      ]);
     },
   ],
   // environment
