@@ -1541,8 +1541,8 @@ export type RunPlan = {
   ulimits: readonly { Name: string; Soft: number; Hard: number }[];
   /**
    * The container's OOM score adjustment: 1000 when socker could not keep the kernel's OOM killer off
-   * itself (root without CAP_SYS_RESOURCE), so that inside the job's memory limit the container's
-   * processes are chosen before the supervisor; undefined (the engine's 0) otherwise.
+   * itself (root without CAP_SYS_RESOURCE, on cgroup v2), so that inside the job's memory limit the
+   * container's processes are chosen before the supervisor; undefined (the engine's 0) otherwise.
    */
   oomScoreAdj?: number;
   /** The caller's own containers on this node whose supervisor died: removed before this run starts. */
@@ -2004,10 +2004,17 @@ const EACCES = 13, EPERM = 1, ENOTDIR = 20;
 
 /**
  * Walks from a folder's descriptor down `below` as the caller (call inside `asCaller`), never through a
- * symlink or out of the folder, creating each missing folder (and, when `kind` is "file", the last part as
- * an empty file) as the caller. `shown` names the folder in messages. Returns why not, or undefined.
+ * symlink or out of the folder; with `create`, makes each missing folder (and, when `kind` is "file", the
+ * last part as an empty file) as the caller, else stops at the first missing part. `shown` names the
+ * folder in messages. Returns why not, or undefined.
  */
-function walkAndCreate(start: number, below: readonly string[], kind: "dir" | "file", shown: string) {
+function walkAndCreate(
+  start: number,
+  below: readonly string[],
+  kind: "dir" | "file",
+  shown: string,
+  create: boolean,
+): string | undefined {
   const opened: number[] = [];
   const rules = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
   try {
@@ -2017,6 +2024,7 @@ function walkAndCreate(start: number, below: readonly string[], kind: "dir" | "f
       const want = last ? kind : "dir";
       const here = printable(`${shown}/${below.slice(0, index + 1).join("/")}`);
       let fd = openResolved(folder, name, O_PATH | O_CLOEXEC, rules);
+      if (fd < 0 && lastErrno() === ENOENT && !create) return undefined; // checked as far as it exists
       if (fd < 0 && lastErrno() === ENOENT) {
         const made = want === "dir" ? sys(SYSCALLS.mkdirat, folder, cString(name), 0o755) === 0 : closeCreated(
           sys(SYSCALLS.openat, folder, cString(name), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644),
@@ -2108,16 +2116,30 @@ function setLimit(resource: number, soft: number, hard: number): string | undefi
 
 export const OOM_SCORE_ADJ_MIN = -1000, OOM_SCORE_ADJ_MAX = 1000;
 
+/** The memory cgroup of a cgroup v1 process, from /proc/self/cgroup; undefined on cgroup v2. */
+export function memoryCgroupV1(procSelfCgroup: string): string | undefined {
+  const line = procSelfCgroup.split("\n").find((item) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(item));
+  return line === undefined ? undefined : line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
+}
+
 /**
- * Takes socker out of the OOM killer's choice (oom_score_adj -1000): inside a job socker shares the
- * step's memory limit with its container, and the kernel would otherwise kill the largest process there,
- * which a container of small processes makes the supervisor. Lowering the value needs CAP_SYS_RESOURCE;
- * returns whether it held.
+ * Keeps the kernel's OOM killer off socker. Inside a job socker shares the step's memory limit with its
+ * container, and the OOM killer takes the largest process there, which a container of small processes
+ * makes the supervisor. oom_score_adj -1000 does it, where root has CAP_SYS_RESOURCE; on cgroup v1 socker
+ * can instead leave the step's memory cgroup for the root one (it stays in the step's freezer cgroup, so
+ * Slurm still signals it; its ~45 MB are then not charged to the job). Called after /proc/self/cgroup was
+ * read. Returns whether either held.
  */
-function protectFromOomKiller(): boolean {
+function protectFromOomKiller(procSelfCgroup: string): boolean {
   try {
     Deno.writeTextFileSync("/proc/self/oom_score_adj", String(OOM_SCORE_ADJ_MIN));
-    return readText("/proc/self/oom_score_adj")?.trim() === String(OOM_SCORE_ADJ_MIN);
+    if (readText("/proc/self/oom_score_adj")?.trim() === String(OOM_SCORE_ADJ_MIN)) return true;
+  } catch { /* no CAP_SYS_RESOURCE: try the memory cgroup */ }
+  const memory = memoryCgroupV1(procSelfCgroup);
+  if (memory === undefined || memory === "/") return memory === "/";
+  try {
+    Deno.writeTextFileSync("/sys/fs/cgroup/memory/cgroup.procs", String(Deno.pid));
+    return memoryCgroupV1(readText("/proc/self/cgroup") ?? "") === "/";
   } catch {
     return false;
   }
@@ -3165,7 +3187,7 @@ export type RunFacts = {
   staging: { name: string; supervisorStat?: string }[];
   /** Which of the shared GPU control devices exist on this node. */
   gpuControlDevices: string[];
-  /** Whether socker took itself out of the OOM killer's choice (see protectFromOomKiller); unknown: absent. */
+  /** Whether socker keeps the OOM killer off itself (see protectFromOomKiller); unknown: absent. */
   oomProtected?: boolean;
 };
 
@@ -3270,7 +3292,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     ownContainers: own,
     staging,
     gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
-    oomProtected: protectFromOomKiller(),
+    oomProtected: protectFromOomKiller(procSelfCgroup),
   };
 }
 
@@ -3651,13 +3673,16 @@ function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined
   }
   const inMounts = plan.mountPoints.filter((point) => point.holder !== undefined && point.below.length > 0);
   if (inMounts.length === 0) return;
-  const problems = asCaller(plan.caller, () =>
-    inMounts.flatMap((point) => {
-      const holder = plan.mounts[point.holder!];
-      const problem = walkAndCreate(holder.handle, point.below, point.kind, holder.source);
-      return problem === undefined ? [] : [`${point.why}: ${problem}`];
-    }));
-  if (problems.length > 0) refuse("policy", problems[0]);
+  // Every point is checked before any is created: a refusal leaves nothing behind.
+  for (const create of [false, true]) {
+    const problems = asCaller(plan.caller, () =>
+      inMounts.flatMap((point) => {
+        const holder = plan.mounts[point.holder!];
+        const problem = walkAndCreate(holder.handle, point.below, point.kind, holder.source, create);
+        return problem === undefined ? [] : [`${point.why}: ${problem}`];
+      }));
+    if (problems.length > 0) refuse("policy", problems[0]);
+  }
 }
 
 /**

@@ -214,12 +214,15 @@ export function asUser(user: string, cmd: string[], options: { stdin?: string; e
   });
 }
 
-/** The allowlist the integration tests run with. */
 export const MPI_IMAGE = "socker-test/openmpi:1";
+/** busybox with symlinks of its own outside the system folders: /data -> work, /scratch -> /home/alice. */
+export const LINKS_IMAGE = "socker-test/links:1";
+/** The allowlist the integration tests run with. */
 export const TEST_ALLOWLIST = `# written by socker's integration tests
 ${IMAGE}
 ${ABSENT_IMAGE}
 ${MPI_IMAGE}
+${LINKS_IMAGE}
 `;
 
 async function engineUp(): Promise<boolean> {

@@ -152,6 +152,24 @@ else
   say "image $IMAGE: present"
 fi
 
+# socker-test/links:1: busybox with symlinks of the image's own outside the system folders (/data -> work,
+# /scratch -> /home/alice): tests show socker will not let the engine follow them into another mount.
+LINKS_IMAGE=socker-test/links:1
+if [ "$rebuild_images" = 1 ] || ! "$DOCKER" image inspect "$LINKS_IMAGE" >/dev/null 2>&1; then
+  links_root="$work/links-rootfs"
+  mkdir -p "$links_root/bin" "$links_root/work" "$links_root/tmp"
+  cp /bin/busybox "$links_root/bin/busybox"
+  for a in sh ls cat true id pwd echo; do ln -s busybox "$links_root/bin/$a"; done
+  ln -s work "$links_root/data"
+  ln -s /home/alice "$links_root/scratch"
+  chmod 1777 "$links_root/tmp"
+  tar --numeric-owner --owner=0 --group=0 -C "$links_root" -cf - . |
+    "$DOCKER" import -c 'ENV PATH=/bin' - "$LINKS_IMAGE" >/dev/null
+  say "built $LINKS_IMAGE"
+else
+  say "image $LINKS_IMAGE: present"
+fi
+
 # 4b. System log: socker's audit records go to syslog (authpriv -> /var/log/auth.log). No systemd
 # here, so start rsyslogd by hand; it creates /dev/log.
 if ! pgrep -x rsyslogd >/dev/null; then

@@ -9,6 +9,7 @@ import {
   gpusFromJobRecord,
   jobLeftovers,
   jobStepFromCgroup,
+  memoryCgroupV1,
   parseSlurmConf,
   pmixFolder,
   Refusal,
@@ -336,4 +337,12 @@ Deno.test("on a real v2 node the job's folders are Slurm's; the container's own 
   assert.deepEqual(left.jobFolders, []);
   assert.ok(left.slurmFolders.includes(`${root}/job_1`) && left.slurmFolders.includes(`${root}/job_1/step_0/slurm`));
   assert.equal(left.slurmFolders.at(-1), `${root}/job_1`, "deepest first, the job last");
+});
+
+Deno.test("socker finds its memory cgroup on v1, to leave the step's when it cannot set oom_score_adj", () => {
+  assert.equal(memoryCgroupV1(cgroup("v1-srun-step.cgroup")), "/slurm_vm/uid_2001/job_1/step_0/task_0");
+  assert.equal(memoryCgroupV1(cgroup("v1-outside-job.cgroup"))?.startsWith("/"), true);
+  assert.equal(memoryCgroupV1(cgroup("v2-real-srun-step.cgroup")), undefined, "cgroup v2 has no memory line");
+  assert.equal(memoryCgroupV1("5:cpu,memory:/a/b\n"), "/a/b", "a co-mounted controller");
+  assert.equal(memoryCgroupV1("5:memoryx:/a\n"), undefined);
 });
