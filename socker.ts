@@ -3065,7 +3065,20 @@ function readLimitFacts(): LimitFacts {
 /** Raises socker's own limits as planned (see planOwnLimits); returns the caller's, for the container. */
 function takeOwnLimits(): Limits {
   const facts = readLimitFacts();
-  for (const change of planOwnLimits(facts.current, SUPERVISOR_NEEDS, facts.canRaiseHard)) {
+  let changes: ReturnType<typeof planOwnLimits>;
+  try {
+    changes = planOwnLimits(facts.current, SUPERVISOR_NEEDS, facts.canRaiseHard);
+  } catch (refusal) {
+    // Refused: soft limits up to the hard ones all the same, so that the refusal's record can be written.
+    for (const row of LIMIT_ROWS) {
+      const limit = facts.current[row.name];
+      if (row.name !== "stack" && limit !== undefined && limit.soft < limit.hard) {
+        setLimit(row.resource, limit.hard, limit.hard);
+      }
+    }
+    throw refusal;
+  }
+  for (const change of changes) {
     const problem = setLimit(change.resource, change.soft, change.hard);
     if (problem !== undefined) refuse("policy", `cannot set socker's own ${change.name} limit: ${problem}`);
   }

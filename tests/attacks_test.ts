@@ -9,6 +9,7 @@ import {
   auditRecords,
   folder,
   IMAGE,
+  LINKS_IMAGE,
   marker,
   PRIVILEGED_SOCKER,
   rootOwnedUnder,
@@ -18,6 +19,7 @@ import {
   spawnSocker,
   stagingLeft,
   userLine,
+  userShell,
   waitFor,
 } from "./helpers.ts";
 
@@ -54,6 +56,11 @@ Deno.test("attack: hard limits lowered below what socker needs are refused at on
     ["ulimit -v 1000000", /address-space limit \(ulimit -v\) is 1000000/],
     ["ulimit -S -v 500000; ulimit -H -v 8000000", /address-space limit \(ulimit -v\) is 8000000/],
     ["ulimit -d 100000", /data-size limit/],
+    ["ulimit -f 100000", /file-size limit \(ulimit -f\) is 100000 KiB; socker needs it unlimited/],
+    [
+      "ulimit -S -f 1000; ulimit -H -f 2000000",
+      /file-size limit \(ulimit -f\) is 2000000 KiB; socker needs it unlimited/,
+    ],
   ];
   for (const [limit, pattern] of cases) {
     const tag = marker("limits");
@@ -148,6 +155,46 @@ Deno.test("attack: every run first reaps the caller's own orphans", async () => 
   await nothingLeft(1000);
 });
 
+Deno.test("attack: a CPU-time limit and a flood of output stop the container in good order, with its end record", async () => {
+  const tag = marker("xcpu");
+  const started = performance.now();
+  const result = await asAlice(
+    `ulimit -t 10; socker run --no-stdin ${IMAGE} sh -c 'head -c 60000000000 /dev/zero; sleep 300; echo ${tag}' >/dev/null`,
+  );
+  assert.equal(result.code, 152, `128 + SIGXCPU; stderr: ${result.stderr}`);
+  assert.match(
+    result.stderr,
+    /^socker: your CPU-time limit \(ulimit -t\) ran out while socker supervised the container/,
+  );
+  assert.doesNotMatch(result.stderr, /Killed/);
+  await nothingLeft();
+  const records = await auditRecords(tag, 2);
+  assert.deepEqual(records.map((r) => [r.event, r.outcome]), [["start", undefined], ["end", "exit 152"]]);
+  console.log(`stopped after ${((performance.now() - started) / 1000).toFixed(1)} s`);
+});
+
+Deno.test("attack: a job's memory limit never lets the OOM killer take the supervisor", async () => {
+  const tag = marker("oom");
+  // Fourteen processes of 20 MiB each under a 250 MiB limit: the largest process in the step's memory
+  // cgroup would be socker (~45 MB) if it stayed there with its default OOM score.
+  const result = await asAlice(
+    `srun -N1 -n1 --mem=250M socker run --no-stdin ${IMAGE} sh -c 'i=0; while [ $i -lt 14 ]; do ` +
+      `(dd if=/dev/zero bs=20M count=1 2>/dev/null | sleep 4) & i=$((i+1)); sleep 0.3; done; wait; echo survived ${tag}; exit 7'`,
+  );
+  assert.equal(result.code, 7, `the container's own code, from a supervisor that survived; stderr: ${result.stderr}`);
+  assert.match(result.stdout, new RegExp(`survived ${tag}`));
+  const records = await auditRecords(tag, 2);
+  assert.deepEqual(records.map((r) => [r.event, r.outcome]), [["start", undefined], ["end", "exit 7"]]);
+  await nothingLeft();
+});
+
+Deno.test("attack: a container's own exit 125 passes through, told apart from a refusal by having no socker line", async () => {
+  const own = await asAlice(`socker run ${IMAGE} sh -c 'exit 125'`);
+  assert.deepEqual([own.code, own.stderr], [125, ""]);
+  const refused = await asAlice(`socker run socker-test/not-allowed:1 true`);
+  assertRefused(refused, /^socker: /);
+});
+
 // ---- class: the engine creating files and folders as root inside a user's mounted folder (issue 9 §3)
 
 Deno.test("attack: -w and nested mount points inside a mounted folder are never created as root", async () => {
@@ -181,6 +228,69 @@ Deno.test("attack: -w and nested mount points inside a mounted folder are never 
     }
   } finally {
     await sh("/bin/rm", ["-rf", "/home/proj", "/home/alice/f"]);
+  }
+});
+
+Deno.test("attack: a symlink on the way to a mount point or -w never lets the engine create as root in a shared folder", async () => {
+  await sh("/bin/rm", ["-rf", "/home/rt-share", "/home/alice/rtlab"]);
+  folder("/home/rt-share", 2002, 3001, 0o2770); // bob's, which alice may write through group proj
+  folder("/home/alice/rtlab", 2001, 2001, 0o755);
+  Deno.writeTextFileSync("/home/alice/rtlab/f", "alice's file\n");
+  Deno.chownSync("/home/alice/rtlab/f", 2001, 2001);
+  const links = await asAlice(
+    "cd /home/alice/rtlab && ln -s m lnk && ln -s m/newfile lnkfile && ln -s /home/rt-share abs",
+  );
+  assert.equal(links.code, 0, links.stderr);
+  const spellings: [string[], RegExp][] = [
+    [
+      ["-v", "/home/rt-share:/home/alice/rtlab/m", "-v", "/home/alice/rtlab/f:/home/alice/rtlab/lnk/a/b/planted"],
+      /mount point \/home\/alice\/rtlab\/lnk\/a\/b\/planted: \/home\/alice\/rtlab\/lnk is a symlink/,
+    ],
+    [
+      ["-v", "/home/rt-share:/home/alice/rtlab/m", "-w", "/home/alice/rtlab/lnk/wdir/deeper"],
+      /-w \/home\/alice\/rtlab\/lnk\/wdir\/deeper: \/home\/alice\/rtlab\/lnk is a symlink/,
+    ],
+    [
+      ["-v", "/home/rt-share:/home/alice/rtlab/m", "-v", "/home/alice/rtlab/f:/home/alice/rtlab/lnkfile"],
+      /\/home\/alice\/rtlab\/lnkfile is a symlink/,
+    ],
+    [["-v", "/home/rt-share:/srv/share", "-w", "/home/alice/rtlab/abs/x"], /\/home\/alice\/rtlab\/abs is a symlink/],
+    // The image's own symlinks: /data -> work and /scratch -> /home/alice.
+    [["-v", "/home/rt-share:/work", "-v", "/home/alice/rtlab/f:/data/planted"], /\/data is a symlink in image/],
+    [["-v", "/home/rt-share:/work", "-w", "/data/wdir"], /-w \/data\/wdir: \/data is a symlink in image/],
+    [["-v", "/home/rt-share:/home/alice/share", "-w", "/scratch/share/deep"], /\/scratch is a symlink in image/],
+  ];
+  try {
+    for (const [options, pattern] of spellings) {
+      const image = options.some((o) => /^\/(data|scratch)|:\/work$/.test(o)) ? LINKS_IMAGE : IMAGE;
+      const result = await socker("alice", ["run", ...options, image, "true"], { cwd: "/home/alice/rtlab" });
+      assert.equal(result.code, 125, `${options.join(" ")}: ${result.code} ${result.stderr}`);
+      assertRefused(result, pattern);
+      assert.deepEqual(await rootOwnedUnder("/home/rt-share", "/home/alice"), [], options.join(" "));
+      assert.deepEqual(
+        [...Deno.readDirSync("/home/rt-share")],
+        [],
+        `${options.join(" ")}: nothing appeared in the share`,
+      );
+    }
+    assert.throws(() => Deno.statSync("/home/alice/rtlab/m"), "a refused run created no mount point either");
+    // Without the symlink the same runs work, and what they needed is alice's.
+    const direct = await socker("alice", [
+      "run",
+      "-v",
+      "/home/rt-share:/work",
+      "-v",
+      "/home/alice/rtlab/f:/work/a/planted",
+      "-w",
+      "/work/wdir",
+      LINKS_IMAGE,
+      "pwd",
+    ]);
+    assert.deepEqual([direct.code, direct.stdout], [0, "/work/wdir\n"], direct.stderr);
+    assert.deepEqual(await rootOwnedUnder("/home/rt-share"), []);
+    assert.equal(Deno.statSync("/home/rt-share/a/planted").uid, 2001);
+  } finally {
+    await sh("/bin/rm", ["-rf", "/home/rt-share", "/home/alice/rtlab"]);
   }
 });
 
@@ -388,4 +498,87 @@ Deno.test("attack: a world-writable, user-owned or symlinked allowlist is refuse
     Deno.removeSync(userFile);
   }
   assert.equal((await socker("alice", ["run", IMAGE, "true"])).code, 0);
+});
+
+Deno.test("attack: /proc/PID links (cwd, root, fd) never lead alice into folders closed to her", async () => {
+  folder("/home/bob", 2002, 2002, 0o700);
+  folder("/home/bob/rt", 2002, 2002, 0o755);
+  folder("/home/bob/rt/pub", 2002, 2002, 0o755, "BOB-SECRET-42");
+  Deno.chmodSync("/home/bob/rt/pub/whose", 0o644);
+  const bob = new Deno.Command("/usr/bin/setpriv", {
+    args: ["--reuid=bob", "--regid=bob", "--init-groups", "/bin/sleep", "120"],
+    cwd: "/home/bob/rt/pub",
+  }).spawn();
+  try {
+    const pid = bob.pid;
+    await asAlice(`ln -sfn /proc/${pid}/cwd /home/alice/to-bob`);
+    assert.notEqual((await asAlice(`cat /home/bob/rt/pub/whose`)).code, 0, "closed to alice herself");
+    for (
+      const source of [
+        `/proc/${pid}/cwd`,
+        `/proc/${pid}/root/home/bob/rt/pub`,
+        `/proc/${pid}/cwd/whose`,
+        "/home/alice/to-bob",
+        "/proc/self/cwd",
+        "/proc/thread-self/root/home/alice",
+        "/dev/fd/0",
+      ]
+    ) {
+      const result = await socker("alice", ["run", "-v", `${source}:/mnt`, IMAGE, "cat", "/mnt/whose"]);
+      assertRefused(result, /does not exist or you cannot reach it|goes through a \/proc\/PID link/);
+      assert.doesNotMatch(
+        result.stderr.replaceAll(source, "SOURCE"),
+        /rt\/pub|BOB/,
+        "no name from inside bob's folder",
+      );
+    }
+  } finally {
+    bob.kill();
+    await bob.status;
+    await sh("/bin/rm", ["-rf", "/home/bob/rt", "/home/alice/to-bob"]);
+  }
+});
+
+Deno.test("attack: a folder of alice's own mount namespace never stands in for the host folder of that name", async () => {
+  folder("/home/rt-rootclosed", 0, 0, 0o700);
+  folder("/home/rt-rootclosed/data", 0, 0, 0o755, "ROOT-ONLY-DATA");
+  Deno.chmodSync("/home/rt-rootclosed/data/whose", 0o644);
+  const pidFile = `/tmp/${marker("ns")}`;
+  const ns = userShell(
+    "alice",
+    `exec unshare -Urm sh -c 'mount -t tmpfs none /home && mkdir -p /home/rt-rootclosed/data && echo $$ > ${pidFile} && exec sleep 120'`,
+    "null",
+  ).spawn();
+  try {
+    const ready = await waitFor(async () => (await Deno.readTextFile(pidFile).catch(() => "")).trim() !== "", 10_000);
+    assert.ok(ready >= 0, "unshare -Urm works for users on this machine (unprivileged user namespaces)");
+    const pid = Deno.readTextFileSync(pidFile).trim();
+    for (const mode of ["", ":ro"]) {
+      const result = await socker("alice", [
+        "run",
+        "-v",
+        `/proc/${pid}/root/home/rt-rootclosed/data:/mnt${mode}`,
+        IMAGE,
+        "cat",
+        "/mnt/whose",
+      ]);
+      assertRefused(result, /does not exist or you cannot reach it|goes through a \/proc\/PID link/);
+    }
+  } finally {
+    ns.kill();
+    await ns.status;
+    await sh("/bin/rm", ["-rf", "/home/rt-rootclosed", pidFile]);
+  }
+});
+
+Deno.test("attack: a flood of refusals adds at most one system-log line each to the audit file", async () => {
+  const before = Deno.statSync("/var/log/socker/audit.log").size;
+  const tag = marker("flood");
+  const result = await socker("bob", ["run", "socker-test/nope:1", "echo", tag, "x".repeat(60_000)]);
+  assertRefused(result, /not in the allowlist|not allowed/);
+  const [record] = await auditRecords(tag);
+  assert.equal(record.event, "refused");
+  assert.equal(record.command_length, 60_000 + tag.length + 4);
+  const grown = Deno.statSync("/var/log/socker/audit.log").size - before;
+  assert.ok(grown <= 4001, `the file grew by ${grown} bytes`);
 });
