@@ -4541,6 +4541,23 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       }),
   },
   {
+    name: "storage driver",
+    needs: ["the Docker engine"],
+    probe: (facts) => facts.get("the Docker engine"),
+    judge: (value) =>
+      judged("engine storage driver", () => {
+        const driver = String(fact<Record<string, unknown>>(value).Driver ?? "unknown");
+        if (driver !== "overlay2") {
+          refuse(
+            "installation",
+            `${printable(driver)}: socker checks mount points inside images only on overlay2, and refuses runs ` +
+              "with more than one mount elsewhere: use the overlay2 storage driver",
+          );
+        }
+        return "overlay2 (socker can check mount points inside images)";
+      }),
+  },
+  {
     name: "runc",
     needs: ["the Docker engine"],
     probe: (facts) => facts.get("the Docker engine"),
