@@ -1835,6 +1835,7 @@ function asCaller<T>(caller: Caller, body: () => T): T {
       console.error("socker: internal error: cannot restore root's credentials; stopping");
       Deno.exit(EXIT.REFUSED);
     }
+    rearmParentWatch(); // the kernel clears the parent-death signal when the fsuid changes
   }
 }
 
@@ -2151,8 +2152,20 @@ function protectFromOomKiller(procSelfCgroup: string): boolean {
  * the caller could otherwise stop the supervisor with a SIGTSTP relayed by their own sudo.)
  */
 function hangUpWithParent(): void {
-  const PR_SET_PDEATHSIG = 1, SIGHUP = 1;
-  sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP);
+  const PR_SET_PDEATHSIG = 1;
+  watchedParent ??= Deno.ppid;
+  sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP_NUMBER);
+  // The parent may have died before the request took: then the signal is due now.
+  if (Deno.ppid !== watchedParent) Deno.kill(Deno.pid, "SIGHUP");
+}
+
+const SIGHUP_NUMBER = 1;
+/** The parent hangUpWithParent watches; the kernel forgets the request when credentials change. */
+let watchedParent: number | undefined;
+
+/** Asks again for the parent-death signal after a credential change (setfsuid) cleared it. */
+function rearmParentWatch(): void {
+  if (watchedParent !== undefined) hangUpWithParent();
 }
 
 /** Sends one datagram to the system log's socket; false when there is no system log (best effort). */
@@ -3512,6 +3525,9 @@ type RunOutcome = {
  */
 function superviseSignals() {
   let terminatedBy: number | undefined;
+  let markTerminated = () => {};
+  /** Settles when a terminating signal arrived: output then stops being written (see pumpOutput). */
+  const terminated = new Promise<void>((resolve) => markTerminated = resolve);
   let container: string | undefined;
   let tty = false;
   let ended = false;
@@ -3538,6 +3554,7 @@ function superviseSignals() {
     const action = signalAction(signal);
     if (action?.kind === "terminate" && terminatedBy === undefined) {
       terminatedBy = action.number;
+      markTerminated();
       void removeUntilEnded();
     } else if (action?.kind === "forward" && container !== undefined) {
       if (isSignalRepeat(lastForwarded.get(signal), performance.now())) return;
@@ -3550,6 +3567,7 @@ function superviseSignals() {
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
   return {
     terminatedBy: () => terminatedBy,
+    terminated,
     /** The container exists (`running`: and was started), for the handlers to act on. */
     watch(id: string, hasTty: boolean, running: boolean) {
       container = id;
@@ -3566,14 +3584,34 @@ function superviseSignals() {
 }
 
 /** Copies the container's output to socker's stdout and stderr until the engine ends the stream. */
-async function pumpOutput(conn: Deno.UnixConn, initial: Uint8Array, tty: boolean, onStdoutGone: () => void) {
+async function pumpOutput(
+  conn: Deno.UnixConn,
+  initial: Uint8Array,
+  tty: boolean,
+  onStdoutGone: () => void,
+  terminated: Promise<void>,
+) {
   const demux = tty ? undefined : streamDemuxer();
   const sinks = { 1: Deno.stdout, 2: Deno.stderr };
   const gone = new Set<number>();
+  // Once socker is told to stop, a reader that does not read (a full pipe, a stopped pager) may no longer
+  // hold it up: output is dropped, and the engine's stream drained, so that the engine can end the
+  // container. A write still pending then stays behind, unawaited.
+  let stopping = false;
+  const stopped = terminated.then(() => {
+    stopping = true;
+    return -1;
+  });
   const write = async (stream: 1 | 2, bytes: Uint8Array) => {
-    if (gone.has(stream)) return;
+    if (gone.has(stream) || stopping) return;
     try {
-      for (let offset = 0; offset < bytes.length;) offset += await sinks[stream].write(bytes.subarray(offset));
+      for (let offset = 0; offset < bytes.length;) {
+        const pending = sinks[stream].write(bytes.subarray(offset));
+        pending.catch(() => {}); // a write left behind may fail later, unheard
+        const written = await Promise.race([pending, stopped]);
+        if (written < 0) return;
+        offset += written;
+      }
     } catch {
       // The reader went away (a closed pipe): as in a shell pipeline, the writer learns of it by SIGPIPE.
       gone.add(stream);
@@ -3752,7 +3790,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     const output = pumpOutput(attached.conn, attached.initial, plan.tty, () => {
       if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
       pipeSignalled = true;
-    });
+    }, signals.terminated);
     if (plan.stdin) void pumpStdin(attached.conn);
     const status = await waited();
     // All output the container wrote reaches the caller before socker returns (bounded: a detached stream).
