@@ -1312,6 +1312,22 @@ export function mountPoints(mounts: readonly Mount[], workdir: string | undefine
 }
 
 /**
+ * How each mount reaches the container. `inside`: inside another mount, bound by socker onto its mount
+ * point within the holder's staged copy (the engine would otherwise walk to the mount point as root,
+ * through folders the caller may swap for symlinks at any moment); `staged`: bound from its checked
+ * descriptor at a root-owned staging path (its folders are not all root's, or a mount lies inside it);
+ * `path`: handed to the engine by its real path, which only root can redirect.
+ */
+export type MountRoute = "inside" | "staged" | "path";
+
+export function mountRoutes(mounts: readonly Mount[], points: readonly MountPoint[]): MountRoute[] {
+  const holders = new Set(points.slice(0, mounts.length).flatMap((point) => point.holder ?? []));
+  return mounts.map((mount, index) =>
+    points[index].holder !== undefined ? "inside" : holders.has(index) || !mount.fixedByRoot ? "staged" : "path"
+  );
+}
+
+/**
  * The image's layer folders, top first, from the engine's record (overlay2: UpperDir, then LowerDir), or
  * why socker cannot look into the image.
  */
@@ -1333,10 +1349,29 @@ export function imageLayers(image: ImageRecord): string[] | string {
 export type LayerEntry = "missing" | "whiteout" | "symlink" | "dir" | "opaque" | "other";
 
 /**
- * Walks a path through an image's layers (0 on top) as overlayfs merges them, and returns the first
- * folder on the way, or the path itself, that is a symlink in the image; undefined when there is none
- * (a missing part is fine: the engine then creates it in the container's own layer). A folder merges
- * with the folders below it until a layer holds something else there, a whiteout, or an opaque folder.
+ * One step of a walk through an image's layers (0 on top) as overlayfs merges them: what the topmost layer
+ * holding something at `path` holds there, and the layers whose folders merge into the folder seen there
+ * (a folder merges with the folders below it until a layer holds something else there, a whiteout, or an
+ * opaque folder).
+ */
+function layerStep(live: readonly number[], path: string, entry: (layer: number, path: string) => LayerEntry) {
+  const merged: number[] = [];
+  let top: LayerEntry = "missing";
+  for (const layer of live) {
+    const found = entry(layer, path);
+    if (found === "missing") continue;
+    if (top === "missing") top = found;
+    if (found !== "dir" && found !== "opaque") break;
+    merged.push(layer);
+    if (found === "opaque") break;
+  }
+  return { top, merged };
+}
+
+/**
+ * Walks a path through an image's layers and returns the first folder on the way, or the path itself, that
+ * is a symlink in the image; undefined when there is none (a missing part is fine: the engine then creates
+ * it in the container's own layer).
  */
 export function imageSymlinkOn(
   below: readonly string[],
@@ -1347,22 +1382,42 @@ export function imageSymlinkOn(
   let path = "";
   for (const name of below) {
     path += `/${name}`;
-    const merged: number[] = [];
-    let top: LayerEntry | undefined;
-    for (const layer of live) {
-      const found = entry(layer, path);
-      if (found === "missing") continue;
-      top ??= found;
-      if (found !== "dir" && found !== "opaque") break;
-      merged.push(layer);
-      if (found === "opaque") break;
-    }
+    const { top, merged } = layerStep(live, path, entry);
     if (top === "symlink") return path;
     if (top !== "dir" && top !== "opaque") return undefined;
     live = merged;
   }
   return undefined;
 }
+
+/** What the image holds at a path whose folders are real folders in it ("missing" when one is not). */
+export function imageEntryAt(
+  below: readonly string[],
+  layerCount: number,
+  entry: (layer: number, path: string) => LayerEntry,
+): LayerEntry {
+  let live = Array.from({ length: layerCount }, (_, layer) => layer);
+  let path = "";
+  for (const [index, name] of below.entries()) {
+    path += `/${name}`;
+    const { top, merged } = layerStep(live, path, entry);
+    if (index === below.length - 1) return top;
+    if (top !== "dir" && top !== "opaque") return "missing";
+    live = merged;
+  }
+  return "dir";
+}
+
+/** Where socker looks for the image's shell, which enters a working folder inside a mount (see containerSpec). */
+export const IMAGE_SHELLS = ["/bin/sh", "/usr/bin/sh"];
+
+/**
+ * The script the image's shell runs, as the caller, to enter the working folder and run the command: the
+ * engine never walks to a working folder inside a mount (it would, as root, through folders the caller may
+ * swap for symlinks, and create what is missing where they lead). `$1` is the folder; then the image's
+ * entrypoint, then the command.
+ */
+export const ENTER_WORKDIR = 'cd -P -- "$1" && shift && exec "$@"';
 
 /** Variables that always describe the caller and are never taken from elsewhere. */
 export const CALLER_VARIABLES = ["HOME", "USER", "LOGNAME"];
@@ -1529,6 +1584,12 @@ export type RunPlan = {
   mountPoints: readonly MountPoint[];
   /** The image's layer folders, when a mount point in the image must be checked and the image is here. */
   imageLayers?: readonly string[];
+  /** How each mount reaches the container (see mountRoutes). */
+  mountRoutes: readonly MountRoute[];
+  /** The working folder lies below a mount's root: the image's shell enters it (see ENTER_WORKDIR). */
+  workdirInMount: boolean;
+  /** The image's own entrypoint, when the image is here. */
+  imageEntrypoint: readonly string[];
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
@@ -1566,14 +1627,25 @@ export const DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctr
  * path), the caller's limits. The user's image text never reaches the engine: only the allowlisted
  * canonical reference does.
  */
-export function containerSpec(plan: RunPlan, sources: readonly string[]): Record<string, unknown> {
+export function containerSpec(
+  plan: RunPlan,
+  sources: readonly (string | undefined)[],
+  start: { shell?: string; entrypoint?: readonly string[] } = {},
+): Record<string, unknown> {
   const host = (mode: "private" | "host", otherwise: string) => (mode === "host" ? "host" : otherwise);
+  // A working folder inside a mount is entered by the image's shell, as the caller; the engine starts in
+  // `/`, which every image has. Without a shell in the image the engine enters it (see README).
+  const entered = plan.workdirInMount && start.shell !== undefined;
+  const entrypoint = start.entrypoint ?? plan.imageEntrypoint;
   return {
     Image: plan.entry.canonical,
+    ...(entered
+      ? { Entrypoint: [start.shell, "-c", ENTER_WORKDIR, "socker-workdir", plan.workdir, ...entrypoint] }
+      : {}),
     Cmd: plan.argv,
     User: `${plan.caller.uid}:${plan.caller.gid}`,
     Env: plan.env,
-    WorkingDir: plan.workdir ?? "",
+    WorkingDir: entered ? "/" : plan.workdir ?? "",
     Labels: plan.labels,
     Tty: plan.tty,
     OpenStdin: plan.stdin,
@@ -1594,12 +1666,12 @@ export function containerSpec(plan: RunPlan, sources: readonly string[]): Record
       UTSMode: host(plan.uts, ""),
       CgroupParent: plan.cgroupParent ?? "",
       GroupAdd: plan.caller.groups.map(String),
-      Mounts: plan.mounts.map((mount, index) => ({
-        Type: "bind",
-        Source: sources[index],
-        Target: mount.destination,
-        ReadOnly: mount.readOnly,
-      })),
+      // Binds are recursive: the mounts socker made inside a staged copy come along with it.
+      Mounts: plan.mounts.flatMap((mount, index) =>
+        sources[index] === undefined
+          ? []
+          : [{ Type: "bind", Source: sources[index], Target: mount.destination, ReadOnly: mount.readOnly }]
+      ),
       Devices: plan.devices.map((device) => ({
         PathOnHost: device,
         PathInContainer: device,
@@ -2007,7 +2079,8 @@ const EACCES = 13, EPERM = 1, ENOTDIR = 20;
  * Walks from a folder's descriptor down `below` as the caller (call inside `asCaller`), never through a
  * symlink or out of the folder; with `create`, makes each missing folder (and, when `kind` is "file", the
  * last part as an empty file) as the caller, else stops at the first missing part. `shown` names the
- * folder in messages. Returns why not, or undefined.
+ * folder in messages; `keep` receives the descriptor of what the walk reached, left open. Returns why not,
+ * or undefined.
  */
 function walkAndCreate(
   start: number,
@@ -2015,6 +2088,7 @@ function walkAndCreate(
   kind: "dir" | "file",
   shown: string,
   create: boolean,
+  keep?: { fd: number },
 ): string | undefined {
   const opened: number[] = [];
   const rules = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
@@ -2051,6 +2125,7 @@ function walkAndCreate(
       if (kindThere !== want) return `${here} exists and is not a ${want === "dir" ? "folder" : "file"}`;
       folder = fd;
     }
+    if (keep !== undefined && opened.length === below.length && opened.length > 0) keep.fd = opened.pop()!;
     return undefined;
   } finally {
     opened.forEach(closeHandle);
@@ -2062,6 +2137,18 @@ function closeCreated(fd: number): boolean {
   if (fd < 0) return false;
   closeHandle(fd);
   return true;
+}
+
+/** The image's shell (see IMAGE_SHELLS), read from its layers; undefined when it has none. */
+function imageShell(layers: readonly string[]): string | undefined {
+  return IMAGE_SHELLS.find((shell) => {
+    const found = imageEntryAt(
+      shell.split("/").filter(Boolean),
+      layers.length,
+      (layer, path) => layerEntry(`${layers[layer]}${path}`),
+    );
+    return found === "other" || found === "symlink";
+  });
 }
 
 /** What an image layer folder holds at `path` (lstat: a symlink is never followed). */
@@ -2088,6 +2175,25 @@ function bindHandle(fd: number, target: string): string | undefined {
     return undefined;
   }
   return errnoText(lastErrno());
+}
+
+const MS_REMOUNT = 32, MS_RDONLY = 1, MS_PRIVATE = 1 << 18;
+
+/** Makes the mount at `target` private: mounts made inside it later never propagate to the host's view. */
+function keepPrivate(target: string): string | undefined {
+  return sys(SYSCALLS.mount, null, cString(target), null, MS_PRIVATE, null) === 0 ? undefined : errnoText(lastErrno());
+}
+
+/** Makes the bind mount at `target` read-only. */
+function makeReadOnly(target: string): string | undefined {
+  const flags = MS_REMOUNT | MS_BIND | MS_RDONLY;
+  return sys(SYSCALLS.mount, null, cString(target), null, flags, null) === 0 ? undefined : errnoText(lastErrno());
+}
+
+/** Whether two descriptors hold the same file (device and inode; through any mount). */
+function sameFile(a: number, b: number): boolean {
+  const [first, second] = [statHandle(a), statHandle(b)];
+  return first !== undefined && second !== undefined && first.device === second.device && first.inode === second.inode;
 }
 
 /** Detaches whatever is mounted at `target`; true when something was. */
@@ -2443,7 +2549,14 @@ export type ImageRecord = {
   Id?: string;
   RepoDigests?: string[];
   GraphDriver?: { Name?: unknown; Data?: Record<string, unknown> };
+  Config?: { Entrypoint?: unknown };
 };
+
+/** The image's own entrypoint (argv), from the engine's record; none when it has none. */
+export function imageEntrypoint(image: ImageRecord | undefined): string[] {
+  const entrypoint = image?.Config?.Entrypoint;
+  return Array.isArray(entrypoint) && entrypoint.every((item) => typeof item === "string") ? entrypoint : [];
+}
 
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
 async function engineImage(reference: string): Promise<ImageRecord | undefined> {
@@ -3439,8 +3552,13 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   }
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
   const points = mountPoints(mounts, workdir);
-  const layers = image !== undefined && points.some((point) => point.checkImage) ? imageLayers(image) : undefined;
-  if (typeof layers === "string") refuse("installation", `cannot check the mount points in the image: ${layers}`);
+  const workdirPoint = workdir === undefined ? undefined : points[points.length - 1];
+  const workdirInMount = workdirPoint?.holder !== undefined && workdirPoint.below.length > 0;
+  const checkImage = points.some((point) => point.checkImage);
+  const layers = image !== undefined && (checkImage || workdirInMount) ? imageLayers(image) : undefined;
+  if (typeof layers === "string" && checkImage) {
+    refuse("installation", `cannot check the mount points in the image: ${layers}`);
+  }
 
   // Devices: only what Slurm allocated to this job on this node.
   let devices: string[] = [];
@@ -3490,7 +3608,10 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     cgroupParent: job?.parent,
     mounts,
     mountPoints: points,
-    imageLayers: layers,
+    imageLayers: typeof layers === "string" ? undefined : layers,
+    mountRoutes: mountRoutes(mounts, points),
+    workdirInMount,
+    imageEntrypoint: imageEntrypoint(image),
     workdir,
     env,
     network: settings.network,
@@ -3669,25 +3790,82 @@ async function removeOrphans(orphans: readonly Orphan[]): Promise<string[]> {
 }
 
 /**
- * Binds each checked object whose folders a user could change to a root-owned staging path, from the
- * descriptor the caller's own lookup opened: the object mounted is exactly the one judged, whatever the
- * caller renames or swaps afterwards. Returns, per mount, the path the engine binds.
+ * Stages the mounts as mountRoutes decided and returns, per mount, the path the engine binds (undefined for
+ * a mount socker made itself inside another). A staged mount is the checked object bound from the
+ * descriptor the caller's own lookup opened, at a root-owned path: what is mounted is exactly what was
+ * judged, whatever the caller renames or swaps afterwards. A mount inside another is bound by socker onto
+ * its mount point inside the holder's staged copy, reached from there as the caller without following a
+ * symlink: the engine, which would follow symlinks as root, never sees that mount point's path.
  */
-function stageMounts(plan: RunPlan): string[] {
-  if (plan.mounts.every((mount) => mount.fixedByRoot)) return plan.mounts.map((mount) => mount.source);
+function stageMounts(plan: RunPlan): (string | undefined)[] {
+  const routes = plan.mountRoutes;
+  if (routes.every((route) => route === "path")) return plan.mounts.map((mount) => mount.source);
   Deno.mkdirSync(STAGING_DIR, { recursive: true, mode: 0o700 });
   Deno.chmodSync(STAGING_DIR, 0o700);
   const folder = `${STAGING_DIR}/${plan.staging}`;
   Deno.mkdirSync(folder, { mode: 0o700 });
-  return plan.mounts.map((mount, index) => {
-    if (mount.fixedByRoot) return mount.source;
-    const target = `${folder}/${index}`;
-    if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
-    else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
-    const problem = bindHandle(mount.handle, target);
-    if (problem !== undefined) refuse("installation", `cannot mount ${printable(mount.source)}: ${problem}`);
-    return target;
-  });
+  const trees = new Map<number, number>(); // mount index -> a descriptor of its staged copy
+  const sources: (string | undefined)[] = plan.mounts.map((mount) => mount.source);
+  try {
+    plan.mounts.forEach((mount, index) => {
+      if (routes[index] !== "staged") return;
+      const target = `${folder}/${index}`;
+      if (mount.kind === "dir") Deno.mkdirSync(target, { mode: 0o700 });
+      else Deno.writeFileSync(target, new Uint8Array(), { mode: 0o600 });
+      const problem = bindHandle(mount.handle, target) ?? keepPrivate(target);
+      if (problem !== undefined) refuse("installation", `cannot mount ${printable(mount.source)}: ${problem}`);
+      sources[index] = target;
+      if (mount.kind === "dir") {
+        trees.set(index, sys(SYSCALLS.openat, AT_FDCWD, cString(target), O_PATH | O_CLOEXEC | O_NOFOLLOW, 0));
+      }
+    });
+    const inside = plan.mounts.map((_, index) => index).filter((index) => routes[index] === "inside")
+      .sort((a, b) => plan.mounts[a].destination.length - plan.mounts[b].destination.length);
+    for (const index of inside) {
+      const mount = plan.mounts[index];
+      const point = plan.mountPoints[index];
+      const holder = plan.mounts[point.holder!];
+      const tree = trees.get(point.holder!);
+      if (tree === undefined || tree < 0) {
+        refuse("installation", `cannot mount ${printable(mount.source)} inside ${holder.source}`);
+      }
+      // Walked to as the caller; bound as root (mounting needs root's capabilities), onto that very point.
+      const target = { fd: -1 };
+      const walked = asCaller(
+        plan.caller,
+        () => walkAndCreate(tree, point.below, point.kind, holder.source, true, target),
+      );
+      try {
+        const problem = walked ?? bindHandle(mount.handle, `/proc/thread-self/fd/${target.fd}`);
+        if (problem !== undefined) refuse("policy", `${point.why}: ${problem}`);
+      } finally {
+        closeHandle(target.fd);
+      }
+      // The new mount, reached again from the holder's copy: made private, read-only when asked.
+      const reached = { fd: -1 };
+      const why = asCaller(
+        plan.caller,
+        () => walkAndCreate(tree, point.below, point.kind, holder.source, false, reached),
+      );
+      try {
+        const same = why === undefined && reached.fd >= 0 && sameFile(reached.fd, mount.handle);
+        const path = `/proc/thread-self/fd/${reached.fd}`;
+        const finished = same ? keepPrivate(path) ?? (mount.readOnly ? makeReadOnly(path) : undefined) : "it moved";
+        if (finished !== undefined) refuse("policy", `${point.why}: cannot finish the mount: ${finished}`);
+      } finally {
+        closeHandle(reached.fd);
+      }
+      sources[index] = undefined;
+      if (mount.kind === "dir") {
+        const again = { fd: -1 };
+        asCaller(plan.caller, () => walkAndCreate(tree, point.below, "dir", holder.source, false, again));
+        trees.set(index, again.fd);
+      }
+    }
+  } finally {
+    for (const fd of trees.values()) closeHandle(fd);
+  }
+  return sources;
 }
 
 /** Undoes stageMounts for one staging folder: unmounts and removes each staging path, never recursively. */
@@ -3756,16 +3934,24 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     await removeOrphans(plan.orphans);
     const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
     const imageId = plan.imageId ?? pulled!.id;
-    const layers = pulled === undefined || !plan.mountPoints.some((point) => point.checkImage)
+    const checkImage = plan.mountPoints.some((point) => point.checkImage);
+    const layers = pulled === undefined || !(checkImage || plan.workdirInMount)
       ? plan.imageLayers
       : imageLayers(pulled.image);
-    if (typeof layers === "string") refuse("installation", `cannot check the mount points in the image: ${layers}`);
-    prepareMountPoints(plan, layers);
+    if (typeof layers === "string" && checkImage) {
+      refuse("installation", `cannot check the mount points in the image: ${layers}`);
+    }
+    const imageFolders = typeof layers === "string" ? undefined : layers;
+    prepareMountPoints(plan, imageFolders);
+    const start = {
+      shell: plan.workdirInMount && imageFolders !== undefined ? imageShell(imageFolders) : undefined,
+      entrypoint: pulled !== undefined ? imageEntrypoint(pulled.image) : plan.imageEntrypoint,
+    };
     await reportRunStart(plan, imageId, facility);
     logged = true;
     if (signals.terminatedBy() !== undefined) return stopped();
     const sources = stageMounts(plan);
-    const spec = containerSpec(plan, sources);
+    const spec = containerSpec(plan, sources, start);
     if (verbose) {
       console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
     }

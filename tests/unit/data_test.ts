@@ -8,6 +8,7 @@ import {
   DEFAULT_SETTINGS,
   defaultMountRequests,
   destinationProblem,
+  imageEntryAt,
   imageLayers,
   type ImageRecord,
   imageSymlinkOn,
@@ -18,6 +19,7 @@ import {
   type Mount,
   mountPoints,
   mountRequests,
+  mountRoutes,
   parseVolume,
   UNREACHABLE,
 } from "../../socker.ts";
@@ -219,6 +221,30 @@ Deno.test("mount points and the working folder inside a mount are walked to from
   );
 });
 
+Deno.test("a mount inside another is made by socker inside the holder's staged copy; the engine never walks to it", () => {
+  const fixed = (source: string, destination = source, kind: "dir" | "file" = "dir") => ({
+    ...mount(source, destination, kind),
+    fixedByRoot: true,
+  });
+  const mounts = [
+    fixed("/home/alice"),
+    fixed("/home/alice/f", "/home/alice/in/f", "file"),
+    mount("/scratch/x", "/data"),
+  ];
+  assert.deepEqual(mountRoutes(mounts, mountPoints(mounts, "/home/alice/work")), ["staged", "inside", "staged"]);
+  assert.deepEqual(
+    mountRoutes([fixed("/home/alice")], mountPoints([fixed("/home/alice")], "/home/alice/work")),
+    ["path"],
+    "a lone mount only root can redirect goes by its path",
+  );
+  const deep = [
+    fixed("/home/alice"),
+    fixed("/home/alice/a", "/home/alice/in"),
+    fixed("/scratch/x", "/home/alice/in/x"),
+  ];
+  assert.deepEqual(mountRoutes(deep, mountPoints(deep, undefined)), ["staged", "inside", "inside"]);
+});
+
 /** An image's layers as a map from "layer:path" to what that layer holds there. */
 const layers = (entries: Record<string, LayerEntry>) => (layer: number, path: string) =>
   entries[`${layer}:${path}`] ?? "missing";
@@ -256,6 +282,28 @@ Deno.test("a symlink in the image on the way to a mount point is found, through 
     imageSymlinkOn(parts("/srv/new/dir"), 1, layers({})),
     undefined,
     "missing parts are created in the container",
+  );
+});
+
+Deno.test("what an image holds at a path: the top layer's entry, through real folders only", () => {
+  const parts = (path: string) => path.split("/").filter(Boolean);
+  assert.equal(imageEntryAt(parts("/bin/sh"), 1, layers({ "0:/bin": "dir", "0:/bin/sh": "symlink" })), "symlink");
+  assert.equal(imageEntryAt(parts("/bin/sh"), 1, layers({ "0:/bin": "symlink" })), "missing", "/bin -> usr/bin");
+  assert.equal(
+    imageEntryAt(
+      parts("/usr/bin/sh"),
+      2,
+      layers({ "0:/usr": "dir", "1:/usr": "dir", "1:/usr/bin": "dir", "1:/usr/bin/sh": "other" }),
+    ),
+    "other",
+  );
+  assert.equal(
+    imageEntryAt(
+      parts("/bin/sh"),
+      2,
+      layers({ "0:/bin": "dir", "0:/bin/sh": "whiteout", "1:/bin": "dir", "1:/bin/sh": "other" }),
+    ),
+    "whiteout",
   );
 });
 

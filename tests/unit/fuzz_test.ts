@@ -128,7 +128,13 @@ Deno.test("fuzz: 2000 random command lines are refused, or only validated values
       const plan = planRun(invocation, facts);
       const spec = containerSpec(
         plan,
-        plan.mounts.map((m, i) => m.fixedByRoot ? m.source : `/run/socker/${plan.staging}/${i}`),
+        plan.mounts.map((m, i) =>
+          plan.mountRoutes[i] === "inside"
+            ? undefined
+            : plan.mountRoutes[i] === "staged"
+            ? `/run/socker/${plan.staging}/${i}`
+            : m.source
+        ),
       ) as {
         Image: string;
         Cmd: string[];

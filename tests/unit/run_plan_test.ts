@@ -404,7 +404,7 @@ const rows: Row[] = [
         ["/home/alice", false],
         ["/home/alice/work", false],
       ]);
-      assert.equal(plan.imageLayers, undefined);
+      assert.deepEqual(plan.imageLayers, ["/var/lib/docker/overlay2/4/diff"], "read only to find the image's shell");
     },
   ],
   [
@@ -434,6 +434,49 @@ const rows: Row[] = [
       assert.equal(
         "OomScoreAdj" in (containerSpec(plan, plan.mounts.map((m) => m.source)).HostConfig as object),
         false,
+      );
+    },
+  ],
+  [
+    "a working folder inside a mount is entered by the image's shell, as the caller: the engine starts in /",
+    run(IMAGE, "pwd"),
+    runFacts({
+      image: {
+        Id: IMAGE_ID,
+        Config: { Entrypoint: ["/entry", "x"] },
+        GraphDriver: { Name: "overlay2", Data: { UpperDir: "/l/diff" } },
+      },
+    }),
+    (plan) => {
+      assert.equal(plan.workdirInMount, true);
+      const spec = containerSpec(plan, plan.mounts.map((m) => m.source), { shell: "/bin/sh" });
+      assert.deepEqual(spec.Entrypoint, [
+        "/bin/sh",
+        "-c",
+        'cd -P -- "$1" && shift && exec "$@"',
+        "socker-workdir",
+        "/home/alice/work",
+        "/entry",
+        "x",
+      ]);
+      assert.deepEqual([spec.WorkingDir, spec.Cmd], ["/", ["pwd"]]);
+      const noShell = containerSpec(plan, plan.mounts.map((m) => m.source), {});
+      assert.deepEqual(
+        [noShell.WorkingDir, "Entrypoint" in noShell],
+        ["/home/alice/work", false],
+        "no shell in the image",
+      );
+    },
+  ],
+  [
+    "a working folder that is a mount's own root, or in the image, is the engine's to enter",
+    run("-w", "/home/alice", IMAGE, "pwd"),
+    runFacts(),
+    (plan) => {
+      assert.equal(plan.workdirInMount, false);
+      assert.equal(
+        containerSpec(plan, plan.mounts.map((m) => m.source), { shell: "/bin/sh" }).WorkingDir,
+        "/home/alice",
       );
     },
   ],
