@@ -294,6 +294,46 @@ Deno.test("attack: a symlink on the way to a mount point or -w never lets the en
   }
 });
 
+Deno.test("attack: swapping one's folder for a symlink while socker starts never makes root create in a shared folder", async () => {
+  const tools = Deno.makeTempDirSync({ prefix: "socker-swapper-" });
+  Deno.chmodSync(tools, 0o755);
+  const built = await sh("/usr/bin/gcc", ["-O2", "-o", `${tools}/swapper`, "tests/fixtures/tools/swapper.c"]);
+  assert.equal(built.code, 0, `gcc: ${built.stderr}`);
+  await sh("/bin/rm", ["-rf", "/home/rt-share", "/home/alice/race"]);
+  folder("/home/rt-share", 2002, 3001, 0o2770);
+  folder("/home/alice/race", 2001, 2001, 0o755);
+  folder("/home/alice/race/src", 2001, 2001, 0o755, "alice's data");
+  const outcomes = new Map<string, number>();
+  try {
+    for (const kind of ["mount point", "-w"]) {
+      for (let round = 0; round < 8; round++) {
+        const delay = (round % 4) * 60_000; // before socker's bind, and after it (while the engine starts)
+        const watch = kind === "-w" ? `/home/alice/race/r/wd${round}` : "/home/alice/race/r/p";
+        const target = kind === "-w" ? "/share" : `/share/evil${round}`;
+        const options = kind === "-w" ? ["-w", watch] : ["-v", "/home/alice/race/src:/home/alice/race/r/p"];
+        const line = `rm -rf /home/alice/race/r /home/alice/race/r.old; mkdir /home/alice/race/r; ` +
+          `${tools}/swapper ${watch} /home/alice/race/r ${target} ${delay} & ` +
+          `socker run -v /home/rt-share:/share ${
+            options.join(" ")
+          } ${IMAGE} true; echo "rc=$?"; kill %1 2>/dev/null; wait`;
+        const result = await asAlice(line);
+        const code = /rc=(\d+)/.exec(result.stdout)?.[1] ?? "?";
+        outcomes.set(`${kind} ${code}`, (outcomes.get(`${kind} ${code}`) ?? 0) + 1);
+        assert.deepEqual(await rootOwnedUnder("/home/rt-share", "/home/alice"), [], `${kind}, delay ${delay}`);
+        assert.deepEqual(
+          [...Deno.readDirSync("/home/rt-share")],
+          [],
+          `${kind}, delay ${delay}: the share is untouched`,
+        );
+      }
+    }
+    console.log(`outcomes (kind, exit code: runs): ${[...outcomes].map(([k, n]) => `${k}: ${n}`).join(", ")}`);
+    await nothingLeft();
+  } finally {
+    await sh("/bin/rm", ["-rf", "/home/rt-share", "/home/alice/race", tools]);
+  }
+});
+
 // ---- class: paths resolved as root before being judged as the user (issue 9 §6)
 
 Deno.test("attack: nothing tells alice what exists inside bob's closed folder", async () => {
