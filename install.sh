@@ -15,7 +15,7 @@
 #   $SYSCONFDIR/socker/socker-images the image allowlist (installed once, never overwritten)
 #   /etc/sudoers.d/socker            lets every user run exactly the entry point as root
 #   /var/log/socker/                 the audit log's folder (root 0700; socker writes audit.log)
-#   /etc/logrotate.d/socker          weekly rotation of the audit log
+#   /etc/logrotate.d/socker          weekly rotation of the audit log (sooner past 100 MB)
 #   socker-reaper                    systemd timer or cron entry: `socker cleanup --orphans`
 # socker talks to the Docker engine's socket itself; it runs no docker CLI.
 # Nothing is ever installed set-uid or set-gid (see --setuid). Run `install.sh --help`.
@@ -132,7 +132,7 @@ Installed (default paths):
   /etc/socker/socker-images                image allowlist (from socker-images.example, only if absent)
   /etc/sudoers.d/socker                    sudo rule: every user may run the entry point as root
   $LOG_DIR/                         root 0700; socker writes audit.log (0600) in it
-  $LOGROTATE_FILE                  audit log rotation: weekly, 52 kept, compressed
+  $LOGROTATE_FILE                  audit log rotation: weekly or past 100 MB, 52 kept, compressed
                                            (installed even without logrotate, which is then said)
   $SYSTEMD_DIR/$REAPER_TIMER  the orphan reaper, every minute: <entry point>
     and $REAPER_SERVICE                 cleanup --orphans (removes containers whose socker died);
@@ -651,6 +651,7 @@ logrotate_text() {
 # socker opens the file for every record, so a rename rotates it: no copytruncate (which loses records).
 $LOG_DIR/audit.log {
 	weekly
+	maxsize 100M
 	rotate 52
 	compress
 	delaycompress
