@@ -138,12 +138,13 @@ Deno.test("the audit log is root's alone: /var/log/socker is 0700 and audit.log,
   }
 });
 
-Deno.test("logrotate rotates the audit log weekly, keeps 52 compressed weeks, and never copies and truncates", async () => {
+Deno.test("logrotate rotates the audit log weekly or past 100 MB, keeps 52 compressed, never copies and truncates", async () => {
   const rule = Deno.readTextFileSync("/etc/logrotate.d/socker");
   assert.match(rule, /^\/var\/log\/socker\/audit\.log \{$/m);
   for (
     const directive of [
       "weekly",
+      "maxsize 100M",
       "rotate 52",
       "compress",
       "delaycompress",
