@@ -1162,9 +1162,10 @@ uninstall() {
 	if getent passwd dockerroot >/dev/null 2>&1 || getent group docker >/dev/null 2>&1; then
 		say "kept any user dockerroot and group docker (socker no longer uses them; other software may)"
 	fi
-	local conf
+	local conf epilogs
 	if conf=$(find_slurm_conf) &&
-		grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf" | grep -qs -F "$EPILOG_HOOK"; then
+		epilogs=$(grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf") &&
+		grep -qs -F "$EPILOG_HOOK" <<<"$epilogs"; then
 		say "remove Epilog=$EPILOG_HOOK from $conf yourself (install.sh never edits it)"
 	fi
 	if dry; then say "dry run done: nothing was changed"; else say "uninstalled socker from $PREFIX"; fi

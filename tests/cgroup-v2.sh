@@ -163,7 +163,9 @@ customize_root() { # ROOT
 umount_under() {
   local dir=$1 m
   while read -r m; do umount -l -- "$m" 2>/dev/null || true; done < <(findmnt -rn -o TARGET | grep -F -- "$dir/" | sort -r)
-  ! findmnt -rn -o TARGET | grep -qF -- "$dir/"
+  local left
+  left=$(findmnt -rn -o TARGET) # read whole: an early grep -q would SIGPIPE findmnt under pipefail
+  ! grep -qF -- "$dir/" <<<"$left"
 }
 remove_tree() { # a build folder: never into anything still mounted in it
   umount_under "$1" || die "cannot unmount everything under $1: remove it by hand"

@@ -122,8 +122,12 @@ build_image() {
   local root="$work/rootfs" old new a ls_out
   mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
   cp /bin/busybox "$root/bin/busybox"
+  # The list is read whole first: `busybox --list | grep -q` fails under pipefail whenever grep quits
+  # before busybox has written the rest (SIGPIPE), which happens now and then.
+  local have
+  have=$(/bin/busybox --list)
   for a in "${applets[@]}"; do
-    /bin/busybox --list | grep -qxF -- "$a" || die "busybox has no applet '$a'"
+    grep -qxF -- "$a" <<<"$have" || die "busybox has no applet '$a'"
     ln -s busybox "$root/bin/$a"
   done
   # A setuid-root busybox, with /suid/id running its id applet: tests show it cannot give root inside
