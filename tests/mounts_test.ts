@@ -111,11 +111,14 @@ Deno.test("mounts: a folder swapped for a symlink between check and run never ex
   const swap = "/home/alice/swap";
   folder(`${swap}.real`, 2001, 2001, 0o755, "alice's");
   // alice flips `swap` between her folder and a symlink to bob's, and renames the real folder, as fast as she
-  // can; each loop counts its turns in a file, so the test knows the swapping really happened.
+  // can, until every run is done (a stop file; 10 minutes at most, so nothing outlives a crashed test); each
+  // loop counts its turns in a file, so the test knows the swapping really happened.
+  const stop = "/tmp/swap.stop";
+  await sh("/bin/rm", ["-f", stop]);
   const flip = (body: string, counter: string) =>
     userShell(
       "alice",
-      `cd /home/alice; n=0; end=$(($(date +%s) + 40)); while [ $(date +%s) -lt $end ]; do ${body}; n=$((n+1)); echo $n > ${counter}; done`,
+      `cd /home/alice; n=0; end=$(($(date +%s) + 600)); while [ ! -e ${stop} ] && [ $(date +%s) -lt $end ]; do ${body}; n=$((n+1)); echo $n > ${counter}; done`,
       "null",
     ).spawn();
   const flipper = flip(
@@ -141,10 +144,10 @@ Deno.test("mounts: a folder swapped for a symlink between check and run never ex
       }
     }
   } finally {
-    flipper.kill("SIGKILL");
-    renamer.kill("SIGKILL");
+    Deno.writeTextFileSync(stop, "");
     await flipper.status;
     await renamer.status;
+    Deno.removeSync(stop);
     await sh("/bin/sh", ["-c", `rm -rf ${swap} ${swap}.tmp ${swap}2 ${swap}.real`]);
   }
   const flips = Number(Deno.readTextFileSync("/tmp/flips").trim());
