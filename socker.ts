@@ -651,10 +651,10 @@ export function settingsFrom(file: ConfigFile): Settings {
 // Identity: who called, from what sudo and the user database say
 
 /** Who sudo says called: the caller's uid, current gid and name. */
-export type SudoCaller = { uid: number; gid: number; user: string };
+export type SudoIdentity = { uid: number; gid: number; user: string };
 
 /** The person socker acts for: sudo's word checked against the user database. */
-export type Caller = SudoCaller & { groups: number[]; home?: string };
+export type Caller = SudoIdentity & { groups: number[]; home?: string };
 
 /** What the user database (NSS: files, LDAP, SSSD, ...) says of a user. */
 export type UserRecord = { uid: number; gid: number; home?: string; groups: number[] };
@@ -664,10 +664,10 @@ export type UserRecord = { uid: number; gid: number; home?: string; groups: numb
  * cannot be forged through it). Without them, the caller is whoever runs this process: root running
  * socker directly. Throws when they are malformed.
  */
-export function callerFromSudo(
+export function parseSudoIdentity(
   env: { SUDO_UID?: string; SUDO_GID?: string; SUDO_USER?: string },
   processUid: number,
-): SudoCaller {
+): SudoIdentity {
   const { SUDO_UID = "", SUDO_GID = "", SUDO_USER = "" } = env;
   if (SUDO_UID === "" && SUDO_GID === "" && SUDO_USER === "") {
     return { uid: processUid, gid: processUid === 0 ? 0 : -1, user: processUid === 0 ? "root" : "" };
@@ -684,7 +684,7 @@ export function callerFromSudo(
 }
 
 /** Whether root itself runs this program (not a user through sudo): the callers of cleanup and doctor. */
-export function isRootCaller(sudo: SudoCaller, processUid: number): boolean {
+export function isRootItself(sudo: SudoIdentity, processUid: number): boolean {
   return sudo.uid === 0 && processUid === 0;
 }
 
@@ -693,7 +693,7 @@ export function isRootCaller(sudo: SudoCaller, processUid: number): boolean {
  * caller's current one (sudo's SUDO_GID), the supplementary groups are the database's. Root is refused:
  * socker never runs a container as uid 0 or gid 0.
  */
-export function resolveCaller(sudo: SudoCaller, database: UserRecord | string): Caller {
+export function checkCaller(sudo: SudoIdentity, database: UserRecord | string): Caller {
   if (sudo.uid === 0) {
     refuse("policy", "refusing to run a container as root; run socker as the user the container should run as");
   }
@@ -3121,8 +3121,8 @@ function sudoEnvironment() {
   };
 }
 
-function sudoCaller(): SudoCaller {
-  return callerFromSudo(sudoEnvironment(), Deno.uid() ?? -1);
+function readSudoIdentity(): SudoIdentity {
+  return parseSudoIdentity(sudoEnvironment(), Deno.uid() ?? -1);
 }
 
 /** The caller's folder (sudo keeps it), or undefined when it no longer exists. */
@@ -3347,16 +3347,16 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
       return undefined;
     }
   };
-  const sudoCallerGuess = guess(() => callerFromSudo(sudo, processUid));
+  const sudoIdentityGuess = guess(() => parseSudoIdentity(sudo, processUid));
   const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
   const entry = guess(() =>
     allowedImage(parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH), invocation.image)
   );
-  const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoCallerGuess?.uid ?? -1));
-  const user = sudoCallerGuess !== undefined && sudoCallerGuess.uid !== 0
-    ? userRecord(sudoCallerGuess.user)
+  const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoIdentityGuess?.uid ?? -1));
+  const user = sudoIdentityGuess !== undefined && sudoIdentityGuess.uid !== 0
+    ? userRecord(sudoIdentityGuess.user)
     : "no caller";
-  const caller = guess(() => resolveCaller(sudoCallerGuess!, user));
+  const caller = guess(() => checkCaller(sudoIdentityGuess!, user));
   const uid = caller?.uid;
 
   const [image, engineInfoFact, engineVersionFact, jobRecord, ownContainers] = await Promise.all([
@@ -3480,8 +3480,8 @@ export function containerdVersion(version: Record<string, unknown>): string | un
  * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
 export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
-  const sudo = callerFromSudo(facts.sudo, facts.processUid);
-  const caller = resolveCaller(sudo, facts.user); // first: never as root
+  const sudo = parseSudoIdentity(facts.sudo, facts.processUid);
+  const caller = checkCaller(sudo, facts.user); // first: never as root
   if (facts.processUid !== 0) {
     refuse("installation", "this program must be started through sudo by the 'socker' launcher");
   }
@@ -4205,7 +4205,7 @@ function readRegistryAuthText(): string | undefined {
 async function pullCommand(image: string | undefined): Promise<number> {
   const allowlist = parseAllowlist(trustedText(readConfigFile(ALLOWLIST_PATH), true)!, ALLOWLIST_PATH);
   const facility = settingsFrom(readConfigFile(SETTINGS_PATH)).logFacility;
-  const entries = planPull(image, allowlist, isRootCaller(sudoCaller(), Deno.uid() ?? -1));
+  const entries = planPull(image, allowlist, isRootItself(readSudoIdentity(), Deno.uid() ?? -1));
   let failures = 0;
   for (const entry of entries) {
     try {
@@ -4224,15 +4224,15 @@ async function pullCommand(image: string | undefined): Promise<number> {
 
 /** socker's containers on this node that the caller may see (root: everyone's), with their supervisors. */
 export type OwnContainersFacts = {
-  caller: SudoCaller;
+  caller: SudoIdentity;
   rootCaller: boolean;
   now: number;
   containers: { container: ListedContainer; supervisorStat?: string }[];
 };
 
 async function readOwnContainers(): Promise<OwnContainersFacts> {
-  const caller = sudoCaller();
-  const rootCaller = isRootCaller(caller, Deno.uid() ?? -1);
+  const caller = readSudoIdentity();
+  const rootCaller = isRootItself(caller, Deno.uid() ?? -1);
   const labels = [
     `${LABEL.managed}=true`,
     `${LABEL.node}=${hostName()}`,
@@ -4576,7 +4576,9 @@ async function readOrphanFacts(): Promise<OrphanFacts> {
  * a user could otherwise end another user's job.
  */
 async function cleanupCommand(scope: { job: string } | { orphans: true }, verbose: boolean): Promise<number> {
-  if (!isRootCaller(sudoCaller(), Deno.uid() ?? -1)) refuse("policy", "'cleanup' is for root and Slurm's Epilog only");
+  if (!isRootItself(readSudoIdentity(), Deno.uid() ?? -1)) {
+    refuse("policy", "'cleanup' is for root and Slurm's Epilog only");
+  }
   if ("job" in scope) {
     const facts = await readJobCleanupFacts(scope.job);
     const sweeps = await actCleanup(
@@ -4963,7 +4965,7 @@ async function readDoctorFacts(rows: readonly DoctorRow[]): Promise<Map<string, 
 
 /** `socker doctor`: checks the installation, the engine and Slurm's configuration, one line each. Root only. */
 async function doctorCommand(): Promise<number> {
-  if (!isRootCaller(sudoCaller(), Deno.uid() ?? -1)) refuse("policy", "'doctor' is for root");
+  if (!isRootItself(readSudoIdentity(), Deno.uid() ?? -1)) refuse("policy", "'doctor' is for root");
   const report = doctorReport(DOCTOR_ROWS, await readDoctorFacts(DOCTOR_ROWS));
   for (const line of report.lines) console.log(line);
   return report.exitCode;

@@ -2,14 +2,14 @@
 // caller's limits read from the kernel's text, socker's own raised, the container's exactly the caller's.
 import assert from "node:assert/strict";
 import {
-  callerFromSudo,
+  checkCaller,
   containerUlimits,
   exitCodeFor,
-  isRootCaller,
+  isRootItself,
   LIMIT_ROWS,
   parseProcLimits,
+  parseSudoIdentity,
   planOwnLimits,
-  resolveCaller,
   signalAction,
   SUPERVISOR_CPU_RESERVE,
   SUPERVISOR_NEEDS,
@@ -17,36 +17,36 @@ import {
 import { limits, refusal } from "./facts.ts";
 
 Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
-  assert.deepEqual(callerFromSudo({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
+  assert.deepEqual(parseSudoIdentity({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
     uid: 2001,
     gid: 2001,
     user: "alice",
   });
-  assert.deepEqual(callerFromSudo({}, 0), { uid: 0, gid: 0, user: "root" });
+  assert.deepEqual(parseSudoIdentity({}, 0), { uid: 0, gid: 0, user: "root" });
   for (const uid of ["-1", "1e3", " 2001", "2001 ", "0x10", "02001", "99999999999"]) {
-    refusal(() => callerFromSudo({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
+    refusal(() => parseSudoIdentity({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
   }
-  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
-  refusal(() => callerFromSudo({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
-  assert.equal(isRootCaller({ uid: 0, gid: 0, user: "root" }, 0), true);
-  assert.equal(isRootCaller({ uid: 2001, gid: 2001, user: "alice" }, 0), false);
-  assert.equal(isRootCaller({ uid: 0, gid: 0, user: "root" }, 2001), false);
+  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
+  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
+  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 0), true);
+  assert.equal(isRootItself({ uid: 2001, gid: 2001, user: "alice" }, 0), false);
+  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 2001), false);
 });
 
-Deno.test("resolveCaller takes groups from the database and refuses root", () => {
+Deno.test("checkCaller takes groups from the database and refuses root", () => {
   const sudo = { uid: 2001, gid: 2001, user: "alice" };
   assert.deepEqual(
-    resolveCaller(sudo, { uid: 2001, gid: 2001, home: "/home/alice", groups: [3001, 2001, 3001, 100] }),
+    checkCaller(sudo, { uid: 2001, gid: 2001, home: "/home/alice", groups: [3001, 2001, 3001, 100] }),
     {
       ...sudo,
       groups: [100, 3001],
       home: "/home/alice",
     },
   );
-  refusal(() => resolveCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
-  refusal(() => resolveCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
-  refusal(() => resolveCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
-  refusal(() => resolveCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
+  refusal(() => checkCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
+  refusal(() => checkCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
+  refusal(() => checkCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
+  refusal(() => checkCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
 });
 
 /** /proc/self/limits as the kernel writes it. */
