@@ -2169,31 +2169,35 @@ function layerEntry(path: string): LayerEntry {
 
 const MS_BIND = 4096, MNT_DETACH = 2;
 
-/** Binds exactly the object an open descriptor holds at `target` (no path is looked up again). */
-function bindHandle(fd: number, target: string): string | undefined {
-  if (sys(SYSCALLS.mount, cString(`/proc/thread-self/fd/${fd}`), cString(target), null, MS_BIND, null) === 0) {
-    return undefined;
-  }
+const MS_REMOUNT = 32, MS_RDONLY = 1, MS_PRIVATE = 1 << 18, MS_REC = 1 << 14;
+
+/**
+ * Binds `source` at `target`, with every mount below it (as the engine's own binds do): a plain bind would
+ * show what a mount on the host covers, which the caller cannot see there.
+ */
+function bindTree(source: string, target: string): string | undefined {
+  if (sys(SYSCALLS.mount, cString(source), cString(target), null, MS_BIND | MS_REC, null) === 0) return undefined;
   return errnoText(lastErrno());
 }
 
-const MS_REMOUNT = 32, MS_RDONLY = 1, MS_PRIVATE = 1 << 18;
+/** Binds exactly the object an open descriptor holds at `target` (no path is looked up again). */
+function bindHandle(fd: number, target: string): string | undefined {
+  return bindTree(`/proc/thread-self/fd/${fd}`, target);
+}
 
-/** Makes the mount at `target` private: mounts made inside it later never propagate to the host's view. */
+/**
+ * Makes the mount at `target` and every mount below it private: mounts made inside them later never
+ * propagate to the host's view, and a bind of them is private too.
+ */
 function keepPrivate(target: string): string | undefined {
-  return sys(SYSCALLS.mount, null, cString(target), null, MS_PRIVATE, null) === 0 ? undefined : errnoText(lastErrno());
+  const flags = MS_REC | MS_PRIVATE;
+  return sys(SYSCALLS.mount, null, cString(target), null, flags, null) === 0 ? undefined : errnoText(lastErrno());
 }
 
 /** Makes the bind mount at `target` read-only. */
 function makeReadOnly(target: string): string | undefined {
   const flags = MS_REMOUNT | MS_BIND | MS_RDONLY;
   return sys(SYSCALLS.mount, null, cString(target), null, flags, null) === 0 ? undefined : errnoText(lastErrno());
-}
-
-/** Whether two descriptors hold the same file (device and inode; through any mount). */
-function sameFile(a: number, b: number): boolean {
-  const [first, second] = [statHandle(a), statHandle(b)];
-  return first !== undefined && second !== undefined && first.device === second.device && first.inode === second.inode;
 }
 
 /** Detaches whatever is mounted at `target`; true when something was. */
@@ -3795,7 +3799,8 @@ async function removeOrphans(orphans: readonly Orphan[]): Promise<string[]> {
  * descriptor the caller's own lookup opened, at a root-owned path: what is mounted is exactly what was
  * judged, whatever the caller renames or swaps afterwards. A mount inside another is bound by socker onto
  * its mount point inside the holder's staged copy, reached from there as the caller without following a
- * symlink: the engine, which would follow symlinks as root, never sees that mount point's path.
+ * symlink: the engine, which would follow symlinks as root, never sees that mount point's path. Every
+ * staged copy is private and binds every mount below it, like the engine's own binds.
  */
 function stageMounts(plan: RunPlan): (string | undefined)[] {
   const routes = plan.mountRoutes;
@@ -3829,6 +3834,16 @@ function stageMounts(plan: RunPlan): (string | undefined)[] {
       if (tree === undefined || tree < 0) {
         refuse("installation", `cannot mount ${printable(mount.source)} inside ${holder.source}`);
       }
+      // The mount's own copy first, at a root-owned path no rename of the caller's can redirect: private
+      // (so nothing mounted in it, or bound from it, ever reaches the host's view) and read-only when
+      // asked, before anything of it is bound where the caller's folders lead. No mount is ever changed
+      // through a path the caller could reach.
+      const prepared = `${folder}/src${index}`;
+      if (mount.kind === "dir") Deno.mkdirSync(prepared, { mode: 0o700 });
+      else Deno.writeFileSync(prepared, new Uint8Array(), { mode: 0o600 });
+      const ready = bindHandle(mount.handle, prepared) ?? keepPrivate(prepared) ??
+        (mount.readOnly ? makeReadOnly(prepared) : undefined);
+      if (ready !== undefined) refuse("installation", `cannot mount ${printable(mount.source)}: ${ready}`);
       // Walked to as the caller; bound as root (mounting needs root's capabilities), onto that very point.
       const target = { fd: -1 };
       const walked = asCaller(
@@ -3836,24 +3851,10 @@ function stageMounts(plan: RunPlan): (string | undefined)[] {
         () => walkAndCreate(tree, point.below, point.kind, holder.source, true, target),
       );
       try {
-        const problem = walked ?? bindHandle(mount.handle, `/proc/thread-self/fd/${target.fd}`);
+        const problem = walked ?? bindTree(prepared, `/proc/thread-self/fd/${target.fd}`);
         if (problem !== undefined) refuse("policy", `${point.why}: ${problem}`);
       } finally {
         closeHandle(target.fd);
-      }
-      // The new mount, reached again from the holder's copy: made private, read-only when asked.
-      const reached = { fd: -1 };
-      const why = asCaller(
-        plan.caller,
-        () => walkAndCreate(tree, point.below, point.kind, holder.source, false, reached),
-      );
-      try {
-        const same = why === undefined && reached.fd >= 0 && sameFile(reached.fd, mount.handle);
-        const path = `/proc/thread-self/fd/${reached.fd}`;
-        const finished = same ? keepPrivate(path) ?? (mount.readOnly ? makeReadOnly(path) : undefined) : "it moved";
-        if (finished !== undefined) refuse("policy", `${point.why}: cannot finish the mount: ${finished}`);
-      } finally {
-        closeHandle(reached.fd);
       }
       sources[index] = undefined;
       if (mount.kind === "dir") {
