@@ -1415,9 +1415,12 @@ export const IMAGE_SHELLS = ["/bin/sh", "/usr/bin/sh"];
  * The script the image's shell runs, as the caller, to enter the working folder and run the command: the
  * engine never walks to a working folder inside a mount (it would, as root, through folders the caller may
  * swap for symlinks, and create what is missing where they lead). `$1` is the folder; then the image's
- * entrypoint, then the command.
+ * entrypoint, then the command. A command word that a shell's `exec` would read as its own option (`-a`,
+ * `--`) or an empty one is not found, exactly as when the engine starts the command itself (127): the
+ * command stays untouched, never an option of the shell.
  */
-export const ENTER_WORKDIR = 'cd -P -- "$1" && shift && exec "$@"';
+export const ENTER_WORKDIR =
+  'cd -P -- "$1" && shift && case $1 in ""|-*) echo "socker-workdir: $1: command not found" >&2; exit 127;; esac && exec "$@"';
 
 /** Variables that always describe the caller and are never taken from elsewhere. */
 export const CALLER_VARIABLES = ["HOME", "USER", "LOGNAME"];
@@ -3667,15 +3670,31 @@ function superviseSignals() {
       await sleep(started ? 1000 : 100);
     }
   };
-  const resize = () => {
+  // One resize at a time, always of the latest size: a flood of SIGWINCH (a caller resizing their own
+  // terminal in a loop) costs at most one engine call in flight, never one per signal.
+  let resizing = false;
+  let resizeAgain = false;
+  const resize = async () => {
     if (!tty || container === undefined) return;
+    if (resizing) {
+      resizeAgain = true;
+      return;
+    }
+    resizing = true;
     try {
-      const { rows, columns } = Deno.consoleSize();
-      void engineResize(container, rows, columns);
-    } catch { /* no terminal size to pass on */ }
+      do {
+        resizeAgain = false;
+        const { rows, columns } = Deno.consoleSize();
+        await engineResize(container, rows, columns);
+      } while (resizeAgain && !ended);
+    } catch {
+      /* no terminal size to pass on */
+    } finally {
+      resizing = false;
+    }
   };
   const onSignal = (signal: Deno.Signal) => () => {
-    if (signal === "SIGWINCH") return resize();
+    if (signal === "SIGWINCH") return void resize();
     const action = signalAction(signal);
     if (action?.kind === "terminate" && terminatedBy === undefined) {
       terminatedBy = action.number;
@@ -3715,6 +3734,7 @@ async function pumpOutput(
   tty: boolean,
   onStdoutGone: () => void,
   terminated: Promise<void>,
+  progress: OutputProgress,
 ) {
   const demux = tty ? undefined : streamDemuxer();
   const sinks = { 1: Deno.stdout, 2: Deno.stderr };
@@ -3730,17 +3750,21 @@ async function pumpOutput(
   const write = async (stream: 1 | 2, bytes: Uint8Array) => {
     if (gone.has(stream) || stopping) return;
     try {
+      progress.writing = true;
       for (let offset = 0; offset < bytes.length;) {
         const pending = sinks[stream].write(bytes.subarray(offset));
         pending.catch(() => {}); // a write left behind may fail later, unheard
         const written = await Promise.race([pending, stopped]);
         if (written < 0) return;
         offset += written;
+        progress.last = performance.now();
       }
     } catch {
       // The reader went away (a closed pipe): as in a shell pipeline, the writer learns of it by SIGPIPE.
       gone.add(stream);
       if (stream === 1) onStdoutGone();
+    } finally {
+      progress.writing = false;
     }
   };
   const handle = async (bytes: Uint8Array) => {
@@ -3757,7 +3781,31 @@ async function pumpOutput(
       break;
     }
     if (n === null) break;
+    progress.last = performance.now();
     await handle(buffer.subarray(0, n));
+  }
+}
+
+/** What pumpOutput is doing: writing to the caller (whose reader may be slow), and when bytes last moved. */
+type OutputProgress = { writing: boolean; last: number };
+
+/** How long after the container's exit its output stream may stay silent before socker stops waiting. */
+const OUTPUT_SILENCE_MS = 10_000;
+
+/**
+ * Waits until every byte the container wrote has reached the caller, however slowly the caller reads (a
+ * pager, a slow pipe). Only an engine stream that stays silent after the container is gone (nothing to
+ * write, nothing arriving) ends the wait, with a line saying so.
+ */
+async function drainOutput(output: Promise<void>, progress: OutputProgress): Promise<void> {
+  let done = false;
+  const finished = output.finally(() => done = true);
+  while (!done) {
+    await Promise.race([finished, sleep(250)]);
+    if (!done && !progress.writing && performance.now() - progress.last > OUTPUT_SILENCE_MS) {
+      console.error("socker: the container's output stream stayed open after it ended; stopped reading it");
+      return;
+    }
   }
 }
 
@@ -3974,14 +4022,23 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     }
     const id = containerId;
     let pipeSignalled = false;
-    const output = pumpOutput(attached.conn, attached.initial, plan.tty, () => {
-      if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
-      pipeSignalled = true;
-    }, signals.terminated);
+    const progress: OutputProgress = { writing: false, last: performance.now() };
+    const output = pumpOutput(
+      attached.conn,
+      attached.initial,
+      plan.tty,
+      () => {
+        if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+        pipeSignalled = true;
+      },
+      signals.terminated,
+      progress,
+    );
     if (plan.stdin) void pumpStdin(attached.conn);
     const status = await waited();
-    // All output the container wrote reaches the caller before socker returns (bounded: a detached stream).
-    await Promise.race([output, sleep(10_000)]);
+    // All output the container wrote reaches the caller before socker returns.
+    progress.last = Math.max(progress.last, performance.now());
+    await drainOutput(output, progress);
     attached.conn.close();
     if (typeof status === "string" && signals.terminatedBy() === undefined) {
       refuse("engine", `lost the container's exit status: ${status}`);

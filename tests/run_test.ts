@@ -12,6 +12,7 @@ import {
   sh,
   socker,
   sockerContainers,
+  userLine,
 } from "./helpers.ts";
 
 async function assertNoContainers(): Promise<void> {
@@ -95,6 +96,15 @@ Deno.test("run: stdout and stderr stay apart; stdin is piped in and its end reac
   assert.equal(counted.stdout.trim(), "3");
   const noStdin = await socker("alice", ["run", "--no-stdin", IMAGE, "cat"], { stdin: "never\n" });
   assert.equal(noStdin.stdout, "");
+});
+
+Deno.test("run: a reader that pauses longer than 10 s after the container ended still gets every byte", async () => {
+  const result = await userLine(
+    "alice",
+    `socker run ${IMAGE} sh -c 'head -c 1000000 /dev/zero; exit 5' | { sleep 12; wc -c; }; echo "rc=\${PIPESTATUS[0]}"`,
+  );
+  assert.deepEqual(result.stdout.split("\n").map((line) => line.trim()), ["1000000", "rc=5", ""], result.stderr);
+  assert.equal(result.stderr, "");
 });
 
 Deno.test("run: 100 MB of stdout and 10 MB of stdin arrive intact", async () => {

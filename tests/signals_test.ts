@@ -1,7 +1,17 @@
 // Signals and terminals: what a user's Ctrl-C, kill, Slurm's warnings and a closed pipe do to a running
 // container, and that a container never outlives its socker. Real engine, real launcher and sudo.
 import assert from "node:assert/strict";
-import { folder, IMAGE, inTerminal, sh, sockerContainers, spawnSocker, stagingLeft, waitFor } from "./helpers.ts";
+import {
+  asUserArgv,
+  folder,
+  IMAGE,
+  inTerminal,
+  sh,
+  sockerContainers,
+  spawnSocker,
+  stagingLeft,
+  waitFor,
+} from "./helpers.ts";
 
 async function assertNoContainers(): Promise<void> {
   assert.deepEqual(await sockerContainers(), []);
@@ -107,6 +117,45 @@ Deno.test("signals: a signal while socker prepares the run leaves nothing behind
     assert.equal(await stagingLeft(), "", `delay ${delay}`);
   }
   Deno.removeSync("/home/alice/signal-test");
+});
+
+Deno.test("terminals: a flood of window-size changes costs socker one engine call at a time", async () => {
+  // A caller resizing their own terminal in a loop sends socker a SIGWINCH each time; before, each one
+  // opened its own engine call (4000 sockets and 410 MB in 8 s).
+  const child = new Deno.Command("/usr/bin/setpriv", {
+    args: asUserArgv("alice", { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" }, [
+      "/usr/bin/script",
+      "-qec",
+      `socker run ${IMAGE} sh -c 'sleep 4; echo finished'`,
+      "/dev/null",
+    ]),
+    cwd: "/tmp",
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+  const supervisor = (await sh("/usr/bin/pgrep", ["-u", "root", "-f", "lib/socker/socker.ts run"])).stdout.trim();
+  assert.match(supervisor, /^\d+$/, "one privileged socker");
+  const sockets = async () =>
+    Number((await sh("/bin/sh", ["-c", `ls -l /proc/${supervisor}/fd | grep -c socket:`])).stdout.trim());
+  const before = await sockets();
+  let most = 0;
+  let peak = 0;
+  for (let round = 0; round < 20; round++) {
+    await sh("/bin/sh", ["-c", `for i in $(seq 100); do kill -WINCH ${supervisor}; done`]);
+    most = Math.max(most, await sockets());
+    const status = await Deno.readTextFile(`/proc/${supervisor}/status`).catch(() => "");
+    peak = Math.max(peak, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
+  }
+  child.stdin.close();
+  const output = await child.output();
+  assert.match(new TextDecoder().decode(output.stdout), /finished/);
+  assert.equal(output.code, 0);
+  assert.ok(most <= before + 1, `socker held ${most} sockets during 2000 SIGWINCH (${before} before)`);
+  assert.ok(peak < 100 * 1024, `socker's peak memory ${peak} KiB`);
+  console.log(`2000 SIGWINCH: at most ${most} sockets (${before} before), peak ${(peak / 1024).toFixed(0)} MiB`);
+  await assertNoContainers();
 });
 
 Deno.test("terminals: Ctrl-P Ctrl-Q does not detach: the program's own exit code comes back", async () => {

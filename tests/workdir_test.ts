@@ -38,6 +38,23 @@ Deno.test("workdir: a new folder inside a mounted folder is created as the calle
   }
 });
 
+Deno.test("workdir: inside a mount, the command is untouched: words the shell's exec would take as options are not found, as without -w", async () => {
+  folder("/home/alice/wdx", 2001, 2001, 0o755);
+  try {
+    for (const command of [["-a", "fake", "sh", "-c", "echo ran"], ["--", "echo", "ran"], ["-c", "echo ran"], [""]]) {
+      const plain = await socker("alice", ["run", IMAGE, ...command]);
+      const entered = await socker("alice", ["run", "-w", "/home/alice/wdx", IMAGE, ...command]);
+      assert.equal(entered.code, plain.code, `${JSON.stringify(command)}: ${entered.stderr}`);
+      assert.equal(entered.code, 127, JSON.stringify(command));
+      assert.equal(entered.stdout, "", JSON.stringify(command));
+    }
+    const normal = await socker("alice", ["run", "-w", "/home/alice/wdx", IMAGE, "sh", "-c", "pwd; exit 3"]);
+    assert.deepEqual([normal.code, normal.stdout], [3, "/home/alice/wdx\n"]);
+  } finally {
+    Deno.removeSync("/home/alice/wdx", { recursive: true });
+  }
+});
+
 Deno.test("workdir: a folder the caller cannot create is refused, and nothing is created", async () => {
   folder("/home/alice/locked", 0, 0, 0o755);
   try {

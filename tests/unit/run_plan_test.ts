@@ -1,7 +1,7 @@
 // Unit tests of planRun, the one decision of `socker run`: every rule, one table row each, from plain facts.
 // A row's expectation is either the refusal (a pattern of its one-line reason) or a check of the plan.
 import assert from "node:assert/strict";
-import { containerSpec, LABEL, planRun, Refusal, type RunFacts, type RunPlan } from "../../socker.ts";
+import { containerSpec, ENTER_WORKDIR, LABEL, planRun, Refusal, type RunFacts, type RunPlan } from "../../socker.ts";
 import {
   engineDown,
   fixture,
@@ -453,7 +453,7 @@ const rows: Row[] = [
       assert.deepEqual(spec.Entrypoint, [
         "/bin/sh",
         "-c",
-        'cd -P -- "$1" && shift && exec "$@"',
+        ENTER_WORKDIR,
         "socker-workdir",
         "/home/alice/work",
         "/entry",
