@@ -589,10 +589,11 @@ need d data-size ' KiB' $NEED_DATA_KIB $NEED_DATA_KIB ' or unlimited' unlimited 
 need s stack-size ' KiB' $NEED_STACK_KIB $WANT_STACK_KIB '' $WANT_STACK_KIB "\$lim_s"
 need n open-files '' $NEED_NOFILE $NEED_NOFILE '' 1024 "\$lim_n"
 # 4. Deno cannot start in a folder that was removed: then start from / (socker sets the container's).
-# SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly).
+# SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly);
+# SOCKER_PARENT is this script's parent (sudo), which socker watches: if it is gone, socker hangs up.
 [ -n "\${PWD:-}" ] || cd /
 exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
-  SOCKER_LIMITS="\$L" \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
+  SOCKER_LIMITS="\$L" SOCKER_PARENT="\$PPID" \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
   $cmd "\$@"
 EOF
 }

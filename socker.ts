@@ -2266,13 +2266,17 @@ function protectFromOomKiller(procSelfCgroup: string): boolean {
  */
 function hangUpWithParent(): void {
   const PR_SET_PDEATHSIG = 1;
-  watchedParent ??= Deno.ppid;
+  // The entry point names its parent (sudo) before it execs Deno: a sudo killed before this line runs has
+  // left socker to init, and watching init would never hang socker up.
+  watchedParent ??= boundedInt(Deno.env.get("SOCKER_PARENT") ?? "", 1, PID_MAX) ?? Deno.ppid;
   sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP_NUMBER);
   // The parent may have died before the request took: then the signal is due now.
   if (Deno.ppid !== watchedParent) Deno.kill(Deno.pid, "SIGHUP");
 }
 
 const SIGHUP_NUMBER = 1;
+/** The kernel's largest process id (pid_max can be at most 2^22). */
+const PID_MAX = 4_194_304;
 /** The parent hangUpWithParent watches; the kernel forgets the request when credentials change. */
 let watchedParent: number | undefined;
 

@@ -144,6 +144,29 @@ Deno.test("attack: kill -9 of one's own sudo ends socker too: the container is r
   Deno.removeSync("/home/alice/k9sudo");
 });
 
+Deno.test("attack: kill -9 of one's own sudo in the instant socker starts never leaves a container running", async () => {
+  // A sudo killed before socker asked for the parent-death signal left socker to init, and it watched
+  // init: the container ran its whole course (3 of 4 tries before the fix).
+  for (const delay of [0, 20, 50, 80, 120, 200, 300]) {
+    folder("/home/alice/k9early", 2001, 2001, 0o755);
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9early:/w", IMAGE, "sleep", "1000"]);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    await asAlice(`kill -KILL ${child.pid}`);
+    await child.status; // not its output: a socker left running would hold the pipes open
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    const gone = await waitFor(
+      async () =>
+        (await sh("/usr/bin/pgrep", ["-u", "root", "-f", "lib/socker/socker.ts run"])).stdout.trim() === "" &&
+        (await sockerContainers()).length === 0 && (await stagingLeft()) === "",
+      10_000,
+      100,
+    );
+    assert.ok(gone >= 0, `killed after ${delay} ms: ${await sockerContainers()} / ${await stagingLeft()}`);
+  }
+  Deno.removeSync("/home/alice/k9early");
+});
+
 Deno.test("attack: a reader that stops reading socker's output never holds off SIGTERM or SIGINT", async () => {
   for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     const tag = marker("stall");
