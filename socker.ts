@@ -2268,10 +2268,24 @@ function hangUpWithParent(): void {
   const PR_SET_PDEATHSIG = 1;
   // The entry point names its parent (sudo) before it execs Deno: a sudo killed before this line runs has
   // left socker to init, and watching init would never hang socker up.
+  // A sudo killed even before the entry point started leaves it to init (or a subreaper) from the first:
+  // a caller's run is supervised only while its parent is sudo.
+  const first = watchedParent === undefined;
   watchedParent ??= boundedInt(Deno.env.get("SOCKER_PARENT") ?? "", 1, PID_MAX) ?? Deno.ppid;
   sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP_NUMBER);
   // The parent may have died before the request took: then the signal is due now.
-  if (Deno.ppid !== watchedParent) Deno.kill(Deno.pid, "SIGHUP");
+  const orphaned = Deno.ppid !== watchedParent ||
+    (first && Deno.env.get("SUDO_UID") !== undefined && !isSudo(Deno.ppid));
+  if (orphaned) Deno.kill(Deno.pid, "SIGHUP");
+}
+
+/** Whether a process runs sudo (the program sudo, wherever installed). */
+function isSudo(pid: number): boolean {
+  try {
+    return /\/sudo$/.test(Deno.readLinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return false;
+  }
 }
 
 const SIGHUP_NUMBER = 1;
