@@ -83,10 +83,20 @@ export const EXIT = {
  */
 export type RefusalKind = "usage" | "policy" | "installation" | "engine" | "audit";
 
-/** A refusal: thrown by any phase, printed by `main` as one line, exit 125. */
+/** The longest reason a refusal gives: it often quotes the caller's own text, which may be huge. */
+export const REASON_MAX = 1000;
+
+/**
+ * A refusal: thrown by any phase, printed by `main` as one line, exit 125. Its reason is made printable
+ * and bounded here, once for every refusal: it reaches the caller's terminal and the audit record, where
+ * control bytes or a megabyte quoted from a `-v` argument must never go.
+ */
 export class Refusal extends Error {
-  constructor(readonly kind: RefusalKind, readonly reason: string) {
-    super(reason);
+  readonly reason: string;
+  constructor(readonly kind: RefusalKind, reason: string) {
+    const bounded = printable(reason, REASON_MAX);
+    super(bounded);
+    this.reason = bounded;
     this.name = "Refusal";
   }
 }
@@ -2955,6 +2965,7 @@ export function auditLine(record: AuditRecord, max: number, commandDigest?: stri
   for (let limit = 1024; encoder.encode(line).length > max && limit >= 16; limit = Math.floor(limit / 2)) {
     for (const [key, value] of Object.entries(fields)) {
       if (AUDIT_FIELD_ORDER.indexOf(key) < AUDIT_FIELD_ORDER.indexOf("image")) continue; // never the short ones
+      if (key.startsWith("command_")) continue; // nor what says how the command was cut
       if (typeof value === "string" && value.length > limit) fields[key] = `${value.slice(0, limit)}...`;
       if (Array.isArray(value)) {
         fields[key] = value.slice(0, Math.max(1, limit / 16)).map((item) =>

@@ -766,4 +766,26 @@ Deno.test("attack: a flood of refusals adds at most one system-log line each to 
   assert.equal(record.command_length, 60_000 + tag.length + 4);
   const grown = Deno.statSync("/var/log/socker/audit.log").size - before;
   assert.ok(grown <= 4001, `the file grew by ${grown} bytes`);
+  assert.match(String(record.command_sha256), /^[0-9a-f]{64}$/, "the digest of the cut command is whole");
+  // The caller's text quoted in the reason itself: a huge -v source or destination, with control bytes.
+  for (
+    const spec of [
+      `/home/bob/${"\x01".repeat(130_000)}:/x`,
+      `/home/bob:/${"a".repeat(130_000)}`,
+      `/home/bob:/${"a\n".repeat(60_000)}`,
+    ]
+  ) {
+    const start = Deno.statSync("/var/log/socker/audit.log").size;
+    const tagged = marker("flood");
+    const refused = await socker("bob", ["run", "-v", spec, "-v", spec, IMAGE, "echo", tagged]);
+    assert.equal(refused.code, 125);
+    assert.ok(refused.stderr.length <= 1100, `a ${refused.stderr.length}-byte refusal line`);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\x00-\x09\x0b-\x1f]/.test(refused.stderr), "control bytes on the caller's terminal");
+    assert.equal(refused.stderr.trimEnd().split("\n").length, 1, "one line");
+    const [line] = await auditRecords(tagged);
+    assert.equal(line?.event, "refused");
+    const size = Deno.statSync("/var/log/socker/audit.log").size - start;
+    assert.ok(size <= 4001, `the file grew by ${size} bytes`);
+  }
 });
