@@ -101,7 +101,7 @@ start() {
 	if answers; then die "something else answers on $ADDR (not the registry this script started): stop it first"; fi
 	[ -x "$REGISTRY_BIN" ] || die "$REGISTRY_BIN is missing: run tests/setup-registry.sh without options first"
 	mkdir -p "$STORAGE"
-	setsid "$REGISTRY_BIN" serve "$CONFIG" >>"$LOG" 2>&1 </dev/null &
+	(cd / && exec setsid "$REGISTRY_BIN" serve "$CONFIG" >>"$LOG" 2>&1 </dev/null) &
 	pid=$!
 	printf '%s\n' "$pid" >"$PIDFILE"
 	for _ in $(seq 1 100); do

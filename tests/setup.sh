@@ -29,8 +29,12 @@ done
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$here/lib.sh"
+# Daemons start from /: one started in a folder that is later removed (a CI checkout, re-cloned for
+# the next run) makes slurmstepd warn on every srun.
+cd /
 tail_logs() { # print the end of each given log file that exists
   local f
   for f in "$@"; do
@@ -207,7 +211,7 @@ say "munged: $munge_state"
 # image socker-test/openmpi:1. Before Slurm starts: slurmd needs libpmix2 when it starts.
 mpi_args=(prepare)
 [ "$rebuild_images" = 0 ] || mpi_args+=(--rebuild-images)
-bash "$(dirname "${BASH_SOURCE[0]}")/setup-mpi.sh" "${mpi_args[@]}"
+bash "$here/setup-mpi.sh" "${mpi_args[@]}"
 
 # 6. Slurm: two nodes, n1 and n2, each with its own slurmd on this host ---------------------------
 host=$(hostname -s)
@@ -329,6 +333,13 @@ for n in "${NODES[@]}"; do
     restart=1
   fi
 done
+for pid in $(daemon_pid /run/slurmctld.pid slurmctld || true) \
+  $(for n in "${NODES[@]}"; do daemon_pid "/run/slurmd-$n.pid" slurmd || true; done); do
+  if [[ "$(readlink "/proc/$pid/cwd" || true)" == *" (deleted)" ]]; then
+    say "a Slurm daemon ($pid) runs in a removed folder (an earlier checkout): restarting Slurm"
+    restart=1
+  fi
+done
 if [ "$restart" = 1 ]; then
   for n in "${NODES[@]}"; do stop_daemon "/run/slurmd-$n.pid" slurmd; done
   stop_daemon /run/slurmctld.pid slurmctld
@@ -401,5 +412,5 @@ say "OK: sbatch --wait as alice completed; batch step cgroup on n2: $mem_line"
 out=$("$DOCKER" run --rm "$IMAGE" id -u 2>&1) || { tail_logs /var/log/dockerd.log; die "docker run failed: $out"; }
 [ "$out" = 0 ] || die "docker run $IMAGE id -u printed '$out', want 0"
 say "OK: docker run $IMAGE id -u -> 0"
-bash "$(dirname "${BASH_SOURCE[0]}")/setup-mpi.sh" check
+bash "$here/setup-mpi.sh" check
 say "done in $((SECONDS - start)) s"
