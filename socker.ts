@@ -2285,7 +2285,7 @@ function hangUpWithParent(): void {
   sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP_NUMBER);
   // The parent may have died before the request took: then the signal is due now.
   const orphaned = Deno.ppid !== watchedParent ||
-    (first && Deno.env.get("SUDO_UID") !== undefined && !isSudo(Deno.ppid));
+    (first && Deno.uid() === 0 && Deno.env.get("SUDO_UID") !== undefined && !isSudo(Deno.ppid));
   if (orphaned) Deno.kill(Deno.pid, "SIGHUP");
 }
 

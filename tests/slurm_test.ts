@@ -152,7 +152,8 @@ slurmTest("kill -9 of socker inside a job: container and staging mount are gone 
   const job = await sbatch(`socker run -v ${HOME}/k9:/d ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
   await waitJobRuns(job);
   assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 30_000) >= 0, "container started");
-  const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "socker.ts run|libexec/socker/socker run"]);
+  // socker itself (Deno), not its sudo: with sudo gone first, socker would hang up and remove it.
+  const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "lib/socker/socker.ts run|lib/socker/socker-bin run"]);
   assert.equal(pids.code, 0, "the privileged socker runs");
   for (const pid of pids.stdout.trim().split("\n")) await sh("/bin/kill", ["-KILL", pid]);
   await new Promise((resolve) => setTimeout(resolve, 500));
