@@ -6,6 +6,8 @@ import {
   auditFileProblem,
   auditLine,
   auditLineLimit,
+  REASON_MAX,
+  Refusal,
   SYSLOG_LINE_MAX,
   syslogDatagram,
 } from "../../socker.ts";
@@ -110,4 +112,19 @@ Deno.test("a refusal's record is bounded like a system-log line, so a flood of r
     60_000,
     "0".repeat(64),
   ]);
+});
+
+Deno.test("a refusal quoting the caller's huge text with control bytes is one printable, bounded line", () => {
+  const refusal = new Refusal("policy", `mount source '/home/bob/${"\x01\n".repeat(65_000)}' is refused`);
+  assert.ok(refusal.reason.length <= REASON_MAX + 3, `${refusal.reason.length} characters`);
+  // deno-lint-ignore no-control-regex
+  assert.doesNotMatch(refusal.reason, /[\x00-\x1f]/);
+  assert.equal(refusal.message, refusal.reason);
+  const line = auditLine(
+    { event: "refused", rule: refusal.reason, command: ["echo", "x".repeat(10_000)] },
+    SYSLOG_LINE_MAX,
+    "a".repeat(64),
+  );
+  assert.ok(new TextEncoder().encode(line).length <= SYSLOG_LINE_MAX);
+  assert.equal(JSON.parse(line).command_sha256, "a".repeat(64), "the digest of a cut command is never cut");
 });
