@@ -106,10 +106,21 @@ Deno.test("signals: a signal while socker prepares the run leaves nothing behind
   // A folder in alice's own home is staged (she could rename it), so preparation changes something.
   folder("/home/alice/signal-test", 2001, 2001, 0o755);
   const codes: number[] = [];
+  // The signal goes to socker itself, as soon as it exists: sent to sudo in the instant sudo itself starts
+  // its command, a signal can be lost in sudo (then the parent-death signal is the backstop).
   for (const delay of [0, 20, 40, 60, 80, 100, 150, 200, 300, 500]) {
     const child = spawnSocker("alice", ["run", "-v", "/home/alice/signal-test:/d", IMAGE, "sleep", "1000"]);
+    let supervisor = "";
+    await waitFor(
+      async () => {
+        supervisor = (await sh("/usr/bin/pgrep", ["-P", String(child.pid)])).stdout.trim();
+        return supervisor !== "";
+      },
+      10_000,
+      5,
+    );
     await new Promise((resolve) => setTimeout(resolve, delay));
-    child.kill("SIGTERM");
+    await sh("/bin/kill", ["-TERM", supervisor]);
     const output = await child.output();
     codes.push(output.code);
     assert.equal(output.code, 143, `delay ${delay}: ${new TextDecoder().decode(output.stderr)}`);
@@ -169,11 +180,35 @@ Deno.test("terminals: even the engine's own detach sequence keeps socker supervi
   // socker's detach sequence (DETACH_KEYS) typed: the engine detaches the stream, so later output is lost,
   // but socker keeps supervising and returns the program's own code.
   const engineDetach = "\x1e\x00\x1e\x00\x1e\x00\x1e\x00";
-  const result = await inTerminal(
-    "alice",
-    `socker run ${IMAGE} sh -c 'echo before; sleep 1; echo after; exit 9'`,
-    engineDetach,
-  );
+  const child = new Deno.Command("/usr/bin/setpriv", {
+    args: asUserArgv("alice", { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" }, [
+      "/usr/bin/script",
+      "-qec",
+      `socker run ${IMAGE} sh -c 'echo before; sleep 2; echo after; exit 9'`,
+      "/dev/null",
+    ]),
+    cwd: "/tmp",
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Typed once "before" is on the screen: the sequence detaches the engine's stream from then on.
+  const reader = child.stdout.getReader();
+  let stdout = "";
+  while (!stdout.includes("before")) {
+    const chunk = await reader.read();
+    if (chunk.done) break;
+    stdout += new TextDecoder().decode(chunk.value);
+  }
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(engineDetach));
+  await writer.close();
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    stdout += new TextDecoder().decode(chunk.value);
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  const result = { code: status.code, stdout };
   assert.equal(result.code, 9, result.stdout);
   assert.match(result.stdout, /before/);
   assert.ok(!result.stdout.includes("after"), `the stream was detached: ${result.stdout}`);
