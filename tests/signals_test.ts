@@ -130,14 +130,13 @@ Deno.test("signals: a signal while socker prepares the run leaves nothing behind
   Deno.removeSync("/home/alice/signal-test");
 });
 
-Deno.test("terminals: a flood of window-size changes costs socker one engine call at a time", async () => {
-  // A caller resizing their own terminal in a loop sends socker a SIGWINCH each time; before, each one
-  // opened its own engine call (4000 sockets and 410 MB in 8 s).
-  const child = new Deno.Command("/usr/bin/setpriv", {
+/** A shell line as alice in a terminal (script(1) gives it a pty), its input and output piped to the test. */
+function spawnInTerminal(line: string): Deno.ChildProcess {
+  return new Deno.Command("/usr/bin/setpriv", {
     args: asUserArgv("alice", { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" }, [
       "/usr/bin/script",
       "-qec",
-      `socker run ${IMAGE} sh -c 'sleep 4; echo finished'`,
+      line,
       "/dev/null",
     ]),
     cwd: "/tmp",
@@ -145,6 +144,12 @@ Deno.test("terminals: a flood of window-size changes costs socker one engine cal
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+}
+
+Deno.test("terminals: a flood of window-size changes costs socker one engine call at a time", async () => {
+  // A caller resizing their own terminal in a loop sends socker a SIGWINCH each time; before, each one
+  // opened its own engine call (4000 sockets and 410 MB in 8 s).
+  const child = spawnInTerminal(`socker run ${IMAGE} sh -c 'sleep 4; echo finished'`);
   assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
   const supervisor = (await sh("/usr/bin/pgrep", ["-u", "root", "-f", "lib/socker/socker.ts run"])).stdout.trim();
   assert.match(supervisor, /^\d+$/, "one privileged socker");
@@ -180,18 +185,7 @@ Deno.test("terminals: even the engine's own detach sequence keeps socker supervi
   // socker's detach sequence (DETACH_KEYS) typed: the engine detaches the stream, so later output is lost,
   // but socker keeps supervising and returns the program's own code.
   const engineDetach = "\x1e\x00\x1e\x00\x1e\x00\x1e\x00";
-  const child = new Deno.Command("/usr/bin/setpriv", {
-    args: asUserArgv("alice", { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm" }, [
-      "/usr/bin/script",
-      "-qec",
-      `socker run ${IMAGE} sh -c 'echo before; sleep 2; echo after; exit 9'`,
-      "/dev/null",
-    ]),
-    cwd: "/tmp",
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnInTerminal(`socker run ${IMAGE} sh -c 'echo before; sleep 2; echo after; exit 9'`);
   // Typed once "before" is on the screen: the sequence detaches the engine's stream from then on.
   const reader = child.stdout.getReader();
   let stdout = "";
