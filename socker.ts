@@ -2276,10 +2276,9 @@ function protectFromOomKiller(procSelfCgroup: string): boolean {
  */
 function hangUpWithParent(): void {
   const PR_SET_PDEATHSIG = 1;
-  // The entry point names its parent (sudo) before it execs Deno: a sudo killed before this line runs has
-  // left socker to init, and watching init would never hang socker up.
-  // A sudo killed even before the entry point started leaves it to init (or a subreaper) from the first:
-  // a caller's run is supervised only while its parent is sudo.
+  // A sudo killed before this line runs has left socker to init, and watching init would never hang it
+  // up: so the parent watched is the one the entry point named (its own parent), and a caller's run goes
+  // on only while that parent is sudo (killed before the entry point even started, it never was).
   const first = watchedParent === undefined;
   watchedParent ??= boundedInt(Deno.env.get("SOCKER_PARENT") ?? "", 1, PID_MAX) ?? Deno.ppid;
   sys(SYSCALLS.prctl, PR_SET_PDEATHSIG, SIGHUP_NUMBER);
@@ -4066,7 +4065,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     if (plan.stdin) void pumpStdin(attached.conn);
     const status = await waited();
     // All output the container wrote reaches the caller before socker returns.
-    progress.last = Math.max(progress.last, performance.now());
+    progress.last = performance.now();
     await drainOutput(output, progress);
     attached.conn.close();
     if (typeof status === "string" && signals.terminatedBy() === undefined) {
