@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# tests/cgroup-v2-guest.sh - socker's cgroup v2 suite, run INSIDE the throwaway guest that
-# tests/cgroup-v2.sh boots (as root, by the guest's socker-v2-suite.service). It makes the guest a
-# cgroup v2 Slurm node: users alice and bob, dockerd (cgroupfs driver, no bridge, no iptables), munge,
-# slurmctld and one slurmd (cgroup/v2, proctrack/cgroup, task/cgroup, ConstrainRAMSpace/Cores/
-# Devices), a local busybox image, socker from the shared checkout with install.sh --epilog; then
-# runs each case as a real user (runuser, /usr/local/bin/socker, sudo, srun/sbatch/salloc/scancel).
-# Writes what the kernel showed into IO/fixtures, and ends with "cgroup-v2: N passed, M failed".
-# Usage (guest only): cgroup-v2-guest.sh IO-FOLDER
+# tests/cgroup-v2-guest.sh - socker's suite for a node where root has every capability, run INSIDE the
+# throwaway guest that tests/cgroup-v2.sh boots (as root, by the guest's socker-v2-suite.service). It
+# makes the guest a Slurm node: users alice and bob, dockerd (cgroupfs driver, no bridge, no iptables),
+# munge, slurmctld and one slurmd (proctrack/cgroup, task/cgroup, ConstrainRAMSpace/Cores/Devices), a
+# local busybox image, socker from the shared checkout with install.sh --epilog; then runs each case as
+# a real user (runuser, /usr/local/bin/socker, sudo, srun/sbatch/salloc/scancel).
+# MODE v2: the guest booted cgroup v2 only (Slurm's cgroup/v2); ends with "cgroup-v2: N passed, M failed".
+# MODE v1: the guest booted with systemd.unified_cgroup_hierarchy=0 (v1 controllers, a hybrid node as most
+# clusters run; Slurm's cgroup/v1); ends with "cgroup-v1-root: N passed, M failed".
+# In both, root has CAP_SYS_RESOURCE (unlike the CI host's), so socker takes the real node's path: it
+# raises its own hard limits instead of refusing, and sets its OOM score to -1000 instead of leaving the
+# step's memory cgroup; the limits, OOM and signal cases test that path.
+# Writes what the kernel showed into IO/fixtures.
+# Usage (guest only): cgroup-v2-guest.sh IO-FOLDER [v1|v2]   (default: the content of IO/mode, else v2)
 set -euo pipefail
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-io=${1:?usage: cgroup-v2-guest.sh IO-FOLDER}
+io=${1:?usage: cgroup-v2-guest.sh IO-FOLDER [v1|v2]}
+# The image's boot script passes the folder only (a second argument would change the cached image):
+# tests/cgroup-v2.sh writes the mode into IO/mode.
+mode=${2:-$(cat "$io/mode" 2>/dev/null || echo v2)}
+case "$mode" in
+  v1) NAME=cgroup-v1-root ;;
+  v2) NAME=cgroup-v2 ;;
+  *) echo "cgroup-v2-guest.sh: unknown mode '$mode' (v1 or v2)" >&2; exit 2 ;;
+esac
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-readonly io src
+readonly io src mode NAME
 readonly IMAGE=socker-v2/busybox:1
-readonly NODE=v2node
+readonly NODE=v2node # the image's host name, in both modes
 readonly SLURM_LOG=/var/log/slurm
 readonly ENTRY=/usr/local/libexec/socker/socker
 filter=$(cat "$io/filter" 2>/dev/null || true)
@@ -43,7 +57,7 @@ on_exit() {
     debug_dump
   fi
   [ "$failed" = 0 ] || log "failed: ${failed_names[*]:-setup}"
-  echo "cgroup-v2: $passed passed, $failed failed"
+  echo "$NAME: $passed passed, $failed failed"
   rm -rf "$work"
   if [ "$rc" = 0 ] && [ "$failed" != 0 ]; then rc=1; fi
   exit "$rc"
@@ -162,8 +176,9 @@ container_cgroups() { # ID: one line per process: PID CGROUP-LINE (a process tha
 
 setup_start=$(uptime_s)
 log "guest up: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB"
-log "cgroup: /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup); controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
-log "cgroup v1 mounts: $(awk '$3 == "cgroup"' /proc/mounts | wc -l)"
+log "mode $mode; cgroup: /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup); v2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo none)"
+log "cgroup v1 mounts: $(awk '$3 == "cgroup" {print $2}' /proc/mounts | paste -sd' ' -)"
+log "root's capabilities: $(grep CapEff /proc/self/status)"
 
 # Slurm needs a non-loopback address (getaddrinfo with AI_ADDRCONFIG skips 127.0.0.1): one in the
 # loopback range on a dummy interface, which nothing outside the guest can see (there is no NIC).
@@ -219,14 +234,14 @@ wait_for 30 sh -c 'munge -n | unmunge >/dev/null 2>&1' || die "munge does not wo
 wait "$install_pid" || { cat "$work/install.log"; die "install.sh --epilog failed"; }
 indent 'install.sh: ' <"$work/install.log"
 log "installed socker in $((SECONDS - install_start)) s"
-printf '%s\n' "# cgroup v2 suite: the engine has no bridge network" "network = none" >/etc/socker/socker.conf
-printf '%s\n' "# cgroup v2 suite" "$IMAGE" >/etc/socker/socker-images
+printf '%s\n' "# cgroup $mode suite: the engine has no bridge network" "network = none" >/etc/socker/socker.conf
+printf '%s\n' "# cgroup $mode suite" "$IMAGE" >/etc/socker/socker-images
 chmod 0644 /etc/socker/socker.conf /etc/socker/socker-images
 
 mem_mb=$(awk '/MemTotal/ {print int($2 / 1024) - 600}' /proc/meminfo)
 mkdir -p /etc/slurm "$SLURM_LOG" /var/spool/slurmctld /var/spool/slurmd
 cat >/etc/slurm/slurm.conf <<EOF
-# Written by socker's tests/cgroup-v2-guest.sh: a one-node cgroup v2 cluster.
+# Written by socker's tests/cgroup-v2-guest.sh: a one-node cgroup $mode cluster.
 ClusterName=v2
 SlurmctldHost=$NODE
 SlurmUser=root
@@ -253,8 +268,8 @@ Epilog=/usr/local/libexec/socker/slurm-epilog
 NodeName=$NODE CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-cat >/etc/slurm/cgroup.conf <<'EOF'
-CgroupPlugin=cgroup/v2
+cat >/etc/slurm/cgroup.conf <<EOF
+CgroupPlugin=cgroup/$mode
 ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes
@@ -474,22 +489,219 @@ t_doctor() {
   out=$("$ENTRY" doctor 2>&1) || rc=$?
   indent 'doctor: ' <<<"$out"
   printf '%s\n' "$out" >"$io/results/doctor.txt"
-  expect_match "$out" $'ok   Docker engine: [^\n]*cgroup driver cgroupfs, cgroup v2' "doctor: engine"
+  expect_match "$out" $'ok   Docker engine: [^\n]*cgroup driver cgroupfs, cgroup v'"${mode#v}" "doctor: engine"
   expect_match "$out" $'ok   engine fits Slurm\'s cgroups' "doctor: cgroups"
   expect_match "$out" $'ok   Slurm configuration' "doctor: Slurm"
   expect_eq "$rc" 0 "doctor's exit code"
 }
 
+# ---------------------------------------------------------------- v1 mode: placement and the job's memory
+
+# v1_path CGROUP-TEXT CONTROLLER: the path of CONTROLLER in a /proc/<pid>/cgroup text.
+v1_path() {
+  awk -F: -v c="$2" '{ n = split($2, a, ","); for (i = 1; i <= n; i++) if (a[i] == c) print $3 }' <<<"$1"
+}
+# The start of alice's v1 step paths: /slurm[_<node>]/uid_2001/job_ (Debian builds Slurm with
+# multiple-slurmd support, which names the node).
+readonly V1_JOB_RE='/slurm(_[A-Za-z0-9._-]+)?/uid_2001/job_'
+readonly V1_CONTROLLERS=(memory cpuset devices freezer)
+
+t_v1_hybrid() {
+  expect_eq "$(stat -fc %T /sys/fs/cgroup)" tmpfs "/sys/fs/cgroup file system (v1 controllers below)"
+  local c
+  for c in "${V1_CONTROLLERS[@]}"; do
+    expect_match "$(awk -v c="$c" '$3 == "cgroup" && ("," $4 ",") ~ ("," c ",") {print $2}' /proc/mounts)" \
+      "^/sys/fs/cgroup/$c\$" "v1 $c hierarchy"
+  done
+  expect_eq "$(docker info --format '{{.CgroupDriver}} v{{.CgroupVersion}}')" "cgroupfs v1" "Docker's cgroups"
+  expect_match "$(grep '^CgroupPlugin' /etc/slurm/cgroup.conf)" 'cgroup/v1' "Slurm's cgroup plugin"
+  expect_match "$(v1_path "$(cat /proc/self/cgroup)" memory)" '^/' "the suite's memory cgroup line"
+}
+
+t_placement_v1() {
+  rm -f /home/alice/release
+  # shellcheck disable=SC2016 # sh code for the container
+  local wait_loop='grep Cpus_allowed_list /proc/self/status; while [ ! -e $HOME/release ]; do sleep 0.2; done; echo released'
+  local job id step c pid paths jobdir
+  job=$(sbatch_as alice "srun -n1 sh -c 'cat /proc/self/cgroup >\$HOME/srun-step.cgroup; grep Cpus_allowed_list /proc/self/status >\$HOME/srun-step.cpus; exec socker run $IMAGE sh -c \"$wait_loop\"'
+echo \"rc=\$?\"" --mem=200M)
+  echo "    job $job"
+  wait_for 120 has_container "$job" || fail "no container of job $job appeared: $(job_output "$job")"
+  id=$(job_containers "$job")
+  step=$(docker inspect -f '{{.HostConfig.CgroupParent}}' "$id")
+  expect_match "$step" "^$V1_JOB_RE$job/step_0\$" "docker's --cgroup-parent (the srun step's v1 cgroup)"
+  # Every process of the container, in every controller Slurm manages.
+  for pid in $(docker top "$id" -eo pid | tail -n +2); do
+    cat "/proc/$pid/cgroup" 2>/dev/null || true
+  done >"$work/procs"
+  for c in "${V1_CONTROLLERS[@]}"; do
+    paths=$(v1_path "$(cat "$work/procs")" "$c" | sort -u)
+    expect_eq "$paths" "$step/$id" "$c cgroup of every container process"
+  done
+  record v1-real-container.cgroup <"/proc/$(container_pid "$id")/cgroup"
+  expect_match "$(v1_path "$(cat /home/alice/srun-step.cgroup)" memory)" "^$step(/task_0)?\$" "the srun step's memory cgroup"
+  record v1-real-srun-step.cgroup </home/alice/srun-step.cgroup
+  jobdir=${step%/step_0}
+  expect_eq "$(cat "/sys/fs/cgroup/memory$jobdir/memory.limit_in_bytes")" 209715200 "the job's memory limit (--mem=200M)"
+  expect_eq "$(cat "/sys/fs/cgroup/cpuset$step/$id/cpuset.cpus")" "$(cat "/sys/fs/cgroup/cpuset$step/cpuset.cpus")" \
+    "the container's cpuset.cpus, the step's"
+  touch /home/alice/release
+  wait_job_end "$job"
+  local out
+  out=$(job_output "$job")
+  indent 'job output: ' <<<"$out"
+  expect_eq "$(grep Cpus_allowed_list <<<"$out")" "$(cat /home/alice/srun-step.cpus)" "the container's CPUs are the step's"
+  expect_match "$out" $'released\nrc=0' "the container's output and exit code"
+  wait_for 30 no_job_folder "$job" || fail "job folders left: $(job_folders "$job")"
+  no_container "$job" || fail "container left"
+}
+
+t_memory_v1() {
+  local job out
+  # shellcheck disable=SC2016 # sh code for the job
+  job=$(sbatch_as alice 'p=$(sed -n "s/^[0-9]*:memory://p" /proc/self/cgroup); jobdir=${p%%/step_*}
+echo "job_memory.limit_in_bytes=$(cat /sys/fs/cgroup/memory$jobdir/memory.limit_in_bytes)"
+socker run '"$IMAGE"' dd if=/dev/zero of=/dev/null bs=300M count=1; echo "big=$?"
+socker run '"$IMAGE"' dd if=/dev/zero of=/dev/null bs=30M count=1; echo "small=$?"' --mem=100M)
+  echo "    job $job (sbatch --mem=100M)"
+  wait_job_end "$job" 240
+  out=$(job_output "$job")
+  indent 'job output: ' <<<"$out"
+  expect_match "$out" 'job_memory.limit_in_bytes=104857600' "the job's memory.limit_in_bytes"
+  expect_match "$out" $'(^|\n)big=137(\n|$)' "a 300 MB allocation"
+  expect_match "$out" $'(^|\n)small=0(\n|$)' "a 30 MB allocation"
+}
+
+# ---------------------------------------------------------------- the real node's path: root has every capability
+
+# Containers of alice's (outside a job, the cases below run one at a time).
+alice_containers() { docker ps -aq --no-trunc --filter label=socker.uid=2001; }
+alice_runs() { [ -n "$(docker ps -q --filter label=socker.uid=2001)" ]; }
+# supervisor_of ID: the pid of the socker that runs container ID (its label socker.supervisor, pid:start).
+supervisor_of() {
+  local label
+  label=$(docker inspect -f '{{index .Config.Labels "socker.supervisor"}}' "$1")
+  printf '%s\n' "${label%%:*}"
+}
+# proc_limit PID ROW: "SOFT HARD" of a row of /proc/PID/limits (e.g. "Max open files").
+proc_limit() {
+  awk -v r="$2" 'index($0, r " ") == 1 { split(substr($0, length(r) + 1), a, " "); print a[1], a[2] }' "/proc/$1/limits"
+}
+
+t_root_limits() {
+  rm -f /home/alice/release
+  # shellcheck disable=SC2016 # sh code for the container
+  local probe='echo "n=$(ulimit -n) Hn=$(ulimit -H -n) f=$(ulimit -f) Hf=$(ulimit -H -f) t=$(ulimit -t) Ht=$(ulimit -H -t)"; while [ ! -e $HOME/release ]; do sleep 0.2; done'
+  # Hard limits below what socker needs (128 open files, no file-size limit): where root lacks
+  # CAP_SYS_RESOURCE these are refused (125, tests/attacks_test.ts); here socker raises its own.
+  as alice bash -c "ulimit -n 64; ulimit -f 100000; ulimit -t 600; exec socker run $IMAGE sh -c '$probe'" \
+    >"$work/limits.out" 2>&1 &
+  local run=$! id sup rc=0
+  wait_for 120 alice_runs || { wait "$run" || true; fail "no container started: $(cat "$work/limits.out")"; }
+  id=$(alice_containers)
+  sup=$(supervisor_of "$id")
+  echo "    socker (pid $sup), its /proc/$sup/limits:"
+  grep -E '^Max (open files|file size|cpu time) ' "/proc/$sup/limits" | indent '  '
+  expect_eq "$(proc_limit "$sup" 'Max open files')" "128 128" "socker's own open files (the caller's hard limit was 64)"
+  expect_eq "$(proc_limit "$sup" 'Max file size')" "unlimited unlimited" "socker's own file size (the caller's was 100000 KiB)"
+  expect_eq "$(proc_limit "$sup" 'Max cpu time')" "unlimited unlimited" "socker's own CPU time (the caller's was 600 s)"
+  touch /home/alice/release
+  wait "$run" || rc=$?
+  indent 'output: ' <"$work/limits.out"
+  expect_eq "$rc" 0 "exit code"
+  # busybox counts the file size in 512-byte blocks: 100000 KiB are 200000.
+  expect_eq "$(cat "$work/limits.out")" "n=64 Hn=64 f=200000 Hf=200000 t=600 Ht=600" "ulimit inside the container: the caller's"
+  expect_eq "$(alice_containers)" "" "containers left"
+}
+
+# A job's memory limit: socker stays in the step's memory cgroup with OOM score -1000; the OOM killer
+# takes the container's processes, never the supervisor, which reports the container's end.
+t_root_oom() {
+  rm -f /home/alice/go
+  local job id sup cg before kills out ends
+  before=$(dmesg | grep -c 'Killed process' || true)
+  # Fourteen processes of 20 MiB each under a 250 MiB limit: the largest process in the step's memory
+  # cgroup would be socker if the OOM killer could take it. Then one 300 MB allocation.
+  job=$(sbatch_as alice "srun -n1 socker run --no-stdin $IMAGE sh -c 'while [ ! -e \$HOME/go ]; do sleep 0.2; done; i=0; while [ \$i -lt 14 ]; do (dd if=/dev/zero bs=20M count=1 2>/dev/null | sleep 4) & i=\$((i+1)); sleep 0.3; done; wait; echo survived; exit 7'
+echo \"rc1=\$?\"
+srun -n1 socker run $IMAGE dd if=/dev/zero of=/dev/null bs=300M count=1
+echo \"rc2=\$?\"" --mem=250M)
+  echo "    job $job (sbatch --mem=250M)"
+  wait_for 120 has_container "$job" || fail "no container of job $job: $(job_output "$job")"
+  id=$(job_containers "$job")
+  sup=$(supervisor_of "$id")
+  expect_eq "$(cat "/proc/$sup/oom_score_adj")" -1000 "socker's oom_score_adj (pid $sup)"
+  cg=$(cat "/proc/$sup/cgroup")
+  if [ "$mode" = v1 ]; then
+    expect_match "$(v1_path "$cg" memory)" "^$V1_JOB_RE$job/step_0(/task_[0-9]+)?\$" "socker's memory cgroup: the step's (it did not leave it)"
+  else
+    expect_match "$cg" "^0::$SCOPE_RE/job_$job/step_0/user/task_[0-9]+\$" "socker's cgroup: the step's"
+  fi
+  echo "    the container's oom_score_adj: $(cat "/proc/$(container_pid "$id")/oom_score_adj")"
+  touch /home/alice/go
+  wait_job_end "$job" 400
+  out=$(job_output "$job")
+  indent 'job output: ' <<<"$out"
+  kills=$(dmesg | grep 'Killed process' | tail -n +$((before + 1)) || true)
+  indent 'kernel: ' <<<"$kills"
+  [ -n "$kills" ] || fail "the OOM killer killed nothing"
+  if grep -qE "Killed process $sup " <<<"$kills"; then fail "the OOM killer killed socker ($sup)"; fi
+  expect_match "$out" $'survived\nrc1=7' "the container's own exit code, from a supervisor that survived"
+  expect_match "$out" $'(^|\n)rc2=137(\n|$)' "a 300 MB allocation is killed: 137"
+  wait_for 30 sh -c "journalctl --no-pager -o cat -t socker | grep -F '\"job\":\"$job\"' | grep -c '\"event\":\"end\"' | grep -qx 2" ||
+    fail "socker did not log both ends: $(audit_of_job "$job")"
+  ends=$(audit_of_job "$job" | grep '"event":"end"' | grep -o '"outcome":"[^"]*"' | paste -sd' ' -)
+  expect_eq "$ends" '"outcome":"exit 7" "outcome":"exit 137"' "the audit's end records"
+  wait_for 30 no_job_folder "$job" || fail "job folders left: $(job_folders "$job")"
+}
+
+t_root_signals() {
+  as alice socker run "$IMAGE" sleep 1000 >"$work/term.out" 2>&1 &
+  local run=$! id sup parent rc=0 start ms
+  wait_for 120 alice_runs || { wait "$run" || true; fail "no container started: $(cat "$work/term.out")"; }
+  id=$(alice_containers)
+  sup=$(supervisor_of "$id")
+  parent=$(ps -o ppid= -p "$sup" | tr -d ' ')
+  expect_eq "$(ps -o comm= -p "$parent")" sudo "socker's parent"
+  # SIGTERM to the user's sudo, as their shell's kill or a terminal's end sends it; sudo relays it.
+  start=$(now_ms)
+  kill -TERM "$parent"
+  wait "$run" || rc=$?
+  ms=$(($(now_ms) - start))
+  echo "    SIGTERM -> socker exited: $ms ms"
+  expect_eq "$rc" 143 "exit code"
+  expect_eq "$(alice_containers)" "" "containers left once socker exited"
+  if kill -0 "$sup" 2>/dev/null; then fail "socker ($sup) still runs"; fi
+  expect_eq "$(ls -A /run/socker 2>/dev/null || true)" "" "socker's staging folder"
+  wait_for 30 sh -c "journalctl --no-pager -o cat -t socker | grep -F '${id:0:12}' | grep -q '\"event\":\"end\"'" ||
+    fail "no end record for ${id:0:12}"
+  expect_match "$(journalctl --no-pager -o cat -t socker | grep -F "${id:0:12}" | grep '"event":"end"')" '"outcome":"exit 143"' "the audit's end record"
+  printf '%s\n' "$ms" >"$io/results/sigterm-ms"
+}
+
 suite_start=$SECONDS
-case_ "this node is cgroup v2 only, and Docker sees v2 with the cgroupfs driver" t_v2_only
-case_ "socker run outside a job: my uid, my home and my exit code come back" t_plain_run
-case_ "srun socker run: every process of my container is in my step's cgroup, .../job_J/step_0/user/<container id>" t_placement
-case_ "a forged SLURM_JOB_ID pointing at bob's running job changes nothing, in a job or outside one" t_forged_job
-case_ "sbatch --mem=100M: a 300 MB allocation in my container is killed (137), a 30 MB one exits 0" t_memory
-case_ "salloc + srun socker run: the step's cgroup, and my container's exit code comes back" t_salloc
+if [ "$mode" = v2 ]; then
+  case_ "this node is cgroup v2 only, and Docker sees v2 with the cgroupfs driver" t_v2_only
+  case_ "socker run outside a job: my uid, my home and my exit code come back" t_plain_run
+  case_ "srun socker run: every process of my container is in my step's cgroup, .../job_J/step_0/user/<container id>" t_placement
+  case_ "a forged SLURM_JOB_ID pointing at bob's running job changes nothing, in a job or outside one" t_forged_job
+  case_ "sbatch --mem=100M: a 300 MB allocation in my container is killed (137), a 30 MB one exits 0" t_memory
+else
+  case_ "this node has cgroup v1 controllers (hybrid), and Docker sees v1 with the cgroupfs driver" t_v1_hybrid
+  case_ "srun socker run: every process of my container is in my step's memory, cpuset, devices and freezer cgroups" t_placement_v1
+  case_ "sbatch --mem=100M: a 300 MB allocation in my container is killed (137), a 30 MB one exits 0" t_memory_v1
+fi
+case_ "hard limits below socker's needs: socker raises its own, my container keeps mine (ulimit -Hn 64 inside)" t_root_limits
+case_ "a --mem job's OOM kills: socker has OOM score -1000 in my step's cgroup, survives and reports 7 and 137" t_root_oom
+case_ "SIGTERM to my socker: the container is gone, exit 143, nothing left" t_root_signals
+if [ "$mode" = v2 ]; then
+  case_ "salloc + srun socker run: the step's cgroup, and my container's exit code comes back" t_salloc
+fi
 case_ "scancel of a job running srun socker run IMG sleep 1000 leaves no container and no cgroup folder" t_scancel_srun
 case_ "a plain socker run line in a cancelled batch job: the Epilog removes the container and every job folder" t_epilog
-case_ "--gpus is refused when my job has no GPU, and outside a job" t_gpus
-case_ "socker doctor on cgroup v2 passes, cgroup checks included" t_doctor
+if [ "$mode" = v2 ]; then
+  case_ "--gpus is refused when my job has no GPU, and outside a job" t_gpus
+fi
+case_ "socker doctor on cgroup $mode passes, cgroup checks included" t_doctor
 log "cases took $((SECONDS - suite_start)) s"
 [ "$failed" = 0 ] || debug_dump

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# tests/cgroup-v2.sh - socker on a cgroup v2-only node, for real: boots a Debian 12 guest under QEMU
-# (emulated: no KVM needed) whose kernel has cgroup v2 only, with Docker (cgroupfs driver), munge and a
-# one-node Slurm (cgroup/v2, proctrack/cgroup, task/cgroup), installs socker there with this
-# checkout's own install.sh --epilog, and runs tests/cgroup-v2-guest.sh in it as real users (real
-# sudo, real Slurm, real Docker). Prints "cgroup-v2: N passed, M failed"; exits non-zero on any failure.
+# tests/cgroup-v2.sh - socker on a real node, for real: boots a Debian 12 guest under QEMU (emulated: no
+# KVM needed) with Docker (cgroupfs driver), munge and a one-node Slurm (proctrack/cgroup, task/cgroup),
+# installs socker there with this checkout's own install.sh --epilog, and runs tests/cgroup-v2-guest.sh
+# in it as real users (real sudo, real Slurm, real Docker). The guest's root has every capability (the
+# CI host's root lacks CAP_SYS_RESOURCE), so socker takes the path it takes on real nodes.
+#   --cgroup v2 (default): the kernel has cgroup v2 only, Slurm's cgroup/v2;
+#                          prints "cgroup-v2: N passed, M failed".
+#   --cgroup v1:           systemd.unified_cgroup_hierarchy=0, v1 controllers (hybrid, as most clusters
+#                          run), Slurm's cgroup/v1; prints "cgroup-v1-root: N passed, M failed".
+# Exits non-zero on any failure.
 #
 # The guest image is built once (debootstrap, ~4 min) and cached under CACHE, keyed by a hash of what
 # defines it (mirror, packages, the customisation below); each run boots it on a throwaway qcow2
@@ -11,11 +16,12 @@
 # The guest has no network card. The whole boot is killed after --timeout seconds.
 #
 # Usage: sudo tests/cgroup-v2.sh [OPTIONS]
+#   --cgroup v1|v2     the guest's cgroup hierarchy (default v2), and the cases run in it
 #   --rebuild          build the guest image again even when the cached one is current
 #   --build-only       build (or check) the cached image, do not boot it
 #   --keep             keep the run folder (console log, suite log, results, overlay disk) and print it
 #   --filter TEXT      run only the test cases whose name contains TEXT (setup always runs)
-#   --timeout SECONDS  hard limit for boot + suite + power-off (default 1500); qemu is killed then
+#   --timeout SECONDS  hard limit for boot + suite + power-off (default 2400); qemu is killed then
 #   --cache DIR        where the image is cached (default /var/cache/socker-tests/cgroup-v2)
 #   --fixtures DIR     copy the /proc and cgroup texts the guest recorded into DIR
 #                      (e.g. tests/fixtures/proc)
@@ -31,14 +37,22 @@ readonly IMAGE_SIZE=3G
 readonly IMAGE_VERSION=1 # bump to force a rebuild everywhere
 
 cache=/var/cache/socker-tests/cgroup-v2
-rebuild=0 build_only=0 keep=0 filter="" timeout_s=1500 fixtures=""
+rebuild=0 build_only=0 keep=0 filter="" timeout_s=2400 fixtures="" mode=v2
+name=cgroup-v2 # the summary line's name: cgroup-v2, or cgroup-v1-root with --cgroup v1
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "$0"; }
-say() { printf 'cgroup-v2: %s\n' "$*"; }
-die() { printf 'cgroup-v2: ERROR: %s\n' "$*" >&2; exit 1; }
+say() { printf '%s: %s\n' "$name" "$*"; }
+die() { printf '%s: ERROR: %s\n' "$name" "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
+    --cgroup)
+      case "${2-}" in
+        v1) mode=v1 name=cgroup-v1-root ;;
+        v2) mode=v2 name=cgroup-v2 ;;
+        *) die "--cgroup needs v1 or v2" ;;
+      esac
+      shift ;;
     --rebuild) rebuild=1 ;;
     --build-only) build_only=1 ;;
     --keep) keep=1 ;;
@@ -47,7 +61,7 @@ while [ $# -gt 0 ]; do
     --cache) [ $# -ge 2 ] || die "--cache needs DIR"; cache=$2; shift ;;
     --fixtures) [ $# -ge 2 ] || die "--fixtures needs DIR"; fixtures=$(realpath -m -- "$2"); shift ;;
     -h | --help) usage; exit 0 ;;
-    *) printf 'cgroup-v2: unknown option %s (see --help)\n' "$1" >&2; exit 2 ;;
+    *) printf '%s: unknown option %s (see --help)\n' "$name" "$1" >&2; exit 2 ;;
   esac
   shift
 done
@@ -274,16 +288,23 @@ mkdir -p "$io/results" "$io/fixtures"
 chmod 0755 "$io"
 install -m 0755 -o root -g root -- "$deno_bin" "$io/deno"
 printf '%s\n' "$filter" >"$io/filter"
+printf '%s\n' "$mode" >"$io/mode" # the guest script's mode (the image's boot script passes only the folder)
 qemu-img create -q -f qcow2 -F raw -b "$image/root.img" "$run/overlay.qcow2"
 
-say "booting the guest (TCG, -smp 2, -m 4096, no network card; killed after ${timeout_s} s)"
+# v2: the unified hierarchy only. v1: systemd mounts each v1 controller (and the unified tree beside, a
+# hybrid node, as on most clusters).
+case "$mode" in
+  v2) cgroup_args="systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" ;;
+  v1) cgroup_args="systemd.unified_cgroup_hierarchy=0" ;;
+esac
+say "booting the guest (TCG, -smp 2, -m 4096, no network card, $cgroup_args; killed after ${timeout_s} s)"
 boot_start=$SECONDS
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
-  -name socker-cgroup-v2 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 4096 \
+  -name "socker-$name" -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 4096 \
   -nic none -display none -monitor none -no-reboot \
   -serial "file:$run/console.log" \
   -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all apparmor=0" \
+  -append "root=/dev/vda rw console=ttyS0 $cgroup_args apparmor=0" \
   -drive "file=$run/overlay.qcow2,format=qcow2,if=virtio,cache=unsafe" \
   -virtfs "local,path=$repo,mount_tag=src,security_model=passthrough,readonly=on" \
   -virtfs "local,path=$io,mount_tag=io,security_model=mapped-xattr" \
@@ -309,17 +330,17 @@ if [ -n "$fixtures" ] && [ -n "$(ls -A "$io/fixtures")" ]; then
   cp -- "$io/fixtures"/* "$fixtures/"
   say "copied the recorded files to $fixtures: $(cd "$io/fixtures" && echo *)"
 fi
-summary=$(grep -E '^cgroup-v2: [0-9]+ passed, [0-9]+ failed$' "$io/suite.log" 2>/dev/null | tail -n 1 || true)
+summary=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed\$" "$io/suite.log" 2>/dev/null | tail -n 1 || true)
 if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
   console_tail
   say "the guest did not finish within ${timeout_s} s: qemu killed"
-  echo "cgroup-v2: 0 passed, 1 failed"
+  echo "$name: 0 passed, 1 failed"
   exit 1
 fi
 if [ ! -f "$io/exit" ] || [ -z "$summary" ]; then
   console_tail
   say "the suite did not complete (qemu exit $qemu_rc after ${boot_s} s)"
-  echo "cgroup-v2: 0 passed, 1 failed"
+  echo "$name: 0 passed, 1 failed"
   exit 1
 fi
 guest_rc=$(cat "$io/exit")
