@@ -8,7 +8,8 @@
 #   2. the unit tests and the integration tests (real Docker, real Slurm, real sudo, real OpenMPI), with
 #      the test allowlist in place; the site's own allowlist is put back afterwards;
 #   3. tests/fresh-install.sh: README's first command in a fresh Debian root (no sudo, syslog, Deno, npm);
-#   4. tests/cgroup-v2.sh: socker on a cgroup v2-only node, a QEMU guest.
+#   4. tests/cgroup-v2.sh: socker on a cgroup v2-only node, a QEMU guest whose root has every capability
+#      (the real node's path); then the same guest booted with cgroup v1 (tests/cgroup-v2.sh --cgroup v1).
 # It ends with one line per part and `socker tests: N passed, M failed`, and exits non-zero on a failure.
 # Usage: sudo tests/run.sh [--only-deno] [deno test arguments, e.g. --filter SIGTERM]
 #   --only-deno  run parts 1 and 2 only (while developing); parts 3 and 4 then print as skipped
@@ -55,15 +56,16 @@ passed=${passed:-0} failed=${failed:-0}
 parts="deno tests: $passed passed, $failed failed"
 cp -p "$backup" "$allowlist"
 
-# part: NAME SCRIPT: runs one of the suites that print "NAME: passed" / "NAME: N passed, M failed".
+# part: NAME SCRIPT [ARGS...]: runs one of the suites that print "NAME: passed" / "NAME: N passed, M failed".
 part() {
   local name=$1 script=$2 out rc=0 line p f
+  shift 2
   if [ "$only_deno" -eq 1 ]; then
     parts+=$'\n'"$name: skipped (--only-deno)"
     return 0
   fi
   out=$(mktemp)
-  bash "$script" 2>&1 | tee "$out" || rc=$?
+  bash "$script" "$@" 2>&1 | tee "$out" || rc=$?
   line=$(grep -E "^$name: ([0-9]+ passed|passed|failed)" "$out" | tail -n 1 || true)
   rm -f "$out"
   if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
@@ -80,6 +82,7 @@ part() {
 }
 part fresh-install tests/fresh-install.sh
 part cgroup-v2 tests/cgroup-v2.sh
+part cgroup-v1-root tests/cgroup-v2.sh --cgroup v1
 
 printf '%s\n' "$parts"
 echo "socker tests: $passed passed, $failed failed ($(((SECONDS - started) / 60)) min)"
