@@ -113,11 +113,39 @@ export function refusalLine(refusal: Refusal): string {
   return `socker: ${refusal.reason}${refusal.kind === "usage" ? `; ${HELP_HINT}` : ""}`;
 }
 
-/** Makes a user-supplied string safe to print on one line: control characters become escapes. */
+/**
+ * Every character that can move a terminal or a reader's eye when text a user controls is printed: C0
+ * controls, DEL, C1 controls (U+0080-U+009F: VTE and xterm act on them as CSI, OSC, ...), the bidirectional
+ * embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069), the line and paragraph separators
+ * (U+2028, U+2029), and lone UTF-16 surrogates (they cannot be written as UTF-8 and become U+FFFD).
+ */
+// deno-lint-ignore no-control-regex
+const UNSAFE_CHARACTERS =
+  /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * The one escaping of text a user controls, wherever it lands (the audit file and its system-log copy,
+ * `ps`, doctor, cleanup, every error line): each unsafe character (UNSAFE_CHARACTERS) becomes an escape.
+ * `text`: `\xHH` below U+0100, `\uHHHH` above, for a terminal line. `json`: for a line of JSON (already
+ * made by JSON.stringify, which leaves C1, DEL and the rest raw): `\uHHHH`, so the JSON reads back as the
+ * same string while its bytes hold no unsafe character.
+ */
+export function escapeUnsafe(text: string, mode: "text" | "json"): string {
+  return text.replace(UNSAFE_CHARACTERS, (c) => {
+    const code = c.charCodeAt(0);
+    const hex = (width: number) => code.toString(16).padStart(width, "0");
+    return mode === "text" && code < 0x100 ? `\\x${hex(2)}` : `\\u${hex(4)}`;
+  });
+}
+
+/** Makes a user-supplied string safe to print on one line (escapeUnsafe), at most `max` characters. */
 export function printable(text: string, max = 200): string {
-  // deno-lint-ignore no-control-regex
-  const escaped = text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
+  const escaped = escapeUnsafe(text, "text");
+  if (escaped.length <= max) return escaped;
+  // Never cut inside an escape, which would leave a bare backslash and half its digits.
+  // Nor between the halves of a surrogate pair, which would leave a lone one.
+  const cut = escaped.slice(0, max).replace(/\\(x[0-9a-f]?|u[0-9a-f]{0,3})?$|[\ud800-\udbff]$/, "");
+  return `${cut}...`;
 }
 
 export function errorText(error: unknown): string {
@@ -2930,8 +2958,11 @@ export function auditLine(record: AuditRecord, max: number, commandDigest?: stri
       ...AUDIT_FIELD_ORDER.filter((key) => key in fields),
       ...Object.keys(fields).filter((key) => !AUDIT_FIELD_ORDER.includes(key)).sort(),
     ];
-    return JSON.stringify(
-      Object.fromEntries(keys.filter((key) => fields[key] !== undefined).map((k) => [k, fields[k]])),
+    return escapeUnsafe(
+      JSON.stringify(
+        Object.fromEntries(keys.filter((key) => fields[key] !== undefined).map((k) => [k, fields[k]])),
+      ),
+      "json",
     );
   };
   const whole = ordered(record);
@@ -2949,7 +2980,7 @@ export function auditLine(record: AuditRecord, max: number, commandDigest?: stri
     const kept: string[] = [];
     let used = 0;
     for (const arg of command) {
-      const cost = encoder.encode(JSON.stringify(arg)).length + 1;
+      const cost = encoder.encode(escapeUnsafe(JSON.stringify(arg), "json")).length + 1;
       if (used + cost > room) {
         const left = Math.floor((room - used) / 6) - 8;
         if (left > 16) kept.push(`${arg.slice(0, left)}...`);
@@ -4211,7 +4242,9 @@ export function planImages(facts: ImagesFacts): string[][] {
 /** Prints rows as aligned columns. */
 function printTable(rows: readonly string[][]): void {
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
-  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+  for (const row of rows) {
+    console.log(escapeUnsafe(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd(), "text"));
+  }
 }
 
 async function imagesCommand(): Promise<number> {
@@ -4595,11 +4628,12 @@ async function reportCleanup(what: Record<string, unknown>, sweeps: SweepOutcome
   const label = typeof what.job === "string" ? `job ${what.job}` : "orphans";
   for (const sweep of sweeps) {
     if (verbose || sweep.problems.length > 0 || sweep.sweep === "containers") {
-      console.log(
+      console.log(escapeUnsafe(
         `socker: ${label}: ${sweep.sweep}: ${sweep.done} removed${
           sweep.problems.length ? `, ${sweep.problems.length} problem(s): ${sweep.problems.join("; ")}` : ""
         }`,
-      );
+        "text",
+      ));
     }
   }
   const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
@@ -5026,7 +5060,8 @@ export function doctorReport(
     for (const verdict of verdicts) {
       if (verdict.ok) passed++;
       else fixes++;
-      lines.push(`${verdict.ok ? "ok  " : "FIX "} ${verdict.name}${verdict.detail ? `: ${verdict.detail}` : ""}`);
+      const line = `${verdict.ok ? "ok  " : "FIX "} ${verdict.name}${verdict.detail ? `: ${verdict.detail}` : ""}`;
+      lines.push(escapeUnsafe(line, "text")); // a detail may quote the engine, a file or a user's text
     }
   }
   lines.push(fixes === 0 ? `all ${passed} checks passed` : `${fixes} of ${fixes + passed} checks need a fix`);
