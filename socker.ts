@@ -119,8 +119,8 @@ export function refusalLine(refusal: Refusal): string {
  * embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069), the line and paragraph separators
  * (U+2028, U+2029), and lone UTF-16 surrogates (they cannot be written as UTF-8 and become U+FFFD).
  */
-// deno-lint-ignore no-control-regex
 const UNSAFE_CHARACTERS =
+  // deno-lint-ignore no-control-regex
   /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /**
