@@ -148,6 +148,63 @@ export function printable(text: string, max = 200): string {
   return `${cut}...`;
 }
 
+/**
+ * A value that came as bytes which are not UTF-8 text (a file name or an argument in Latin-1, a stray
+ * byte). Deno would decode it with U+FFFD, which names another object; socker never does: it refuses.
+ */
+export type NotText = { notText: Uint8Array };
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The bytes as text, or NotText when they are not UTF-8. */
+export function exactText(bytes: Uint8Array): string | NotText {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return { notText: bytes.slice() };
+  }
+}
+
+/** Bytes shown on one line: printable ASCII as is, every other byte as `\xHH`. */
+export function showBytes(bytes: Uint8Array, max = 200): string {
+  const shown = Array.from(
+    bytes,
+    (b) => b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`,
+  );
+  return printable(shown.join(""), max);
+}
+
+/**
+ * socker's own arguments as the caller gave them: the last `count` NUL-ended items of /proc/self/cmdline
+ * (before them come deno, its flags and the module, or the compiled binary), each as text or NotText.
+ * Undefined when the command line does not hold `count` items.
+ */
+export function exactArguments(cmdline: Uint8Array, count: number): (string | NotText)[] | undefined {
+  const items: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < cmdline.length; i++) {
+    if (cmdline[i] === 0) {
+      items.push(cmdline.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  if (start < cmdline.length) items.push(cmdline.subarray(start));
+  if (items.length < count) return undefined;
+  return items.slice(items.length - count).map(exactText);
+}
+
+/**
+ * The refusal for an argument that is not UTF-8 text: the engine's API is JSON text, and a decoded
+ * argument (U+FFFD for each stray byte) would be another command, another folder: never passed on.
+ */
+export function notTextProblem(args: readonly (string | NotText)[]): string | undefined {
+  const index = args.findIndex((arg) => typeof arg !== "string");
+  if (index < 0) return undefined;
+  const arg = args[index] as NotText;
+  return `argument ${index + 1} ('${showBytes(arg.notText)}') is not UTF-8 text: socker passes only text to ` +
+    `the engine and never a changed argument (rename the file or give the text in UTF-8)`;
+}
+
 export function errorText(error: unknown): string {
   return printable(error instanceof Error ? error.message : String(error));
 }
@@ -1203,9 +1260,12 @@ const DESTINATION_CHARS = /^[A-Za-z0-9._+@/-]+$/;
 export function parseVolume(spec: string): MountRequest {
   const parts = spec.split(":");
   const bad = (why: string): never => refuse("usage", `-v '${printable(spec)}': ${why}`);
-  if (parts.length < 2 || parts.length > 3) bad("expected SRC:DST or SRC:DST:ro");
+  const syntax = "the syntax is -v SRC:DST[:ro|rw], with no ':' in SRC or DST";
+  if (parts.length < 2 || parts.length > 3) bad(syntax);
   const [source, destination, mode = "rw"] = parts;
-  if (mode !== "ro" && mode !== "rw") bad(`the mode must be ro or rw, not '${printable(mode)}'`);
+  if (mode !== "ro" && mode !== "rw") {
+    bad(`'${printable(mode)}' is not a mode (ro or rw): ${syntax}`);
+  }
   if (!source.startsWith("/") || source.includes("\0")) bad("SRC must be an absolute path");
   if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
   if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
@@ -1486,13 +1546,21 @@ export function matchesPattern(name: string, pattern: string): boolean {
  */
 export function containerEnvironment(
   requests: readonly string[],
-  callerEnv: Readonly<Record<string, string>> | undefined,
+  callerEnv: Readonly<Record<string, string | NotText>> | undefined,
   caller: { user: string; home?: string },
   settings: Settings,
   inJob: boolean,
 ): string[] {
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
   const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass];
+  // A variable whose value is not UTF-8 text is refused only when it would pass (the engine takes text,
+  // and a decoded value is another value); one that would not pass is dropped like every other.
+  const text = (name: string, value: string | NotText, why: string): string =>
+    typeof value === "string" ? value : refuse(
+      "policy",
+      `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
+        `socker passes only text; fix or unset it`,
+    );
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
     if (!ENV_NAME.test(name) || NEVER_PASSED(name) || settings.envDeny.includes(name)) continue;
@@ -1503,7 +1571,7 @@ export function containerEnvironment(
         `more than ${MAX_PASSED_VARIABLES} of your variables match what passes into containers; unset some`,
       );
     }
-    env.set(name, value);
+    env.set(name, text(name, value, "it passes into containers"));
   }
   for (const request of requests) {
     const equals = request.indexOf("=");
@@ -1523,7 +1591,7 @@ export function containerEnvironment(
     if (equals >= 0) env.set(name, request.slice(equals + 1));
     else if (callerEnv === undefined) {
       refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
-    } else if (Object.hasOwn(callerEnv, name)) env.set(name, callerEnv[name]);
+    } else if (Object.hasOwn(callerEnv, name)) env.set(name, text(name, callerEnv[name], `-e ${name}`));
   }
   for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
@@ -2054,8 +2122,8 @@ function handlePath(fd: number): string | undefined {
   const buffer = new Uint8Array(4097);
   const length = sys(SYSCALLS.readlinkat, AT_FDCWD, cString(`/proc/thread-self/fd/${fd}`), buffer, buffer.length);
   if (length <= 0 || length >= buffer.length) return undefined;
-  const path = decoder.decode(buffer.slice(0, length));
-  return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
+  const path = exactText(buffer.slice(0, length)); // a name that is not UTF-8 is judged unreachable
+  return typeof path === "string" && isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
 }
 
 /** Whether the caller (inside `asCaller`) may read, write or search what a descriptor holds. */
@@ -3191,13 +3259,19 @@ function readSudoIdentity(): SudoIdentity {
   return parseSudoIdentity(sudoEnvironment(), Deno.uid() ?? -1);
 }
 
-/** The caller's folder (sudo keeps it), or undefined when it no longer exists. */
-function currentFolder(): string | undefined {
-  try {
-    return Deno.cwd();
-  } catch {
-    return undefined;
-  }
+/**
+ * The caller's folder, as bytes: the entry point starts socker in / (a folder on a stalled filesystem must
+ * not hang it), so it is read from the parent's (sudo's, which kept the caller's folder) /proc entry; the
+ * kernel names it without asking the filesystem. Undefined when it no longer exists; NotText when its
+ * name is not UTF-8 (runCommand refuses: it would be silently not mounted, or another folder).
+ */
+function currentFolder(): string | NotText | undefined {
+  const buffer = new Uint8Array(4097);
+  const length = sys(SYSCALLS.readlinkat, AT_FDCWD, cString(`/proc/${Deno.ppid}/cwd`), buffer, buffer.length);
+  if (length <= 0 || length >= buffer.length) return undefined;
+  const path = exactText(buffer.slice(0, length));
+  if (typeof path !== "string") return path;
+  return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
 }
 
 function exists(path: string): boolean {
@@ -3212,14 +3286,22 @@ const CALLER_ENV_MAX_BYTES = 4 << 20;
  * environment) still holds it. Read only when the parent really is sudo. It is the caller's data: it only
  * ever reaches the container.
  */
-function callerEnvironment(): Record<string, string> | undefined {
+function callerEnvironment(): Record<string, string | NotText> | undefined {
   try {
     if (!/\/sudo$/.test(Deno.readLinkSync(`/proc/${Deno.ppid}/exe`))) return undefined;
-    const text = decoder.decode(readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES));
-    const env: Record<string, string> = {};
-    for (const item of text.split("\0")) {
-      const equals = item.indexOf("=");
-      if (equals > 0 && !Object.hasOwn(env, item.slice(0, equals))) env[item.slice(0, equals)] = item.slice(equals + 1);
+    // As bytes: a value that is not UTF-8 stays NotText (containerEnvironment refuses it if it would pass).
+    const bytes = readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES);
+    const env: Record<string, string | NotText> = {};
+    let start = 0;
+    for (let i = 0; i <= bytes.length; i++) {
+      if (i < bytes.length && bytes[i] !== 0) continue;
+      const item = bytes.subarray(start, i);
+      start = i + 1;
+      const equals = item.indexOf(0x3d);
+      if (equals <= 0) continue;
+      const name = exactText(item.subarray(0, equals));
+      if (typeof name !== "string" || Object.hasOwn(env, name)) continue; // no variable name is such bytes
+      env[name] = exactText(item.subarray(equals + 1));
     }
     return env;
   } catch {
@@ -3365,7 +3447,7 @@ export type RunFacts = {
   procSelfCgroup: string;
   user: UserRecord | string;
   cwd?: string;
-  callerEnv?: Record<string, string>;
+  callerEnv?: Record<string, string | NotText>;
   callerLimits: Limits;
   stdinIsTerminal: boolean;
   stdoutIsTerminal: boolean;
@@ -3443,7 +3525,15 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
 
   // The paths to judge as the caller: the mount sources, the caller's folder, the step's PMIx folder.
-  const cwd = currentFolder();
+  const folder = currentFolder();
+  if (folder !== undefined && typeof folder !== "string") {
+    refuse(
+      "usage",
+      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
+        `as itself; cd to another folder`,
+    );
+  }
+  const cwd = folder;
   const paths = new Set<string>();
   if (caller !== undefined) {
     for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
@@ -5211,9 +5301,11 @@ function requireRootProcess(): void {
 }
 
 /** Runs socker with these arguments and returns its exit code; refusals are printed and recorded, never thrown. */
-export async function main(args: readonly string[]): Promise<number> {
+export async function main(args: readonly string[], exact?: readonly (string | NotText)[]): Promise<number> {
   let invocation: Invocation | undefined;
   try {
+    const notText = exact === undefined ? undefined : notTextProblem(exact);
+    if (notText !== undefined) refuse("usage", notText);
     invocation = parseCommandLine(args);
     if (invocation.command === "help") {
       console.log(HELP);
@@ -5251,4 +5343,23 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+/** The arguments as bytes from /proc/self/cmdline: Deno.args has decoded them (U+FFFD for stray bytes). */
+function readExactArguments(): (string | NotText)[] {
+  const exact = exactArguments(readAtMost("/proc/self/cmdline", 4 << 20), Deno.args.length);
+  if (exact === undefined) refuse("installation", "cannot read socker's own arguments from /proc/self/cmdline");
+  return exact;
+}
+
+if (import.meta.main) {
+  let exact: (string | NotText)[] | Refusal;
+  try {
+    exact = readExactArguments();
+  } catch (error) {
+    exact = error instanceof Refusal ? error : new Refusal("installation", errorText(error));
+  }
+  if (exact instanceof Refusal) {
+    console.error(refusalLine(exact));
+    Deno.exit(EXIT.REFUSED);
+  }
+  Deno.exit(await main(Deno.args, exact));
+}
