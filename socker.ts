@@ -586,6 +586,11 @@ export type Settings = {
   logFacility: string;
   /** `pull`: `never` (images are loaded by the administrator) or `missing` (pulled on first use). */
   pull: "never" | "missing";
+  /**
+   * `user_filesystems`: `refuse` (default) or `allow` mount sources and working folders on filesystems a
+   * user mounted (FUSE through fusermount): one that stops answering would hang socker and the engine.
+   */
+  userFilesystems: "refuse" | "allow";
 };
 
 /** Facilities the audit log's system-log copy may use. */
@@ -630,6 +635,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   envPass: [],
   logFacility: "authpriv",
   pull: "never",
+  userFilesystems: "refuse",
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -670,6 +676,7 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
   pid: choice("pid", "pid", ["private", "host"]),
   uts: choice("uts", "uts", ["private", "host"]),
   pull: choice("pull", "pull", ["never", "missing"]),
+  user_filesystems: choice("userFilesystems", "user_filesystems", ["refuse", "allow"]),
   log_facility: choice("logFacility", "log_facility", LOG_FACILITIES),
   default_mounts: (_value, words, settings) => {
     for (const word of words) {
@@ -1053,6 +1060,51 @@ export function cgroupMounts(mountinfo: string): CgroupMount[] {
     mounts.push({ path, version: type === "cgroup2" ? 2 : 1, controllers });
   }
   return mounts;
+}
+
+/** One line of /proc/self/mountinfo: the mount's id, where it is, its type and its filesystem's options. */
+export type MountEntry = { id: number; mountPoint: string; fsType: string; source: string; superOptions: string[] };
+
+/** The mount table (/proc/self/mountinfo) by mount id; lines that do not parse are left out. */
+export function parseMountTable(mountinfo: string): Map<number, MountEntry> {
+  const table = new Map<number, MountEntry>();
+  const unescape = (text: string) => text.replace(/\\(\d{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+  for (const line of mountinfo.split("\n")) {
+    const [before, after] = line.split(" - ");
+    if (after === undefined) continue;
+    const fields = before.split(" ");
+    const id = boundedInt(fields[0], 0, 2 ** 31);
+    const [fsType, source = "", superOptions = ""] = after.split(" ");
+    if (id === undefined || fields.length < 6 || !fsType) continue;
+    table.set(id, {
+      id,
+      mountPoint: unescape(fields[4]),
+      fsType,
+      source: unescape(source),
+      superOptions: superOptions.split(","),
+    });
+  }
+  return table;
+}
+
+/**
+ * Why socker must not look into a mount, or undefined. A FUSE filesystem (`fuse`, `fuseblk`, `fuse.*`)
+ * that root did not mount (its `user_id=` is not 0) is a user's: its daemon answers every lookup, and one
+ * that stops answering leaves whoever asked in uninterruptible sleep (socker as root, the engine's
+ * threads). A mount that is not in the table socker read first was made since: judged the same. Other
+ * filesystems are mounted by root (a user cannot, outside their own namespaces, which socker never enters).
+ */
+export function userFilesystemProblem(entry: MountEntry | undefined, allow: boolean): string | undefined {
+  if (allow) return undefined;
+  const hint = "socker does not use filesystems users mount (a stalled one hangs every process that looks " +
+    "into it); use a folder on the node's own filesystems, or ask your administrator (user_filesystems)";
+  if (entry === undefined) return `is on a filesystem mounted just now: ${hint}`;
+  const fuse = entry.fsType === "fuse" || entry.fsType === "fuseblk" || entry.fsType.startsWith("fuse.");
+  if (!fuse) return undefined;
+  const owner = entry.superOptions.find((option) => option.startsWith("user_id="))?.slice("user_id=".length);
+  if (owner === "0") return undefined;
+  return `is on a filesystem a user mounted (${printable(entry.fsType, 40)} at ${printable(entry.mountPoint)}` +
+    `${owner !== undefined ? `, by uid ${printable(owner, 12)}` : ""}): ${hint}`;
 }
 
 /** The v1 controllers Slurm's proctrack/task/jobacct plugins manage: their job folders are Slurm's. */
@@ -2152,13 +2204,100 @@ function openResolved(dirfd: number, path: string, flags: number, resolve: numbe
 }
 
 /**
+ * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunFacts,
+ * from the mount table read first and `user_filesystems`); undefined (no judgement) outside a run.
+ */
+let mountJudge: ((fd: number) => string | undefined) | undefined;
+
+/**
+ * The mount id of an open descriptor, from /proc/thread-self/fdinfo: the kernel answers from the
+ * descriptor itself, without asking its filesystem (statx would ask a FUSE daemon, and could hang).
+ */
+function mountIdOf(fd: number): number | undefined {
+  const match = /^mnt_id:\s*(\d+)$/m.exec(readText(`/proc/thread-self/fdinfo/${fd}`) ?? "");
+  return match ? boundedInt(match[1], 0, 2 ** 31) : undefined;
+}
+
+/** A judge of mounts from the table read before any path was touched and the administrator's setting. */
+function judgeMounts(table: ReadonlyMap<number, MountEntry>, allow: boolean): (fd: number) => string | undefined {
+  return (fd) => {
+    const id = mountIdOf(fd);
+    if (id === undefined) return UNREACHABLE;
+    return userFilesystemProblem(table.get(id), allow);
+  };
+}
+
+/** The most symlinks one walk follows, as the kernel's own path walk. */
+const WALK_LINKS_MAX = 40;
+
+/**
+ * Resolves an absolute path as the caller (call inside `asCaller`), one component at a time, the way the
+ * kernel would, but judging the mount of every object reached (`mountJudge`) before looking into it or
+ * asking its filesystem anything: a user's FUSE filesystem is refused at its mount point, never entered.
+ * Symlinks are followed (at most WALK_LINKS_MAX); one on /proc (a magic link) is THROUGH_PROC_LINK.
+ * Returns an O_PATH descriptor of what the path names, or why not.
+ */
+function walkJudged(path: string): number | string {
+  const judge = mountJudge ?? (() => undefined);
+  const parts = (text: string) => text.split("/").filter((part) => part !== "" && part !== ".");
+  let fd = openResolved(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return UNREACHABLE;
+  const rootProblem = judge(fd);
+  if (rootProblem !== undefined) return closeHandle(fd), rootProblem;
+  let todo = parts(path);
+  let links = 0;
+  while (todo.length > 0) {
+    const name = todo.shift()!;
+    const next = openResolved(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_MAGICLINKS);
+    if (next < 0) {
+      const errno = lastErrno();
+      closeHandle(fd);
+      return errno === ELOOP ? THROUGH_PROC_LINK : UNREACHABLE;
+    }
+    const problem = judge(next);
+    if (problem !== undefined) {
+      closeHandle(next);
+      closeHandle(fd);
+      return problem;
+    }
+    const info = statHandle(next);
+    if (info === undefined) {
+      closeHandle(next);
+      closeHandle(fd);
+      return UNREACHABLE;
+    }
+    if ((info.mode & S_IFMT) !== S_IFLNK) {
+      closeHandle(fd);
+      fd = next;
+      continue;
+    }
+    const buffer = new Uint8Array(4097);
+    const length = sys(SYSCALLS.readlinkat, next, cString(""), buffer, buffer.length);
+    const target = length > 0 && length < buffer.length ? exactText(buffer.slice(0, length)) : undefined;
+    const onProc = handlePath(next)?.startsWith("/proc/") === true;
+    closeHandle(next);
+    if (onProc || ++links > WALK_LINKS_MAX || target === undefined || typeof target !== "string") {
+      closeHandle(fd);
+      return onProc || links > WALK_LINKS_MAX ? THROUGH_PROC_LINK : UNREACHABLE;
+    }
+    todo = [...parts(target), ...todo];
+    if (target.startsWith("/")) {
+      closeHandle(fd);
+      fd = openResolved(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+      if (fd < 0) return UNREACHABLE;
+    }
+  }
+  return fd;
+}
+
+/**
  * Opens a path as the caller (call inside `asCaller`) and asks the kernel what they may do with the
  * object it leads to. Everything the caller cannot reach gets the one answer UNREACHABLE, so that no
  * message tells them what exists inside a folder closed to them. The descriptor stays open for the mount.
  */
 function probePath(path: string): PathProbe | string {
-  const fd = openResolved(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_MAGICLINKS);
-  if (fd < 0) return lastErrno() === ELOOP ? THROUGH_PROC_LINK : UNREACHABLE;
+  const fd = walkJudged(path);
+  if (typeof fd === "string") return fd;
   const info = statHandle(fd);
   const realPath = handlePath(fd);
   if (info === undefined || realPath === undefined) {
@@ -2230,6 +2369,8 @@ function walkAndCreate(
         return `${here} ${errno === ENOTDIR ? "is not a folder" : UNREACHABLE}`;
       }
       opened.push(fd);
+      const judged = mountJudge?.(fd); // before anything asks the filesystem there
+      if (judged !== undefined) return `${here} ${judged}`;
       const kindThere = statHandle(fd)?.kind;
       if (kindThere !== want) return `${here} exists and is not a ${want === "dir" ? "folder" : "file"}`;
       folder = fd;
@@ -3534,6 +3675,9 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     );
   }
   const cwd = folder;
+  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
+  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
+  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
   const paths = new Set<string>();
   if (caller !== undefined) {
     for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
@@ -3689,6 +3833,9 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
       ? [{ source: pmix, destination: pmix, readOnly: false, origin: "the step's PMIx folder", by: "socker" }]
       : [];
   const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
+  if (typeof cwdProbe === "string" && cwdProbe.includes("(user_filesystems)")) {
+    refuse("policy", `your current folder ${printable(facts.cwd!)} ${cwdProbe}; cd to another folder`);
+  }
   const cwd = typeof cwdProbe === "object" && cwdProbe.kind === "dir" && cwdProbe.searchable
     ? cwdProbe.realPath
     : undefined;
