@@ -518,8 +518,10 @@ set_const() {
 
 launcher_text() {
 	cat <<EOF
-#!/bin/sh
+#!/usr/bin/env -S -u PWD /bin/sh
 # socker launcher, installed by install.sh: the privileged side runs through sudo, which resets the environment.
+# PWD is unset before sh starts: sh would stat \$PWD, which hangs in a folder on a stalled filesystem
+# (without it sh asks the kernel for its folder's name, which never asks the filesystem).
 exec $SUDO -n -- $ENTRY "\$@"
 EOF
 }
@@ -588,10 +590,11 @@ need v address-space ' KiB' $NEED_AS_KIB $NEED_AS_KIB ' or unlimited' unlimited 
 need d data-size ' KiB' $NEED_DATA_KIB $NEED_DATA_KIB ' or unlimited' unlimited "\$lim_d"
 need s stack-size ' KiB' $NEED_STACK_KIB $WANT_STACK_KIB '' $WANT_STACK_KIB "\$lim_s"
 need n open-files '' $NEED_NOFILE $NEED_NOFILE '' 1024 "\$lim_n"
-# 4. Deno cannot start in a folder that was removed: then start from / (socker sets the container's).
+# 4. socker starts in /: Deno cannot start in a folder that was removed, and must not touch a folder on
+#    a filesystem that may stall; socker reads the caller's folder from its parent's /proc entry.
 # SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly);
 # SOCKER_PARENT is this script's parent (sudo), which socker watches: if it is gone, socker hangs up.
-[ -n "\${PWD:-}" ] || cd /
+cd /
 exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
   SOCKER_LIMITS="\$L" SOCKER_PARENT="\$PPID" \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
   $cmd "\$@"

@@ -113,11 +113,96 @@ export function refusalLine(refusal: Refusal): string {
   return `socker: ${refusal.reason}${refusal.kind === "usage" ? `; ${HELP_HINT}` : ""}`;
 }
 
-/** Makes a user-supplied string safe to print on one line: control characters become escapes. */
-export function printable(text: string, max = 200): string {
+/**
+ * Every character that can move a terminal or a reader's eye when text a user controls is printed: C0
+ * controls, DEL, C1 controls (U+0080-U+009F: VTE and xterm act on them as CSI, OSC, ...), the bidirectional
+ * embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069), the line and paragraph separators
+ * (U+2028, U+2029), and lone UTF-16 surrogates (they cannot be written as UTF-8 and become U+FFFD).
+ */
+const UNSAFE_CHARACTERS =
   // deno-lint-ignore no-control-regex
-  const escaped = text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return escaped.length > max ? `${escaped.slice(0, max)}...` : escaped;
+  /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * The one escaping of text a user controls, wherever it lands (the audit file and its system-log copy,
+ * `ps`, doctor, cleanup, every error line): each unsafe character (UNSAFE_CHARACTERS) becomes an escape.
+ * `text`: `\xHH` below U+0100, `\uHHHH` above, for a terminal line. `json`: for a line of JSON (already
+ * made by JSON.stringify, which leaves C1, DEL and the rest raw): `\uHHHH`, so the JSON reads back as the
+ * same string while its bytes hold no unsafe character.
+ */
+export function escapeUnsafe(text: string, mode: "text" | "json"): string {
+  return text.replace(UNSAFE_CHARACTERS, (c) => {
+    const code = c.charCodeAt(0);
+    const hex = (width: number) => code.toString(16).padStart(width, "0");
+    return mode === "text" && code < 0x100 ? `\\x${hex(2)}` : `\\u${hex(4)}`;
+  });
+}
+
+/** Makes a user-supplied string safe to print on one line (escapeUnsafe), at most `max` characters. */
+export function printable(text: string, max = 200): string {
+  const escaped = escapeUnsafe(text, "text");
+  if (escaped.length <= max) return escaped;
+  // Never cut inside an escape, which would leave a bare backslash and half its digits.
+  // Nor between the halves of a surrogate pair, which would leave a lone one.
+  const cut = escaped.slice(0, max).replace(/\\(x[0-9a-f]?|u[0-9a-f]{0,3})?$|[\ud800-\udbff]$/, "");
+  return `${cut}...`;
+}
+
+/**
+ * A value that came as bytes which are not UTF-8 text (a file name or an argument in Latin-1, a stray
+ * byte). Deno would decode it with U+FFFD, which names another object; socker never does: it refuses.
+ */
+export type NotText = { notText: Uint8Array };
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The bytes as text, or NotText when they are not UTF-8. */
+export function exactText(bytes: Uint8Array): string | NotText {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return { notText: bytes.slice() };
+  }
+}
+
+/** Bytes shown on one line: printable ASCII as is, every other byte as `\xHH`. */
+export function showBytes(bytes: Uint8Array, max = 200): string {
+  const shown = Array.from(
+    bytes,
+    (b) => b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`,
+  );
+  return printable(shown.join(""), max);
+}
+
+/**
+ * socker's own arguments as the caller gave them: the last `count` NUL-ended items of /proc/self/cmdline
+ * (before them come deno, its flags and the module, or the compiled binary), each as text or NotText.
+ * Undefined when the command line does not hold `count` items.
+ */
+export function exactArguments(cmdline: Uint8Array, count: number): (string | NotText)[] | undefined {
+  const items: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < cmdline.length; i++) {
+    if (cmdline[i] === 0) {
+      items.push(cmdline.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  if (start < cmdline.length) items.push(cmdline.subarray(start));
+  if (items.length < count) return undefined;
+  return items.slice(items.length - count).map(exactText);
+}
+
+/**
+ * The refusal for an argument that is not UTF-8 text: the engine's API is JSON text, and a decoded
+ * argument (U+FFFD for each stray byte) would be another command, another folder: never passed on.
+ */
+export function notTextProblem(args: readonly (string | NotText)[]): string | undefined {
+  const index = args.findIndex((arg) => typeof arg !== "string");
+  if (index < 0) return undefined;
+  const arg = args[index] as NotText;
+  return `argument ${index + 1} ('${showBytes(arg.notText)}') is not UTF-8 text: socker passes only text to ` +
+    `the engine and never a changed argument (rename the file or give the text in UTF-8)`;
 }
 
 export function errorText(error: unknown): string {
@@ -501,6 +586,11 @@ export type Settings = {
   logFacility: string;
   /** `pull`: `never` (images are loaded by the administrator) or `missing` (pulled on first use). */
   pull: "never" | "missing";
+  /**
+   * `user_filesystems`: `refuse` (default) or `allow` mount sources and working folders on filesystems a
+   * user mounted (FUSE through fusermount): one that stops answering would hang socker and the engine.
+   */
+  userFilesystems: "refuse" | "allow";
 };
 
 /** Facilities the audit log's system-log copy may use. */
@@ -545,6 +635,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   envPass: [],
   logFacility: "authpriv",
   pull: "never",
+  userFilesystems: "refuse",
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -585,6 +676,7 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
   pid: choice("pid", "pid", ["private", "host"]),
   uts: choice("uts", "uts", ["private", "host"]),
   pull: choice("pull", "pull", ["never", "missing"]),
+  user_filesystems: choice("userFilesystems", "user_filesystems", ["refuse", "allow"]),
   log_facility: choice("logFacility", "log_facility", LOG_FACILITIES),
   default_mounts: (_value, words, settings) => {
     for (const word of words) {
@@ -970,6 +1062,51 @@ export function cgroupMounts(mountinfo: string): CgroupMount[] {
   return mounts;
 }
 
+/** One line of /proc/self/mountinfo: the mount's id, where it is, its type and its filesystem's options. */
+export type MountEntry = { id: number; mountPoint: string; fsType: string; source: string; superOptions: string[] };
+
+/** The mount table (/proc/self/mountinfo) by mount id; lines that do not parse are left out. */
+export function parseMountTable(mountinfo: string): Map<number, MountEntry> {
+  const table = new Map<number, MountEntry>();
+  const unescape = (text: string) => text.replace(/\\(\d{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+  for (const line of mountinfo.split("\n")) {
+    const [before, after] = line.split(" - ");
+    if (after === undefined) continue;
+    const fields = before.split(" ");
+    const id = boundedInt(fields[0], 0, 2 ** 31);
+    const [fsType, source = "", superOptions = ""] = after.split(" ");
+    if (id === undefined || fields.length < 6 || !fsType) continue;
+    table.set(id, {
+      id,
+      mountPoint: unescape(fields[4]),
+      fsType,
+      source: unescape(source),
+      superOptions: superOptions.split(","),
+    });
+  }
+  return table;
+}
+
+/**
+ * Why socker must not look into a mount, or undefined. A FUSE filesystem (`fuse`, `fuseblk`, `fuse.*`)
+ * that root did not mount (its `user_id=` is not 0) is a user's: its daemon answers every lookup, and one
+ * that stops answering leaves whoever asked in uninterruptible sleep (socker as root, the engine's
+ * threads). A mount that is not in the table socker read first was made since: judged the same. Other
+ * filesystems are mounted by root (a user cannot, outside their own namespaces, which socker never enters).
+ */
+export function userFilesystemProblem(entry: MountEntry | undefined, allow: boolean): string | undefined {
+  if (allow) return undefined;
+  const hint = "socker does not use filesystems users mount (a stalled one hangs every process that looks " +
+    "into it); use a folder on the node's own filesystems, or ask your administrator (user_filesystems)";
+  if (entry === undefined) return `is on a filesystem mounted just now: ${hint}`;
+  const fuse = entry.fsType === "fuse" || entry.fsType === "fuseblk" || entry.fsType.startsWith("fuse.");
+  if (!fuse) return undefined;
+  const owner = entry.superOptions.find((option) => option.startsWith("user_id="))?.slice("user_id=".length);
+  if (owner === "0") return undefined;
+  return `is on a filesystem a user mounted (${printable(entry.fsType, 40)} at ${printable(entry.mountPoint)}` +
+    `${owner !== undefined ? `, by uid ${printable(owner, 12)}` : ""}): ${hint}`;
+}
+
 /** The v1 controllers Slurm's proctrack/task/jobacct plugins manage: their job folders are Slurm's. */
 export const SLURM_CONTROLLERS = ["freezer", "cpuset", "memory", "devices"];
 
@@ -1175,9 +1312,12 @@ const DESTINATION_CHARS = /^[A-Za-z0-9._+@/-]+$/;
 export function parseVolume(spec: string): MountRequest {
   const parts = spec.split(":");
   const bad = (why: string): never => refuse("usage", `-v '${printable(spec)}': ${why}`);
-  if (parts.length < 2 || parts.length > 3) bad("expected SRC:DST or SRC:DST:ro");
+  const syntax = "the syntax is -v SRC:DST[:ro|rw], with no ':' in SRC or DST";
+  if (parts.length < 2 || parts.length > 3) bad(syntax);
   const [source, destination, mode = "rw"] = parts;
-  if (mode !== "ro" && mode !== "rw") bad(`the mode must be ro or rw, not '${printable(mode)}'`);
+  if (mode !== "ro" && mode !== "rw") {
+    bad(`'${printable(mode)}' is not a mode (ro or rw): ${syntax}`);
+  }
   if (!source.startsWith("/") || source.includes("\0")) bad("SRC must be an absolute path");
   if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
   if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
@@ -1458,13 +1598,21 @@ export function matchesPattern(name: string, pattern: string): boolean {
  */
 export function containerEnvironment(
   requests: readonly string[],
-  callerEnv: Readonly<Record<string, string>> | undefined,
+  callerEnv: Readonly<Record<string, string | NotText>> | undefined,
   caller: { user: string; home?: string },
   settings: Settings,
   inJob: boolean,
 ): string[] {
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
   const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass];
+  // A variable whose value is not UTF-8 text is refused only when it would pass (the engine takes text,
+  // and a decoded value is another value); one that would not pass is dropped like every other.
+  const text = (name: string, value: string | NotText, why: string): string =>
+    typeof value === "string" ? value : refuse(
+      "policy",
+      `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
+        `socker passes only text; fix or unset it`,
+    );
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
     if (!ENV_NAME.test(name) || NEVER_PASSED(name) || settings.envDeny.includes(name)) continue;
@@ -1475,7 +1623,7 @@ export function containerEnvironment(
         `more than ${MAX_PASSED_VARIABLES} of your variables match what passes into containers; unset some`,
       );
     }
-    env.set(name, value);
+    env.set(name, text(name, value, "it passes into containers"));
   }
   for (const request of requests) {
     const equals = request.indexOf("=");
@@ -1495,7 +1643,7 @@ export function containerEnvironment(
     if (equals >= 0) env.set(name, request.slice(equals + 1));
     else if (callerEnv === undefined) {
       refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
-    } else if (Object.hasOwn(callerEnv, name)) env.set(name, callerEnv[name]);
+    } else if (Object.hasOwn(callerEnv, name)) env.set(name, text(name, callerEnv[name], `-e ${name}`));
   }
   for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
@@ -2026,8 +2174,8 @@ function handlePath(fd: number): string | undefined {
   const buffer = new Uint8Array(4097);
   const length = sys(SYSCALLS.readlinkat, AT_FDCWD, cString(`/proc/thread-self/fd/${fd}`), buffer, buffer.length);
   if (length <= 0 || length >= buffer.length) return undefined;
-  const path = decoder.decode(buffer.slice(0, length));
-  return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
+  const path = exactText(buffer.slice(0, length)); // a name that is not UTF-8 is judged unreachable
+  return typeof path === "string" && isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
 }
 
 /** Whether the caller (inside `asCaller`) may read, write or search what a descriptor holds. */
@@ -2056,13 +2204,100 @@ function openResolved(dirfd: number, path: string, flags: number, resolve: numbe
 }
 
 /**
+ * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunFacts,
+ * from the mount table read first and `user_filesystems`); undefined (no judgement) outside a run.
+ */
+let mountJudge: ((fd: number) => string | undefined) | undefined;
+
+/**
+ * The mount id of an open descriptor, from /proc/thread-self/fdinfo: the kernel answers from the
+ * descriptor itself, without asking its filesystem (statx would ask a FUSE daemon, and could hang).
+ */
+function mountIdOf(fd: number): number | undefined {
+  const match = /^mnt_id:\s*(\d+)$/m.exec(readText(`/proc/thread-self/fdinfo/${fd}`) ?? "");
+  return match ? boundedInt(match[1], 0, 2 ** 31) : undefined;
+}
+
+/** A judge of mounts from the table read before any path was touched and the administrator's setting. */
+function judgeMounts(table: ReadonlyMap<number, MountEntry>, allow: boolean): (fd: number) => string | undefined {
+  return (fd) => {
+    const id = mountIdOf(fd);
+    if (id === undefined) return UNREACHABLE;
+    return userFilesystemProblem(table.get(id), allow);
+  };
+}
+
+/** The most symlinks one walk follows, as the kernel's own path walk. */
+const WALK_LINKS_MAX = 40;
+
+/**
+ * Resolves an absolute path as the caller (call inside `asCaller`), one component at a time, the way the
+ * kernel would, but judging the mount of every object reached (`mountJudge`) before looking into it or
+ * asking its filesystem anything: a user's FUSE filesystem is refused at its mount point, never entered.
+ * Symlinks are followed (at most WALK_LINKS_MAX); one on /proc (a magic link) is THROUGH_PROC_LINK.
+ * Returns an O_PATH descriptor of what the path names, or why not.
+ */
+function walkJudged(path: string): number | string {
+  const judge = mountJudge ?? (() => undefined);
+  const parts = (text: string) => text.split("/").filter((part) => part !== "" && part !== ".");
+  let fd = openResolved(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return UNREACHABLE;
+  const rootProblem = judge(fd);
+  if (rootProblem !== undefined) return closeHandle(fd), rootProblem;
+  let todo = parts(path);
+  let links = 0;
+  while (todo.length > 0) {
+    const name = todo.shift()!;
+    const next = openResolved(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC, RESOLVE_NO_MAGICLINKS);
+    if (next < 0) {
+      const errno = lastErrno();
+      closeHandle(fd);
+      return errno === ELOOP ? THROUGH_PROC_LINK : UNREACHABLE;
+    }
+    const problem = judge(next);
+    if (problem !== undefined) {
+      closeHandle(next);
+      closeHandle(fd);
+      return problem;
+    }
+    const info = statHandle(next);
+    if (info === undefined) {
+      closeHandle(next);
+      closeHandle(fd);
+      return UNREACHABLE;
+    }
+    if ((info.mode & S_IFMT) !== S_IFLNK) {
+      closeHandle(fd);
+      fd = next;
+      continue;
+    }
+    const buffer = new Uint8Array(4097);
+    const length = sys(SYSCALLS.readlinkat, next, cString(""), buffer, buffer.length);
+    const target = length > 0 && length < buffer.length ? exactText(buffer.slice(0, length)) : undefined;
+    const onProc = handlePath(next)?.startsWith("/proc/") === true;
+    closeHandle(next);
+    if (onProc || ++links > WALK_LINKS_MAX || target === undefined || typeof target !== "string") {
+      closeHandle(fd);
+      return onProc || links > WALK_LINKS_MAX ? THROUGH_PROC_LINK : UNREACHABLE;
+    }
+    todo = [...parts(target), ...todo];
+    if (target.startsWith("/")) {
+      closeHandle(fd);
+      fd = openResolved(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+      if (fd < 0) return UNREACHABLE;
+    }
+  }
+  return fd;
+}
+
+/**
  * Opens a path as the caller (call inside `asCaller`) and asks the kernel what they may do with the
  * object it leads to. Everything the caller cannot reach gets the one answer UNREACHABLE, so that no
  * message tells them what exists inside a folder closed to them. The descriptor stays open for the mount.
  */
 function probePath(path: string): PathProbe | string {
-  const fd = openResolved(AT_FDCWD, path, O_PATH | O_CLOEXEC, RESOLVE_NO_MAGICLINKS);
-  if (fd < 0) return lastErrno() === ELOOP ? THROUGH_PROC_LINK : UNREACHABLE;
+  const fd = walkJudged(path);
+  if (typeof fd === "string") return fd;
   const info = statHandle(fd);
   const realPath = handlePath(fd);
   if (info === undefined || realPath === undefined) {
@@ -2134,6 +2369,8 @@ function walkAndCreate(
         return `${here} ${errno === ENOTDIR ? "is not a folder" : UNREACHABLE}`;
       }
       opened.push(fd);
+      const judged = mountJudge?.(fd); // before anything asks the filesystem there
+      if (judged !== undefined) return `${here} ${judged}`;
       const kindThere = statHandle(fd)?.kind;
       if (kindThere !== want) return `${here} exists and is not a ${want === "dir" ? "folder" : "file"}`;
       folder = fd;
@@ -2930,8 +3167,11 @@ export function auditLine(record: AuditRecord, max: number, commandDigest?: stri
       ...AUDIT_FIELD_ORDER.filter((key) => key in fields),
       ...Object.keys(fields).filter((key) => !AUDIT_FIELD_ORDER.includes(key)).sort(),
     ];
-    return JSON.stringify(
-      Object.fromEntries(keys.filter((key) => fields[key] !== undefined).map((k) => [k, fields[k]])),
+    return escapeUnsafe(
+      JSON.stringify(
+        Object.fromEntries(keys.filter((key) => fields[key] !== undefined).map((k) => [k, fields[k]])),
+      ),
+      "json",
     );
   };
   const whole = ordered(record);
@@ -2949,7 +3189,7 @@ export function auditLine(record: AuditRecord, max: number, commandDigest?: stri
     const kept: string[] = [];
     let used = 0;
     for (const arg of command) {
-      const cost = encoder.encode(JSON.stringify(arg)).length + 1;
+      const cost = encoder.encode(escapeUnsafe(JSON.stringify(arg), "json")).length + 1;
       if (used + cost > room) {
         const left = Math.floor((room - used) / 6) - 8;
         if (left > 16) kept.push(`${arg.slice(0, left)}...`);
@@ -3160,13 +3400,19 @@ function readSudoIdentity(): SudoIdentity {
   return parseSudoIdentity(sudoEnvironment(), Deno.uid() ?? -1);
 }
 
-/** The caller's folder (sudo keeps it), or undefined when it no longer exists. */
-function currentFolder(): string | undefined {
-  try {
-    return Deno.cwd();
-  } catch {
-    return undefined;
-  }
+/**
+ * The caller's folder, as bytes: the entry point starts socker in / (a folder on a stalled filesystem must
+ * not hang it), so it is read from the parent's (sudo's, which kept the caller's folder) /proc entry; the
+ * kernel names it without asking the filesystem. Undefined when it no longer exists; NotText when its
+ * name is not UTF-8 (runCommand refuses: it would be silently not mounted, or another folder).
+ */
+function currentFolder(): string | NotText | undefined {
+  const buffer = new Uint8Array(4097);
+  const length = sys(SYSCALLS.readlinkat, AT_FDCWD, cString(`/proc/${Deno.ppid}/cwd`), buffer, buffer.length);
+  if (length <= 0 || length >= buffer.length) return undefined;
+  const path = exactText(buffer.slice(0, length));
+  if (typeof path !== "string") return path;
+  return isCleanAbsolute(path) && !path.endsWith(" (deleted)") ? path : undefined;
 }
 
 function exists(path: string): boolean {
@@ -3181,14 +3427,22 @@ const CALLER_ENV_MAX_BYTES = 4 << 20;
  * environment) still holds it. Read only when the parent really is sudo. It is the caller's data: it only
  * ever reaches the container.
  */
-function callerEnvironment(): Record<string, string> | undefined {
+function callerEnvironment(): Record<string, string | NotText> | undefined {
   try {
     if (!/\/sudo$/.test(Deno.readLinkSync(`/proc/${Deno.ppid}/exe`))) return undefined;
-    const text = decoder.decode(readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES));
-    const env: Record<string, string> = {};
-    for (const item of text.split("\0")) {
-      const equals = item.indexOf("=");
-      if (equals > 0 && !Object.hasOwn(env, item.slice(0, equals))) env[item.slice(0, equals)] = item.slice(equals + 1);
+    // As bytes: a value that is not UTF-8 stays NotText (containerEnvironment refuses it if it would pass).
+    const bytes = readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES);
+    const env: Record<string, string | NotText> = {};
+    let start = 0;
+    for (let i = 0; i <= bytes.length; i++) {
+      if (i < bytes.length && bytes[i] !== 0) continue;
+      const item = bytes.subarray(start, i);
+      start = i + 1;
+      const equals = item.indexOf(0x3d);
+      if (equals <= 0) continue;
+      const name = exactText(item.subarray(0, equals));
+      if (typeof name !== "string" || Object.hasOwn(env, name)) continue; // no variable name is such bytes
+      env[name] = exactText(item.subarray(equals + 1));
     }
     return env;
   } catch {
@@ -3334,7 +3588,7 @@ export type RunFacts = {
   procSelfCgroup: string;
   user: UserRecord | string;
   cwd?: string;
-  callerEnv?: Record<string, string>;
+  callerEnv?: Record<string, string | NotText>;
   callerLimits: Limits;
   stdinIsTerminal: boolean;
   stdoutIsTerminal: boolean;
@@ -3412,7 +3666,18 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
 
   // The paths to judge as the caller: the mount sources, the caller's folder, the step's PMIx folder.
-  const cwd = currentFolder();
+  const folder = currentFolder();
+  if (folder !== undefined && typeof folder !== "string") {
+    refuse(
+      "usage",
+      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
+        `as itself; cd to another folder`,
+    );
+  }
+  const cwd = folder;
+  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
+  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
+  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
   const paths = new Set<string>();
   if (caller !== undefined) {
     for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
@@ -3568,6 +3833,9 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
       ? [{ source: pmix, destination: pmix, readOnly: false, origin: "the step's PMIx folder", by: "socker" }]
       : [];
   const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
+  if (typeof cwdProbe === "string" && cwdProbe.includes("(user_filesystems)")) {
+    refuse("policy", `your current folder ${printable(facts.cwd!)} ${cwdProbe}; cd to another folder`);
+  }
   const cwd = typeof cwdProbe === "object" && cwdProbe.kind === "dir" && cwdProbe.searchable
     ? cwdProbe.realPath
     : undefined;
@@ -4211,7 +4479,9 @@ export function planImages(facts: ImagesFacts): string[][] {
 /** Prints rows as aligned columns. */
 function printTable(rows: readonly string[][]): void {
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length)));
-  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd());
+  for (const row of rows) {
+    console.log(escapeUnsafe(row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd(), "text"));
+  }
 }
 
 async function imagesCommand(): Promise<number> {
@@ -4595,11 +4865,12 @@ async function reportCleanup(what: Record<string, unknown>, sweeps: SweepOutcome
   const label = typeof what.job === "string" ? `job ${what.job}` : "orphans";
   for (const sweep of sweeps) {
     if (verbose || sweep.problems.length > 0 || sweep.sweep === "containers") {
-      console.log(
+      console.log(escapeUnsafe(
         `socker: ${label}: ${sweep.sweep}: ${sweep.done} removed${
           sweep.problems.length ? `, ${sweep.problems.length} problem(s): ${sweep.problems.join("; ")}` : ""
         }`,
-      );
+        "text",
+      ));
     }
   }
   const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
@@ -5026,7 +5297,8 @@ export function doctorReport(
     for (const verdict of verdicts) {
       if (verdict.ok) passed++;
       else fixes++;
-      lines.push(`${verdict.ok ? "ok  " : "FIX "} ${verdict.name}${verdict.detail ? `: ${verdict.detail}` : ""}`);
+      const line = `${verdict.ok ? "ok  " : "FIX "} ${verdict.name}${verdict.detail ? `: ${verdict.detail}` : ""}`;
+      lines.push(escapeUnsafe(line, "text")); // a detail may quote the engine, a file or a user's text
     }
   }
   lines.push(fixes === 0 ? `all ${passed} checks passed` : `${fixes} of ${fixes + passed} checks need a fix`);
@@ -5176,9 +5448,11 @@ function requireRootProcess(): void {
 }
 
 /** Runs socker with these arguments and returns its exit code; refusals are printed and recorded, never thrown. */
-export async function main(args: readonly string[]): Promise<number> {
+export async function main(args: readonly string[], exact?: readonly (string | NotText)[]): Promise<number> {
   let invocation: Invocation | undefined;
   try {
+    const notText = exact === undefined ? undefined : notTextProblem(exact);
+    if (notText !== undefined) refuse("usage", notText);
     invocation = parseCommandLine(args);
     if (invocation.command === "help") {
       console.log(HELP);
@@ -5216,4 +5490,23 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+/** The arguments as bytes from /proc/self/cmdline: Deno.args has decoded them (U+FFFD for stray bytes). */
+function readExactArguments(): (string | NotText)[] {
+  const exact = exactArguments(readAtMost("/proc/self/cmdline", 4 << 20), Deno.args.length);
+  if (exact === undefined) refuse("installation", "cannot read socker's own arguments from /proc/self/cmdline");
+  return exact;
+}
+
+if (import.meta.main) {
+  let exact: (string | NotText)[] | Refusal;
+  try {
+    exact = readExactArguments();
+  } catch (error) {
+    exact = error instanceof Refusal ? error : new Refusal("installation", errorText(error));
+  }
+  if (exact instanceof Refusal) {
+    console.error(refusalLine(exact));
+    Deno.exit(EXIT.REFUSED);
+  }
+  Deno.exit(await main(Deno.args, exact));
+}

@@ -6,6 +6,7 @@ import {
   assertRefused,
   AUDIT_LOG,
   auditRecords,
+  folder,
   IMAGE,
   marker,
   PRIVILEGED_SOCKER,
@@ -105,4 +106,55 @@ Deno.test("audit: when the audit file cannot be written, no container is started
     Deno.chmodSync("/var/log/socker", 0o700);
   }
   assert.equal((await socker("alice", ["run", IMAGE, "true"])).code, 0);
+});
+
+// Issue 17.4: text a user controls reaches the administrator's terminal through `cat audit.log`. One sample
+// of each family (NUL and lone surrogates cannot be in an argument or a file name; the unit tests cover them).
+const UNSAFE_FAMILIES: Record<string, string> = {
+  "C0 ESC erase-line": "\x1b[2K",
+  "C0 CR LF BEL": "\r\n\x07",
+  "DEL": "\x7f",
+  "C1 CSI": "\u009b2K",
+  "C1 OSC window title": "\u009d0;forged\u009c",
+  "C1 NEL": "\u0085",
+  "bidi override RLO": "\u202etxt.exe",
+  "bidi isolate FSI PDI": "\u2068x\u2069",
+  "line and paragraph separators": "\u2028\u2029",
+};
+// deno-lint-ignore no-control-regex
+const RAW_UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+Deno.test("audit: control characters and bidi overrides in the command, the working folder, a mount and a refused image name land escaped", async () => {
+  const tags: string[] = [];
+  for (const [family, sample] of Object.entries(UNSAFE_FAMILIES)) {
+    const tag = marker("unsafe");
+    tags.push(tag);
+    const dir = `/home/alice/${tag}${sample}`;
+    folder(dir, 2001, 2001, 0o755);
+    try {
+      // The folder is the cwd, a -v source and the -w: it lands in workdir, mounts and command.
+      const ran = await socker("alice", ["run", "-v", `${dir}:/data`, "-w", dir, IMAGE, "echo", `${tag}${sample}`], {
+        cwd: dir,
+      });
+      assert.equal(ran.code, 0, `${family}: ${ran.stderr}`);
+      assert.equal(ran.stdout, `${tag}${sample}\n`, family);
+      const refused = await socker("alice", ["run", `busybox${sample}`, "echo", tag]);
+      assert.equal(refused.code, 125, family);
+      assert.doesNotMatch(refused.stderr.trimEnd(), RAW_UNSAFE, `${family}: the refusal line`);
+      const records = await auditRecords(tag, 3);
+      assert.deepEqual(records.map((record) => record.event), ["start", "end", "refused"], family);
+      assert.deepEqual(records[0].command, ["echo", `${tag}${sample}`], `${family}: the command reads back`);
+      assert.equal(records[0].workdir, dir, `${family}: the working folder reads back`);
+      assert.ok((records[0].mounts as string[]).includes(`${dir}:/data`), `${family}: the mount reads back`);
+      assert.match(String(records[2].rule), /busybox/, family);
+    } finally {
+      Deno.removeSync(dir);
+    }
+  }
+  const lines = (await Deno.readTextFile(AUDIT_LOG)).split("\n").filter((line) => tags.some((t) => line.includes(t)));
+  assert.equal(lines.length, 3 * tags.length);
+  for (const line of lines) assert.doesNotMatch(line, RAW_UNSAFE, line);
+  const copies = (await Deno.readTextFile("/var/log/auth.log").catch(() => "")).split("\n")
+    .filter((line) => tags.some((t) => line.includes(t)));
+  for (const line of copies) assert.doesNotMatch(line, RAW_UNSAFE, `system log: ${line}`);
 });

@@ -56,8 +56,14 @@ chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 
 # 1. Packages ------------------------------------------------------------------------------
-pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux bsdutils passwd tmux rsyslog gcc libc6-dev)
+pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux bsdutils passwd tmux rsyslog gcc libc6-dev
+  bindfs fuse3)
 install_missing "$work/apt.log" "${pkgs[@]}"
+# A FUSE filesystem users can mount for others, as sites with user_allow_other allow (the user-filesystem
+# tests mount bindfs as alice): /dev/fuse open to users, user_allow_other in /etc/fuse.conf.
+[ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+chmod 0666 /dev/fuse
+grep -qx 'user_allow_other' /etc/fuse.conf 2>/dev/null || echo 'user_allow_other' >>/etc/fuse.conf
 
 # 2. Docker engine ---------------------------------------------------------------------------
 if "$DOCKER" info >/dev/null 2>&1; then

@@ -34,14 +34,14 @@ Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only"
     by: "user",
   });
   const cases: [string, RegExp][] = [
-    ["/a", /expected SRC:DST/],
-    ["/a:/b:ro:x", /expected SRC:DST/],
+    ["/a", /the syntax is -v SRC:DST\[:ro\|rw\], with no .:. in SRC or DST/],
+    ["/a:/b:ro:x", /the syntax is -v SRC:DST\[:ro\|rw\], with no .:. in SRC or DST/],
     ["rel:/b", /SRC must be an absolute path/],
     ["/a:rel", /clean absolute/],
     ["/a:/b/../etc", /clean absolute/],
     ["/a:/b/", /clean absolute/],
-    ["/a:/b:z", /mode must be ro or rw/],
-    ["/a:/b:Z", /mode must be ro or rw/],
+    ["/a:/b:z", /is not a mode \(ro or rw\)/],
+    ["/a:/b:Z", /is not a mode \(ro or rw\)/],
     ["/a:/x,source=/etc", /DST may hold only/],
     ["/a:/x y", /DST may hold only/],
   ];
