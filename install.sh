@@ -9,6 +9,9 @@
 #                                    limits) and execs, with `env -i`, either the binary made by
 #                                    `deno compile` ($PREFIX/lib/socker/socker-bin) or the pinned
 #                                    Deno on socker.ts with fixed permission flags
+#   $PREFIX/libexec/socker/socker-runc  the OCI runtime of socker's containers in jobs on cgroup v1 nodes:
+#                                    runc without its two mknod wildcard device rules (see that file),
+#                                    registered as the runtime "socker-runc" in /etc/docker/daemon.json
 #   $PREFIX/lib/socker/              socker.ts (install-time constants rewritten), the pinned
 #                                    deno binary, its DENO_DIR, and docker-config/ (root 0700:
 #                                    the registry login socker uses for pulls, if any)
@@ -62,6 +65,9 @@ readonly SELF_DIR
 readonly SOURCE_TS="$SELF_DIR/socker.ts"
 readonly SOURCE_IMAGES="$SELF_DIR/socker-images.example"
 readonly DEMO_IMAGE=socker-demo:latest
+readonly SOURCE_RUNC="$SELF_DIR/socker-runc"
+readonly ENGINE_CONFIG=/etc/docker/daemon.json # the Docker engine's configuration file
+readonly RUNTIME_NAME=socker-runc              # fixed in socker.ts
 
 PREFIX=/usr/local
 SYSCONFDIR=/etc
@@ -124,6 +130,13 @@ Installed (default paths):
                                            limits Deno needs, then execs with env -i the compiled
                                            socker (lib/socker/socker-bin) or the pinned deno
   /usr/local/libexec/socker/slurm-epilog   Slurm Epilog hook (only with --epilog)
+  /usr/local/libexec/socker/socker-runc    the OCI runtime socker's containers use in Slurm jobs on
+                                           cgroup v1 nodes with ConstrainDevices=yes: runc without its
+                                           mknod wildcards 'c *:* m' and 'b *:* m'. Registered as the
+                                           runtime "$RUNTIME_NAME" in $ENGINE_CONFIG (other
+                                           keys kept), then the engine reloads its configuration
+                                           (SIGHUP; running containers are untouched); --uninstall
+                                           removes the entry again
   /usr/local/lib/socker/socker.ts          socker, with its install-time constants set
   /usr/local/lib/socker/deno               pinned private copy of deno
   /usr/local/lib/socker/deno-dir/          DENO_DIR of the privileged side (filled at install)
@@ -356,6 +369,7 @@ parse_args() {
 	LIBEXEC=$PREFIX/libexec/socker
 	ENTRY=$LIBEXEC/socker
 	EPILOG_HOOK=$LIBEXEC/slurm-epilog
+	RUNTIME=$LIBEXEC/$RUNTIME_NAME
 	LIB=$PREFIX/lib/socker
 	CONF_DIR=$SYSCONFDIR/socker
 	ALLOWLIST=$CONF_DIR/socker-images
@@ -813,6 +827,116 @@ step_runtime() {
 	install_file "$DENO_SRC" "$LIB/deno" 0755
 }
 
+# find_runc: the engine's runc on this node.
+find_runc() {
+	local r
+	for r in /usr/sbin/runc /usr/bin/runc /usr/local/sbin/runc /usr/local/bin/runc; do
+		if [ -x "$r" ]; then
+			printf '%s\n' "$r"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# engine_config_edit add|remove FILE: prints FILE's JSON with the runtime entry added (or removed), other
+# keys kept; exit 3 when nothing changes; fails on a file that is not a JSON object.
+engine_config_edit() {
+	# shellcheck disable=SC2016 # TypeScript, not sh
+	env -i DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 DENO_DIR="$SCRATCH/deno-dir" "$LIB/deno" eval --quiet --no-config '
+		const [mode, file, name, path] = Deno.args;
+		let text = "{}";
+		try { text = Deno.readTextFileSync(file); } catch (e) { if (!(e instanceof Deno.errors.NotFound)) throw e; }
+		const config = text.trim() === "" ? {} : JSON.parse(text);
+		if (config === null || typeof config !== "object" || Array.isArray(config)) throw new Error("not a JSON object");
+		const runtimes = config.runtimes ?? {};
+		if (runtimes === null || typeof runtimes !== "object" || Array.isArray(runtimes)) throw new Error("runtimes is not an object");
+		const before = JSON.stringify(runtimes[name] ?? null);
+		if (mode === "add") runtimes[name] = { path };
+		else delete runtimes[name];
+		if (JSON.stringify(runtimes[name] ?? null) === before) Deno.exit(3);
+		if (Object.keys(runtimes).length > 0) config.runtimes = runtimes;
+		else delete config.runtimes;
+		console.log(JSON.stringify(config, null, 2));
+	' "$1" "$2" "$RUNTIME_NAME" "$RUNTIME"
+}
+
+# reload_engine: makes the Docker engine read its configuration again (runtimes are reloadable: running
+# containers are untouched).
+reload_engine() {
+	local pid
+	if has_systemd && systemctl is-active --quiet docker 2>/dev/null; then
+		run systemctl reload docker
+		dry || say "reloaded the Docker engine (systemctl reload docker)"
+		return 0
+	fi
+	pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+	if [[ "$pid" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+		run kill -HUP "$pid"
+		dry || say "reloaded the Docker engine (SIGHUP to dockerd $pid)"
+		return 0
+	fi
+	say "note: no running dockerd found: the engine reads $ENGINE_CONFIG when it starts"
+}
+
+# step_oci_runtime: installs socker-runc for this node's runc and registers it with the engine.
+step_oci_runtime() {
+	local runc status=0 text
+	if ! runc=$(find_runc); then
+		say "note: no runc found: $RUNTIME not installed; socker refuses runs in jobs on cgroup v1 nodes with ConstrainDevices=yes until it is (install the engine, then run install.sh again)"
+		return 0
+	fi
+	if [ ! -f "$SOURCE_RUNC" ]; then
+		dry || die "$SOURCE_RUNC not found"
+		say "would install $RUNTIME (root:root 0755) and register it as the runtime $RUNTIME_NAME in $ENGINE_CONFIG"
+		return 0
+	fi
+	content_file "$(sed -E "s|^RUNC=[^ ]* # install.sh|RUNC=$runc # install.sh|" "$SOURCE_RUNC")"
+	grep -Fqx "RUNC=$runc # install.sh sets this node's runc" "$CONTENT_FILE" || die "could not set runc's path in $RUNTIME"
+	install_file "$CONTENT_FILE" "$RUNTIME" 0755
+	if dry && [ ! -x "$LIB/deno" ]; then
+		say "would register $RUNTIME as the runtime $RUNTIME_NAME in $ENGINE_CONFIG and reload the engine"
+		return 0
+	fi
+	text=$(engine_config_edit add "$ENGINE_CONFIG") || status=$?
+	if [ "$status" -eq 3 ]; then
+		say "unchanged runtime $RUNTIME_NAME in $ENGINE_CONFIG"
+		return 0
+	fi
+	[ "$status" -eq 0 ] || die "cannot add the runtime $RUNTIME_NAME to $ENGINE_CONFIG (not valid JSON?): fix the file, or add '\"runtimes\": {\"$RUNTIME_NAME\": {\"path\": \"$RUNTIME\"}}' yourself"
+	if dry; then
+		say "would add the runtime $RUNTIME_NAME ($RUNTIME) to $ENGINE_CONFIG and reload the engine"
+		return 0
+	fi
+	ensure_parent "$(dirname "$ENGINE_CONFIG")"
+	install_text "$text" "$ENGINE_CONFIG" 0644
+	say "registered the runtime $RUNTIME_NAME ($RUNTIME) in $ENGINE_CONFIG"
+	reload_engine
+}
+
+# unregister_runtime: removes socker's runtime entry from the engine's configuration.
+unregister_runtime() {
+	local status=0 text
+	[ -f "$ENGINE_CONFIG" ] || return 0
+	if [ ! -x "$LIB/deno" ]; then
+		grep -qs "\"$RUNTIME_NAME\"" "$ENGINE_CONFIG" && warn "remove the runtime $RUNTIME_NAME from $ENGINE_CONFIG yourself (no deno at $LIB/deno to edit it)"
+		return 0
+	fi
+	text=$(engine_config_edit remove "$ENGINE_CONFIG") || status=$?
+	[ "$status" -ne 3 ] || return 0
+	if [ "$status" -ne 0 ]; then
+		warn "cannot remove the runtime $RUNTIME_NAME from $ENGINE_CONFIG (not valid JSON?): remove it yourself"
+		return 0
+	fi
+	if dry; then
+		say "would remove the runtime $RUNTIME_NAME from $ENGINE_CONFIG and reload the engine"
+		return 0
+	fi
+	install_text "$text" "$ENGINE_CONFIG" 0644
+	say "removed the runtime $RUNTIME_NAME from $ENGINE_CONFIG"
+	reload_engine
+}
+
 # try_compile: builds the entry point with deno compile into $COMPILED; fails with $COMPILE_WHY.
 try_compile() {
 	local work log rc out
@@ -1144,6 +1268,8 @@ uninstall() {
 	if has_systemd && [ ! -e "$SYSTEMD_DIR/$REAPER_SERVICE" ]; then run systemctl daemon-reload 2>/dev/null || true; fi
 	remove_ours "$CRON_FILE"
 	remove_ours "$LOGROTATE_FILE"
+	# The engine's runtime entry before the runtime itself (below, with $LIBEXEC).
+	unregister_runtime
 	if [ -e "$LAUNCHER" ] || [ -L "$LAUNCHER" ]; then
 		if grep -qs 'installed by install.sh' "$LAUNCHER"; then
 			run rm -f -- "$LAUNCHER"
@@ -1198,6 +1324,7 @@ main() {
 	step_sudoers
 	step_audit_log
 	step_reaper
+	step_oci_runtime
 	if [ "$DO_EPILOG" -eq 1 ]; then step_epilog; fi
 	dry || self_check
 	if [ "$DO_DEMO" -eq 1 ]; then

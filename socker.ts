@@ -1708,6 +1708,88 @@ export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) =
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Device rules on cgroup v1. With ConstrainDevices=yes Slurm denies each step the GPUs it did not get
+// ('c 195:N rwm' in the step's devices.deny). The engine's runc always adds 'c *:* m' and 'b *:* m' (mknod of
+// any device) to a container's rules, and the kernel refuses a child cgroup a rule that overlaps a denial
+// of its parent: no container could start under such a step (runc issue 1618). socker's containers there
+// use the runtime socker-runc (install.sh installs and registers it): runc without those two wildcards,
+// every other rule kept, each checked by the kernel against the step's. Safe because the wildcards only
+// allow mknod, which socker's containers cannot call (no CAP_MKNOD: every capability is dropped).
+
+/** The engine runtime socker's install registers (see the file socker-runc). */
+export const DEVICE_RUNTIME = "socker-runc";
+export const DEVICE_RUNTIME_PATH = `${PREFIX}/libexec/socker/${DEVICE_RUNTIME}`;
+/** Slurm reads cgroup.conf beside slurm.conf. */
+export const CGROUP_CONF_PATH = SLURM_CONF_PATH.replace(/[^/]*$/, "cgroup.conf");
+
+/** Whether cgroup.conf makes Slurm confine each step to its devices (`ConstrainDevices=yes`; default no). */
+export function constrainsDevices(cgroupConfText: string | undefined): boolean {
+  return (parseSlurmConf(cgroupConfText ?? "").settings.get("constraindevices") ?? "").toLowerCase() === "yes";
+}
+
+/**
+ * The engine runtime of a container: socker-runc in a job on cgroup v1 with constrained devices, where the
+ * engine's runc cannot start any container a step was denied a device; the engine's default (undefined)
+ * everywhere else, other containers untouched. Refuses when socker-runc is needed and not in place.
+ * `runtimes` is the engine's info field `Runtimes` (name -> { path }).
+ */
+export function containerRuntime(
+  job: JobStep | undefined,
+  constrained: boolean,
+  runtimes: unknown,
+  installed: boolean,
+): string | undefined {
+  if (job === undefined || job.version !== 1 || !constrained) return undefined;
+  const entry = (runtimes as Record<string, { path?: unknown } | undefined> | undefined)?.[DEVICE_RUNTIME];
+  const problem = entry?.path !== DEVICE_RUNTIME_PATH
+    ? `the Docker engine has no runtime ${DEVICE_RUNTIME} at ${DEVICE_RUNTIME_PATH}`
+    : !installed
+    ? `${DEVICE_RUNTIME_PATH} is missing`
+    : undefined;
+  if (problem !== undefined) {
+    refuse(
+      "installation",
+      `this node confines Slurm jobs to their devices on cgroup v1 (ConstrainDevices=yes) and ${problem}: ` +
+        "ask your administrator to run socker's install.sh on this node",
+    );
+  }
+  return DEVICE_RUNTIME;
+}
+
+/**
+ * Whether a v1 devices cgroup whose `devices.list` is this text lets its processes read and write the
+ * character device major:minor. The kernel lists the rules of a deny-by-default cgroup; one that allows by
+ * default lists only `a *:* rwm` (its denials do not show: see deniedGpusByProbe).
+ */
+export function devicesCgroupAllows(list: string, major: number, minor: number): boolean {
+  return list.split("\n").some((line) => {
+    const match = /^([abc]) (\*|\d+):(\*|\d+) ([rwm]+)$/.exec(line.trim());
+    if (!match) return false;
+    const [, type, ruleMajor, ruleMinor, access] = match;
+    return (type === "a" || type === "c") && (ruleMajor === "*" || Number(ruleMajor) === major) &&
+      (ruleMinor === "*" || Number(ruleMinor) === minor) && access.includes("r") && access.includes("w");
+  });
+}
+
+/**
+ * The GPUs of the job that this step may not use: those its devices cgroup does not allow (`list`, the
+ * step's devices.list) or that the kernel refused socker itself, a process of the step (`refused`, see
+ * deniedGpusByProbe). `--gpus` gives the container the others only.
+ */
+export function stepDeniedGpus(
+  gpus: readonly number[],
+  list: string | undefined,
+  refused: readonly number[],
+): number[] {
+  return gpus.filter((gpu) =>
+    refused.includes(gpu) || (list !== undefined && !devicesCgroupAllows(list, GPU_MAJOR, gpu))
+  );
+}
+
+/** NVIDIA's character device major. */
+const GPU_MAJOR = 195;
+
+// ---------------------------------------------------------------------------------------------------------
 // The container's specification: everything decided about one run, and the engine's create request that
 // follows from it and from nothing else.
 
@@ -1760,6 +1842,8 @@ export type RunPlan = {
   uts: Settings["uts"];
   /** Device nodes (the job's GPUs). */
   devices: readonly string[];
+  /** The engine runtime (socker-runc on cgroup v1 with constrained devices); the engine's default if absent. */
+  runtime?: string;
   ulimits: readonly { Name: string; Soft: number; Hard: number }[];
   /**
    * The container's OOM score adjustment: 1000 when socker could not keep the kernel's OOM killer off
@@ -1840,6 +1924,7 @@ export function containerSpec(
       })),
       Ulimits: plan.ulimits,
       ...(plan.oomScoreAdj !== undefined ? { OomScoreAdj: plan.oomScoreAdj } : {}),
+      ...(plan.runtime !== undefined ? { Runtime: plan.runtime } : {}),
     },
   };
 }
@@ -3615,6 +3700,14 @@ export type RunFacts = {
   staging: { name: string; supervisorStat?: string }[];
   /** Which of the shared GPU control devices exist on this node. */
   gpuControlDevices: string[];
+  /** Inside a v1 job: Slurm's cgroup.conf (ConstrainDevices). */
+  cgroupConf?: ConfigFile;
+  /** Inside a v1 job: whether socker-runc is installed (DEVICE_RUNTIME_PATH). */
+  deviceRuntimeInstalled?: boolean;
+  /** With --gpus inside a v1 job: the step's devices.list, when it could be read. */
+  stepDevicesList?: string;
+  /** With --gpus inside a job: the indices of this node's /dev/nvidia<N> the kernel refuses socker, a process of the step. */
+  gpusRefused?: number[];
   /** Whether socker keeps the OOM killer off itself (see protectFromOomKiller); unknown: absent. */
   oomProtected?: boolean;
 };
@@ -3731,8 +3824,36 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     ownContainers: own,
     staging,
     gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    ...(job?.version === 1
+      ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
+      : {}),
+    ...(job !== undefined && invocation.options.gpus
+      ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
+      : {}),
     oomProtected: protectFromOomKiller(procSelfCgroup),
   };
+}
+
+/** The devices.list of a v1 step's cgroup (the devices hierarchy's mount point from mountinfo). */
+function stepDevicesList(job: JobStep): string | undefined {
+  const mount = cgroupMounts(readText(MOUNTINFO_PATH) ?? "").find((item) => item.controllers.includes("devices"));
+  return mount === undefined ? undefined : readText(`${mount.path}${job.parent}/devices.list`);
+}
+
+/**
+ * The GPUs of this node (/dev/nvidia<N>) that the kernel refuses socker to read and write: socker runs in
+ * the step's cgroup, and faccessat2 applies the devices cgroup's rules (EPERM) without opening the device.
+ */
+function gpusRefusedHere(): number[] {
+  return listNames("/dev")
+    .map((name) => /^nvidia(\d{1,4})$/.exec(name)?.[1])
+    .map((index) => boundedInt(index, 0, GPU_INDEX_MAX))
+    .filter((index): index is number => index !== undefined)
+    .filter((index) =>
+      sys(SYSCALLS.faccessat2, AT_FDCWD, cString(`/dev/nvidia${index}`), R_OK | W_OK, AT_EACCESS) !== 0 &&
+      lastErrno() === EPERM
+    )
+    .sort((a, b) => a - b);
 }
 
 /** The names in a folder, or none when it does not exist. */
@@ -3799,6 +3920,12 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     const problem = engineCgroupProblem(certain(facts.engineInfo) ?? {}, job);
     if (problem !== undefined) refuse("installation", `cannot run inside this Slurm job: ${problem}`);
   }
+  const runtime = containerRuntime(
+    job,
+    facts.cgroupConf !== undefined && constrainsDevices(trustedText(facts.cgroupConf, false)),
+    (certain(facts.engineInfo) as Record<string, unknown> | undefined)?.Runtimes,
+    facts.deviceRuntimeInstalled === true,
+  );
   if (settings.network === "host") {
     const version = containerdVersion(certain(facts.engineVersion) ?? {});
     if (version === undefined || containerdFixed(version) !== true) {
@@ -3870,7 +3997,17 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     const gpus = gpusFromJobRecord(certain(facts.jobRecord), job.jobId, caller.uid, node);
     if (typeof gpus === "string") refuse("policy", `--gpus: cannot tell the GPUs of job ${job.jobId}: ${gpus}`);
     if (gpus.length === 0) refuse("policy", `--gpus: no GPU is allocated to job ${job.jobId} on node ${node}`);
-    devices = gpuDeviceNodes(gpus, (device) => facts.gpuControlDevices.includes(device));
+    // The step may hold fewer GPUs than the job (srun --gres within an allocation): only the step's.
+    const denied = stepDeniedGpus(gpus, facts.stepDevicesList, facts.gpusRefused ?? []);
+    const usable = gpus.filter((gpu) => !denied.includes(gpu));
+    if (usable.length === 0) {
+      refuse(
+        "policy",
+        `--gpus: this step of job ${job.jobId} may use none of the job's GPUs on node ${node} (${gpus.join(",")}); ` +
+          "give the step GPUs with srun --gres=gpu:N",
+      );
+    }
+    devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
   }
 
   const containerNameValue = containerName(caller.uid, facts.random);
@@ -3922,6 +4059,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     pid: settings.pid,
     uts: settings.uts,
     devices,
+    ...(runtime !== undefined ? { runtime } : {}),
     ulimits: containerUlimits(facts.callerLimits),
     oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
     orphans: [...orphanContainers, ...orphanStaging],
@@ -5245,6 +5383,26 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
         const problem = engineCgroupProblem(info, { version, jobId: "1", stepId: "0", parent: "/" });
         if (problem !== undefined) refuse("installation", problem);
         return `cgroupfs driver, cgroup v${version}`;
+      }),
+  },
+  {
+    name: "device rules",
+    needs: ["the Docker engine", "Slurm's cgroups"],
+    probe: () => ({ cgroupConf: readConfigFile(CGROUP_CONF_PATH), installed: exists(DEVICE_RUNTIME_PATH) }),
+    judge: (value, facts) =>
+      judged("device rules in jobs", () => {
+        const { cgroupConf, installed } = fact<{ cgroupConf: ConfigFile; installed: boolean }>(value);
+        const v1 = fact<CgroupMount[]>(facts.get("Slurm's cgroups")).some((mount) =>
+          mount.controllers.includes("devices")
+        );
+        if (!v1) return "n/a: no cgroup v1 devices controller on this node";
+        if (
+          !constrainsDevices(trustedText(cgroupConf, false))
+        ) return `n/a: ConstrainDevices is not yes in ${CGROUP_CONF_PATH}`;
+        const job: JobStep = { version: 1, jobId: "1", stepId: "0", parent: "/" };
+        const runtimes = fact<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
+        containerRuntime(job, true, runtimes, installed);
+        return `ConstrainDevices=yes on cgroup v1: containers in jobs use the runtime ${DEVICE_RUNTIME} (${DEVICE_RUNTIME_PATH})`;
       }),
   },
   {

@@ -191,17 +191,17 @@ check() {
   out=$(as_alice srun -Q --mpi=pmix -N2 -n2 "$PROGRAMS_DIR/pingpong" 20 2>&1) || die "pingpong across nodes failed: $out"
   grep -q '^pingpong .* check_1MiB=ok$' <<<"$out" || die "pingpong across nodes: $out"
   say "OK: $(grep '^pingpong ' <<<"$out")"
-  # Fake GPUs (tests/setup.sh), in one step that holds one: Slurm's own record of the job shows the
-  # allocated index, and a container of the MPI image starts under the step's cgroup (Slurm denies
-  # no device there: see gres.conf in tests/setup.sh). slurmstepd prints an error about the fake
-  # devices on stderr ("We should had got gres_devices"): not checked.
+  # Fake GPUs (tests/setup.sh), in one step that holds both of the node's: Slurm's own record of the job
+  # shows the allocated indices, and a container of the MPI image starts under the step's cgroup with the
+  # engine's own runc (Slurm denies no device there; a step denied a GPU needs socker's runtime
+  # socker-runc, which install.sh registers).
   # shellcheck disable=SC2016 # expanded in the step
-  out=$(cd /tmp && timeout 60 srun -Q -w n2 --gres=gpu:1 sh -c 'scontrol show job -d "$SLURM_JOB_ID" &&
+  out=$(cd /tmp && timeout 60 srun -Q -w n2 --gres=gpu:2 sh -c 'scontrol show job -d "$SLURM_JOB_ID" &&
     "$0" run --rm --cgroup-parent "$(grep -E "^[0-9]+:freezer:" /proc/self/cgroup | cut -d: -f3)" "$1" \
       sh -c "ls /opt/socker-tests/mpi && ompi_info --parsable | grep ^ompi:version:full:"' \
-    "$DOCKER" "$MPI_IMAGE" 2>/dev/null) || die "srun --gres=gpu:1 with docker run --cgroup-parent <step> failed: $out"
-  grep -qE '^ +Nodes=n2 .*GRES=gpu:1\(IDX:0\)$' <<<"$out" || die "srun --gres=gpu:1: no GRES=gpu:1(IDX:0) on n2: $out"
-  say "OK: srun --gres=gpu:1 got a fake GPU: $(grep -E '^ +Nodes=n2 ' <<<"$out" | sed 's/^ *//')"
+    "$DOCKER" "$MPI_IMAGE" 2>/dev/null) || die "srun --gres=gpu:2 with docker run --cgroup-parent <step> failed: $out"
+  grep -qE '^ +Nodes=n2 .*GRES=gpu:2\(IDX:0-1\)$' <<<"$out" || die "srun --gres=gpu:2: no GRES=gpu:2(IDX:0-1) on n2: $out"
+  say "OK: srun --gres=gpu:2 got both fake GPUs: $(grep -E '^ +Nodes=n2 ' <<<"$out" | sed 's/^ *//')"
   local host_ompi
   host_ompi=$(ompi_info --parsable | grep '^ompi:version:full:')
   if ! grep -qxF "$host_ompi" <<<"$out" || ! grep -qx pingpong <<<"$out"; then

@@ -14,7 +14,7 @@ SLURM_CONF=/etc/slurm/slurm.conf
 CGROUP_CONF=/etc/slurm/cgroup.conf
 GRES_CONF=/etc/slurm/gres.conf
 EPILOG=/usr/local/libexec/socker/slurm-epilog
-FAKE_GPUS=/var/lib/socker-tests/fake-gpus # what gres.conf names: empty regular files
+FAKE_GPUS=/var/lib/socker-tests/fake-gpus # where earlier versions kept regular files for gres.conf: removed
 NODES=(n1 n2)
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
@@ -250,7 +250,7 @@ MailProg=/bin/true
 # second node's step fails (Cannot create directory ...: File exists). MpiDefault stays none:
 # MPI users pass srun --mpi=pmix.
 TmpFS=/tmp/slurm-%n
-# Two fake GPUs per node (see gres.conf below).
+# Two fake GPUs per node, character devices (see gres.conf below).
 GresTypes=gpu
 # socker's Epilog: runs as root on each node after every job and removes containers the job left.
 # socker's install.sh installs it. Slurm 22.05 drains the node when the Epilog file is missing
@@ -268,14 +268,14 @@ CgroupPlugin=autodetect
 ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes"
-# Fake GPUs: Slurm allocates them by index (CUDA_VISIBLE_DEVICES, scontrol show job -d: IDX), but
-# File= names regular files, so Slurm has no device to deny in the job's devices cgroup. With real
-# character devices there (c 195:N), ConstrainDevices=yes denies the GPUs a step did not get, and then
-# docker cannot start any container under that step on cgroup v1: runc always writes the rule
-# 'c *:* m', which the step's cgroup no longer allows (runc issue 1618). /dev/nvidia0 and 1 exist as
-# character devices beside, for containers to be given.
+# Fake GPUs: character devices of NVIDIA's major (c 195:0 and 195:1, and the control device 195:255), no
+# driver behind them (opening one that is allowed fails with ENXIO). Slurm allocates them by index and,
+# with ConstrainDevices=yes, denies each step the GPUs it did not get ('c 195:N rwm' in the step's
+# devices.deny on cgroup v1): every test runs under real device rules. On cgroup v1 the engine's runc
+# cannot create a container under such a step (runc issue 1618); socker's containers use the runtime
+# socker-runc, which install.sh registers with the engine.
 gres_conf="# Written by socker's tests/setup.sh: fake GPUs (no driver), the same two on each node.
-NodeName=n[1-2] Name=gpu File=$FAKE_GPUS/nvidia[0-1]"
+NodeName=n[1-2] Name=gpu File=/dev/nvidia[0-1]"
 
 write_if_changed() { # file content: replace the file if its content differs; true if it did
   [ "$(cat "$1" 2>/dev/null)" != "$2" ] || return 1
@@ -291,20 +291,23 @@ for n in "${NODES[@]}"; do
   # The node's TmpFS, like /tmp: mode 1777, root's.
   install -d -o root -g root -m 1777 "/tmp/slurm-$n"
 done
-# The fake GPUs: files for gres.conf, and character devices of NVIDIA's major (195) that socker may
-# give a container (harmless without NVIDIA's driver: opening one fails with ENXIO).
-install -d -o root -g root -m 0755 "$FAKE_GPUS"
-for i in 0 1; do
-  [ -f "$FAKE_GPUS/nvidia$i" ] || install -o root -g root -m 0644 /dev/null "$FAKE_GPUS/nvidia$i"
+# The fake GPUs: character devices of NVIDIA's major (195), the GPUs 0 and 1 and the control device 255.
+for i in 0 1 255; do
   dev=/dev/nvidia$i
+  [ "$i" != 255 ] || dev=/dev/nvidiactl
   if [ ! -e "$dev" ]; then
     mknod -m 0666 "$dev" c 195 "$i"
-    say "created fake GPU $dev (c 195 $i)"
+    say "created fake GPU device $dev (c 195 $i)"
   fi
-  if [ ! -c "$dev" ] || [ "$(stat -c '%t:%T' "$dev")" != "c3:$i" ]; then
+  if [ ! -c "$dev" ] || [ "$(stat -c '%t:%T' "$dev")" != "$(printf 'c3:%x' "$i")" ]; then
     die "$dev exists but is not the character device 195:$i"
   fi
 done
+# Earlier versions named regular files in gres.conf (Slurm could count them but not deny them).
+if [ -d "$FAKE_GPUS" ]; then
+  rm -rf -- "$FAKE_GPUS"
+  say "removed $FAKE_GPUS (gres.conf names the character devices now)"
+fi
 old_conf=$(cat "$SLURM_CONF" 2>/dev/null || true)
 restart=0 reconfigure=0
 if write_if_changed "$SLURM_CONF" "$slurm_conf"; then
