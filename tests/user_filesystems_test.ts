@@ -47,6 +47,45 @@ async function timed(line: string): Promise<{ code: number; stdout: string; stde
   return { ...result, ms: Math.round(performance.now() - start) };
 }
 
+/**
+ * Runs `line` as alice from MNT/sub while the daemon is stopped, as a user whose shell sat in the folder
+ * when it stalled. The line waits for the test's go (on its stdin) in dash, which never looks at its
+ * folder (bash stats "." before every command, and would hang itself); the test stops the daemon, waits
+ * for the kernel's cached answers to expire, and gives the go. Measured from the go.
+ */
+async function fromStalledFolder(pid: number, line: string) {
+  await sh("/bin/kill", ["-CONT", String(pid)]);
+  const child = new Deno.Command("/usr/bin/setpriv", {
+    args: [
+      "--reuid=alice",
+      "--regid=alice",
+      "--init-groups",
+      "/bin/sh",
+      "-c",
+      `cd ${MNT}/sub && echo in && exec /usr/bin/env -u PWD /bin/sh -c 'read go; exec ${line}'`,
+    ],
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/alice" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  await sh("/bin/kill", ["-STOP", String(pid)]);
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const start = performance.now();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("go\n"));
+  await writer.close();
+  const result = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: result.code,
+    stdout: decoder.decode(result.stdout).replace(/^in\n/, ""),
+    stderr: decoder.decode(result.stderr),
+    ms: Math.round(performance.now() - start),
+  };
+}
+
 function assertQuickRefusal(result: { code: number; stdout: string; stderr: string; ms: number }, what: string) {
   assert.equal(result.code, 125, `${what}: expected 125, got ${result.code} after ${result.ms} ms; ${result.stderr}`);
   assert.match(result.stderr, /is on a filesystem a user mounted \(fuse.*, by uid 2001\)/, what);
@@ -79,9 +118,7 @@ Deno.test("user filesystems: stalled, it is refused quickly as -v, as the curren
       "-v below a stalled bindfs",
     );
     assertQuickRefusal(await timed(`${BOUND} socker run -v ${MNT}:/data ${IMAGE} ls /data`), "-v on a stalled bindfs");
-    const cwd = await timed(
-      `kill -CONT ${pid}; cd ${MNT}/sub && kill -STOP ${pid} && sleep 2 && ${BOUND} socker run ${IMAGE} pwd`,
-    );
+    const cwd = await fromStalledFolder(pid, `${BOUND} socker run ${IMAGE} pwd`);
     assertQuickRefusal(cwd, "the current folder in a stalled bindfs");
     assert.match(cwd.stderr, /your current folder \/home\/alice\/ufs-mnt\/sub is on a filesystem/);
     assertQuickRefusal(await timed(`${BOUND} socker run -w ${MNT}/sub ${IMAGE} pwd`), "-w in a stalled bindfs");
