@@ -5650,8 +5650,13 @@ export async function main(args: readonly string[], exact?: readonly (string | N
 
 /** The arguments as bytes from /proc/self/cmdline: Deno.args has decoded them (U+FFFD for stray bytes). */
 function readExactArguments(): (string | NotText)[] {
-  const exact = exactArguments(readAtMost("/proc/self/cmdline", 4 << 20), Deno.args.length);
-  if (exact === undefined) refuse("installation", "cannot read socker's own arguments from /proc/self/cmdline");
+  const exact = exactArguments(readAtMost("/proc/self/cmdline", 8 << 20), Deno.args.length);
+  // At most 6 MiB (the kernel caps arguments at 3/4 of 8 MiB). Each argument that is text must be Deno's
+  // own: else the items read were not socker's arguments.
+  const same = exact?.every((arg, index) => typeof arg !== "string" || arg === Deno.args[index]);
+  if (exact === undefined || !same) {
+    refuse("installation", "cannot read socker's own arguments from /proc/self/cmdline");
+  }
   return exact;
 }
 
