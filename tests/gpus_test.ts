@@ -32,10 +32,10 @@ gpuTest("a job with one GPU gets exactly that one; with two, both; without --gpu
   const two = await sbatch(`srun -n1 ${listDevices}`, ["--gres=gpu:2", "-w", "n2"]);
   await waitJobEnd(one);
   await waitJobEnd(two);
-  // slurmstepd complains on stderr that the fake GPUs have no device files: it says nothing of socker.
+  // Without slurmstepd's own lines on stderr.
   const lines = (job: string) => jobOutput(job).split("\n").filter((line) => !line.startsWith("slurmstepd"));
-  assert.deepEqual(lines(one), ["nvidia0 ", "rc=0", "0", ""], jobOutput(one));
-  assert.deepEqual(lines(two), ["nvidia0 nvidia1 ", "rc=0", ""], jobOutput(two));
+  assert.deepEqual(lines(one), ["nvidia0 nvidiactl ", "rc=0", "0", ""], jobOutput(one));
+  assert.deepEqual(lines(two), ["nvidia0 nvidia1 nvidiactl ", "rc=0", ""], jobOutput(two));
 });
 
 gpuTest("a job without GPUs is refused, even with CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS forged", async () => {
@@ -65,7 +65,7 @@ gpuTest("a job name, comment or working folder saying GRES=gpu(IDX:0-3) gives no
       assert.match(jobOutput(job), /rc=125/);
     }
     await waitJobEnd(withOne);
-    assert.match(jobOutput(withOne), /^nvidia0 \nrc=0$/m, "the allocated GPU only, not the name's");
+    assert.match(jobOutput(withOne), /^nvidia0 nvidiactl \nrc=0$/m, "the allocated GPU only, not the name's");
   } finally {
     Deno.removeSync(folder);
   }
