@@ -417,6 +417,23 @@ Deno.test("a second install.sh --epilog changes nothing and says unchanged", asy
   assert.equal(await snapshot(), before);
 });
 
+Deno.test("install.sh registers socker-runc with the engine, for this node's runc, and the engine knows it", async () => {
+  const runtime = "/usr/local/libexec/socker/socker-runc";
+  const config = JSON.parse(Deno.readTextFileSync("/etc/docker/daemon.json"));
+  assert.deepEqual(config.runtimes?.["socker-runc"], { path: runtime });
+  const runc = exists("/usr/sbin/runc") ? "/usr/sbin/runc" : "/usr/bin/runc";
+  assert.match(Deno.readTextFileSync(runtime), new RegExp(`^RUNC=${runc} # install\\.sh`, "m"));
+  const info = await sh("/usr/bin/docker", ["info", "--format", "{{json .Runtimes}}"]);
+  assert.equal(JSON.parse(info.stdout)["socker-runc"]?.path, runtime, info.stdout);
+  // Every runc command but create and update goes to runc unchanged.
+  const version = await sh(runtime, ["--version"]);
+  assert.equal(version.code, 0, version.stderr);
+  assert.match(version.stdout, /^runc version/);
+  const update = await sh(runtime, ["--root", "/nonexistent", "update", "x"]);
+  assert.notEqual(update.code, 0);
+  assert.match(update.stderr, /^socker-runc: update is refused/);
+});
+
 Deno.test("socker --version works as a user through sudo", async () => {
   const result = await socker("alice", ["--version"]);
   assert.equal(result.code, 0, result.stderr);
