@@ -853,7 +853,7 @@ engine_config_edit() {
 		if (runtimes === null || typeof runtimes !== "object" || Array.isArray(runtimes)) throw new Error("runtimes is not an object");
 		const before = JSON.stringify(runtimes[name] ?? null);
 		if (mode === "add") runtimes[name] = { path };
-		else delete runtimes[name];
+		else if (runtimes[name]?.path === path) delete runtimes[name]; // never another prefix entry
 		if (JSON.stringify(runtimes[name] ?? null) === before) Deno.exit(3);
 		if (Object.keys(runtimes).length > 0) config.runtimes = runtimes;
 		else delete config.runtimes;

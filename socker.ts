@@ -1716,6 +1716,8 @@ export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) =
 // every other rule kept, each checked by the kernel against the step's. Safe because the wildcards only
 // allow mknod, which socker's containers cannot call (no CAP_MKNOD: every capability is dropped).
 
+/** NVIDIA's character device major. */
+const GPU_MAJOR = 195;
 /** The engine runtime socker's install registers (see the file socker-runc). */
 export const DEVICE_RUNTIME = "socker-runc";
 export const DEVICE_RUNTIME_PATH = `${PREFIX}/libexec/socker/${DEVICE_RUNTIME}`;
@@ -1759,7 +1761,7 @@ export function containerRuntime(
 /**
  * Whether a v1 devices cgroup whose `devices.list` is this text lets its processes read and write the
  * character device major:minor. The kernel lists the rules of a deny-by-default cgroup; one that allows by
- * default lists only `a *:* rwm` (its denials do not show: see deniedGpusByProbe).
+ * default lists only `a *:* rwm` (its denials do not show: socker asks the kernel, see gpusRefusedHere).
  */
 export function devicesCgroupAllows(list: string, major: number, minor: number): boolean {
   return list.split("\n").some((line) => {
@@ -1774,7 +1776,7 @@ export function devicesCgroupAllows(list: string, major: number, minor: number):
 /**
  * The GPUs of the job that this step may not use: those its devices cgroup does not allow (`list`, the
  * step's devices.list) or that the kernel refused socker itself, a process of the step (`refused`, see
- * deniedGpusByProbe). `--gpus` gives the container the others only.
+ * gpusRefusedHere). `--gpus` gives the container the others only.
  */
 export function stepDeniedGpus(
   gpus: readonly number[],
@@ -1785,9 +1787,6 @@ export function stepDeniedGpus(
     refused.includes(gpu) || (list !== undefined && !devicesCgroupAllows(list, GPU_MAJOR, gpu))
   );
 }
-
-/** NVIDIA's character device major. */
-const GPU_MAJOR = 195;
 
 // ---------------------------------------------------------------------------------------------------------
 // The container's specification: everything decided about one run, and the engine's create request that
@@ -5396,9 +5395,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
           mount.controllers.includes("devices")
         );
         if (!v1) return "n/a: no cgroup v1 devices controller on this node";
-        if (
-          !constrainsDevices(trustedText(cgroupConf, false))
-        ) return `n/a: ConstrainDevices is not yes in ${CGROUP_CONF_PATH}`;
+        const constrained = constrainsDevices(trustedText(cgroupConf, false));
+        if (!constrained) return `n/a: ConstrainDevices is not yes in ${CGROUP_CONF_PATH}`;
         const job: JobStep = { version: 1, jobId: "1", stepId: "0", parent: "/" };
         const runtimes = fact<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
         containerRuntime(job, true, runtimes, installed);

@@ -269,7 +269,8 @@ MinJobAge=60
 SchedulerParameters=batch_sched_delay=0
 MailProg=/bin/true
 Epilog=/usr/local/libexec/socker/slurm-epilog
-NodeName=$NODE CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=$NODE CPUs=$(nproc) RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 cat >/etc/slurm/cgroup.conf <<EOF
@@ -278,6 +279,14 @@ ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes
 EOF
+# Two fake GPUs, as on the host's test cluster (tests/setup.sh): character devices of NVIDIA's major
+# without a driver, named in gres.conf, so that Slurm denies each step the GPUs it did not get.
+for i in 0 1 255; do
+  dev=/dev/nvidia$i
+  [ "$i" != 255 ] || dev=/dev/nvidiactl
+  [ -c "$dev" ] || mknod -m 0666 "$dev" c 195 "$i"
+done
+printf '%s\n' "NodeName=$NODE Name=gpu File=/dev/nvidia[0-1]" >/etc/slurm/gres.conf
 systemctl start slurmctld slurmd
 # shellcheck disable=SC2016 # sh code
 wait_for 120 sh -c '[ "$(sinfo -h -n '"$NODE"' -o %t 2>/dev/null)" = idle ]' ||
@@ -476,6 +485,32 @@ t_gpus() {
   out=$(as alice socker run --gpus "$IMAGE" true 2>&1) || rc=$?
   expect_eq "$rc" 125 "socker run --gpus outside a job: exit code"
   expect_match "$out" 'only inside a Slurm job' "socker run --gpus outside a job: message"
+}
+
+# Device nodes of both GPUs in alice's home (mounted in her containers): opening one reaches the
+# container's device rules. Allowed: ENXIO (no driver); not allowed: EPERM.
+gpu_nodes() {
+  rm -rf /home/alice/gpu-nodes
+  mkdir -p /home/alice/gpu-nodes
+  mknod -m 0666 /home/alice/gpu-nodes/nvidia0 c 195 0
+  mknod -m 0666 /home/alice/gpu-nodes/nvidia1 c 195 1
+}
+# shellcheck disable=SC2016 # sh code for the container
+readonly SEE_AND_OPEN='echo "sees: $(ls /dev | grep nvidia | tr "\n" " ")"; for i in 0 1; do cat /home/alice/gpu-nodes/nvidia$i 2>&1 | sed "s|.*: ||; s|^|gpu$i: |"; done'
+
+t_gpu_devices() {
+  local out
+  gpu_nodes
+  out=$(as alice srun -n1 --gres=gpu:1 socker run --gpus "$IMAGE" sh -c "$SEE_AND_OPEN" 2>&1 | grep -v '^srun') || true
+  indent 'one GPU, --gpus: ' <<<"$out"
+  expect_eq "$out" $'sees: nvidia0 nvidiactl \ngpu0: No such device or address\ngpu1: Operation not permitted' "a job with one GPU, --gpus"
+  out=$(as alice srun -n1 socker run "$IMAGE" sh -c "$SEE_AND_OPEN" 2>&1 | grep -v '^srun') || true
+  indent 'no GPU: ' <<<"$out"
+  expect_eq "$out" $'sees: \ngpu0: Operation not permitted\ngpu1: Operation not permitted' "a job with no GPU"
+  out=$(as alice srun -n1 --gres=gpu:2 socker run --gpus "$IMAGE" sh -c "$SEE_AND_OPEN" 2>&1 | grep -v '^srun') || true
+  indent 'two GPUs, --gpus: ' <<<"$out"
+  expect_eq "$out" $'sees: nvidia0 nvidia1 nvidiactl \ngpu0: No such device or address\ngpu1: No such device or address' "a job with both GPUs, --gpus"
+  rm -rf /home/alice/gpu-nodes
 }
 
 t_salloc() {
@@ -716,6 +751,7 @@ case_ "scancel of a job running srun socker run IMG sleep 1000 leaves no contain
 case_ "a plain socker run line in a cancelled batch job: the Epilog removes the container and every job folder" t_epilog
 if [ "$mode" = v2 ]; then
   case_ "--gpus is refused when my job has no GPU, and outside a job" t_gpus
+  case_ "a job with one GPU of two sees that one with --gpus and is refused the other (EPERM); with none, none; with both, both" t_gpu_devices
 fi
 case_ "socker doctor on cgroup $mode passes, cgroup checks included" t_doctor
 log "cases took $((SECONDS - suite_start)) s"

@@ -61,6 +61,7 @@ Deno.test("doctor: a healthy installation passes every check, one line each, exi
         "image",
         "Slurm configuration",
         "engine fits Slurm's cgroups",
+        "device rules in jobs",
         "orphan reaper",
       ]
     ) {
@@ -107,6 +108,18 @@ Deno.test("doctor: each broken piece gets exactly one FIX line saying how to fix
       await expectOneFix(/settings .*unknown setting 'no_such_key'/);
     } finally {
       Deno.removeSync("/etc/socker/socker.conf");
+    }
+    await expectHealthy();
+
+    // ConstrainDevices=yes on this cgroup v1 cluster (tests/setup.sh): socker's runtime must be in place.
+    const runtime = "/usr/local/libexec/socker/socker-runc";
+    Deno.renameSync(runtime, `${runtime}.moved`);
+    try {
+      await expectOneFix(
+        /device rules in jobs: .*socker-runc is missing: ask your administrator to run socker's install\.sh/,
+      );
+    } finally {
+      Deno.renameSync(`${runtime}.moved`, runtime);
     }
     await expectHealthy();
 

@@ -19,6 +19,7 @@ const INSTALLED: Record<string, number> = {
   "/usr/local/libexec/socker": 0o755,
   [ENTRY]: 0o755,
   "/usr/local/libexec/socker/slurm-epilog": 0o755,
+  "/usr/local/libexec/socker/socker-runc": 0o755,
   [LIB]: 0o755,
   [`${LIB}/socker.ts`]: 0o644,
   [`${LIB}/deno`]: 0o755,
@@ -414,6 +415,23 @@ Deno.test("a second install.sh --epilog changes nothing and says unchanged", asy
   assert.match(again.stdout, /^kept existing \/etc\/socker\/socker-images$/m);
   assert.doesNotMatch(again.stdout, /^installed /m);
   assert.equal(await snapshot(), before);
+});
+
+Deno.test("install.sh registers socker-runc with the engine, for this node's runc, and the engine knows it", async () => {
+  const runtime = "/usr/local/libexec/socker/socker-runc";
+  const config = JSON.parse(Deno.readTextFileSync("/etc/docker/daemon.json"));
+  assert.deepEqual(config.runtimes?.["socker-runc"], { path: runtime });
+  const runc = exists("/usr/sbin/runc") ? "/usr/sbin/runc" : "/usr/bin/runc";
+  assert.match(Deno.readTextFileSync(runtime), new RegExp(`^RUNC=${runc} # install\\.sh`, "m"));
+  const info = await sh("/usr/bin/docker", ["info", "--format", "{{json .Runtimes}}"]);
+  assert.equal(JSON.parse(info.stdout)["socker-runc"]?.path, runtime, info.stdout);
+  // Every runc command but create and update goes to runc unchanged.
+  const version = await sh(runtime, ["--version"]);
+  assert.equal(version.code, 0, version.stderr);
+  assert.match(version.stdout, /^runc version/);
+  const update = await sh(runtime, ["--root", "/nonexistent", "update", "x"]);
+  assert.notEqual(update.code, 0);
+  assert.match(update.stderr, /^socker-runc: update is refused/);
 });
 
 Deno.test("socker --version works as a user through sudo", async () => {

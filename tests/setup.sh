@@ -262,7 +262,9 @@ ${epilog_line}
 # nodes shared it: 4 ms ping-pong latency, the scheduler's tick).
 NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=6818 CPUs=2 CpuSpecList=1 RealMemory=$real_mem Gres=gpu:2 State=UNKNOWN
 NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=6819 CPUs=2 CpuSpecList=0 RealMemory=$real_mem Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP"
+# OverSubscribe=YES: jobs that ask (sbatch --oversubscribe) may share a node's core, e.g. two jobs each
+# with one of a node's two GPUs (tests/gpus_test.ts); jobs that do not ask keep their cores to themselves.
+PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES"
 cgroup_conf="# Written by socker's tests/setup.sh.
 CgroupPlugin=autodetect
 ConstrainCores=yes

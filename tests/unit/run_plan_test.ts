@@ -1,7 +1,16 @@
 // Unit tests of planRun, the one decision of `socker run`: every rule, one table row each, from plain facts.
 // A row's expectation is either the refusal (a pattern of its one-line reason) or a check of the plan.
 import assert from "node:assert/strict";
-import { containerSpec, ENTER_WORKDIR, LABEL, planRun, Refusal, type RunFacts, type RunPlan } from "../../socker.ts";
+import {
+  containerSpec,
+  DEVICE_RUNTIME_PATH,
+  ENTER_WORKDIR,
+  LABEL,
+  planRun,
+  Refusal,
+  type RunFacts,
+  type RunPlan,
+} from "../../socker.ts";
 import {
   engineDown,
   fixture,
@@ -21,6 +30,7 @@ type Row = [string, ReturnType<typeof run>, RunFacts, RegExp | ((plan: RunPlan) 
 
 const IMAGE = "socker-test/busybox:2";
 const settings = (text: string) => rootFile(SETTINGS, text);
+const V1_ENGINE = { CgroupDriver: "cgroupfs", CgroupVersion: "1" };
 const env = (plan: RunPlan) =>
   Object.fromEntries(plan.env.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
 const jobRecord = (gres: string[], nodes = "n1", user = 2001) => ({
@@ -620,6 +630,48 @@ const rows: Row[] = [
     (plan) => {
       assert.deepEqual(plan.devices, ["/dev/nvidia1", "/dev/nvidia3", "/dev/nvidiactl"]);
     },
+  ],
+  [
+    "--gpus gives only the GPUs the step may use (the kernel refused socker the others)",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:2(IDX:0-1)"]), gpusRefused: [0], gpuControlDevices: ["/dev/nvidiactl"] }),
+    (plan) => {
+      assert.deepEqual(plan.devices, ["/dev/nvidia1", "/dev/nvidiactl"]);
+    },
+  ],
+  [
+    "--gpus in a step that may use none of the job's GPUs is refused",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:2(IDX:0-1)"]), stepDevicesList: "c 1:3 rwm\nc 195:255 rwm\n" }),
+    /may use none of the job's GPUs on node n1 \(0,1\)/,
+  ],
+  [
+    "in a v1 job with ConstrainDevices=yes the container gets the runtime socker-runc",
+    run(IMAGE, "id"),
+    inJob({
+      cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainDevices=yes\n"),
+      deviceRuntimeInstalled: true,
+      engineInfo: { ...V1_ENGINE, Runtimes: { runc: { path: "runc" }, "socker-runc": { path: DEVICE_RUNTIME_PATH } } },
+    }),
+    (plan) => {
+      assert.equal(plan.runtime, "socker-runc");
+      assert.equal((containerSpec(plan, []).HostConfig as Record<string, unknown>).Runtime, "socker-runc");
+    },
+  ],
+  [
+    "in a v1 job without ConstrainDevices the engine's default runtime is kept",
+    run(IMAGE, "id"),
+    inJob({ cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainCores=yes\n"), deviceRuntimeInstalled: true }),
+    (plan) => {
+      assert.equal(plan.runtime, undefined);
+      assert.ok(!("Runtime" in (containerSpec(plan, []).HostConfig as object)));
+    },
+  ],
+  [
+    "in a v1 job with ConstrainDevices=yes and no socker-runc in the engine, the run is refused",
+    run(IMAGE, "id"),
+    inJob({ cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainDevices=yes\n"), deviceRuntimeInstalled: true }),
+    /ConstrainDevices=yes\) and the Docker engine has no runtime socker-runc .*run socker's install\.sh/,
   ],
   [
     "--gpus in a job without GPUs is refused",
