@@ -159,6 +159,10 @@ export type RunOptions = {
   noStdin: boolean;
   /** `--gpus`: the GPUs allocated to the Slurm job on this node. */
   gpus: boolean;
+  /** `--entrypoint PROG` (`""`: none), as Docker's: replaces the image's entrypoint and its CMD. */
+  entrypoint?: string;
+  /** `--tmpfs DST[:size=N]`, in order. */
+  tmpfs?: string[];
 };
 
 /** What the caller asked for, after parsing. Nothing in it has been checked against policy yet. */
@@ -240,7 +244,11 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     } else if (command === "run" && arg === "--no-tty") options.noTty = true;
     else if (command === "run" && arg === "--no-stdin") options.noStdin = true;
     else if (command === "run" && arg === "--gpus") options.gpus = true;
-    else if (arg === "--" && command === "run") {
+    else if (command === "run" && (value = valueOf(arg, "--entrypoint", "--entrypoint")) !== undefined) {
+      options.entrypoint = value;
+    } else if (command === "run" && (value = valueOf(arg, "--tmpfs", "--tmpfs")) !== undefined) {
+      (options.tmpfs ??= []).push(value);
+    } else if (arg === "--" && command === "run") {
       i++;
       break;
     } else if (arg.startsWith("-")) {
@@ -274,10 +282,10 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   if (options.volumes.length > MAX_VOLUMES) usage(`at most ${MAX_VOLUMES} volumes`);
   if (options.env.length > MAX_ENV) usage(`at most ${MAX_ENV} environment variables`);
-  if (rest.length === 0) usage("'run' needs an IMAGE and a COMMAND");
+  if ((options.tmpfs?.length ?? 0) > MAX_VOLUMES) usage(`at most ${MAX_VOLUMES} --tmpfs`);
+  if (rest.length === 0) usage("'run' needs an IMAGE");
   const [image, ...argv] = rest;
   if (image.startsWith("-")) usage(`IMAGE must not start with '-', got '${printable(image)}'`);
-  if (argv.length === 0) usage(`'run' needs a COMMAND to run in '${printable(image)}'`);
   return { command: "run", verbose, image, argv, options };
 }
 
@@ -501,6 +509,14 @@ export type Settings = {
   logFacility: string;
   /** `pull`: `never` (images are loaded by the administrator) or `missing` (pulled on first use). */
   pull: "never" | "missing";
+  /** `env_inherit`: the caller's environment passes into the container (but NOT_INHERITED), as in pyxis. */
+  envInherit: boolean;
+  /** `shm_size`: /dev/shm's size, a share of the job's memory limit (`50%`) or a size (`1G`), see shmBytes. */
+  shmSize: { percent: number } | { bytes: number };
+  /** `rendezvous_variables`: inside a step, PyTorch's RANK, WORLD_SIZE, MASTER_ADDR... from Slurm's. */
+  rendezvousVariables: boolean;
+  /** `default_gpus`: a job's containers get its GPUs on this node without --gpus. */
+  defaultGpus: boolean;
 };
 
 /** Facilities the audit log's system-log copy may use. */
@@ -545,6 +561,10 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   envPass: [],
   logFacility: "authpriv",
   pull: "never",
+  envInherit: true,
+  shmSize: { percent: 50 },
+  rendezvousVariables: true,
+  defaultGpus: false,
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -566,6 +586,22 @@ const choice =
     if (!allowed.includes(value)) throw new Error(`${name} must be ${allowed.join(" or ")}, not '${printable(value)}'`);
     (settings[key] as string) = value;
   };
+
+const yesNo = <K extends keyof Settings>(key: K, name: string): SettingParser => (value, _words, settings) => {
+  if (value !== "yes" && value !== "no") throw new Error(`${name} must be yes or no`);
+  (settings[key] as boolean) = value === "yes";
+};
+
+/** The largest size socker reads (`shm_size`, `--tmpfs size=`): 1 TiB. */
+export const SIZE_MAX = 2 ** 40;
+
+/** Reads a size in bytes: digits with an optional k, m, g or t (powers of 1024, as Docker); within SIZE_MAX. */
+export function sizeBytes(text: string): number | undefined {
+  const match = /^([0-9]{1,13})([kmgt]?)b?$/i.exec(text);
+  if (match === null) return undefined;
+  const bytes = Number(match[1]) * 1024 ** " kmgt".indexOf((match[2] || " ").toLowerCase());
+  return bytes >= 1 && bytes <= SIZE_MAX ? bytes : undefined;
+}
 
 const cleanPaths = (name: string, words: string[]): string[] => {
   for (const word of words) {
@@ -620,6 +656,19 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
       }
     }
     settings.envPass.push(...words);
+  },
+  env_inherit: yesNo("envInherit", "env_inherit"),
+  rendezvous_variables: yesNo("rendezvousVariables", "rendezvous_variables"),
+  default_gpus: yesNo("defaultGpus", "default_gpus"),
+  shm_size: (value, _words, settings) => {
+    const percent = /^([1-9][0-9]?|100)%$/.exec(value);
+    const bytes = sizeBytes(value);
+    if (percent === null && bytes === undefined) {
+      throw new Error(
+        `shm_size must be a share of the job's memory (50%) or a size (512M, 2G), not '${printable(value)}'`,
+      );
+    }
+    settings.shmSize = percent !== null ? { percent: Number(percent[1]) } : { bytes: bytes! };
   },
   docker: () => {
     throw new Error("'docker' is obsolete: socker no longer runs the docker CLI; remove the line");
@@ -1449,12 +1498,33 @@ export function matchesPattern(name: string, pattern: string): boolean {
 }
 
 /**
- * The container's environment: HOME, USER and LOGNAME of the caller (so programs work in images without
- * the user in /etc/passwd); then, inside a job, the step's SLURM_*, PMI_* and PMIX_* variables and, always,
- * what the administrator passes with env_pass, from the caller's environment; then the user's `-e` (a bare
- * NAME takes the caller's value); then the administrator's `env_set`, which always wins. `env_deny` names
- * are refused for `-e` and never passed. These values reach only the container: nothing socker decides
- * reads them.
+ * Never inherited from the caller's environment (`env_inherit`): what describes the host or the caller's
+ * session there (PATH, the loader's LD_*, HOME, USER, LOGNAME, SHELL, PWD, OLDPWD, sudo's SUDO_*, the
+ * shell's `_`); the site's env_deny and what socker sets itself are left out too.
+ */
+export function notInherited(name: string): boolean {
+  return NEVER_PASSED(name) || ["SHELL", "PWD", "OLDPWD", "_"].includes(name) || name.startsWith("SUDO_");
+}
+/** Bounds of an inherited environment: a value, and the container's whole environment (MAX_ENV_BYTES). */
+export const MAX_VALUE_BYTES = 128 << 10;
+
+/** What else reaches the container's environment: the image's ENV names, Slurm's derived variables. */
+export type MoreEnvironment = {
+  /** Names the image's own ENV sets: they win over what is only inherited (as in pyxis). */
+  imageNames?: readonly string[];
+  /** Derived from the step's Slurm variables (rendezvousVariables): set unless the caller set them. */
+  derived?: Readonly<Record<string, string>>;
+};
+
+/**
+ * The container's environment, in this order, a later one winning: HOME, USER and LOGNAME of the caller
+ * (so programs work in images without the user in /etc/passwd); with env_inherit, the caller's whole
+ * environment but what notInherited names, env_deny and the names the image's ENV sets; inside a job, the
+ * step's SLURM_*, PMI_* and PMIX_* variables and, always, what the administrator passes with env_pass and
+ * the caller's TERM; the variables derived from the step's (`more.derived`) unless the caller set them; then
+ * the user's `-e` (a bare NAME takes the caller's value); then the administrator's `env_set`, which always
+ * wins. `env_deny` names are refused for `-e` and never passed. These values reach only the container:
+ * nothing socker decides reads them.
  */
 export function containerEnvironment(
   requests: readonly string[],
@@ -1462,20 +1532,40 @@ export function containerEnvironment(
   caller: { user: string; home?: string },
   settings: Settings,
   inJob: boolean,
+  more: MoreEnvironment = {},
 ): string[] {
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
-  const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass];
+  const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass, "TERM"];
+  const imageNames = new Set(more.imageNames ?? []);
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
     if (!ENV_NAME.test(name) || NEVER_PASSED(name) || settings.envDeny.includes(name)) continue;
-    if (!patterns.some((pattern) => matchesPattern(name, pattern))) continue;
+    const byPattern = patterns.some((pattern) => matchesPattern(name, pattern));
+    // Outside a job, the job's variables describe no step this container is part of: never inherited.
+    const jobVariable = JOB_VARIABLE_PATTERNS.some((pattern) => matchesPattern(name, pattern));
+    const inherited = settings.envInherit && !notInherited(name) && !imageNames.has(name) &&
+      !Object.hasOwn(settings.envSet, name) && (inJob || !jobVariable);
+    if (!byPattern && !inherited) continue;
     if (++passed > MAX_PASSED_VARIABLES) {
       refuse(
         "policy",
-        `more than ${MAX_PASSED_VARIABLES} of your variables match what passes into containers; unset some`,
+        `more than ${MAX_PASSED_VARIABLES} of your variables would pass into the container (bound of ` +
+          `${MAX_PASSED_VARIABLES} variables); unset some${
+            settings.envInherit ? " or pass only what it needs with -e" : ""
+          }`,
+      );
+    }
+    if (value.length > MAX_VALUE_BYTES) {
+      refuse(
+        "policy",
+        `your variable ${name} holds ${value.length} bytes, more than the ${MAX_VALUE_BYTES} bytes a variable ` +
+          "may pass into a container (bound per value); unset it",
       );
     }
     env.set(name, value);
+  }
+  for (const [name, value] of Object.entries(more.derived ?? {})) {
+    if (callerEnv === undefined || !Object.hasOwn(callerEnv, name)) env.set(name, value);
   }
   for (const request of requests) {
     const equals = request.indexOf("=");
@@ -1501,9 +1591,124 @@ export function containerEnvironment(
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
   const bytes = entries.reduce((sum, entry) => sum + entry.length + 1, 0);
   if (bytes > MAX_ENV_BYTES) {
-    refuse("policy", `the container's environment would hold ${bytes} bytes; at most ${MAX_ENV_BYTES}: pass less`);
+    refuse(
+      "policy",
+      `the container's environment would hold ${bytes} bytes; at most ${MAX_ENV_BYTES} bytes in all (its bound): ` +
+        "unset some of your variables or pass less",
+    );
   }
   return entries;
+}
+
+/** The names of a `NAME=VALUE` list (what the audit record keeps of the environment: never the values). */
+export function environmentNames(entries: readonly string[]): string[] {
+  return entries.map((entry) => entry.slice(0, Math.max(entry.indexOf("="), 0)));
+}
+
+/**
+ * After a pull, the image's ENV is known only then: an inherited variable whose name the image sets is
+ * dropped, so that the image's value wins, as when the image was already here (`inherited`: the names that
+ * came only by env_inherit).
+ */
+export function dropImageNames(
+  env: readonly string[],
+  inherited: readonly string[],
+  imageNames: readonly string[],
+): string[] {
+  return env.filter((entry) => {
+    const name = entry.slice(0, entry.indexOf("="));
+    return !(inherited.includes(name) && imageNames.includes(name));
+  });
+}
+
+/** The names the image's own ENV sets, from the engine's record. */
+export function imageEnvNames(image: ImageRecord | undefined): string[] {
+  const env = image?.Config?.Env;
+  return Array.isArray(env)
+    ? env.filter((item) => typeof item === "string" && item.indexOf("=") > 0).map((item) => item.split("=")[0])
+    : [];
+}
+
+/** Expands Slurm's tasks per node (`2(x3),1`: 2, 2, 2, 1), bounded; undefined when unreadable. */
+export function expandTasksPerNode(text: string, max = 65536): number[] | undefined {
+  const counts: number[] = [];
+  for (const part of text.split(",")) {
+    const match = /^([0-9]{1,7})(?:\(x([0-9]{1,7})\))?$/.exec(part);
+    if (match === null) return undefined;
+    const repeat = Number(match[2] ?? "1");
+    if (counts.length + repeat > max) return undefined;
+    for (let i = 0; i < repeat; i++) counts.push(Number(match[1]));
+  }
+  return counts;
+}
+
+/** The variables PyTorch's launcher and most rendezvous libraries read, derived from Slurm's. */
+export const RENDEZVOUS_VARIABLES = [
+  "RANK",
+  "LOCAL_RANK",
+  "WORLD_SIZE",
+  "LOCAL_WORLD_SIZE",
+  "MASTER_ADDR",
+  "MASTER_PORT",
+];
+
+/**
+ * PyTorch's rendezvous variables, as enroot's PyTorch hook derives them, from the step's own Slurm variables
+ * (in a step only: SLURM_PROCID is set): RANK (SLURM_PROCID), LOCAL_RANK (SLURM_LOCALID), WORLD_SIZE
+ * (SLURM_STEP_NUM_TASKS or SLURM_NTASKS), LOCAL_WORLD_SIZE (this node's entry of SLURM_STEP_TASKS_PER_NODE),
+ * MASTER_ADDR (the step's first node), MASTER_PORT (49152 + job id % 16384, the same on every node of the
+ * job). What cannot be read is left out. Only the container gets them; containerEnvironment keeps the
+ * caller's own values.
+ */
+export function rendezvousVariables(env: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const derived: Record<string, string> = {};
+  const int = (name: string) => boundedInt(env?.[name], 0, ID_MAX);
+  const rank = int("SLURM_PROCID");
+  if (env === undefined || rank === undefined) return derived;
+  derived.RANK = String(rank);
+  const local = int("SLURM_LOCALID");
+  if (local !== undefined) derived.LOCAL_RANK = String(local);
+  const world = int("SLURM_STEP_NUM_TASKS") ?? int("SLURM_NTASKS");
+  if (world !== undefined) derived.WORLD_SIZE = String(world);
+  const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");
+  const nodeIndex = int("SLURM_NODEID");
+  if (perNode !== undefined && nodeIndex !== undefined && nodeIndex < perNode.length) {
+    derived.LOCAL_WORLD_SIZE = String(perNode[nodeIndex]);
+  }
+  const nodes = expandHostList(env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST ?? "");
+  if (nodes !== undefined && nodes.length > 0 && /^[A-Za-z0-9._-]{1,255}$/.test(nodes[0])) {
+    derived.MASTER_ADDR = nodes[0];
+  }
+  const job = int("SLURM_JOB_ID");
+  if (job !== undefined) derived.MASTER_PORT = String(49152 + job % 16384);
+  return derived;
+}
+
+/**
+ * The hint for an MPI step whose ranks share this node while the container has private namespaces:
+ * OpenMPI's PMIx and shared-memory transports then fail deep inside (`OPAL ERROR: Unreachable`). A hint
+ * only (it changes nothing): the step's variables tell a PMIx step (PMIX_RANK, SLURM_MPI_TYPE=pmix*) and
+ * how many of its tasks run here (SLURM_STEP_TASKS_PER_NODE at SLURM_NODEID).
+ */
+export function mpiNamespaceHint(
+  env: Readonly<Record<string, string>> | undefined,
+  settings: Pick<Settings, "network" | "ipc" | "pid">,
+): string | undefined {
+  if (env === undefined) return undefined;
+  const pmix = env.PMIX_RANK !== undefined || /^pmix/.test(env.SLURM_MPI_TYPE ?? "");
+  if (!pmix) return undefined;
+  const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");
+  const nodeIndex = boundedInt(env.SLURM_NODEID, 0, ID_MAX) ?? 0;
+  const here = perNode?.[nodeIndex] ?? 1;
+  if (here < 2) return undefined;
+  const needed = [
+    ...(settings.network !== "host" ? ["network = host"] : []),
+    ...(settings.ipc !== "host" ? ["ipc = host"] : []),
+    ...(settings.pid !== "host" ? ["pid = host"] : []),
+  ];
+  if (needed.length === 0) return undefined;
+  return `hint: ${here} MPI ranks share this node but each container has its own namespaces; if MPI fails ` +
+    `('OPAL ERROR: Unreachable'), ask your administrator for ${needed.join(", ")} in socker.conf`;
 }
 
 /** NVIDIA GPUs are character devices of major 195, `/dev/nvidia<minor>`. */
@@ -1601,11 +1806,17 @@ export type RunPlan = {
   mountRoutes: readonly MountRoute[];
   /** The working folder lies below a mount's root: the image's shell enters it (see ENTER_WORKDIR). */
   workdirInMount: boolean;
-  /** The image's own entrypoint, when the image is here. */
+  /** The entrypoint (the image's own when it is here, or --entrypoint's; see startCommand). */
   imageEntrypoint: readonly string[];
+  /** The command the entrypoint gets (the COMMAND given, or the image's CMD; see startCommand). */
+  cmd: readonly string[];
+  /** `--entrypoint` as given: the engine is told the entrypoint explicitly. */
+  entrypointOption?: string;
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
+  /** The names in `env` that came only by env_inherit (the image's ENV wins over them; see dropImageNames). */
+  envInherited: readonly string[];
   network: Settings["network"];
   ipc: Settings["ipc"];
   pid: Settings["pid"];
@@ -1643,7 +1854,7 @@ export const DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctr
 export function containerSpec(
   plan: RunPlan,
   sources: readonly (string | undefined)[],
-  start: { shell?: string; entrypoint?: readonly string[] } = {},
+  start: { shell?: string; entrypoint?: readonly string[]; cmd?: readonly string[]; env?: readonly string[] } = {},
 ): Record<string, unknown> {
   const host = (mode: "private" | "host", otherwise: string) => (mode === "host" ? "host" : otherwise);
   // A working folder inside a mount is entered by the image's shell, as the caller; the engine starts in
@@ -1654,10 +1865,12 @@ export function containerSpec(
     Image: plan.entry.canonical,
     ...(entered
       ? { Entrypoint: [start.shell, "-c", ENTER_WORKDIR, "socker-workdir", plan.workdir, ...entrypoint] }
+      : plan.entrypointOption !== undefined
+      ? { Entrypoint: entrypoint }
       : {}),
-    Cmd: plan.argv,
+    Cmd: start.cmd ?? (plan.argv.length > 0 ? plan.argv : plan.cmd),
     User: `${plan.caller.uid}:${plan.caller.gid}`,
-    Env: plan.env,
+    Env: start.env ?? plan.env,
     WorkingDir: entered ? "/" : plan.workdir ?? "",
     Labels: plan.labels,
     Tty: plan.tty,
@@ -2583,13 +2796,38 @@ export type ImageRecord = {
   Id?: string;
   RepoDigests?: string[];
   GraphDriver?: { Name?: unknown; Data?: Record<string, unknown> };
-  Config?: { Entrypoint?: unknown };
+  Config?: { Entrypoint?: unknown; Cmd?: unknown; Env?: unknown };
 };
 
 /** The image's own entrypoint (argv), from the engine's record; none when it has none. */
 export function imageEntrypoint(image: ImageRecord | undefined): string[] {
   const entrypoint = image?.Config?.Entrypoint;
   return Array.isArray(entrypoint) && entrypoint.every((item) => typeof item === "string") ? entrypoint : [];
+}
+
+/** The image's own CMD (argv), from the engine's record; none when it has none. */
+export function imageCmd(image: ImageRecord | undefined): string[] {
+  const cmd = image?.Config?.Cmd;
+  return Array.isArray(cmd) && cmd.every((item) => typeof item === "string") ? cmd : [];
+}
+
+/**
+ * What the container starts, as Docker decides it: the image's ENTRYPOINT, or `--entrypoint PROG` (`""`:
+ * none); then the COMMAND given, else the image's CMD, unless --entrypoint was given (Docker drops the CMD
+ * then). Refused when that is nothing at all.
+ */
+export function startCommand(
+  image: ImageRecord | undefined,
+  entrypoint: string | undefined,
+  argv: readonly string[],
+  imageText: string,
+): { entrypoint: string[]; cmd: string[] } {
+  const chosen = entrypoint === undefined ? imageEntrypoint(image) : entrypoint === "" ? [] : [entrypoint];
+  const cmd = argv.length > 0 ? [...argv] : entrypoint !== undefined ? [] : imageCmd(image);
+  if (chosen.length === 0 && cmd.length === 0) {
+    refuse("usage", `image ${printable(imageText)} has no CMD or ENTRYPOINT of its own: give a COMMAND`);
+  }
+  return { entrypoint: chosen, cmd };
 }
 
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
@@ -2907,6 +3145,7 @@ export const AUDIT_FIELD_ORDER = [
   "workdir",
   "devices",
   "mounts",
+  "env",
   "containers",
   "command_length",
   "command_sha256",
@@ -3551,7 +3790,18 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
         "load it (socker pulls only when the administrator sets pull = missing)",
     );
   }
-  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, job !== undefined);
+  const more: MoreEnvironment = {
+    imageNames: imageEnvNames(image),
+    derived: settings.rendezvousVariables && job !== undefined ? rendezvousVariables(facts.callerEnv) : {},
+  };
+  const inJob = job !== undefined;
+  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more);
+  // What came only by env_inherit: after a pull, those the image's ENV sets are dropped (dropImageNames).
+  const notInheriting = { ...settings, envInherit: false };
+  const without = environmentNames(
+    containerEnvironment(invocation.options.env, facts.callerEnv, caller, notInheriting, inJob, more),
+  );
+  const envInherited = environmentNames(env).filter((name) => !without.includes(name));
 
   // Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
   const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
@@ -3605,10 +3855,17 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     devices = gpuDeviceNodes(gpus, (device) => facts.gpuControlDevices.includes(device));
   }
 
+  // What the container starts: known now when the image is here, else after the pull (see actRun).
+  const start = image !== undefined
+    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
+    : { entrypoint: [], cmd: [...invocation.argv] };
+
   const containerNameValue = containerName(caller.uid, facts.random);
   const hints = pmix !== undefined && pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
     ? ["hint: this step has no PMIx server; for MPI inside containers start it with srun --mpi=pmix"]
     : [];
+  const mpiHint = job !== undefined ? mpiNamespaceHint(facts.callerEnv, settings) : undefined;
+  if (mpiHint !== undefined) hints.push(mpiHint);
   const orphanContainers = certain(facts.ownContainers)
     .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
     .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat))
@@ -3646,9 +3903,12 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     imageLayers: typeof layers === "string" ? undefined : layers,
     mountRoutes: mountRoutes(mounts, points),
     workdirInMount,
-    imageEntrypoint: imageEntrypoint(image),
+    imageEntrypoint: start.entrypoint,
+    cmd: start.cmd,
+    entrypointOption: invocation.options.entrypoint,
     workdir,
     env,
+    envInherited,
     network: settings.network,
     ipc: settings.ipc,
     pid: settings.pid,
@@ -4020,9 +4280,18 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     }
     const imageFolders = typeof layers === "string" ? undefined : layers;
     prepareMountPoints(plan, imageFolders);
+    // A pulled image's entrypoint, CMD and ENV are known only now.
+    const started = pulled !== undefined
+      ? startCommand(pulled.image, plan.entrypointOption, plan.argv, plan.entry.text)
+      : { entrypoint: plan.imageEntrypoint, cmd: plan.cmd };
+    if (pulled !== undefined) {
+      plan = { ...plan, env: dropImageNames(plan.env, plan.envInherited, imageEnvNames(pulled.image)) };
+    }
     const start = {
       shell: plan.workdirInMount && imageFolders !== undefined ? imageShell(imageFolders) : undefined,
-      entrypoint: pulled !== undefined ? imageEntrypoint(pulled.image) : plan.imageEntrypoint,
+      entrypoint: started.entrypoint,
+      cmd: started.cmd,
+      env: plan.env,
     };
     await reportRunStart(plan, imageId, facility);
     logged = true;
@@ -4112,7 +4381,9 @@ function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
     workdir: plan.workdir,
     devices: plan.devices.length > 0 ? plan.devices : undefined,
     mounts: plan.mounts.map((m) => `${m.source}:${m.destination}${m.readOnly ? ":ro" : ""}`),
-    command: plan.argv,
+    env: environmentNames(plan.env),
+    command: plan.argv.length > 0 ? plan.argv : plan.cmd,
+    entrypoint: plan.entrypointOption !== undefined ? plan.imageEntrypoint : undefined,
   };
 }
 

@@ -326,7 +326,12 @@ Deno.test("the image's layers come from the engine's overlay2 record, top first;
 });
 
 Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
-  const settings = { ...DEFAULT_SETTINGS, envSet: { SITE: "x", FOO: "admin" }, envDeny: ["LD_PRELOAD"] };
+  const settings = {
+    ...DEFAULT_SETTINGS,
+    envSet: { SITE: "x", FOO: "admin" },
+    envDeny: ["LD_PRELOAD"],
+    envInherit: false,
+  };
   const env = containerEnvironment(
     ["FOO=1", "BAR", "GONE", "A=b=c"],
     { BAR: "from-caller" },

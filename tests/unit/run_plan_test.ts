@@ -531,7 +531,10 @@ const rows: Row[] = [
   [
     "inside a job the step's SLURM, PMI and PMIx variables reach the container",
     run(IMAGE, "id"),
-    inJob({ callerEnv: { SLURM_PROCID: "1", PMIX_RANK: "1", PMI_SIZE: "2", OMP_NUM_THREADS: "4", PATH: "/evil" } }),
+    inJob({
+      settings: settings("env_inherit = no"),
+      callerEnv: { SLURM_PROCID: "1", PMIX_RANK: "1", PMI_SIZE: "2", OMP_NUM_THREADS: "4", PATH: "/evil" },
+    }),
     (plan) => {
       assert.deepEqual([env(plan).SLURM_PROCID, env(plan).PMIX_RANK, env(plan).PMI_SIZE], ["1", "1", "2"]);
       assert.equal(env(plan).OMP_NUM_THREADS, undefined, "not passed unless the administrator says so");
