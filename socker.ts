@@ -1227,7 +1227,13 @@ export function parseVolume(spec: string): MountRequest {
   if (parts.length < 2 || parts.length > 3) bad("expected SRC:DST or SRC:DST:ro");
   const [source, destination, mode = "rw"] = parts;
   if (mode !== "ro" && mode !== "rw") bad(`the mode must be ro or rw, not '${printable(mode)}'`);
-  if (!source.startsWith("/") || source.includes("\0")) bad("SRC must be an absolute path");
+  if (source.includes("\0")) bad("SRC must be a path");
+  if (!source.startsWith("/") && !isRelativeSource(source)) {
+    bad(
+      `'${printable(source)}' is a name, which Docker reads as a named volume (socker has none): write ` +
+        `./${printable(source)} for a folder here, or an absolute path`,
+    );
+  }
   if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
   if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
   return { source, destination, readOnly: mode === "ro", origin: `-v ${spec}`, by: "user" };
@@ -1711,6 +1717,113 @@ export function mpiNamespaceHint(
     `('OPAL ERROR: Unreachable'), ask your administrator for ${needed.join(", ")} in socker.conf`;
 }
 
+/** Docker's own /dev/shm size, and the least socker gives: what programs have long been able to count on. */
+export const SHM_MIN_BYTES = 64 << 20;
+
+/**
+ * The job's memory limit from its cgroup files' texts (the step's folder up to the job's, any order): the
+ * smallest limit set; undefined when none is (`max`, v1's near-2^63 "unlimited").
+ */
+export function memoryLimitOf(texts: readonly (string | undefined)[]): number | undefined {
+  const limits = texts.flatMap((text) => boundedInt(text?.trim(), 1, 2 ** 50) ?? []);
+  return limits.length === 0 ? undefined : Math.min(...limits);
+}
+
+/**
+ * /dev/shm's size: its pages are charged to the job's memory, so inside a job with a memory limit it is
+ * `shm_size` of that limit (a share, or a size bounded by it), never less than SHM_MIN_BYTES; without a
+ * limit, a set size or Docker's 64 MiB.
+ */
+export function shmBytes(setting: Settings["shmSize"], memoryLimit: number | undefined): number {
+  const wanted = "percent" in setting
+    ? (memoryLimit === undefined ? SHM_MIN_BYTES : Math.floor(memoryLimit * setting.percent / 100))
+    : Math.min(setting.bytes, memoryLimit ?? setting.bytes);
+  return Math.max(SHM_MIN_BYTES, wanted);
+}
+
+/** A `--tmpfs` scratch folder: private to the container, its pages charged to the job's memory. */
+export type TmpfsMount = { destination: string; bytes: number };
+/** A --tmpfs without size= gets this much (Docker's own default is half the node's memory). */
+export const TMPFS_DEFAULT_BYTES = 64 << 20;
+
+/**
+ * Parses `--tmpfs DST[:size=N]`: DST a clean absolute path under no forbidden destination; `size=` the only
+ * option (Docker's others change modes, owners and exec rights: not the user's to choose), bounded by the
+ * job's memory limit when there is one. Throws a usage or policy Refusal naming the value.
+ */
+export function parseTmpfs(spec: string, settings: Settings, memoryLimit: number | undefined): TmpfsMount {
+  const bad = (why: string): never => refuse("usage", `--tmpfs '${printable(spec)}': ${why}`);
+  const colon = spec.indexOf(":");
+  const destination = colon < 0 ? spec : spec.slice(0, colon);
+  const options = colon < 0 ? [] : spec.slice(colon + 1).split(",");
+  if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
+  if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
+  let bytes = TMPFS_DEFAULT_BYTES;
+  for (const option of options) {
+    const size = /^size=(.*)$/.exec(option);
+    if (size === null) bad(`only size=N may be given (not '${printable(option)}')`);
+    const value = sizeBytes(size![1]);
+    if (value === undefined) bad(`size must be a number of bytes with k, m or g, not '${printable(size![1])}'`);
+    bytes = value!;
+  }
+  if (memoryLimit !== undefined && bytes > memoryLimit) {
+    refuse("policy", `--tmpfs '${printable(spec)}': its ${bytes} bytes exceed the job's memory limit (${memoryLimit})`);
+  }
+  const problem = destinationProblem(destination, settings.forbiddenDestinations);
+  if (problem !== undefined) refuse("policy", `--tmpfs ${printable(destination)}: ${problem}`);
+  return { destination, bytes };
+}
+
+/**
+ * Whether a `-v` source names a folder relative to the caller's one, as Docker 23+ reads it: only `.`,
+ * `..` and what starts with `./` or `../` (a bare name is one of Docker's named volumes).
+ */
+export function isRelativeSource(source: string): boolean {
+  return source === "." || source === ".." || source.startsWith("./") || source.startsWith("../");
+}
+
+/** `./data` against the caller's folder, as text (`..` takes the name's parent, as Docker's filepath.Abs). */
+export function resolveRelative(source: string, cwd: string): string {
+  const parts: string[] = [];
+  for (const part of `${cwd}/${source}`.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/** A `-v` request with its relative source resolved against the caller's folder (refused without one). */
+export function withCallerFolder(request: MountRequest, cwd: string | undefined): MountRequest {
+  if (!isRelativeSource(request.source)) return request;
+  if (cwd === undefined) refuse("policy", `${request.origin}: your current folder is gone; give an absolute SRC`);
+  return { ...request, source: resolveRelative(request.source, cwd) };
+}
+
+/**
+ * The run's --tmpfs folders: parsed (parseTmpfs), one per destination, and never at, inside or above a bind
+ * mount (the engine would make its mount point in the caller's folder, as root).
+ */
+export function tmpfsMounts(
+  specs: readonly string[],
+  settings: Settings,
+  memoryLimit: number | undefined,
+  mounts: readonly { destination: string }[],
+): TmpfsMount[] {
+  const tmpfs: TmpfsMount[] = [];
+  for (const spec of specs) {
+    const item = parseTmpfs(spec, settings, memoryLimit);
+    const clash = [...mounts, ...tmpfs].find((other) =>
+      isUnder(item.destination, other.destination) || isUnder(other.destination, item.destination)
+    );
+    if (clash !== undefined) {
+      refuse("policy", `--tmpfs ${item.destination}: overlaps the mount at ${clash.destination}; choose another place`);
+    }
+    tmpfs.push(item);
+  }
+  return tmpfs;
+}
+
 /** NVIDIA GPUs are character devices of major 195, `/dev/nvidia<minor>`. */
 const GPU_INDEX_MAX = 1023;
 
@@ -1815,6 +1928,10 @@ export type RunPlan = {
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
+  /** The `--tmpfs` scratch folders. */
+  tmpfs: readonly TmpfsMount[];
+  /** /dev/shm's size in bytes (private IPC only; see shmBytes). */
+  shmBytes?: number;
   /** The names in `env` that came only by env_inherit (the image's ENV wins over them; see dropImageNames). */
   envInherited: readonly string[];
   network: Settings["network"];
@@ -1904,6 +2021,14 @@ export function containerSpec(
         CgroupPermissions: "rwm",
       })),
       Ulimits: plan.ulimits,
+      ...(plan.shmBytes !== undefined ? { ShmSize: plan.shmBytes } : {}),
+      ...(plan.tmpfs.length > 0
+        ? {
+          Tmpfs: Object.fromEntries(
+            plan.tmpfs.map((item) => [item.destination, `rw,nosuid,nodev,size=${item.bytes},mode=1777`]),
+          ),
+        }
+        : {}),
       ...(plan.oomScoreAdj !== undefined ? { OomScoreAdj: plan.oomScoreAdj } : {}),
     },
   };
@@ -3602,6 +3727,8 @@ export type RunFacts = {
   gpuControlDevices: string[];
   /** Whether socker keeps the OOM killer off itself (see protectFromOomKiller); unknown: absent. */
   oomProtected?: boolean;
+  /** Inside a job: the job's memory limit in bytes, from its cgroup (undefined: none, or unreadable). */
+  memoryLimit?: number;
 };
 
 /**
@@ -3656,7 +3783,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   if (caller !== undefined) {
     for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
     for (const spec of invocation.options.volumes) {
-      const request = guess(() => parseVolume(spec));
+      const request = guess(() => withCallerFolder(parseVolume(spec), cwd));
       if (request !== undefined) paths.add(request.source);
     }
     if (cwd !== undefined) paths.add(cwd);
@@ -3705,8 +3832,26 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     ownContainers: own,
     staging,
     gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
     oomProtected: protectFromOomKiller(procSelfCgroup),
   };
+}
+
+/** The job's memory limit: the memory cgroup files from the step's folder up to the job's (see memoryLimitOf). */
+function readJobMemoryLimit(job: JobStep): number | undefined {
+  const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
+  const mount = mounts.find((item) =>
+    job.version === 1 ? item.version === 1 && item.controllers.includes("memory") : item.version === 2
+  );
+  if (mount === undefined) return undefined;
+  const texts: (string | undefined)[] = [];
+  const parts = job.parent.split("/");
+  for (let end = parts.length; end > 1; end--) {
+    const folder = parts.slice(0, end).join("/");
+    texts.push(readText(`${mount.path}${folder}/${job.version === 1 ? "memory.limit_in_bytes" : "memory.max"}`));
+    if (/^job_\d+$/.test(parts[end - 1])) break;
+  }
+  return memoryLimitOf(texts);
 }
 
 /** The names in a folder, or none when it does not exist. */
@@ -3766,7 +3911,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   if (job === undefined && settings.requireJob) {
     refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
-  const volumeRequests = invocation.options.volumes.map(parseVolume);
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
   if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
   const image = certain(facts.image);
   if (job !== undefined) {
@@ -3836,9 +3981,18 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     mounts.push(decided);
   }
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
+  const tmpfs = tmpfsMounts(invocation.options.tmpfs ?? [], settings, facts.memoryLimit, mounts);
   const points = mountPoints(mounts, workdir);
   const workdirPoint = workdir === undefined ? undefined : points[points.length - 1];
   const workdirInMount = workdirPoint?.holder !== undefined && workdirPoint.below.length > 0;
+  // The engine makes each --tmpfs mount point in the image: checked as the mounts' points are.
+  points.push(...tmpfs.map((item): MountPoint => ({
+    destination: item.destination,
+    kind: "dir",
+    why: `--tmpfs ${item.destination}`,
+    below: item.destination.split("/").filter((part) => part !== ""),
+    checkImage: mounts.length > 0,
+  })));
   const checkImage = points.some((point) => point.checkImage);
   const layers = image !== undefined && (checkImage || workdirInMount) ? imageLayers(image) : undefined;
   if (typeof layers === "string" && checkImage) {
@@ -3909,6 +4063,8 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     workdir,
     env,
     envInherited,
+    tmpfs,
+    shmBytes: settings.ipc === "private" ? shmBytes(settings.shmSize, facts.memoryLimit) : undefined,
     network: settings.network,
     ipc: settings.ipc,
     pid: settings.pid,
@@ -4382,6 +4538,8 @@ function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
     devices: plan.devices.length > 0 ? plan.devices : undefined,
     mounts: plan.mounts.map((m) => `${m.source}:${m.destination}${m.readOnly ? ":ro" : ""}`),
     env: environmentNames(plan.env),
+    tmpfs: plan.tmpfs.length > 0 ? plan.tmpfs.map((item) => `${item.destination}:size=${item.bytes}`) : undefined,
+    shm_size: plan.shmBytes,
     command: plan.argv.length > 0 ? plan.argv : plan.cmd,
     entrypoint: plan.entrypointOption !== undefined ? plan.imageEntrypoint : undefined,
   };

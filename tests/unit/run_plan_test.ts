@@ -784,9 +784,11 @@ Deno.test("the container's specification holds only socker's decisions", () => {
     "PidMode",
     "Privileged",
     "SecurityOpt",
+    "ShmSize",
     "UTSMode",
     "Ulimits",
   ]);
+  assert.equal(spec.HostConfig.ShmSize, 64 << 20, "Docker's 64 MiB outside a job");
   assert.ok((spec.Env as string[]).includes("X=1"));
   assert.equal(IMAGE_ID.length, 71);
 });
