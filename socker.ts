@@ -1473,6 +1473,19 @@ export function imageEntryAt(
   return "dir";
 }
 
+/**
+ * Why a `-w` folder in the image cannot be the working folder: missing there (the engine would create it,
+ * root's, where the caller cannot write: pyxis fails the same way), or not a folder. A symlink is the
+ * image's own, followed inside the container.
+ */
+export function workdirProblem(workdir: string, found: LayerEntry, imageText: string): string | undefined {
+  if (found === "dir" || found === "opaque" || found === "symlink") return undefined;
+  return found === "other"
+    ? `-w ${printable(workdir)}: Not a directory in image ${printable(imageText)}`
+    : `-w ${printable(workdir)}: No such file or directory in image ${printable(imageText)} (socker creates no ` +
+      "folder there: name one that exists, or one in a mounted folder)";
+}
+
 /** Where socker looks for the image's shell, which enters a working folder inside a mount (see containerSpec). */
 export const IMAGE_SHELLS = ["/bin/sh", "/usr/bin/sh"];
 
@@ -1919,6 +1932,8 @@ export type RunPlan = {
   mountRoutes: readonly MountRoute[];
   /** The working folder lies below a mount's root: the image's shell enters it (see ENTER_WORKDIR). */
   workdirInMount: boolean;
+  /** `-w` names a folder in the image (no mount or --tmpfs holds it): it must exist there (workdirProblem). */
+  workdirInImage?: boolean;
   /** The entrypoint (the image's own when it is here, or --entrypoint's; see startCommand). */
   imageEntrypoint: readonly string[];
   /** The command the entrypoint gets (the COMMAND given, or the image's CMD; see startCommand). */
@@ -3764,7 +3779,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     entry !== undefined ? attempt(() => engineImage(entry.canonical)) : undefined,
     job !== undefined ? attempt(() => engineInfo()) : undefined,
     settings.network === "host" ? attempt(() => engineVersion()) : undefined,
-    invocation.options.gpus && job !== undefined
+    (invocation.options.gpus || settings.defaultGpus) && job !== undefined
       ? attempt(async () => {
         const result = await runTool("/usr/bin/squeue", ["--json", `--jobs=${job.jobId}`]);
         if (!result.ok) refuse("installation", `squeue --json failed: ${printable(result.stderr.trim())}`);
@@ -3994,7 +4009,13 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     checkImage: mounts.length > 0,
   })));
   const checkImage = points.some((point) => point.checkImage);
-  const layers = image !== undefined && (checkImage || workdirInMount) ? imageLayers(image) : undefined;
+  // A -w outside every mount must be in the image: the engine would create it there, root's.
+  const workdirInImage = invocation.options.workdir !== undefined && workdirPoint?.holder === undefined &&
+    workdirPoint !== undefined && workdirPoint.below.length > 0 &&
+    !tmpfs.some((item) => isUnder(workdirPoint.destination, item.destination));
+  const layers = image !== undefined && (checkImage || workdirInMount || workdirInImage)
+    ? imageLayers(image)
+    : undefined;
   if (typeof layers === "string" && checkImage) {
     refuse("installation", `cannot check the mount points in the image: ${layers}`);
   }
@@ -4007,6 +4028,13 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     if (typeof gpus === "string") refuse("policy", `--gpus: cannot tell the GPUs of job ${job.jobId}: ${gpus}`);
     if (gpus.length === 0) refuse("policy", `--gpus: no GPU is allocated to job ${job.jobId} on node ${node}`);
     devices = gpuDeviceNodes(gpus, (device) => facts.gpuControlDevices.includes(device));
+  } else if (settings.defaultGpus && job !== undefined) {
+    // default_gpus: the job's GPUs on this node, from the same record; none when it has none (no refusal).
+    const record = facts.jobRecord;
+    const gpus = record === undefined || record instanceof Refusal
+      ? []
+      : gpusFromJobRecord(record, job.jobId, caller.uid, node);
+    if (typeof gpus !== "string") devices = gpuDeviceNodes(gpus, (device) => facts.gpuControlDevices.includes(device));
   }
 
   // What the container starts: known now when the image is here, else after the pull (see actRun).
@@ -4057,6 +4085,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     imageLayers: typeof layers === "string" ? undefined : layers,
     mountRoutes: mountRoutes(mounts, points),
     workdirInMount,
+    workdirInImage,
     imageEntrypoint: start.entrypoint,
     cmd: start.cmd,
     entrypointOption: invocation.options.entrypoint,
@@ -4428,13 +4457,23 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
     const imageId = plan.imageId ?? pulled!.id;
     const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    const layers = pulled === undefined || !(checkImage || plan.workdirInMount)
+    const layers = pulled === undefined || !(checkImage || plan.workdirInMount || plan.workdirInImage)
       ? plan.imageLayers
       : imageLayers(pulled.image);
     if (typeof layers === "string" && checkImage) {
       refuse("installation", `cannot check the mount points in the image: ${layers}`);
     }
     const imageFolders = typeof layers === "string" ? undefined : layers;
+    if (plan.workdirInImage && imageFolders !== undefined) {
+      const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
+      const found = imageEntryAt(
+        point.below,
+        imageFolders.length,
+        (layer, path) => layerEntry(`${imageFolders[layer]}${path}`),
+      );
+      const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
+      if (problem !== undefined) refuse("usage", problem);
+    }
     prepareMountPoints(plan, imageFolders);
     // A pulled image's entrypoint, CMD and ENV are known only now.
     const started = pulled !== undefined
@@ -5213,6 +5252,24 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
         return "missing" in file
           ? "absent (defaults apply)"
           : `valid (network ${settings.network}, pull ${settings.pull})`;
+      }),
+  },
+  {
+    name: "/dev/shm and --tmpfs",
+    needs: ["settings"],
+    probe: () => readConfigFile(SETTINGS_PATH),
+    judge: (value) =>
+      judged("/dev/shm and --tmpfs", () => {
+        const settings = settingsFrom(fact<ConfigFile>(value));
+        const mib = (bytes: number) => `${Math.round(bytes / (1 << 20))} MiB`;
+        const shm = settings.ipc === "host"
+          ? "/dev/shm is the node's own (ipc = host)"
+          : "percent" in settings.shmSize
+          ? `/dev/shm ${settings.shmSize.percent}% of the job's memory limit (at least ${mib(SHM_MIN_BYTES)}; ` +
+            `${mib(SHM_MIN_BYTES)} without one)`
+          : `/dev/shm ${mib(settings.shmSize.bytes)} (at most the job's memory limit)`;
+        return `${shm}; --tmpfs ${mib(TMPFS_DEFAULT_BYTES)} unless size= says (at most the job's memory ` +
+          "limit); both charged to the job's memory";
       }),
   },
   {
