@@ -4465,14 +4465,14 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     }
     const imageFolders = typeof layers === "string" ? undefined : layers;
     if (plan.workdirInImage && imageFolders !== undefined) {
+      // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
       const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
-      const found = imageEntryAt(
-        point.below,
-        imageFolders.length,
-        (layer, path) => layerEntry(`${imageFolders[layer]}${path}`),
-      );
-      const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
-      if (problem !== undefined) refuse("usage", problem);
+      const entry = (layer: number, path: string) => layerEntry(`${imageFolders[layer]}${path}`);
+      if (imageSymlinkOn(point.below, imageFolders.length, entry) === undefined) {
+        const found = imageEntryAt(point.below, imageFolders.length, entry);
+        const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
+        if (problem !== undefined) refuse("usage", problem);
+      }
     }
     prepareMountPoints(plan, imageFolders);
     // A pulled image's entrypoint, CMD and ENV are known only now.
