@@ -5552,7 +5552,7 @@ export const HELP = `NAME
 SYNOPSIS
     socker [--version] [-h|--help] [-v|--verbose] COMMAND
     socker images
-    socker [-v] run [RUN OPTIONS] IMAGE COMMAND [ARG...]
+    socker [-v] run [RUN OPTIONS] IMAGE [COMMAND [ARG...]]
     socker ps
     socker stop NAME|ID
     socker pull IMAGE|--all                (root only)
@@ -5574,15 +5574,20 @@ OPTIONS
 RUN OPTIONS
     -v, --volume SRC:DST[:ro]
                     Bind SRC (a folder or file you can read, under a folder your administrator lets
-                    users mount) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
+                    users mount; ./SRC and ../SRC are from your current folder) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
                     cover /, /etc, /usr, /proc, /sys, /dev, /var and the like.
     -w, --workdir DIR
                     Working directory in the container (never under /proc, /sys or /dev); created as
-                    you when it is in a mounted folder. Default: your current folder when it is
-                    mounted, else the image's.
+                    you when it is in a mounted folder, else it must exist in the image. Default:
+                    your current folder when it is mounted, else the image's.
     -e, --env NAME[=VALUE]
                     Set NAME in the container; a bare NAME takes your own value. HOME, USER and
-                    LOGNAME are always yours and cannot be set.
+                    LOGNAME are always yours and cannot be set. Your environment passes by default
+                    (not PATH, LD_*, SHELL, ...); the image's ENV wins over it, -e over both.
+    --entrypoint PROG
+                    Run PROG instead of the image's entrypoint (and drop its CMD); "" for none.
+    --tmpfs DST[:size=N]
+                    A private scratch folder at DST (default 64m), charged to the job's memory.
     --no-tty        Never attach a terminal, even from a terminal.
     --no-stdin      Do not pass stdin on.
     --gpus          Give the container the GPUs Slurm allocated to your job on this node (and no
@@ -5591,8 +5596,8 @@ RUN OPTIONS
 
 COMMANDS
     images          List the allowed images: present or missing on this node, and their digests.
-    run IMAGE COMMAND [ARG...]
-                    Run COMMAND in a new container of IMAGE. Everything after IMAGE is the container's
+    run IMAGE [COMMAND [ARG...]]
+                    Run COMMAND (default: the image's CMD) in a new container of IMAGE. Everything after IMAGE is the container's
                     command, passed on untouched. A terminal is attached when stdin and stdout are both
                     terminals. The container is removed when it ends.
     ps              List your own containers on this node: name, image, command, age, job.
