@@ -2,7 +2,7 @@
 // job's environment, /dev/shm sized for the job, PyTorch's rendezvous variables, the MPI hint, TERM, the
 // image's own CMD and --entrypoint, relative -v and --tmpfs, the job's GPUs by default, and a missing -w.
 // Each case checks what the user sees inside the container and what the audit file records. Real engine,
-// launcher, sudo and Slurm (tests/setup.sh builds socker-test/batch:1: ENV IMAGE_VAR, a banner, a CMD).
+// launcher, sudo and Slurm (tests/setup.sh builds socker-test/batch:2: ENV IMAGE_VAR, a banner, a CMD).
 import assert from "node:assert/strict";
 import { assertRefused, auditRecords, BATCH_IMAGE, folder, IMAGE, marker, socker, withSettings } from "./helpers.ts";
 import { HOME, jobOutput, jobTest, sbatch, waitJobEnd } from "./slurm.ts";

@@ -178,10 +178,10 @@ else
   say "image $LINKS_IMAGE: present"
 fi
 
-# socker-test/batch:1: busybox with an ENV, an ENTRYPOINT that prints a banner (as vendor images do) and a
+# socker-test/batch:2: busybox with an ENV, an ENTRYPOINT that prints a banner (as vendor images do) and a
 # CMD of its own: tests/batch_test.ts shows the image's ENV winning over the caller's, the default CMD,
 # and --entrypoint "".
-BATCH_IMAGE=socker-test/batch:1
+BATCH_IMAGE=socker-test/batch:2
 if [ "$rebuild_images" = 1 ] || ! "$DOCKER" image inspect "$BATCH_IMAGE" >/dev/null 2>&1; then
   batch_container=$("$DOCKER" create "$IMAGE" true)
   "$DOCKER" commit \
