@@ -193,6 +193,16 @@ export function exactArguments(cmdline: Uint8Array, count: number): (string | No
   return items.slice(items.length - count).map(exactText);
 }
 
+/** The variables of an environment that are text: what rules that read a variable's value may see. */
+export function textVariables(
+  env: Readonly<Record<string, string | NotText>> | undefined,
+): Record<string, string> | undefined {
+  if (env === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(env).filter((entry): entry is [string, string] => typeof entry[1] === "string"),
+  );
+}
+
 /**
  * The refusal for an argument that is not UTF-8 text: the engine's API is JSON text, and a decoded
  * argument (U+FFFD for each stray byte) would be another command, another folder: never passed on.
@@ -244,6 +254,10 @@ export type RunOptions = {
   noStdin: boolean;
   /** `--gpus`: the GPUs allocated to the Slurm job on this node. */
   gpus: boolean;
+  /** `--entrypoint PROG` (`""`: none), as Docker's: replaces the image's entrypoint and its CMD. */
+  entrypoint?: string;
+  /** `--tmpfs DST[:size=N]`, in order. */
+  tmpfs?: string[];
 };
 
 /** What the caller asked for, after parsing. Nothing in it has been checked against policy yet. */
@@ -325,7 +339,11 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     } else if (command === "run" && arg === "--no-tty") options.noTty = true;
     else if (command === "run" && arg === "--no-stdin") options.noStdin = true;
     else if (command === "run" && arg === "--gpus") options.gpus = true;
-    else if (arg === "--" && command === "run") {
+    else if (command === "run" && (value = valueOf(arg, "--entrypoint", "--entrypoint")) !== undefined) {
+      options.entrypoint = value;
+    } else if (command === "run" && (value = valueOf(arg, "--tmpfs", "--tmpfs")) !== undefined) {
+      (options.tmpfs ??= []).push(value);
+    } else if (arg === "--" && command === "run") {
       i++;
       break;
     } else if (arg.startsWith("-")) {
@@ -359,10 +377,10 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   if (options.volumes.length > MAX_VOLUMES) usage(`at most ${MAX_VOLUMES} volumes`);
   if (options.env.length > MAX_ENV) usage(`at most ${MAX_ENV} environment variables`);
-  if (rest.length === 0) usage("'run' needs an IMAGE and a COMMAND");
+  if ((options.tmpfs?.length ?? 0) > MAX_VOLUMES) usage(`at most ${MAX_VOLUMES} --tmpfs`);
+  if (rest.length === 0) usage("'run' needs an IMAGE");
   const [image, ...argv] = rest;
   if (image.startsWith("-")) usage(`IMAGE must not start with '-', got '${printable(image)}'`);
-  if (argv.length === 0) usage(`'run' needs a COMMAND to run in '${printable(image)}'`);
   return { command: "run", verbose, image, argv, options };
 }
 
@@ -591,6 +609,14 @@ export type Settings = {
    * user mounted (FUSE through fusermount): one that stops answering would hang socker and the engine.
    */
   userFilesystems: "refuse" | "allow";
+  /** `env_inherit`: the caller's environment passes into the container (but NOT_INHERITED), as in pyxis. */
+  envInherit: boolean;
+  /** `shm_size`: /dev/shm's size, a share of the job's memory limit (`50%`) or a size (`1G`), see shmBytes. */
+  shmSize: { percent: number } | { bytes: number };
+  /** `rendezvous_variables`: inside a step, PyTorch's RANK, WORLD_SIZE, MASTER_ADDR... from Slurm's. */
+  rendezvousVariables: boolean;
+  /** `default_gpus`: a job's containers get its GPUs on this node without --gpus. */
+  defaultGpus: boolean;
 };
 
 /** Facilities the audit log's system-log copy may use. */
@@ -636,6 +662,10 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   logFacility: "authpriv",
   pull: "never",
   userFilesystems: "refuse",
+  envInherit: true,
+  shmSize: { percent: 50 },
+  rendezvousVariables: true,
+  defaultGpus: false,
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -657,6 +687,22 @@ const choice =
     if (!allowed.includes(value)) throw new Error(`${name} must be ${allowed.join(" or ")}, not '${printable(value)}'`);
     (settings[key] as string) = value;
   };
+
+const yesNo = <K extends keyof Settings>(key: K, name: string): SettingParser => (value, _words, settings) => {
+  if (value !== "yes" && value !== "no") throw new Error(`${name} must be yes or no`);
+  (settings[key] as boolean) = value === "yes";
+};
+
+/** The largest size socker reads (`shm_size`, `--tmpfs size=`): 1 TiB. */
+export const SIZE_MAX = 2 ** 40;
+
+/** Reads a size in bytes: digits with an optional k, m, g or t (powers of 1024, as Docker); within SIZE_MAX. */
+export function sizeBytes(text: string): number | undefined {
+  const match = /^([0-9]{1,13})([kmgt]?)b?$/i.exec(text);
+  if (match === null) return undefined;
+  const bytes = Number(match[1]) * 1024 ** " kmgt".indexOf((match[2] || " ").toLowerCase());
+  return bytes >= 1 && bytes <= SIZE_MAX ? bytes : undefined;
+}
 
 const cleanPaths = (name: string, words: string[]): string[] => {
   for (const word of words) {
@@ -712,6 +758,19 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
       }
     }
     settings.envPass.push(...words);
+  },
+  env_inherit: yesNo("envInherit", "env_inherit"),
+  rendezvous_variables: yesNo("rendezvousVariables", "rendezvous_variables"),
+  default_gpus: yesNo("defaultGpus", "default_gpus"),
+  shm_size: (value, _words, settings) => {
+    const percent = /^([1-9][0-9]?|100)%$/.exec(value);
+    const bytes = sizeBytes(value);
+    if (percent === null && bytes === undefined) {
+      throw new Error(
+        `shm_size must be a share of the job's memory (50%) or a size (512M, 2G), not '${printable(value)}'`,
+      );
+    }
+    settings.shmSize = percent !== null ? { percent: Number(percent[1]) } : { bytes: bytes! };
   },
   docker: () => {
     throw new Error("'docker' is obsolete: socker no longer runs the docker CLI; remove the line");
@@ -1318,7 +1377,13 @@ export function parseVolume(spec: string): MountRequest {
   if (mode !== "ro" && mode !== "rw") {
     bad(`'${printable(mode)}' is not a mode (ro or rw): ${syntax}`);
   }
-  if (!source.startsWith("/") || source.includes("\0")) bad("SRC must be an absolute path");
+  if (source.includes("\0")) bad("SRC must be a path");
+  if (!source.startsWith("/") && !isRelativeSource(source)) {
+    bad(
+      `'${printable(source)}' is a name, which Docker reads as a named volume (socker has none): write ` +
+        `./${printable(source)} for a folder here, or an absolute path`,
+    );
+  }
   if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
   if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
   return { source, destination, readOnly: mode === "ro", origin: `-v ${spec}`, by: "user" };
@@ -1558,6 +1623,19 @@ export function imageEntryAt(
   return "dir";
 }
 
+/**
+ * Why a `-w` folder in the image cannot be the working folder: missing there (the engine would create it,
+ * root's, where the caller cannot write: pyxis fails the same way), or not a folder. A symlink is the
+ * image's own, followed inside the container.
+ */
+export function workdirProblem(workdir: string, found: LayerEntry, imageText: string): string | undefined {
+  if (found === "dir" || found === "opaque" || found === "symlink") return undefined;
+  return found === "other"
+    ? `-w ${printable(workdir)}: Not a directory in image ${printable(imageText)}`
+    : `-w ${printable(workdir)}: No such file or directory in image ${printable(imageText)} (socker creates no ` +
+      "folder there: name one that exists, or one in a mounted folder)";
+}
+
 /** Where socker looks for the image's shell, which enters a working folder inside a mount (see containerSpec). */
 export const IMAGE_SHELLS = ["/bin/sh", "/usr/bin/sh"];
 
@@ -1589,12 +1667,33 @@ export function matchesPattern(name: string, pattern: string): boolean {
 }
 
 /**
- * The container's environment: HOME, USER and LOGNAME of the caller (so programs work in images without
- * the user in /etc/passwd); then, inside a job, the step's SLURM_*, PMI_* and PMIX_* variables and, always,
- * what the administrator passes with env_pass, from the caller's environment; then the user's `-e` (a bare
- * NAME takes the caller's value); then the administrator's `env_set`, which always wins. `env_deny` names
- * are refused for `-e` and never passed. These values reach only the container: nothing socker decides
- * reads them.
+ * Never inherited from the caller's environment (`env_inherit`): what describes the host or the caller's
+ * session there (PATH, the loader's LD_*, HOME, USER, LOGNAME, SHELL, PWD, OLDPWD, sudo's SUDO_*, the
+ * shell's `_`); the site's env_deny and what socker sets itself are left out too.
+ */
+export function notInherited(name: string): boolean {
+  return NEVER_PASSED(name) || ["SHELL", "PWD", "OLDPWD", "_"].includes(name) || name.startsWith("SUDO_");
+}
+/** Bounds of an inherited environment: a value, and the container's whole environment (MAX_ENV_BYTES). */
+export const MAX_VALUE_BYTES = 128 << 10;
+
+/** What else reaches the container's environment: the image's ENV names, Slurm's derived variables. */
+export type MoreEnvironment = {
+  /** Names the image's own ENV sets: they win over what is only inherited (as in pyxis). */
+  imageNames?: readonly string[];
+  /** Derived from the step's Slurm variables (rendezvousVariables): set unless the caller set them. */
+  derived?: Readonly<Record<string, string>>;
+};
+
+/**
+ * The container's environment, in this order, a later one winning: HOME, USER and LOGNAME of the caller
+ * (so programs work in images without the user in /etc/passwd); with env_inherit, the caller's whole
+ * environment but what notInherited names, env_deny and the names the image's ENV sets; inside a job, the
+ * step's SLURM_*, PMI_* and PMIX_* variables and, always, what the administrator passes with env_pass and
+ * the caller's TERM; the variables derived from the step's (`more.derived`) unless the caller set them; then
+ * the user's `-e` (a bare NAME takes the caller's value); then the administrator's `env_set`, which always
+ * wins. `env_deny` names are refused for `-e` and never passed. These values reach only the container:
+ * nothing socker decides reads them.
  */
 export function containerEnvironment(
   requests: readonly string[],
@@ -1602,28 +1701,52 @@ export function containerEnvironment(
   caller: { user: string; home?: string },
   settings: Settings,
   inJob: boolean,
+  more: MoreEnvironment = {},
 ): string[] {
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
-  const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass];
+  const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass, "TERM"];
+  const imageNames = new Set(more.imageNames ?? []);
   // A variable whose value is not UTF-8 text is refused only when it would pass (the engine takes text,
-  // and a decoded value is another value); one that would not pass is dropped like every other.
+  // and a decoded value is another value); one that would not pass, or that -e NAME=VALUE replaces, is
+  // dropped like every other.
   const text = (name: string, value: string | NotText, why: string): string =>
     typeof value === "string" ? value : refuse(
       "policy",
       `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
         `socker passes only text; fix or unset it`,
     );
+  const replaced = new Set(requests.filter((request) => request.includes("=")).map((r) => r.slice(0, r.indexOf("="))));
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
     if (!ENV_NAME.test(name) || NEVER_PASSED(name) || settings.envDeny.includes(name)) continue;
-    if (!patterns.some((pattern) => matchesPattern(name, pattern))) continue;
+    const byPattern = patterns.some((pattern) => matchesPattern(name, pattern));
+    // Outside a job, the job's variables describe no step this container is part of: never inherited.
+    const jobVariable = JOB_VARIABLE_PATTERNS.some((pattern) => matchesPattern(name, pattern));
+    const inherited = settings.envInherit && !notInherited(name) && !imageNames.has(name) &&
+      !Object.hasOwn(settings.envSet, name) && (inJob || !jobVariable);
+    if (!byPattern && !inherited) continue;
+    if (replaced.has(name) && typeof value !== "string") continue;
     if (++passed > MAX_PASSED_VARIABLES) {
       refuse(
         "policy",
-        `more than ${MAX_PASSED_VARIABLES} of your variables match what passes into containers; unset some`,
+        `more than ${MAX_PASSED_VARIABLES} of your variables would pass into the container (bound of ` +
+          `${MAX_PASSED_VARIABLES} variables); unset some${
+            settings.envInherit ? " or pass only what it needs with -e" : ""
+          }`,
       );
     }
-    env.set(name, text(name, value, "it passes into containers"));
+    const valueText = text(name, value, "it passes into containers");
+    if (valueText.length > MAX_VALUE_BYTES) {
+      refuse(
+        "policy",
+        `your variable ${name} holds ${valueText.length} bytes, more than the ${MAX_VALUE_BYTES} bytes a variable ` +
+          "may pass into a container (bound per value); unset it",
+      );
+    }
+    env.set(name, valueText);
+  }
+  for (const [name, value] of Object.entries(more.derived ?? {})) {
+    if (callerEnv === undefined || !Object.hasOwn(callerEnv, name)) env.set(name, value);
   }
   for (const request of requests) {
     const equals = request.indexOf("=");
@@ -1649,9 +1772,231 @@ export function containerEnvironment(
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
   const bytes = entries.reduce((sum, entry) => sum + entry.length + 1, 0);
   if (bytes > MAX_ENV_BYTES) {
-    refuse("policy", `the container's environment would hold ${bytes} bytes; at most ${MAX_ENV_BYTES}: pass less`);
+    refuse(
+      "policy",
+      `the container's environment would hold ${bytes} bytes; at most ${MAX_ENV_BYTES} bytes in all (its bound): ` +
+        "unset some of your variables or pass less",
+    );
   }
   return entries;
+}
+
+/** The names of a `NAME=VALUE` list (what the audit record keeps of the environment: never the values). */
+export function environmentNames(entries: readonly string[]): string[] {
+  return entries.map((entry) => entry.slice(0, Math.max(entry.indexOf("="), 0)));
+}
+
+/**
+ * After a pull, the image's ENV is known only then: an inherited variable whose name the image sets is
+ * dropped, so that the image's value wins, as when the image was already here (`inherited`: the names that
+ * came only by env_inherit).
+ */
+export function dropImageNames(
+  env: readonly string[],
+  inherited: readonly string[],
+  imageNames: readonly string[],
+): string[] {
+  return env.filter((entry) => {
+    const name = entry.slice(0, entry.indexOf("="));
+    return !(inherited.includes(name) && imageNames.includes(name));
+  });
+}
+
+/** The names the image's own ENV sets, from the engine's record. */
+export function imageEnvNames(image: ImageRecord | undefined): string[] {
+  const env = image?.Config?.Env;
+  return Array.isArray(env)
+    ? env.filter((item) => typeof item === "string" && item.indexOf("=") > 0).map((item) => item.split("=")[0])
+    : [];
+}
+
+/** Expands Slurm's tasks per node (`2(x3),1`: 2, 2, 2, 1), bounded; undefined when unreadable. */
+export function expandTasksPerNode(text: string, max = 65536): number[] | undefined {
+  const counts: number[] = [];
+  for (const part of text.split(",")) {
+    const match = /^([0-9]{1,7})(?:\(x([0-9]{1,7})\))?$/.exec(part);
+    if (match === null) return undefined;
+    const repeat = Number(match[2] ?? "1");
+    if (counts.length + repeat > max) return undefined;
+    for (let i = 0; i < repeat; i++) counts.push(Number(match[1]));
+  }
+  return counts;
+}
+
+/** The variables PyTorch's launcher and most rendezvous libraries read, derived from Slurm's. */
+export const RENDEZVOUS_VARIABLES = [
+  "RANK",
+  "LOCAL_RANK",
+  "WORLD_SIZE",
+  "LOCAL_WORLD_SIZE",
+  "MASTER_ADDR",
+  "MASTER_PORT",
+];
+
+/**
+ * PyTorch's rendezvous variables, as enroot's PyTorch hook derives them, from the step's own Slurm variables
+ * (in a step only: SLURM_PROCID is set): RANK (SLURM_PROCID), LOCAL_RANK (SLURM_LOCALID), WORLD_SIZE
+ * (SLURM_STEP_NUM_TASKS or SLURM_NTASKS), LOCAL_WORLD_SIZE (this node's entry of SLURM_STEP_TASKS_PER_NODE),
+ * MASTER_ADDR (the step's first node), MASTER_PORT (49152 + job id % 16384, the same on every node of the
+ * job). What cannot be read is left out. Only the container gets them; containerEnvironment keeps the
+ * caller's own values.
+ */
+export function rendezvousVariables(env: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const derived: Record<string, string> = {};
+  const int = (name: string) => boundedInt(env?.[name], 0, ID_MAX);
+  const rank = int("SLURM_PROCID");
+  if (env === undefined || rank === undefined) return derived;
+  derived.RANK = String(rank);
+  const local = int("SLURM_LOCALID");
+  if (local !== undefined) derived.LOCAL_RANK = String(local);
+  const world = int("SLURM_STEP_NUM_TASKS") ?? int("SLURM_NTASKS");
+  if (world !== undefined) derived.WORLD_SIZE = String(world);
+  const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");
+  const nodeIndex = int("SLURM_NODEID");
+  if (perNode !== undefined && nodeIndex !== undefined && nodeIndex < perNode.length) {
+    derived.LOCAL_WORLD_SIZE = String(perNode[nodeIndex]);
+  }
+  const nodes = expandHostList(env.SLURM_STEP_NODELIST ?? env.SLURM_JOB_NODELIST ?? env.SLURM_NODELIST ?? "");
+  if (nodes !== undefined && nodes.length > 0 && /^[A-Za-z0-9._-]{1,255}$/.test(nodes[0])) {
+    derived.MASTER_ADDR = nodes[0];
+  }
+  const job = int("SLURM_JOB_ID");
+  if (job !== undefined) derived.MASTER_PORT = String(49152 + job % 16384);
+  return derived;
+}
+
+/**
+ * The hint for an MPI step whose ranks share this node while the container has private namespaces:
+ * OpenMPI's PMIx and shared-memory transports then fail deep inside (`OPAL ERROR: Unreachable`). A hint
+ * only (it changes nothing): the step's variables tell a PMIx step (PMIX_RANK, SLURM_MPI_TYPE=pmix*) and
+ * how many of its tasks run here (SLURM_STEP_TASKS_PER_NODE at SLURM_NODEID).
+ */
+export function mpiNamespaceHint(
+  env: Readonly<Record<string, string>> | undefined,
+  settings: Pick<Settings, "network" | "ipc" | "pid">,
+): string | undefined {
+  if (env === undefined) return undefined;
+  const pmix = env.PMIX_RANK !== undefined || /^pmix/.test(env.SLURM_MPI_TYPE ?? "");
+  if (!pmix) return undefined;
+  const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");
+  const nodeIndex = boundedInt(env.SLURM_NODEID, 0, ID_MAX) ?? 0;
+  const here = perNode?.[nodeIndex] ?? 1;
+  if (here < 2) return undefined;
+  const needed = [
+    ...(settings.network !== "host" ? ["network = host"] : []),
+    ...(settings.ipc !== "host" ? ["ipc = host"] : []),
+    ...(settings.pid !== "host" ? ["pid = host"] : []),
+  ];
+  if (needed.length === 0) return undefined;
+  return `hint: ${here} MPI ranks share this node but each container has its own namespaces; if MPI fails ` +
+    `('OPAL ERROR: Unreachable'), ask your administrator for ${needed.join(", ")} in socker.conf`;
+}
+
+/** Docker's own /dev/shm size, and the least socker gives: what programs have long been able to count on. */
+export const SHM_MIN_BYTES = 64 << 20;
+
+/**
+ * The job's memory limit from its cgroup files' texts (the step's folder up to the job's, any order): the
+ * smallest limit set; undefined when none is (`max`, v1's near-2^63 "unlimited").
+ */
+export function memoryLimitOf(texts: readonly (string | undefined)[]): number | undefined {
+  const limits = texts.flatMap((text) => boundedInt(text?.trim(), 1, 2 ** 50) ?? []);
+  return limits.length === 0 ? undefined : Math.min(...limits);
+}
+
+/**
+ * /dev/shm's size: its pages are charged to the job's memory, so inside a job with a memory limit it is
+ * `shm_size` of that limit (a share, or a size bounded by it), never less than SHM_MIN_BYTES; without a
+ * limit, a set size or Docker's 64 MiB.
+ */
+export function shmBytes(setting: Settings["shmSize"], memoryLimit: number | undefined): number {
+  const wanted = "percent" in setting
+    ? (memoryLimit === undefined ? SHM_MIN_BYTES : Math.floor(memoryLimit * setting.percent / 100))
+    : Math.min(setting.bytes, memoryLimit ?? setting.bytes);
+  return Math.max(SHM_MIN_BYTES, wanted);
+}
+
+/** A `--tmpfs` scratch folder: private to the container, its pages charged to the job's memory. */
+export type TmpfsMount = { destination: string; bytes: number };
+/** A --tmpfs without size= gets this much (Docker's own default is half the node's memory). */
+export const TMPFS_DEFAULT_BYTES = 64 << 20;
+
+/**
+ * Parses `--tmpfs DST[:size=N]`: DST a clean absolute path under no forbidden destination; `size=` the only
+ * option (Docker's others change modes, owners and exec rights: not the user's to choose), bounded by the
+ * job's memory limit when there is one. Throws a usage or policy Refusal naming the value.
+ */
+export function parseTmpfs(spec: string, settings: Settings, memoryLimit: number | undefined): TmpfsMount {
+  const bad = (why: string): never => refuse("usage", `--tmpfs '${printable(spec)}': ${why}`);
+  const colon = spec.indexOf(":");
+  const destination = colon < 0 ? spec : spec.slice(0, colon);
+  const options = colon < 0 ? [] : spec.slice(colon + 1).split(",");
+  if (!isCleanAbsolute(destination)) bad("DST must be a clean absolute path (no '.', '..', '//' or trailing '/')");
+  if (!DESTINATION_CHARS.test(destination)) bad("DST may hold only letters, digits and . _ + @ / -");
+  let bytes = TMPFS_DEFAULT_BYTES;
+  for (const option of options) {
+    const size = /^size=(.*)$/.exec(option);
+    if (size === null) bad(`only size=N may be given (not '${printable(option)}')`);
+    const value = sizeBytes(size![1]);
+    if (value === undefined) bad(`size must be a number of bytes with k, m or g, not '${printable(size![1])}'`);
+    bytes = value!;
+  }
+  if (memoryLimit !== undefined && bytes > memoryLimit) {
+    refuse("policy", `--tmpfs '${printable(spec)}': its ${bytes} bytes exceed the job's memory limit (${memoryLimit})`);
+  }
+  const problem = destinationProblem(destination, settings.forbiddenDestinations);
+  if (problem !== undefined) refuse("policy", `--tmpfs ${printable(destination)}: ${problem}`);
+  return { destination, bytes };
+}
+
+/**
+ * Whether a `-v` source names a folder relative to the caller's one, as Docker 23+ reads it: only `.`,
+ * `..` and what starts with `./` or `../` (a bare name is one of Docker's named volumes).
+ */
+export function isRelativeSource(source: string): boolean {
+  return source === "." || source === ".." || source.startsWith("./") || source.startsWith("../");
+}
+
+/** `./data` against the caller's folder, as text (`..` takes the name's parent, as Docker's filepath.Abs). */
+export function resolveRelative(source: string, cwd: string): string {
+  const parts: string[] = [];
+  for (const part of `${cwd}/${source}`.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/** A `-v` request with its relative source resolved against the caller's folder (refused without one). */
+export function withCallerFolder(request: MountRequest, cwd: string | undefined): MountRequest {
+  if (!isRelativeSource(request.source)) return request;
+  if (cwd === undefined) refuse("policy", `${request.origin}: your current folder is gone; give an absolute SRC`);
+  return { ...request, source: resolveRelative(request.source, cwd) };
+}
+
+/**
+ * The run's --tmpfs folders: parsed (parseTmpfs), one per destination, and never at, inside or above a bind
+ * mount (the engine would make its mount point in the caller's folder, as root).
+ */
+export function tmpfsMounts(
+  specs: readonly string[],
+  settings: Settings,
+  memoryLimit: number | undefined,
+  mounts: readonly { destination: string }[],
+): TmpfsMount[] {
+  const tmpfs: TmpfsMount[] = [];
+  for (const spec of specs) {
+    const item = parseTmpfs(spec, settings, memoryLimit);
+    const clash = [...mounts, ...tmpfs].find((other) =>
+      isUnder(item.destination, other.destination) || isUnder(other.destination, item.destination)
+    );
+    if (clash !== undefined) {
+      refuse("policy", `--tmpfs ${item.destination}: overlaps the mount at ${clash.destination}; choose another place`);
+    }
+    tmpfs.push(item);
+  }
+  return tmpfs;
 }
 
 /** NVIDIA GPUs are character devices of major 195, `/dev/nvidia<minor>`. */
@@ -1830,11 +2175,23 @@ export type RunPlan = {
   mountRoutes: readonly MountRoute[];
   /** The working folder lies below a mount's root: the image's shell enters it (see ENTER_WORKDIR). */
   workdirInMount: boolean;
-  /** The image's own entrypoint, when the image is here. */
+  /** `-w` names a folder in the image (no mount or --tmpfs holds it): it must exist there (workdirProblem). */
+  workdirInImage?: boolean;
+  /** The entrypoint (the image's own when it is here, or --entrypoint's; see startCommand). */
   imageEntrypoint: readonly string[];
+  /** The command the entrypoint gets (the COMMAND given, or the image's CMD; see startCommand). */
+  cmd: readonly string[];
+  /** `--entrypoint` as given: the engine is told the entrypoint explicitly. */
+  entrypointOption?: string;
   workdir?: string;
   /** `NAME=VALUE` entries. */
   env: readonly string[];
+  /** The `--tmpfs` scratch folders. */
+  tmpfs: readonly TmpfsMount[];
+  /** /dev/shm's size in bytes (private IPC only; see shmBytes). */
+  shmBytes?: number;
+  /** The names in `env` that came only by env_inherit (the image's ENV wins over them; see dropImageNames). */
+  envInherited: readonly string[];
   network: Settings["network"];
   ipc: Settings["ipc"];
   pid: Settings["pid"];
@@ -1874,7 +2231,7 @@ export const DETACH_KEYS = "ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctrl-@,ctrl-^,ctr
 export function containerSpec(
   plan: RunPlan,
   sources: readonly (string | undefined)[],
-  start: { shell?: string; entrypoint?: readonly string[] } = {},
+  start: { shell?: string; entrypoint?: readonly string[]; cmd?: readonly string[]; env?: readonly string[] } = {},
 ): Record<string, unknown> {
   const host = (mode: "private" | "host", otherwise: string) => (mode === "host" ? "host" : otherwise);
   // A working folder inside a mount is entered by the image's shell, as the caller; the engine starts in
@@ -1885,10 +2242,12 @@ export function containerSpec(
     Image: plan.entry.canonical,
     ...(entered
       ? { Entrypoint: [start.shell, "-c", ENTER_WORKDIR, "socker-workdir", plan.workdir, ...entrypoint] }
+      : plan.entrypointOption !== undefined
+      ? { Entrypoint: entrypoint }
       : {}),
-    Cmd: plan.argv,
+    Cmd: start.cmd ?? (plan.argv.length > 0 ? plan.argv : plan.cmd),
     User: `${plan.caller.uid}:${plan.caller.gid}`,
-    Env: plan.env,
+    Env: start.env ?? plan.env,
     WorkingDir: entered ? "/" : plan.workdir ?? "",
     Labels: plan.labels,
     Tty: plan.tty,
@@ -1922,6 +2281,14 @@ export function containerSpec(
         CgroupPermissions: "rwm",
       })),
       Ulimits: plan.ulimits,
+      ...(plan.shmBytes !== undefined ? { ShmSize: plan.shmBytes } : {}),
+      ...(plan.tmpfs.length > 0
+        ? {
+          Tmpfs: Object.fromEntries(
+            plan.tmpfs.map((item) => [item.destination, `rw,nosuid,nodev,size=${item.bytes},mode=1777`]),
+          ),
+        }
+        : {}),
       ...(plan.oomScoreAdj !== undefined ? { OomScoreAdj: plan.oomScoreAdj } : {}),
       ...(plan.runtime !== undefined ? { Runtime: plan.runtime } : {}),
     },
@@ -2904,13 +3271,38 @@ export type ImageRecord = {
   Id?: string;
   RepoDigests?: string[];
   GraphDriver?: { Name?: unknown; Data?: Record<string, unknown> };
-  Config?: { Entrypoint?: unknown };
+  Config?: { Entrypoint?: unknown; Cmd?: unknown; Env?: unknown };
 };
 
 /** The image's own entrypoint (argv), from the engine's record; none when it has none. */
 export function imageEntrypoint(image: ImageRecord | undefined): string[] {
   const entrypoint = image?.Config?.Entrypoint;
   return Array.isArray(entrypoint) && entrypoint.every((item) => typeof item === "string") ? entrypoint : [];
+}
+
+/** The image's own CMD (argv), from the engine's record; none when it has none. */
+export function imageCmd(image: ImageRecord | undefined): string[] {
+  const cmd = image?.Config?.Cmd;
+  return Array.isArray(cmd) && cmd.every((item) => typeof item === "string") ? cmd : [];
+}
+
+/**
+ * What the container starts, as Docker decides it: the image's ENTRYPOINT, or `--entrypoint PROG` (`""`:
+ * none); then the COMMAND given, else the image's CMD, unless --entrypoint was given (Docker drops the CMD
+ * then). Refused when that is nothing at all.
+ */
+export function startCommand(
+  image: ImageRecord | undefined,
+  entrypoint: string | undefined,
+  argv: readonly string[],
+  imageText: string,
+): { entrypoint: string[]; cmd: string[] } {
+  const chosen = entrypoint === undefined ? imageEntrypoint(image) : entrypoint === "" ? [] : [entrypoint];
+  const cmd = argv.length > 0 ? [...argv] : entrypoint !== undefined ? [] : imageCmd(image);
+  if (chosen.length === 0 && cmd.length === 0) {
+    refuse("usage", `image ${printable(imageText)} has no CMD or ENTRYPOINT of its own: give a COMMAND`);
+  }
+  return { entrypoint: chosen, cmd };
 }
 
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
@@ -3228,6 +3620,7 @@ export const AUDIT_FIELD_ORDER = [
   "workdir",
   "devices",
   "mounts",
+  "env",
   "containers",
   "command_length",
   "command_sha256",
@@ -3709,6 +4102,8 @@ export type RunFacts = {
   gpusRefused?: number[];
   /** Whether socker keeps the OOM killer off itself (see protectFromOomKiller); unknown: absent. */
   oomProtected?: boolean;
+  /** Inside a job: the job's memory limit in bytes, from its cgroup (undefined: none, or unreadable). */
+  memoryLimit?: number;
 };
 
 /**
@@ -3744,7 +4139,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     entry !== undefined ? attempt(() => engineImage(entry.canonical)) : undefined,
     job !== undefined ? attempt(() => engineInfo()) : undefined,
     settings.network === "host" ? attempt(() => engineVersion()) : undefined,
-    invocation.options.gpus && job !== undefined
+    (invocation.options.gpus || settings.defaultGpus) && job !== undefined
       ? attempt(async () => {
         const result = await runTool("/usr/bin/squeue", ["--json", `--jobs=${job.jobId}`]);
         if (!result.ok) refuse("installation", `squeue --json failed: ${printable(result.stderr.trim())}`);
@@ -3774,7 +4169,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   if (caller !== undefined) {
     for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
     for (const spec of invocation.options.volumes) {
-      const request = guess(() => parseVolume(spec));
+      const request = guess(() => withCallerFolder(parseVolume(spec), cwd));
       if (request !== undefined) paths.add(request.source);
     }
     if (cwd !== undefined) paths.add(cwd);
@@ -3826,9 +4221,10 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     ...(job?.version === 1
       ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
       : {}),
-    ...(job !== undefined && invocation.options.gpus
+    ...(job !== undefined && (invocation.options.gpus || settings.defaultGpus)
       ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
       : {}),
+    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
     oomProtected: protectFromOomKiller(procSelfCgroup),
   };
 }
@@ -3853,6 +4249,23 @@ function gpusRefusedHere(): number[] {
       lastErrno() === EPERM
     )
     .sort((a, b) => a - b);
+}
+
+/** The job's memory limit: the memory cgroup files from the step's folder up to the job's (see memoryLimitOf). */
+function readJobMemoryLimit(job: JobStep): number | undefined {
+  const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
+  const mount = mounts.find((item) =>
+    job.version === 1 ? item.version === 1 && item.controllers.includes("memory") : item.version === 2
+  );
+  if (mount === undefined) return undefined;
+  const texts: (string | undefined)[] = [];
+  const parts = job.parent.split("/");
+  for (let end = parts.length; end > 1; end--) {
+    const folder = parts.slice(0, end).join("/");
+    texts.push(readText(`${mount.path}${folder}/${job.version === 1 ? "memory.limit_in_bytes" : "memory.max"}`));
+    if (/^job_\d+$/.test(parts[end - 1])) break;
+  }
+  return memoryLimitOf(texts);
 }
 
 /** The names in a folder, or none when it does not exist. */
@@ -3912,7 +4325,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   if (job === undefined && settings.requireJob) {
     refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
-  const volumeRequests = invocation.options.volumes.map(parseVolume);
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
   if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
   const image = certain(facts.image);
   if (job !== undefined) {
@@ -3942,7 +4355,20 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
         "load it (socker pulls only when the administrator sets pull = missing)",
     );
   }
-  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, job !== undefined);
+  const more: MoreEnvironment = {
+    imageNames: imageEnvNames(image),
+    derived: settings.rendezvousVariables && job !== undefined
+      ? rendezvousVariables(textVariables(facts.callerEnv))
+      : {},
+  };
+  const inJob = job !== undefined;
+  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more);
+  // What came only by env_inherit: after a pull, those the image's ENV sets are dropped (dropImageNames).
+  const notInheriting = { ...settings, envInherit: false };
+  const without = environmentNames(
+    containerEnvironment(invocation.options.env, facts.callerEnv, caller, notInheriting, inJob, more),
+  );
+  const envInherited = environmentNames(env).filter((name) => !without.includes(name));
 
   // Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
   const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
@@ -3980,11 +4406,26 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     mounts.push(decided);
   }
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
+  const tmpfs = tmpfsMounts(invocation.options.tmpfs ?? [], settings, facts.memoryLimit, mounts);
   const points = mountPoints(mounts, workdir);
   const workdirPoint = workdir === undefined ? undefined : points[points.length - 1];
   const workdirInMount = workdirPoint?.holder !== undefined && workdirPoint.below.length > 0;
+  // The engine makes each --tmpfs mount point in the image: checked as the mounts' points are.
+  points.push(...tmpfs.map((item): MountPoint => ({
+    destination: item.destination,
+    kind: "dir",
+    why: `--tmpfs ${item.destination}`,
+    below: item.destination.split("/").filter((part) => part !== ""),
+    checkImage: mounts.length > 0,
+  })));
   const checkImage = points.some((point) => point.checkImage);
-  const layers = image !== undefined && (checkImage || workdirInMount) ? imageLayers(image) : undefined;
+  // A -w outside every mount must be in the image: the engine would create it there, root's.
+  const workdirInImage = invocation.options.workdir !== undefined && workdirPoint?.holder === undefined &&
+    workdirPoint !== undefined && workdirPoint.below.length > 0 &&
+    !tmpfs.some((item) => isUnder(workdirPoint.destination, item.destination));
+  const layers = image !== undefined && (checkImage || workdirInMount || workdirInImage)
+    ? imageLayers(image)
+    : undefined;
   if (typeof layers === "string" && checkImage) {
     refuse("installation", `cannot check the mount points in the image: ${layers}`);
   }
@@ -4007,12 +4448,30 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
       );
     }
     devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+  } else if (settings.defaultGpus && job !== undefined) {
+    // default_gpus: the step's GPUs on this node, from the same record; none when it has none (no refusal).
+    const record = facts.jobRecord;
+    const gpus = record === undefined || record instanceof Refusal
+      ? []
+      : gpusFromJobRecord(record, job.jobId, caller.uid, node);
+    if (typeof gpus !== "string") {
+      const denied = stepDeniedGpus(gpus, facts.stepDevicesList, facts.gpusRefused ?? []);
+      const usable = gpus.filter((gpu) => !denied.includes(gpu));
+      if (usable.length > 0) devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+    }
   }
+
+  // What the container starts: known now when the image is here, else after the pull (see actRun).
+  const start = image !== undefined
+    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
+    : { entrypoint: [], cmd: [...invocation.argv] };
 
   const containerNameValue = containerName(caller.uid, facts.random);
   const hints = pmix !== undefined && pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
     ? ["hint: this step has no PMIx server; for MPI inside containers start it with srun --mpi=pmix"]
     : [];
+  const mpiHint = job !== undefined ? mpiNamespaceHint(textVariables(facts.callerEnv), settings) : undefined;
+  if (mpiHint !== undefined) hints.push(mpiHint);
   const orphanContainers = certain(facts.ownContainers)
     .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
     .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat))
@@ -4050,9 +4509,15 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     imageLayers: typeof layers === "string" ? undefined : layers,
     mountRoutes: mountRoutes(mounts, points),
     workdirInMount,
-    imageEntrypoint: imageEntrypoint(image),
+    workdirInImage,
+    imageEntrypoint: start.entrypoint,
+    cmd: start.cmd,
+    entrypointOption: invocation.options.entrypoint,
     workdir,
     env,
+    envInherited,
+    tmpfs,
+    shmBytes: settings.ipc === "private" ? shmBytes(settings.shmSize, facts.memoryLimit) : undefined,
     network: settings.network,
     ipc: settings.ipc,
     pid: settings.pid,
@@ -4417,17 +4882,36 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
     const imageId = plan.imageId ?? pulled!.id;
     const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    const layers = pulled === undefined || !(checkImage || plan.workdirInMount)
+    const layers = pulled === undefined || !(checkImage || plan.workdirInMount || plan.workdirInImage)
       ? plan.imageLayers
       : imageLayers(pulled.image);
     if (typeof layers === "string" && checkImage) {
       refuse("installation", `cannot check the mount points in the image: ${layers}`);
     }
     const imageFolders = typeof layers === "string" ? undefined : layers;
+    if (plan.workdirInImage && imageFolders !== undefined) {
+      // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
+      const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
+      const entry = (layer: number, path: string) => layerEntry(`${imageFolders[layer]}${path}`);
+      if (imageSymlinkOn(point.below, imageFolders.length, entry) === undefined) {
+        const found = imageEntryAt(point.below, imageFolders.length, entry);
+        const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
+        if (problem !== undefined) refuse("usage", problem);
+      }
+    }
     prepareMountPoints(plan, imageFolders);
+    // A pulled image's entrypoint, CMD and ENV are known only now.
+    const started = pulled !== undefined
+      ? startCommand(pulled.image, plan.entrypointOption, plan.argv, plan.entry.text)
+      : { entrypoint: plan.imageEntrypoint, cmd: plan.cmd };
+    if (pulled !== undefined) {
+      plan = { ...plan, env: dropImageNames(plan.env, plan.envInherited, imageEnvNames(pulled.image)) };
+    }
     const start = {
       shell: plan.workdirInMount && imageFolders !== undefined ? imageShell(imageFolders) : undefined,
-      entrypoint: pulled !== undefined ? imageEntrypoint(pulled.image) : plan.imageEntrypoint,
+      entrypoint: started.entrypoint,
+      cmd: started.cmd,
+      env: plan.env,
     };
     await reportRunStart(plan, imageId, facility);
     logged = true;
@@ -4517,7 +5001,11 @@ function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
     workdir: plan.workdir,
     devices: plan.devices.length > 0 ? plan.devices : undefined,
     mounts: plan.mounts.map((m) => `${m.source}:${m.destination}${m.readOnly ? ":ro" : ""}`),
-    command: plan.argv,
+    env: environmentNames(plan.env),
+    tmpfs: plan.tmpfs.length > 0 ? plan.tmpfs.map((item) => `${item.destination}:size=${item.bytes}`) : undefined,
+    shm_size: plan.shmBytes,
+    command: plan.argv.length > 0 ? plan.argv : plan.cmd,
+    entrypoint: plan.entrypointOption !== undefined ? plan.imageEntrypoint : undefined,
   };
 }
 
@@ -5195,6 +5683,24 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       }),
   },
   {
+    name: "/dev/shm and --tmpfs",
+    needs: ["settings"],
+    probe: () => readConfigFile(SETTINGS_PATH),
+    judge: (value) =>
+      judged("/dev/shm and --tmpfs", () => {
+        const settings = settingsFrom(fact<ConfigFile>(value));
+        const mib = (bytes: number) => `${Math.round(bytes / (1 << 20))} MiB`;
+        const shm = settings.ipc === "host"
+          ? "/dev/shm is the node's own (ipc = host)"
+          : "percent" in settings.shmSize
+          ? `/dev/shm ${settings.shmSize.percent}% of the job's memory limit (at least ${mib(SHM_MIN_BYTES)}; ` +
+            `${mib(SHM_MIN_BYTES)} without one)`
+          : `/dev/shm ${mib(settings.shmSize.bytes)} (at most the job's memory limit)`;
+        return `${shm}; --tmpfs ${mib(TMPFS_DEFAULT_BYTES)} unless size= says (at most the job's memory ` +
+          "limit); both charged to the job's memory";
+      }),
+  },
+  {
     name: "sudoers rule",
     needs: [],
     probe: async () => {
@@ -5494,7 +6000,7 @@ export const HELP = `NAME
 SYNOPSIS
     socker [--version] [-h|--help] [-v|--verbose] COMMAND
     socker images
-    socker [-v] run [RUN OPTIONS] IMAGE COMMAND [ARG...]
+    socker [-v] run [RUN OPTIONS] IMAGE [COMMAND [ARG...]]
     socker ps
     socker stop NAME|ID
     socker pull IMAGE|--all                (root only)
@@ -5516,15 +6022,20 @@ OPTIONS
 RUN OPTIONS
     -v, --volume SRC:DST[:ro]
                     Bind SRC (a folder or file you can read, under a folder your administrator lets
-                    users mount) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
+                    users mount; ./SRC and ../SRC are from your current folder) at DST. Read-only with :ro, or when you cannot write SRC. DST may not
                     cover /, /etc, /usr, /proc, /sys, /dev, /var and the like.
     -w, --workdir DIR
                     Working directory in the container (never under /proc, /sys or /dev); created as
-                    you when it is in a mounted folder. Default: your current folder when it is
-                    mounted, else the image's.
+                    you when it is in a mounted folder, else it must exist in the image. Default:
+                    your current folder when it is mounted, else the image's.
     -e, --env NAME[=VALUE]
                     Set NAME in the container; a bare NAME takes your own value. HOME, USER and
-                    LOGNAME are always yours and cannot be set.
+                    LOGNAME are always yours and cannot be set. Your environment passes by default
+                    (not PATH, LD_*, SHELL, ...); the image's ENV wins over it, -e over both.
+    --entrypoint PROG
+                    Run PROG instead of the image's entrypoint (and drop its CMD); "" for none.
+    --tmpfs DST[:size=N]
+                    A private scratch folder at DST (default 64m), charged to the job's memory.
     --no-tty        Never attach a terminal, even from a terminal.
     --no-stdin      Do not pass stdin on.
     --gpus          Give the container the GPUs Slurm allocated to your job on this node (and no
@@ -5533,8 +6044,8 @@ RUN OPTIONS
 
 COMMANDS
     images          List the allowed images: present or missing on this node, and their digests.
-    run IMAGE COMMAND [ARG...]
-                    Run COMMAND in a new container of IMAGE. Everything after IMAGE is the container's
+    run IMAGE [COMMAND [ARG...]]
+                    Run COMMAND (default: the image's CMD) in a new container of IMAGE. Everything after IMAGE is the container's
                     command, passed on untouched. A terminal is attached when stdin and stdout are both
                     terminals. The container is removed when it ends.
     ps              List your own containers on this node: name, image, command, age, job.

@@ -18,14 +18,18 @@ Deno.test("env: variables arrive; HOME works in an image without the user in /et
   assert.equal(result.stdout, "bar baz|caller's value|/home/alice|alice|alice\n/home/alice\n0\n", result.stderr);
 });
 
-Deno.test("env: only what is asked for passes: nothing else of the caller's reaches the container", async () => {
-  const result = await socker("alice", ["run", IMAGE, "env"], {
-    env: { SECRET_TOKEN: "x", LD_PRELOAD: "/x.so", OMP_NUM_THREADS: "4" },
+Deno.test("env: with env_inherit = no only what is asked for passes; LD_* never, even by default", async () => {
+  const env = { SECRET_TOKEN: "x", LD_PRELOAD: "/x.so", OMP_NUM_THREADS: "4" };
+  await withSettings("env_inherit = no\n", async () => {
+    const result = await socker("alice", ["run", IMAGE, "env"], { env });
+    assert.equal(result.code, 0, result.stderr);
+    for (const name of ["SECRET_TOKEN", "LD_PRELOAD", "OMP_NUM_THREADS"]) {
+      assert.ok(!result.stdout.includes(`${name}=`), name);
+    }
   });
-  assert.equal(result.code, 0, result.stderr);
-  for (const name of ["SECRET_TOKEN", "LD_PRELOAD", "OMP_NUM_THREADS"]) {
-    assert.ok(!result.stdout.includes(`${name}=`), name);
-  }
+  const inherited = await socker("alice", ["run", IMAGE, "env"], { env });
+  assert.match(inherited.stdout, /^OMP_NUM_THREADS=4$/m);
+  assert.ok(!inherited.stdout.includes("LD_PRELOAD="), inherited.stdout);
 });
 
 Deno.test("env: a bad name, env_deny and the caller's own names are refused; env_set wins", async () => {
@@ -41,7 +45,8 @@ Deno.test("env: a bad name, env_deny and the caller's own names are refused; env
 });
 
 Deno.test("env: env_pass passes the administrator's patterns from the caller's environment, env_deny wins", async () => {
-  await withSettings("env_pass = OMP_* CUDA_VISIBLE_DEVICES PATH LD_*\nenv_deny = OMP_SECRET\n", async () => {
+  const conf = "env_inherit = no\nenv_pass = OMP_* CUDA_VISIBLE_DEVICES PATH LD_*\nenv_deny = OMP_SECRET\n";
+  await withSettings(conf, async () => {
     const result = await socker("alice", ["run", IMAGE, "env"], {
       env: { OMP_NUM_THREADS: "4", OMP_SECRET: "x", CUDA_VISIBLE_DEVICES: "0", LD_LIBRARY_PATH: "/evil", OTHER: "y" },
     });

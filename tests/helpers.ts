@@ -217,12 +217,15 @@ export function asUser(user: string, cmd: string[], options: { stdin?: string; e
 export const MPI_IMAGE = "socker-test/openmpi:1";
 /** busybox with symlinks of its own outside the system folders: /data -> work, /scratch -> /home/alice. */
 export const LINKS_IMAGE = "socker-test/links:1";
+/** busybox with ENV IMAGE_VAR=from-image, an ENTRYPOINT printing a banner, and a CMD (tests/batch_test.ts). */
+export const BATCH_IMAGE = "socker-test/batch:2";
 /** The allowlist the integration tests run with. */
 export const TEST_ALLOWLIST = `# written by socker's integration tests
 ${IMAGE}
 ${ABSENT_IMAGE}
 ${MPI_IMAGE}
 ${LINKS_IMAGE}
+${BATCH_IMAGE}
 `;
 
 async function engineUp(): Promise<boolean> {

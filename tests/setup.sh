@@ -184,6 +184,23 @@ else
   say "image $LINKS_IMAGE: present"
 fi
 
+# socker-test/batch:2: busybox with an ENV, an ENTRYPOINT that prints a banner (as vendor images do) and a
+# CMD of its own: tests/batch_test.ts shows the image's ENV winning over the caller's, the default CMD,
+# and --entrypoint "".
+BATCH_IMAGE=socker-test/batch:2
+if [ "$rebuild_images" = 1 ] || ! "$DOCKER" image inspect "$BATCH_IMAGE" >/dev/null 2>&1; then
+  batch_container=$("$DOCKER" create "$IMAGE" true)
+  "$DOCKER" commit \
+    --change 'ENV IMAGE_VAR=from-image' \
+    --change 'ENTRYPOINT ["/bin/sh", "-c", "echo banner from the entrypoint; exec \"$@\"", "entrypoint"]' \
+    --change 'CMD ["echo", "the image default command"]' \
+    "$batch_container" "$BATCH_IMAGE" >/dev/null
+  "$DOCKER" rm "$batch_container" >/dev/null
+  say "built $BATCH_IMAGE"
+else
+  say "image $BATCH_IMAGE: present"
+fi
+
 # 4b. System log: socker's audit records go to syslog (authpriv -> /var/log/auth.log). No systemd
 # here, so start rsyslogd by hand; it creates /dev/log.
 if ! pgrep -x rsyslogd >/dev/null; then

@@ -43,7 +43,8 @@ Deno.test("an argument that is not text is refused by its position and its bytes
 });
 
 Deno.test("a variable that is not text is refused when it would pass into the container, dropped otherwise", () => {
-  const settings = { ...DEFAULT_SETTINGS, envPass: ["OMP_*"] };
+  const closed = { ...DEFAULT_SETTINGS, envInherit: false };
+  const settings = { ...closed, envPass: ["OMP_*"] };
   const notText = { notText: bytes("x", [0xff]) };
   const callerEnv = { OMP_X: notText, OTHER: notText, OK: "fine" };
   refusal(
@@ -51,12 +52,21 @@ Deno.test("a variable that is not text is refused when it would pass into the co
     /your variable OMP_X \(it passes into containers\) holds bytes that are not UTF-8 text \('x\\xff'\)/,
   );
   refusal(
-    () => containerEnvironment(["OTHER"], callerEnv, { user: "a" }, DEFAULT_SETTINGS, false),
+    () => containerEnvironment(["OTHER"], callerEnv, { user: "a" }, closed, false),
     /your variable OTHER \(-e OTHER\) holds bytes that are not UTF-8 text/,
   );
   assert.deepEqual(
-    containerEnvironment(["OK"], callerEnv, { user: "a" }, DEFAULT_SETTINGS, false),
+    containerEnvironment(["OK"], callerEnv, { user: "a" }, closed, false),
     ["HOME=/", "USER=a", "LOGNAME=a", "OK=fine"],
+  );
+  // Inherited by default (env_inherit = yes): refused, unless -e NAME=VALUE replaces it.
+  refusal(
+    () => containerEnvironment([], { OTHER: notText }, { user: "a" }, DEFAULT_SETTINGS, false),
+    /your variable OTHER \(it passes into containers\) holds bytes that are not UTF-8 text/,
+  );
+  assert.deepEqual(
+    containerEnvironment(["OTHER=text"], { OTHER: notText }, { user: "a" }, DEFAULT_SETTINGS, false),
+    ["HOME=/", "USER=a", "LOGNAME=a", "OTHER=text"],
   );
 });
 

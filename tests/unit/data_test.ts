@@ -36,7 +36,7 @@ Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only"
   const cases: [string, RegExp][] = [
     ["/a", /the syntax is -v SRC:DST\[:ro\|rw\], with no .:. in SRC or DST/],
     ["/a:/b:ro:x", /the syntax is -v SRC:DST\[:ro\|rw\], with no .:. in SRC or DST/],
-    ["rel:/b", /SRC must be an absolute path/],
+    ["rel:/b", /is a name, which Docker reads as a named volume/],
     ["/a:rel", /clean absolute/],
     ["/a:/b/../etc", /clean absolute/],
     ["/a:/b/", /clean absolute/],
@@ -326,7 +326,12 @@ Deno.test("the image's layers come from the engine's overlay2 record, top first;
 });
 
 Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
-  const settings = { ...DEFAULT_SETTINGS, envSet: { SITE: "x", FOO: "admin" }, envDeny: ["LD_PRELOAD"] };
+  const settings = {
+    ...DEFAULT_SETTINGS,
+    envSet: { SITE: "x", FOO: "admin" },
+    envDeny: ["LD_PRELOAD"],
+    envInherit: false,
+  };
   const env = containerEnvironment(
     ["FOO=1", "BAR", "GONE", "A=b=c"],
     { BAR: "from-caller" },

@@ -541,7 +541,10 @@ const rows: Row[] = [
   [
     "inside a job the step's SLURM, PMI and PMIx variables reach the container",
     run(IMAGE, "id"),
-    inJob({ callerEnv: { SLURM_PROCID: "1", PMIX_RANK: "1", PMI_SIZE: "2", OMP_NUM_THREADS: "4", PATH: "/evil" } }),
+    inJob({
+      settings: settings("env_inherit = no"),
+      callerEnv: { SLURM_PROCID: "1", PMIX_RANK: "1", PMI_SIZE: "2", OMP_NUM_THREADS: "4", PATH: "/evil" },
+    }),
     (plan) => {
       assert.deepEqual([env(plan).SLURM_PROCID, env(plan).PMIX_RANK, env(plan).PMI_SIZE], ["1", "1", "2"]);
       assert.equal(env(plan).OMP_NUM_THREADS, undefined, "not passed unless the administrator says so");
@@ -833,9 +836,11 @@ Deno.test("the container's specification holds only socker's decisions", () => {
     "PidMode",
     "Privileged",
     "SecurityOpt",
+    "ShmSize",
     "UTSMode",
     "Ulimits",
   ]);
+  assert.equal(spec.HostConfig.ShmSize, 64 << 20, "Docker's 64 MiB outside a job");
   assert.ok((spec.Env as string[]).includes("X=1"));
   assert.equal(IMAGE_ID.length, 71);
 });
