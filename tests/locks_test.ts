@@ -45,12 +45,18 @@ Deno.test("locks: a run that pulls into a stopped terminal (Ctrl-S) holds up nei
       ]);
       const took = seconds(started);
       console.log(`with bob's terminal stopped: alice's run and root's pull ended after ${took.toFixed(1)} s`);
-      await keys.write(new Uint8Array([0x11])); // Ctrl-Q: bob's terminal goes on
+      const bobStill = await Promise.race([
+        bob.status.then(() => false),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 100)),
+      ]);
+      await keys.write(new Uint8Array([0x11])).catch(() => {}); // Ctrl-Q: bob's terminal goes on
       const bobEnd = await Promise.race([
         bob.output().then((output) => new TextDecoder().decode(output.stdout)),
         new Promise<string>((resolve) => setTimeout(() => resolve("timeout"), 30_000)),
       ]);
       await keys.close().catch(() => {});
+      console.log(`bob's terminal: ${JSON.stringify(bobEnd)}`);
+      assert.ok(bobStill, "bob's run waited for his stopped terminal (the terminal was stopped)");
       assert.equal(alice.code, 0, alice.stderr);
       assert.match(alice.stdout, /alice-ran/);
       assert.equal(root.code, 0, root.stderr);
