@@ -13,8 +13,9 @@
  *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold; it
  *   gets the step's Slurm, PMI and PMIx variables and folder, so it is an ordinary task of the job.
  * - socker kills its container on SIGTERM, SIGINT and SIGHUP (and when its caller disappears), waits until
- *   it is gone, and never exits while it still runs. What a SIGKILL leaves behind is removed by Slurm's
- *   Epilog (`socker cleanup --job`) inside a job and by the reaper (`socker cleanup --orphans`) outside.
+ *   it is gone, and never exits while it still runs. What a SIGKILL leaves behind is removed within a
+ *   second by the node's watcher (`socker watch`), and else by Slurm's Epilog (`socker cleanup --job`)
+ *   inside a job and by the reaper (`socker cleanup --orphans`) outside.
  * - What a user names (a bind mount, the working folder) is resolved and judged by the kernel with the
  *   user's own credentials, the very object judged is the one mounted, and nothing is created on the host
  *   as root where the user could not create it.
