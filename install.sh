@@ -861,6 +861,12 @@ step_watcher() {
 	fi
 	install_text "$(watch_loop_text)" "$loop" 0755
 	stop_watch_loop
+	# In a chroot (an image being built, a test root) a started loop would outlive install.sh there.
+	local init_root
+	if init_root=$(stat -c %d:%i /proc/1/root/. 2>/dev/null) && [ "$(stat -c %d:%i /)" != "$init_root" ]; then
+		say "note: this is a chroot: the watcher is not started here; start $loop (as root) on the booted node"
+		return 0
+	fi
 	run setsid -f /bin/sh "$loop" </dev/null >/dev/null 2>&1
 	dry || say "started the watcher: $loop (no systemd; install.sh starts it again on each run, start it at boot yourself)"
 }

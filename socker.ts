@@ -4928,6 +4928,9 @@ async function watchCommand(): Promise<number> {
         );
         if (!(listed instanceof Refusal)) tracked = watchedContainers(listed);
       }
+      // Fail safe: where this process cannot see its own /proc entry (no /proc mounted, another pid
+      // namespace), every supervisor would look dead; nothing is judged then.
+      if (procStat(Deno.pid) === undefined) continue;
       const stats = new Map<string, string | undefined>();
       for (const container of tracked) {
         const pid = boundedInt(/^(\d+):/.exec(container.supervisor ?? "")?.[1], 1, PID_MAX);
