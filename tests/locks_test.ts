@@ -19,7 +19,7 @@ Deno.test("locks: a run that pulls into a stopped terminal (Ctrl-S) holds up nei
   try {
     await withSettings("pull = missing\n", async () => {
       // bob's terminal: output stopped with Ctrl-S (IXON) before his run starts pulling; any write to it
-      // blocks until Ctrl-Q.
+      // blocks until Ctrl-Q (or until socker puts the terminal in raw mode for the container, after the pull).
       const env = { PATH: "/usr/local/bin:/usr/bin:/bin", TERM: "xterm", HOME: "/home/bob" };
       const bob = new Deno.Command("/usr/bin/setpriv", {
         args: asUserArgv("bob", env, [
@@ -45,10 +45,6 @@ Deno.test("locks: a run that pulls into a stopped terminal (Ctrl-S) holds up nei
       ]);
       const took = seconds(started);
       console.log(`with bob's terminal stopped: alice's run and root's pull ended after ${took.toFixed(1)} s`);
-      const bobStill = await Promise.race([
-        bob.status.then(() => false),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 100)),
-      ]);
       await keys.write(new Uint8Array([0x11])).catch(() => {}); // Ctrl-Q: bob's terminal goes on
       const bobEnd = await Promise.race([
         bob.output().then((output) => new TextDecoder().decode(output.stdout)),
@@ -56,7 +52,6 @@ Deno.test("locks: a run that pulls into a stopped terminal (Ctrl-S) holds up nei
       ]);
       await keys.close().catch(() => {});
       console.log(`bob's terminal: ${JSON.stringify(bobEnd)}`);
-      assert.ok(bobStill, "bob's run waited for his stopped terminal (the terminal was stopped)");
       assert.equal(alice.code, 0, alice.stderr);
       assert.match(alice.stdout, /alice-ran/);
       assert.equal(root.code, 0, root.stderr);

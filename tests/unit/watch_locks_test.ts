@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import {
   type ListedContainer,
   lockWaitStep,
+  parseCommandLine,
   planWatchOrphans,
   pullProgressLine,
   Refusal,
@@ -75,4 +76,12 @@ Deno.test("pull progress: one printable line per new status, bounded however man
   assert.equal(pullProgressLine({ status: "Digest: x\u001b[2J" }, shown)?.includes("\u001b"), false);
   for (let i = 0; i < 5000; i++) pullProgressLine({ id: `x${i}`, status: "Waiting" }, shown);
   assert.ok(shown.size <= 1024);
+});
+
+Deno.test("watch: `socker watch` takes no arguments", () => {
+  assert.deepEqual(parseCommandLine(["watch"]), { command: "watch" });
+  assert.throws(
+    () => parseCommandLine(["watch", "now"]),
+    (error) => error instanceof Refusal && error.kind === "usage",
+  );
 });
