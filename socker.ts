@@ -4829,9 +4829,12 @@ export function planWatchOrphans(
   containers: readonly WatchedContainer[],
   stats: ReadonlyMap<string, string | undefined>,
 ): WatchedContainer[] {
+  // A killed supervisor stays in /proc as a zombie until its parent reaps it (under load, seconds): dead.
+  const living = (stat: string | undefined) =>
+    stat !== undefined && !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
   return containers.filter((container) =>
     container.supervisor !== undefined && stats.has(container.supervisor) &&
-    !supervisorAlive(container.supervisor, stats.get(container.supervisor))
+    !(supervisorAlive(container.supervisor, stats.get(container.supervisor)) && living(stats.get(container.supervisor)))
   );
 }
 

@@ -355,7 +355,7 @@ table("The supervisor's RSS over a long chatty run (a container writing N GB)", 
 const killGone: number[] = [];
 for (let i = 0; i < CANCELS; i++) {
   const mark = `bench-k9-${crypto.randomUUID().slice(0, 8)}`;
-  const child = shell("alice", `exec ${SOCKER} run ${IMAGE} sleep 1000 ${mark}`).spawn();
+  const child = shell("alice", `exec ${SOCKER} run -e M=${mark} ${IMAGE} sleep 1000`).spawn();
   await waitUntil(async () => (await containersWith("socker.uid=2001")) === 1, 10_000);
   await sleep(200);
   const pid = supervisorOf(mark);

@@ -88,7 +88,7 @@ function watchTest(name: string, body: () => Promise<void>): void {
 
 watchTest("kill -9 of a supervisor outside a job: its container is gone within 5 s", async () => {
   const mark = `w9-${crypto.randomUUID().slice(0, 8)}`;
-  const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000", mark]);
+  const child = spawnSocker("alice", ["run", "-e", `M=${mark}`, IMAGE, "sleep", "1000"]);
   assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
   const names = await sockerContainers();
   const [pid] = await supervisors(mark);
@@ -103,7 +103,7 @@ watchTest("kill -9 of a supervisor outside a job: its container is gone within 5
 
 watchTest("kill -9 of a supervisor inside a job: container gone within 5 s, the job runs on", async () => {
   const mark = `wj-${crypto.randomUUID().slice(0, 8)}`;
-  const job = await sbatch(`socker run ${IMAGE} sleep 1000 ${mark} &\nsleep 1000`);
+  const job = await sbatch(`socker run -e M=${mark} ${IMAGE} sleep 1000 &\nsleep 1000`);
   await waitJobRuns(job);
   const names = await containersOf(job, 1);
   for (const pid of await supervisors(mark)) await sh("/bin/kill", ["-KILL", String(pid)]);
@@ -298,7 +298,7 @@ Deno.test("watch: the watcher killed: runs still start, doctor says it, the Epil
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /still-runs/);
     const mark = `wk-${crypto.randomUUID().slice(0, 8)}`;
-    const job = await sbatch(`socker run ${IMAGE} sleep 1000 ${mark} &\nsleep 1000`);
+    const job = await sbatch(`socker run -e M=${mark} ${IMAGE} sleep 1000 &\nsleep 1000`);
     await waitJobRuns(job);
     const names = await containersOf(job, 1);
     for (const pid of await supervisors(mark)) await sh("/bin/kill", ["-KILL", String(pid)]);

@@ -45,6 +45,8 @@ Deno.test("watch: a container whose supervisor died (or whose pid was reused) is
   ]);
   assert.deepEqual(planWatchOrphans(containers, stats).map((c) => c.name), ["socker-2001-a2", "socker-2001-a3"]);
   assert.deepEqual(planWatchOrphans(containers, new Map([["10:5", stat(10, 5)]])), []);
+  const zombie = stat(10, 5).replace("(deno) S", "(deno) Z");
+  assert.deepEqual(planWatchOrphans(containers, new Map([["10:5", zombie]])).map((c) => c.name), ["socker-2001-a1"]);
 });
 
 Deno.test("watch: the cancelled step's cgroup folders, deepest first; never another step's, never a forged step", () => {
