@@ -20,6 +20,8 @@
 #   /var/log/socker/                 the audit log's folder (root 0700; socker writes audit.log)
 #   /etc/logrotate.d/socker          weekly rotation of the audit log (sooner past 100 MB)
 #   socker-reaper                    systemd timer or cron entry: `socker cleanup --orphans`
+#   socker-watch                     the node's watcher (`socker watch`): systemd service, else a loop
+#                                    script ($PREFIX/libexec/socker/socker-watch-loop) kept running
 # socker talks to the Docker engine's socket itself; it runs no docker CLI.
 # Nothing is ever installed set-uid or set-gid (see --setuid). Run `install.sh --help`.
 set -euo pipefail
@@ -38,6 +40,8 @@ readonly REAPER_SERVICE=socker-reaper.service
 readonly REAPER_TIMER=socker-reaper.timer
 readonly EPILOG_TIMEOUT=40             # seconds for the Epilog's cleanup (then SIGKILL 5 s later)
 readonly REAPER_TIMEOUT=50             # seconds for one orphan sweep (it runs every minute)
+readonly WATCH_SERVICE=socker-watch.service
+readonly WATCH_LOOP_PID=/run/socker-watch-loop.pid  # the loop's pid (its process group) without systemd
 # What Deno $DENO_VERSION needs before socker.ts runs (measured): below these it dies at start.
 # Address space and data in KiB (as ulimit prints them), open files as a count.
 readonly NEED_AS_KIB=41943040          # 40 GiB: V8 reserves ~34 GiB of address space at start
@@ -151,6 +155,9 @@ Installed (default paths):
     and $REAPER_SERVICE                 cleanup --orphans (removes containers whose socker died);
                                            when systemd runs. Else, when a cron daemon is installed:
   $CRON_FILE                   the same, every minute, as root
+  $SYSTEMD_DIR/$WATCH_SERVICE  the watcher (<entry point> watch): removes a container the
+                                           moment its socker dies (scancel JOB.STEP, kill -9); without
+                                           systemd, <libexec>/socker-watch-loop runs it, restarted
 EOF
 }
 
@@ -725,6 +732,54 @@ PATH=/usr/sbin:/usr/bin:/sbin:/bin
 EOF
 }
 
+watch_service_text() {
+	cat <<EOF
+# socker's watcher: removes a socker container the moment its supervising socker dies (scancel
+# JOB.STEP, --kill-on-bad-exit, kill -9, OOM), while the job goes on. Installed by install.sh.
+[Unit]
+Description=socker watcher (remove containers whose supervising socker died, at once)
+After=docker.service
+
+[Service]
+ExecStart=$ENTRY watch
+Restart=always
+RestartSec=1
+MemoryMax=256M
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# watch_loop_text: without systemd, this loop keeps the watcher running (a second after it ends, again).
+watch_loop_text() {
+	local logger sink
+	logger=$(logger_path)
+	if [ -n "$logger" ]; then sink="2>&1 | $logger -t socker-watch -p daemon.warning >/dev/null 2>&1"; else sink=">/dev/null 2>&1"; fi
+	cat <<EOF
+#!/bin/sh
+# Installed by install.sh: keeps socker's watcher ($ENTRY watch) running on a node without systemd.
+# Started by install.sh with setsid: this shell leads its own process group, recorded in $WATCH_LOOP_PID.
+echo \$\$ >$WATCH_LOOP_PID
+while :; do
+	$ENTRY watch </dev/null $sink
+	sleep 1
+done
+EOF
+}
+
+# stop_watch_loop: stops the loop install.sh started (and the watcher in its process group), if it runs.
+stop_watch_loop() {
+	local pid
+	pid=$(cat "$WATCH_LOOP_PID" 2>/dev/null) || return 0
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 0
+	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'socker-watch-loop'; then
+		run kill -TERM -- "-$pid" 2>/dev/null || true
+		dry || say "stopped the watcher loop (process group $pid)"
+	fi
+	dry || rm -f -- "$WATCH_LOOP_PID"
+}
+
 # ---------------------------------------------------------------- steps
 
 step_layout() {
@@ -807,6 +862,30 @@ step_reaper() {
 		return 0
 	fi
 	say "note: no orphan reaper installed: this node has neither systemd nor a cron daemon. Run '$ENTRY cleanup --orphans' as root every minute (it removes containers whose supervising socker died), or install cron (apt-get install cron) and run install.sh again"
+}
+
+# step_watcher: the node's watcher, kept alive like the reaper (systemd, else a supervised loop); always
+# restarted, so that it runs the socker.ts just installed.
+step_watcher() {
+	local loop=$LIBEXEC/socker-watch-loop
+	if has_systemd; then
+		install_text "$(watch_service_text)" "$SYSTEMD_DIR/$WATCH_SERVICE" 0644
+		run systemctl daemon-reload
+		run systemctl enable "$WATCH_SERVICE"
+		run systemctl restart "$WATCH_SERVICE"
+		dry || say "started $WATCH_SERVICE ($ENTRY watch)"
+		return 0
+	fi
+	install_text "$(watch_loop_text)" "$loop" 0755
+	stop_watch_loop
+	# In a chroot (an image being built, a test root) a started loop would outlive install.sh there.
+	local init_root
+	if init_root=$(stat -c %d:%i /proc/1/root/. 2>/dev/null) && [ "$(stat -c %d:%i /)" != "$init_root" ]; then
+		say "note: this is a chroot: the watcher is not started here; start $loop (as root) on the booted node"
+		return 0
+	fi
+	run setsid -f /bin/sh "$loop" </dev/null >/dev/null 2>&1
+	dry || say "started the watcher: $loop (no systemd; install.sh starts it again on each run, start it at boot yourself)"
 }
 
 step_runtime() {
@@ -1259,7 +1338,12 @@ uninstall() {
 			warn "kept $SUDOERS_FILE: it does not name $ENTRY (another installation's?)"
 		fi
 	fi
-	# The reaper next: it would run an entry point that is going away.
+	# The watcher and the reaper next: they would run an entry point that is going away.
+	if [ -f "$SYSTEMD_DIR/$WATCH_SERVICE" ] && grep -qs 'Installed by install.sh' "$SYSTEMD_DIR/$WATCH_SERVICE"; then
+		if has_systemd; then run systemctl disable --now "$WATCH_SERVICE" 2>/dev/null || true; fi
+	fi
+	remove_ours "$SYSTEMD_DIR/$WATCH_SERVICE"
+	stop_watch_loop
 	if [ -f "$SYSTEMD_DIR/$REAPER_TIMER" ] && grep -qs 'Installed by install.sh' "$SYSTEMD_DIR/$REAPER_TIMER"; then
 		if has_systemd; then run systemctl disable --now "$REAPER_TIMER" 2>/dev/null || true; fi
 	fi
@@ -1325,6 +1409,7 @@ main() {
 	step_audit_log
 	step_reaper
 	step_oci_runtime
+	step_watcher
 	if [ "$DO_EPILOG" -eq 1 ]; then step_epilog; fi
 	dry || self_check
 	if [ "$DO_DEMO" -eq 1 ]; then

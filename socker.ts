@@ -13,8 +13,9 @@
  *   `/proc/self/cgroup` (never from the environment), so the job's CPU, memory and device limits hold; it
  *   gets the step's Slurm, PMI and PMIx variables and folder, so it is an ordinary task of the job.
  * - socker kills its container on SIGTERM, SIGINT and SIGHUP (and when its caller disappears), waits until
- *   it is gone, and never exits while it still runs. What a SIGKILL leaves behind is removed by Slurm's
- *   Epilog (`socker cleanup --job`) inside a job and by the reaper (`socker cleanup --orphans`) outside.
+ *   it is gone, and never exits while it still runs. What a SIGKILL leaves behind is removed within a
+ *   second by the node's watcher (`socker watch`), and else by Slurm's Epilog (`socker cleanup --job`)
+ *   inside a job and by the reaper (`socker cleanup --orphans`) outside.
  * - What a user names (a bind mount, the working folder) is resolved and judged by the kernel with the
  *   user's own credentials, the very object judged is the one mounted, and nothing is created on the host
  *   as root where the user could not create it.
@@ -270,9 +271,10 @@ export type Invocation =
   | { command: "pull"; image?: string }
   | { command: "run"; verbose: boolean; image: string; argv: string[]; options: RunOptions }
   | { command: "cleanup"; verbose: boolean; scope: { job: string } | { orphans: true } }
-  | { command: "doctor" };
+  | { command: "doctor" }
+  | { command: "watch" };
 
-const COMMANDS = ["images", "ps", "stop", "pull", "run", "cleanup", "doctor"] as const;
+const COMMANDS = ["images", "ps", "stop", "pull", "run", "cleanup", "doctor", "watch"] as const;
 
 /** How many mounts, variables and arguments one run may ask for: enough for real work, not for abuse. */
 export const MAX_VOLUMES = 32;
@@ -359,6 +361,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     case "images":
     case "ps":
     case "doctor":
+    case "watch":
       noArguments();
       return { command };
     case "stop":
@@ -4640,10 +4643,14 @@ async function pumpOutput(
   // Once socker is told to stop, a reader that does not read (a full pipe, a stopped pager) may no longer
   // hold it up: output is dropped, and the engine's stream drained, so that the engine can end the
   // container. A write still pending then stays behind, unawaited.
+  // Nothing per chunk may hang on a promise that lives for the run (each Promise.race against `terminated`
+  // would leave a reaction on it until the run ends: ~300 bytes a chunk, a gigabyte an hour of a chatty
+  // job): the stop reaches the one write in flight through `wake`, a callback replaced per write.
   let stopping = false;
-  const stopped = terminated.then(() => {
+  let wake: ((written: number) => void) | undefined;
+  void terminated.then(() => {
     stopping = true;
-    return -1;
+    wake?.(-1);
   });
   const write = async (stream: 1 | 2, bytes: Uint8Array) => {
     if (gone.has(stream) || stopping) return;
@@ -4651,8 +4658,11 @@ async function pumpOutput(
       progress.writing = true;
       for (let offset = 0; offset < bytes.length;) {
         const pending = sinks[stream].write(bytes.subarray(offset));
-        pending.catch(() => {}); // a write left behind may fail later, unheard
-        const written = await Promise.race([pending, stopped]);
+        const written = await new Promise<number>((resolve, reject) => {
+          wake = resolve;
+          // A write left behind after the stop may fail later, unheard (the promise has settled then).
+          pending.then(resolve, reject);
+        }).finally(() => wake = undefined);
         if (written < 0) return;
         offset += written;
         progress.last = performance.now();
@@ -4696,10 +4706,18 @@ const OUTPUT_SILENCE_MS = 10_000;
  * write, nothing arriving) ends the wait, with a line saying so.
  */
 async function drainOutput(output: Promise<void>, progress: OutputProgress): Promise<void> {
+  // As in pumpOutput, no race against the long-pending `output`: its end wakes the one wait in flight.
   let done = false;
-  const finished = output.finally(() => done = true);
+  let wake = () => {};
+  output.finally(() => {
+    done = true;
+    wake();
+  }).catch(() => {}); // heard below
   while (!done) {
-    await Promise.race([finished, sleep(250)]);
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      after(250, resolve);
+    });
     if (!done && !progress.writing && performance.now() - progress.last > OUTPUT_SILENCE_MS) {
       console.error("socker: the container's output stream stayed open after it ended; stopped reading it");
       return;
@@ -5129,34 +5147,118 @@ export function planPull(
 }
 
 /**
+ * How long a run or `socker pull` waits for another pull of the same image on this node before giving up
+ * with one line (125). A pull holds its lock only while the engine pulls: never across the caller's
+ * terminal, so no user can hold it longer than the engine's own pull takes.
+ */
+export const PULL_LOCK_WAIT_MS = 300_000;
+/** How often a wait for a lock looks again. */
+const LOCK_POLL_MS = 100;
+const FLOCK = Deno.build.arch === "aarch64" ? 32n : 73n;
+const LOCK_EX = 2, LOCK_NB = 4, O_RDWR = 0o2, O_NONBLOCK = 0o4000, O_NOCTTY = 0o400, EAGAIN = 11, EINTR = 4;
+
+/** What a wait for a lock does next: take it, look again later, or give up (its deadline passed). */
+export function lockWaitStep(taken: boolean, startedMs: number, nowMs: number, limitMs: number) {
+  return taken ? "taken" : nowMs - startedMs >= limitMs ? "give up" : "wait";
+}
+
+/**
+ * Takes an exclusive lock on a root-owned lock file, polling (flock with LOCK_NB, so that socker itself is
+ * never blocked and its signals are heard): the descriptor (closing it releases the lock), or undefined
+ * when the lock stayed taken for `limitMs`.
+ */
+async function takeLock(path: string, limitMs: number): Promise<number | undefined> {
+  const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600);
+  if (fd < 0) refuse("installation", `cannot open the lock ${path}: ${errnoText(lastErrno())}`);
+  const started = performance.now();
+  for (;;) {
+    const taken = sys(FLOCK, fd, LOCK_EX | LOCK_NB) === 0;
+    const errno = taken ? 0 : lastErrno();
+    if (!taken && errno !== EAGAIN && errno !== EINTR) {
+      closeHandle(fd);
+      refuse("installation", `cannot lock ${path}: ${errnoText(errno)}`);
+    }
+    const step = lockWaitStep(taken, started, performance.now(), limitMs);
+    if (step === "taken") return fd;
+    if (step === "give up") {
+      closeHandle(fd);
+      return undefined;
+    }
+    await sleep(LOCK_POLL_MS);
+  }
+}
+
+/** The progress line to show for one status line of the engine's pull, or undefined (nothing new). */
+export function pullProgressLine(line: Record<string, unknown>, shown: Map<string, string>): string | undefined {
+  const id = String(line.id ?? "");
+  const status = String(line.status ?? "");
+  if (shown.get(id) === status) return undefined;
+  if (shown.size >= 1024 && !shown.has(id)) return undefined; // bounded, whatever a registry sends
+  shown.set(id, status);
+  return `socker: ${printable(id ? `${id}: ${status}` : status)}\n`;
+}
+
+/**
+ * Progress lines to the caller's terminal that never block socker: written through socker's own
+ * non-blocking open of that terminal (the caller's open file, shared with their shell, is left as it is);
+ * a line the terminal cannot take now (stopped with Ctrl-S, a full buffer) is dropped. Undefined when
+ * stderr is no terminal (then there is no progress).
+ */
+function terminalProgress(): { show: (text: string) => void; close: () => void } | undefined {
+  if (!Deno.stderr.isTerminal()) return undefined;
+  const fd = sys(
+    SYSCALLS.openat,
+    AT_FDCWD,
+    cString("/proc/self/fd/2"),
+    O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+    0,
+  );
+  if (fd < 0) return undefined;
+  return {
+    show(text: string) {
+      const bytes = encoder.encode(text);
+      sys(SYSCALLS.write, fd, bytes, bytes.length);
+    },
+    close: () => closeHandle(fd),
+  };
+}
+
+/**
  * Pulls an allowlisted image unless the engine holds it, once per node however many runs ask at the same
- * time (an exclusive lock per image; who waited finds it present). Progress goes to stderr when it is a
- * terminal; the pull and the digest that arrived are recorded.
+ * time (an exclusive lock per image, taken only when the image is missing, waited for at most
+ * PULL_LOCK_WAIT_MS; who waited finds it present). Progress goes to stderr when it is a terminal, never
+ * blocking; the pull and the digest that arrived are recorded.
  */
 async function pullImage(
   entry: AllowlistEntry,
   facility: string,
 ): Promise<{ id: string; pulled: boolean; digest: string; image: ImageRecord }> {
+  const before = await engineImage(entry.canonical);
+  if (before?.Id !== undefined) {
+    return { id: before.Id, pulled: false, digest: imageDigest(entry, before), image: before };
+  }
   Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
   const lockPath = `${LOCK_DIR}/pull-${(await sha256Hex(entry.canonical)).slice(0, 32)}.lock`;
-  const lock = await Deno.open(lockPath, { create: true, write: true, mode: 0o600 });
+  const lock = await takeLock(lockPath, PULL_LOCK_WAIT_MS);
+  if (lock === undefined) {
+    refuse(
+      "engine",
+      `another pull of ${entry.canonical} on this node has not ended in ${PULL_LOCK_WAIT_MS / 1000} s; try again later`,
+    );
+  }
+  const progress = terminalProgress();
   try {
-    await lock.lock(true);
     const present = await engineImage(entry.canonical);
     if (present?.Id !== undefined) {
       return { id: present.Id, pulled: false, digest: imageDigest(entry, present), image: present };
     }
-    const showProgress = Deno.stderr.isTerminal();
-    if (showProgress) console.error(`socker: pulling ${entry.canonical}`);
+    progress?.show(`socker: pulling ${entry.canonical}\n`);
     const shown = new Map<string, string>();
     const started = performance.now();
     await enginePull(entry.ref, registryAuth(readRegistryAuthText(), entry.ref.domain), (line) => {
-      if (!showProgress) return;
-      const id = String(line.id ?? "");
-      const status = String(line.status ?? "");
-      if (shown.get(id) === status) return;
-      shown.set(id, status);
-      console.error(`socker: ${printable(id ? `${id}: ${status}` : status)}`);
+      if (progress === undefined) return;
+      const text = pullProgressLine(line, shown);
+      if (text !== undefined) progress.show(text);
     });
     const pulled = await engineImage(entry.canonical);
     if (pulled?.Id === undefined) refuse("engine", `the pull of ${entry.canonical} ended without the image`);
@@ -5174,7 +5276,8 @@ async function pullImage(
     }, facility);
     return { id: pulled.Id, pulled: true, digest, image: pulled };
   } finally {
-    lock.close();
+    progress?.close();
+    closeHandle(lock);
   }
 }
 
@@ -5577,6 +5680,176 @@ async function cleanupCommand(scope: { job: string } | { orphans: true }, verbos
   return await reportCleanup({ scope: "orphans" }, sweeps, verbose);
 }
 
+// ---- watch: the node's watcher, which ends a container the moment its supervisor dies
+//
+// Slurm ends a step with SIGKILL (scancel JOB.STEP, --kill-on-bad-exit, the step's KillWait), and the OOM
+// killer or root's kill -9 end a supervisor the same way: socker cannot clean up after itself then, and its
+// container sits in a child cgroup of the step that Slurm neither signals nor waits for. One root process
+// per node (`socker watch`, kept alive like the reaper) tracks socker's containers from the engine's list
+// and its event stream, looks at their supervisors (pid and start time, /proc/PID/stat) four times a
+// second, and removes a container whose supervisor is gone, with what the step left of its cgroups. Why
+// one watcher per node rather than one per run: a per-run watcher would have to live outside the step's
+// cgroups (else Slurm kills it with the step), which only a root daemon can arrange anyway; one process
+// costs the same for 1 or 1000 runs. It is bounded (WATCH_MAX_TRACKED containers, a full resync every
+// WATCH_RESYNC_MS, no lock ever), never touches a container whose supervisor lives, and fails safe: when
+// it is gone, runs still work, the Epilog and the reaper still clean up, and `socker doctor` says so.
+
+/** What the watcher tracks of one container: from its labels only. */
+export type WatchedContainer = { id: string; name?: string; supervisor?: string; job?: string; step?: string };
+
+/** How many containers the watcher tracks at most (a node runs a few dozen); the reaper covers the rest. */
+export const WATCH_MAX_TRACKED = 1024;
+/** How often the watcher looks at the supervisors, and how often it lists every container again. */
+export const WATCH_TICK_MS = 250;
+export const WATCH_RESYNC_MS = 30_000;
+/** Where the watcher says it runs (its pid and start time), for doctor. */
+export const WATCH_PID_FILE = `${LOCK_DIR}/watch.pid`;
+
+/** The containers the watcher tracks, from the engine's list of socker's containers on this node. */
+export function watchedContainers(listed: readonly ListedContainer[], max = WATCH_MAX_TRACKED): WatchedContainer[] {
+  return listed.slice(0, max).map((container) => ({
+    id: container.Id,
+    name: container.Names?.[0]?.replace(/^\//, ""),
+    supervisor: container.Labels?.[LABEL.supervisor],
+    job: container.Labels?.[LABEL.job],
+    step: container.Labels?.[LABEL.step],
+  }));
+}
+
+/**
+ * The containers to remove now: those whose recorded supervisor is gone (`stats` maps each supervisor
+ * label to its /proc/PID/stat, undefined when no such process exists; a reused pid has another start
+ * time). A container without a supervisor label, or whose supervisor lives, is never touched.
+ */
+export function planWatchOrphans(
+  containers: readonly WatchedContainer[],
+  stats: ReadonlyMap<string, string | undefined>,
+): WatchedContainer[] {
+  // A killed supervisor stays in /proc as a zombie until its parent reaps it (under load, seconds): dead.
+  const living = (stat: string | undefined) =>
+    stat !== undefined && !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  return containers.filter((container) =>
+    container.supervisor !== undefined && stats.has(container.supervisor) &&
+    !(supervisorAlive(container.supervisor, stats.get(container.supervisor)) && living(stats.get(container.supervisor)))
+  );
+}
+
+/** The cgroup folders of one step of a job, deepest first, from the job's folders (see jobLeftovers). */
+export function stepFolders(folders: readonly string[], step: string): string[] {
+  if (!/^(\d+|batch|extern|interactive)$/.test(step)) return [];
+  return folders.filter((folder) => folder.split("/").includes(`step_${step}`))
+    .sort((a, b) => b.split("/").length - a.split("/").length);
+}
+
+/** Whether a slurmstepd of this step still runs on this node (its process title is `slurmstepd: [J.S]`). */
+function stepStepdRuns(jobId: string, step: string): boolean {
+  for (const name of listNames("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    if (readText(`/proc/${name}/cmdline`)?.startsWith(`slurmstepd: [${jobId}.${step}]`)) return true;
+  }
+  return false;
+}
+
+/**
+ * Removes one orphan as the reaper would (kill and remove, its staging folder), then, once Slurm is done
+ * with the step, the step's cgroup folders that the container kept Slurm from removing; recorded as a
+ * cleanup of scope "watch".
+ */
+async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
+  const staging = listNames(STAGING_DIR).filter((name) => parseStagingName(name).container === orphan.name);
+  const sweeps = await actCleanup(
+    { containers: [orphan.id], folders: [], slurmFolders: [], staging },
+    undefined,
+  );
+  if (orphan.job !== undefined && orphan.step !== undefined && boundedInt(orphan.job, 1, ID_MAX) !== undefined) {
+    const job = orphan.job, step = orphan.step;
+    const folders: SweepOutcome = { sweep: "step cgroup folders", done: 0, problems: [] };
+    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + 10_000)) {
+      const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
+      const v2Node = mounts.every((mount) => mount.version === 2);
+      for (const mount of mounts) {
+        const left = jobLeftovers(mount, job, listDirs, v2Node);
+        for (const folder of stepFolders([...left.containers, ...left.jobFolders, ...left.slurmFolders], step)) {
+          const problem = await removeCgroupFolder(folder, Date.now() + 2000);
+          if (problem === undefined) folders.done++;
+          else folders.problems.push(`cannot remove ${folder}: ${problem}`);
+        }
+      }
+    }
+    sweeps.push(folders);
+  }
+  await reportCleanup(
+    { scope: "watch", ...(orphan.job === undefined ? {} : { job: orphan.job, step: orphan.step }) },
+    sweeps,
+    false,
+  );
+}
+
+/**
+ * Follows the engine's event stream of socker's containers (created, destroyed) and calls `changed` on
+ * each: the watcher lists again at its next tick. Reconnects after a second when the stream ends.
+ */
+async function followContainerEvents(changed: () => void): Promise<never> {
+  const filters = encodeURIComponent(
+    JSON.stringify({ type: ["container"], event: ["create", "destroy"], label: [`${LABEL.managed}=true`] }),
+  );
+  for (;;) {
+    try {
+      const stream = await engineOpen("GET", `/events?filters=${filters}`, { timeoutMs: 0 });
+      try {
+        changed(); // anything may have happened while the stream was down
+        while (await stream.read() !== null) changed();
+      } finally {
+        stream.close();
+      }
+    } catch { /* the engine restarts: try again */ }
+    await sleep(1000);
+  }
+}
+
+/** `socker watch`: the node's watcher (root only; started by the service install.sh sets up). */
+async function watchCommand(): Promise<number> {
+  if (!isRootItself(readSudoIdentity(), Deno.uid() ?? -1)) refuse("policy", "'watch' is for root only");
+  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
+  Deno.writeTextFileSync(WATCH_PID_FILE, `${ownSupervisorId()}\n`, { mode: 0o644 });
+  let tracked: WatchedContainer[] = [];
+  let resyncDue = true;
+  let lastResync = 0;
+  const removing = new Set<string>();
+  void followContainerEvents(() => resyncDue = true);
+  for (;; await sleep(WATCH_TICK_MS)) {
+    try {
+      if (resyncDue || performance.now() - lastResync > WATCH_RESYNC_MS) {
+        resyncDue = false;
+        lastResync = performance.now();
+        const listed = await attempt(() =>
+          engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000)
+        );
+        if (!(listed instanceof Refusal)) tracked = watchedContainers(listed);
+      }
+      // Fail safe: where this process cannot see its own /proc entry (no /proc mounted, another pid
+      // namespace), every supervisor would look dead; nothing is judged then.
+      if (procStat(Deno.pid) === undefined) continue;
+      const stats = new Map<string, string | undefined>();
+      for (const container of tracked) {
+        const pid = boundedInt(/^(\d+):/.exec(container.supervisor ?? "")?.[1], 1, PID_MAX);
+        if (container.supervisor !== undefined && pid !== undefined) stats.set(container.supervisor, procStat(pid));
+      }
+      for (const orphan of planWatchOrphans(tracked, stats)) {
+        if (removing.has(orphan.id)) continue;
+        removing.add(orphan.id);
+        void removeWatchedOrphan(orphan).catch(() => {}).finally(() => {
+          removing.delete(orphan.id);
+          resyncDue = true;
+        });
+      }
+    } catch (error) {
+      // One bad tick (the engine restarting, /proc racing) must not end the watcher: the next one looks again.
+      console.error(`socker: watch: ${errorText(error)}`);
+    }
+  }
+}
+
 // ---- doctor: the administrator's check of a node, one line per check
 
 /** One check's verdict: ok, or what is wrong and how to fix it. */
@@ -5928,7 +6201,32 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
         return "no systemd or cron on this node: run 'socker cleanup --orphans' from your own scheduler";
       }),
   },
+  {
+    name: "watcher",
+    needs: [],
+    probe: () => {
+      const recorded = readText(WATCH_PID_FILE)?.trim();
+      const pid = boundedInt(/^(\d+):/.exec(recorded ?? "")?.[1], 1, PID_MAX);
+      return { recorded, stat: pid === undefined ? undefined : procStat(pid) };
+    },
+    judge: (value) => judged("watcher", () => watcherVerdict(fact<{ recorded?: string; stat?: string }>(value))),
+  },
 ];
+
+/**
+ * Doctor's view of the watcher (`socker watch`): running, or what is lost without it (runs still work; the
+ * Epilog and the reaper remain the backstop).
+ */
+export function watcherVerdict(fact: { recorded?: string; stat?: string }): string {
+  if (supervisorAlive(fact.recorded, fact.stat)) {
+    return `socker watch runs (pid ${fact.recorded!.split(":")[0]}): a killed step's container goes within a second`;
+  }
+  return refuse(
+    "installation",
+    "socker watch does not run: a container whose socker was killed (scancel JOB.STEP, kill -9) stays until " +
+      "the job's Epilog or the reaper; rerun install.sh (service socker-watch)",
+  );
+}
 
 /**
  * Judges doctor's facts row by row: a row whose needed row failed is skipped and says so; every other
@@ -6145,6 +6443,8 @@ export async function main(args: readonly string[], exact?: readonly (string | N
         return await cleanupCommand(invocation.scope, invocation.verbose);
       case "doctor":
         return await doctorCommand();
+      case "watch":
+        return await watchCommand();
     }
   } catch (error) {
     if (error instanceof Refusal) {

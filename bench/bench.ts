@@ -10,6 +10,8 @@
 //    deciding, the engine), each part measured the same way.
 // 3. Cleanup: SIGTERM to socker until its container is gone; scancel until it is gone.
 // 4. socker's own peak memory (the privileged Deno process and sudo) while a container runs.
+// 4b. The supervisor's RSS after N GB of a container's output (issue 17); SIGKILL of a supervisor until its
+//    container is gone (issue 19: the node's watcher).
 // 5. Scale: N concurrent `socker run` on this node, and an N-task Slurm job array; every exit code and
 //    output checked, and nothing left behind.
 // 6. MPI (issue 10): ping-pong between two nodes natively and through socker, interleaved (8 B latency and
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     scale: { type: "string", default: "50" },
     pairs: { type: "string", default: "25" },
     cancels: { type: "string", default: "10" },
+    "output-gb": { type: "string", default: "1,4" },
     "no-slurm": { type: "boolean", default: false },
     "no-mpi": { type: "boolean", default: false },
   },
@@ -300,6 +303,71 @@ table("Peak memory while a container runs (VmHWM)", [
   ["process", "peak RSS"],
   ["privileged socker (Deno)", `${(denoPeak / 1024).toFixed(1)} MiB`],
   ["sudo", `${(sudoPeak / 1024).toFixed(1)} MiB`],
+]);
+
+// ---- 4b. the supervisor's memory over a long chatty run, and SIGKILL of a supervisor
+/** The root socker process (Deno or the compiled binary) whose command line holds `mark`. */
+function supervisorOf(mark: string): number | undefined {
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
+      const exe = Deno.readLinkSync(`/proc/${entry.name}/exe`);
+      if (cmdline.includes(mark) && /\/(deno|socker-bin)$/.test(exe)) return Number(entry.name);
+    } catch { /* gone */ }
+  }
+  return undefined;
+}
+const rssMiB = (pid: number) => {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
+  }
+};
+const outputRows = [["output", "wall time", "RSS at start", "peak RSS", "growth"]];
+for (const gb of values["output-gb"].split(",").map(Number).filter((n) => n > 0)) {
+  const mark = `bench-out-${crypto.randomUUID().slice(0, 8)}`;
+  const bytes = Math.round(gb * 1e9);
+  // 17-byte lines, written by `yes` through `head` in the pipe's chunks: as many writes as the engine frames.
+  const child = shell(
+    "alice",
+    `exec ${SOCKER} run -e M=${mark} ${IMAGE} sh -c 'yes 0123456789abcdef | head -c ${bytes}' >/dev/null`,
+  )
+    .spawn();
+  const start = performance.now();
+  let pid: number | undefined;
+  await waitUntil(() => Promise.resolve((pid = supervisorOf(mark)) !== undefined), 30_000, 20);
+  await sleep(1000);
+  const first = pid === undefined ? 0 : rssMiB(pid);
+  let peak = first;
+  const done = child.status.then(() => true);
+  while (!(await Promise.race([done, sleep(200).then(() => false)]))) peak = Math.max(peak, rssMiB(pid!));
+  outputRows.push([
+    `${gb} GB`,
+    ms(performance.now() - start),
+    `${first.toFixed(1)} MiB`,
+    `${peak.toFixed(1)} MiB`,
+    `${(peak - first).toFixed(1)} MiB`,
+  ]);
+}
+table("The supervisor's RSS over a long chatty run (a container writing N GB)", outputRows);
+const killGone: number[] = [];
+for (let i = 0; i < CANCELS; i++) {
+  const mark = `bench-k9-${crypto.randomUUID().slice(0, 8)}`;
+  const child = shell("alice", `exec ${SOCKER} run -e M=${mark} ${IMAGE} sleep 1000`).spawn();
+  await waitUntil(async () => (await containersWith("socker.uid=2001")) === 1, 10_000);
+  await sleep(200);
+  const pid = supervisorOf(mark);
+  const start = performance.now();
+  if (pid !== undefined) Deno.kill(pid, "SIGKILL");
+  const gone = await waitUntil(async () => (await containersWith("socker.uid=2001")) === 0, 15_000, 5).catch(() => -1);
+  killGone.push(gone < 0 ? NaN : performance.now() - start);
+  await child.output().catch(() => undefined);
+}
+table("SIGKILL of a supervisor -> container gone (the node's watcher)", [
+  ["", "median", "worst", "runs"],
+  ["kill -9 of socker -> container gone", ms(median(killGone)), ms(Math.max(...killGone)), String(CANCELS)],
 ]);
 
 // ---- 5. scale

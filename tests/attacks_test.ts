@@ -21,6 +21,7 @@ import {
   userLine,
   userShell,
   waitFor,
+  withWatcherStopped,
 } from "./helpers.ts";
 
 const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
@@ -190,36 +191,40 @@ Deno.test("attack: a reader that stops reading socker's output never holds off S
 });
 
 Deno.test("attack: a SIGKILLed supervisor outside a job: the reaper removes its container and mounts, and says so", async () => {
-  folder("/home/alice/k9", 2001, 2001, 0o755);
-  const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9:/d", IMAGE, "sleep", "1000"]);
-  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
-  await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
-  await child.output();
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  assert.equal((await sockerContainers()).length, 1, "SIGKILL cannot be trapped: the container still runs");
-  assert.notEqual(await stagingLeft(), "", "and its staging mount stays");
-  const reaped = await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
-  assert.equal(reaped.code, 0, reaped.stdout + reaped.stderr);
-  assert.match(reaped.stdout, /orphans: containers: 1 removed/);
-  await nothingLeft(1000);
-  const records = await auditRecords('"scope":"orphans"');
-  const record = records.filter((r) => r.event === "cleanup" && (r.containers as string[]).length === 1).at(-1);
-  assert.equal(record?.outcome, "ok", JSON.stringify(records.at(-1)));
-  Deno.removeSync("/home/alice/k9");
+  await withWatcherStopped(async () => {
+    folder("/home/alice/k9", 2001, 2001, 0o755);
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9:/d", IMAGE, "sleep", "1000"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+    await child.output();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal((await sockerContainers()).length, 1, "SIGKILL cannot be trapped: the container still runs");
+    assert.notEqual(await stagingLeft(), "", "and its staging mount stays");
+    const reaped = await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    assert.equal(reaped.code, 0, reaped.stdout + reaped.stderr);
+    assert.match(reaped.stdout, /orphans: containers: 1 removed/);
+    await nothingLeft(1000);
+    const records = await auditRecords('"scope":"orphans"');
+    const record = records.filter((r) => r.event === "cleanup" && (r.containers as string[]).length === 1).at(-1);
+    assert.equal(record?.outcome, "ok", JSON.stringify(records.at(-1)));
+    Deno.removeSync("/home/alice/k9");
+  });
 });
 
 Deno.test("attack: every run first reaps the caller's own orphans", async () => {
-  const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
-  assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
-  await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
-  await child.output();
-  assert.equal((await sockerContainers()).length, 1);
-  const bob = await socker("bob", ["run", IMAGE, "true"]);
-  assert.equal(bob.code, 0);
-  assert.equal((await sockerContainers()).length, 1, "bob's run never touches alice's containers");
-  const next = await socker("alice", ["run", IMAGE, "true"]);
-  assert.equal(next.code, 0, next.stderr);
-  await nothingLeft(1000);
+  await withWatcherStopped(async () => {
+    const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+    await child.output();
+    assert.equal((await sockerContainers()).length, 1);
+    const bob = await socker("bob", ["run", IMAGE, "true"]);
+    assert.equal(bob.code, 0);
+    assert.equal((await sockerContainers()).length, 1, "bob's run never touches alice's containers");
+    const next = await socker("alice", ["run", IMAGE, "true"]);
+    assert.equal(next.code, 0, next.stderr);
+    await nothingLeft(1000);
+  });
 });
 
 Deno.test("attack: a CPU-time limit and a flood of output stop the container in good order, with its end record", async () => {

@@ -259,3 +259,58 @@ export function userLine(user: string, line: string, env: Record<string, string>
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: `/home/${user}`, ...env },
   });
 }
+
+/** The node's watcher (`socker watch`): its own record of its pid and start time, and its loop's pid file. */
+export const WATCH_PID_FILE = "/run/socker-locks/watch.pid";
+const WATCH_LOOP = "/usr/local/libexec/socker/socker-watch-loop";
+const WATCH_LOOP_PID = "/run/socker-watch-loop.pid";
+const hasSystemd = () => {
+  try {
+    return Deno.statSync("/run/systemd/system").isDirectory;
+  } catch {
+    return false;
+  }
+};
+
+/** The watcher's pid when it runs (its recorded pid with the recorded start time), else undefined. */
+export function watcherPid(): number | undefined {
+  try {
+    const [pid, start] = Deno.readTextFileSync(WATCH_PID_FILE).trim().split(":");
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] === start ? Number(pid) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Stops the watcher as an administrator would (its service, or the loop install.sh started). */
+export async function stopWatcher(): Promise<void> {
+  if (hasSystemd()) await sh("/usr/bin/systemctl", ["stop", "socker-watch.service"]);
+  else {
+    const loop = Deno.readTextFileSync(WATCH_LOOP_PID).trim();
+    await sh("/bin/kill", ["-TERM", "--", `-${loop}`]);
+  }
+  const stopped = await waitFor(() => Promise.resolve(watcherPid() === undefined), 10_000, 50);
+  assert.ok(stopped >= 0, "the watcher stopped");
+}
+
+/** Starts the watcher again and waits until it runs. */
+export async function startWatcher(): Promise<void> {
+  if (hasSystemd()) await sh("/usr/bin/systemctl", ["start", "socker-watch.service"]);
+  else await sh("/bin/sh", ["-c", `setsid -f /bin/sh ${WATCH_LOOP} </dev/null >/dev/null 2>&1`]);
+  const started = await waitFor(() => Promise.resolve(watcherPid() !== undefined), 20_000, 50);
+  assert.ok(started >= 0, "the watcher runs again");
+}
+
+/**
+ * Runs `body` with the node's watcher stopped (for tests of what the reaper and the Epilog do on their own,
+ * which the watcher would otherwise do first), and starts it again after, whatever happens.
+ */
+export async function withWatcherStopped(body: () => Promise<void>): Promise<void> {
+  await stopWatcher();
+  try {
+    await body();
+  } finally {
+    await startWatcher();
+  }
+}

@@ -4,7 +4,7 @@
 // orphan reaper), and that the script behaves: refuses set-id, refuses unknown options, changes nothing
 // in --dry-run (as root or not) or on a second run.
 import assert from "node:assert/strict";
-import { IMAGE, sh, socker, sockerContainers, spawnSocker, waitFor } from "./helpers.ts";
+import { IMAGE, sh, socker, sockerContainers, spawnSocker, waitFor, watcherPid } from "./helpers.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 const ENTRY = "/usr/local/libexec/socker/socker";
@@ -32,6 +32,8 @@ const INSTALLED: Record<string, number> = {
 };
 
 const systemdRuns = exists("/run/systemd/system");
+// The node's watcher: a systemd service, else the loop install.sh starts.
+if (!systemdRuns) INSTALLED["/usr/local/libexec/socker/socker-watch-loop"] = 0o755;
 const cronInstalled = exists("/usr/sbin/cron") || exists("/usr/sbin/crond");
 
 function exists(path: string): boolean {
@@ -432,6 +434,23 @@ Deno.test("install.sh registers socker-runc with the engine, for this node's run
   const update = await sh(runtime, ["--root", "/nonexistent", "update", "x"]);
   assert.notEqual(update.code, 0);
   assert.match(update.stderr, /^socker-runc: update is refused/);
+});
+
+Deno.test("the node's watcher runs after install.sh, as root, kept alive (systemd, else its loop)", async () => {
+  const recorded = await waitFor(() => Promise.resolve(watcherPid() !== undefined), 20_000, 50);
+  assert.ok(recorded >= 0, "socker watch runs");
+  const status = Deno.readTextFileSync(`/proc/${watcherPid()}/status`);
+  assert.match(status, /^Uid:\s+0\s/m);
+  if (systemdRuns) {
+    const active = await sh("/usr/bin/systemctl", ["is-active", "socker-watch.service"]);
+    assert.equal(active.stdout.trim(), "active");
+    return;
+  }
+  // Killed, the loop starts it again within a few seconds.
+  const first = watcherPid()!;
+  await sh("/bin/kill", ["-KILL", String(first)]);
+  const again = await waitFor(() => Promise.resolve((watcherPid() ?? first) !== first), 20_000, 50);
+  assert.ok(again >= 0, "the loop started the watcher again");
 });
 
 Deno.test("socker --version works as a user through sudo", async () => {

@@ -2,7 +2,7 @@
 // proctrack/cgroup, task/cgroup with ConstrainCores/RAMSpace/Devices, socker's Epilog), jobs submitted by
 // alice with sbatch and srun, containers on the real Docker engine. `sudo tests/run.sh` sets it all up.
 import assert from "node:assert/strict";
-import { assertRefused, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor } from "./helpers.ts";
+import { assertRefused, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor, withWatcherStopped } from "./helpers.ts";
 
 import {
   asAlice,
@@ -146,24 +146,26 @@ slurmTest("scancel with a plain socker line: the Epilog removes the container wi
 });
 
 slurmTest("kill -9 of socker inside a job: container and staging mount are gone once the job ends", async () => {
-  // A folder of alice's own is staged (she could rename it): the Epilog must undo that too.
-  Deno.mkdirSync(`${HOME}/k9`, { recursive: true });
-  Deno.chownSync(`${HOME}/k9`, 2001, 2001);
-  const job = await sbatch(`socker run -v ${HOME}/k9:/d ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
-  await waitJobRuns(job);
-  assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 30_000) >= 0, "container started");
-  // socker itself (Deno), not its sudo: with sudo gone first, socker would hang up and remove it.
-  const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "lib/socker/socker.ts run|lib/socker/socker-bin run"]);
-  assert.equal(pids.code, 0, "the privileged socker runs");
-  for (const pid of pids.stdout.trim().split("\n")) await sh("/bin/kill", ["-KILL", pid]);
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  assert.equal((await jobContainers(job)).length, 1, "SIGKILL cannot be trapped: the container still runs");
-  assert.match(await stagingLeft(), new RegExp(`^job_${job}\\.socker-2001-`), "the killed socker left its staging");
-  await waitJobEnd(job);
-  assert.deepEqual(await jobContainers(job), []);
-  assert.deepEqual(await jobCgroupFolders(job), []);
-  assert.equal(await stagingLeft(), "");
-  Deno.removeSync(`${HOME}/k9`);
+  await withWatcherStopped(async () => {
+    // A folder of alice's own is staged (she could rename it): the Epilog must undo that too.
+    Deno.mkdirSync(`${HOME}/k9`, { recursive: true });
+    Deno.chownSync(`${HOME}/k9`, 2001, 2001);
+    const job = await sbatch(`socker run -v ${HOME}/k9:/d ${IMAGE} sleep 1000 &\nsleep 6\necho done`);
+    await waitJobRuns(job);
+    assert.ok(await waitFor(async () => (await jobContainers(job)).length === 1, 30_000) >= 0, "container started");
+    // socker itself (Deno), not its sudo: with sudo gone first, socker would hang up and remove it.
+    const pids = await sh("/usr/bin/pgrep", ["-f", "-u", "root", "lib/socker/socker.ts run|lib/socker/socker-bin run"]);
+    assert.equal(pids.code, 0, "the privileged socker runs");
+    for (const pid of pids.stdout.trim().split("\n")) await sh("/bin/kill", ["-KILL", pid]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal((await jobContainers(job)).length, 1, "SIGKILL cannot be trapped: the container still runs");
+    assert.match(await stagingLeft(), new RegExp(`^job_${job}\\.socker-2001-`), "the killed socker left its staging");
+    await waitJobEnd(job);
+    assert.deepEqual(await jobContainers(job), []);
+    assert.deepEqual(await jobCgroupFolders(job), []);
+    assert.equal(await stagingLeft(), "");
+    Deno.removeSync(`${HOME}/k9`);
+  });
 });
 
 slurmTest("sbatch --signal=USR1 reaches the process inside the container", async () => {

@@ -1,0 +1,89 @@
+// Unit tests of the node's watcher (which containers it removes: only those whose supervisor is gone; which
+// step folders follow), doctor's watcher row, and the bounded wait for a lock with progress that never blocks.
+import assert from "node:assert/strict";
+import {
+  type ListedContainer,
+  lockWaitStep,
+  parseCommandLine,
+  planWatchOrphans,
+  pullProgressLine,
+  Refusal,
+  stepFolders,
+  WATCH_MAX_TRACKED,
+  watchedContainers,
+  watcherVerdict,
+} from "../../socker.ts";
+
+const stat = (pid: number, start: number) => `${pid} (deno) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 ${start} 0 0`;
+const listed = (id: string, labels: Record<string, string>): ListedContainer => ({
+  Id: id.padEnd(64, "0"),
+  Names: [`/socker-2001-${id}`],
+  Labels: { "socker.managed": "true", ...labels },
+});
+
+Deno.test("watch: tracks socker's containers by their labels, at most WATCH_MAX_TRACKED", () => {
+  const [one] = watchedContainers([
+    listed("a1", { "socker.supervisor": "10:5", "socker.job": "7", "socker.step": "0" }),
+  ]);
+  assert.deepEqual(one, { id: "a1".padEnd(64, "0"), name: "socker-2001-a1", supervisor: "10:5", job: "7", step: "0" });
+  const many = Array.from({ length: WATCH_MAX_TRACKED + 50 }, (_, i) => listed(`b${i}`, {}));
+  assert.equal(watchedContainers(many).length, WATCH_MAX_TRACKED);
+});
+
+Deno.test("watch: a container whose supervisor died (or whose pid was reused) is removed; a live one never", () => {
+  const containers = watchedContainers([
+    listed("a1", { "socker.supervisor": "10:5" }), // alive
+    listed("a2", { "socker.supervisor": "11:5" }), // gone
+    listed("a3", { "socker.supervisor": "12:5" }), // pid reused: another start time
+    listed("a4", {}), // no supervisor label: never judged
+    listed("a5", { "socker.supervisor": "13:5" }), // not looked at this tick: left alone
+  ]);
+  const stats = new Map<string, string | undefined>([
+    ["10:5", stat(10, 5)],
+    ["11:5", undefined],
+    ["12:5", stat(12, 999)],
+  ]);
+  assert.deepEqual(planWatchOrphans(containers, stats).map((c) => c.name), ["socker-2001-a2", "socker-2001-a3"]);
+  assert.deepEqual(planWatchOrphans(containers, new Map([["10:5", stat(10, 5)]])), []);
+  const zombie = stat(10, 5).replace("(deno) S", "(deno) Z");
+  assert.deepEqual(planWatchOrphans(containers, new Map([["10:5", zombie]])).map((c) => c.name), ["socker-2001-a1"]);
+});
+
+Deno.test("watch: the cancelled step's cgroup folders, deepest first; never another step's, never a forged step", () => {
+  const base = "/sys/fs/cgroup/memory/slurm_n1/uid_2001/job_7";
+  const folders = [`${base}/step_0`, `${base}/step_0/task_0`, `${base}/step_1`, `${base}/step_10`, base];
+  assert.deepEqual(stepFolders(folders, "0"), [`${base}/step_0/task_0`, `${base}/step_0`]);
+  assert.deepEqual(stepFolders(folders, "batch"), []);
+  assert.deepEqual(stepFolders(folders, "../x"), []);
+  assert.deepEqual(stepFolders(folders, ""), []);
+});
+
+Deno.test("doctor: the watcher runs, or the row says what is lost without it", () => {
+  assert.match(watcherVerdict({ recorded: "42:100", stat: stat(42, 100) }), /socker watch runs \(pid 42\)/);
+  for (const fact of [{}, { recorded: "42:100" }, { recorded: "42:100", stat: stat(42, 7) }, { recorded: "x" }]) {
+    assert.throws(() => watcherVerdict(fact), (error) => error instanceof Refusal && /does not run/.test(error.reason));
+  }
+});
+
+Deno.test("locks: a wait for a lock is taken, goes on, or gives up at its bound", () => {
+  assert.equal(lockWaitStep(true, 0, 10_000_000, 300_000), "taken");
+  assert.equal(lockWaitStep(false, 1000, 1000 + 299_999, 300_000), "wait");
+  assert.equal(lockWaitStep(false, 1000, 1000 + 300_000, 300_000), "give up");
+});
+
+Deno.test("pull progress: one printable line per new status, bounded however many layers a registry sends", () => {
+  const shown = new Map<string, string>();
+  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), "socker: l1: Downloading\n");
+  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), undefined);
+  assert.equal(pullProgressLine({ status: "Digest: x\u001b[2J" }, shown)?.includes("\u001b"), false);
+  for (let i = 0; i < 5000; i++) pullProgressLine({ id: `x${i}`, status: "Waiting" }, shown);
+  assert.ok(shown.size <= 1024);
+});
+
+Deno.test("watch: `socker watch` takes no arguments", () => {
+  assert.deepEqual(parseCommandLine(["watch"]), { command: "watch" });
+  assert.throws(
+    () => parseCommandLine(["watch", "now"]),
+    (error) => error instanceof Refusal && error.kind === "usage",
+  );
+});
