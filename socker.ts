@@ -4510,6 +4510,7 @@ async function joinStepContainer(
   start: { shell?: string },
   verbose: boolean,
   facility: string,
+  state: { logged: boolean },
 ): Promise<{ id: string; created: boolean }> {
   const name = plan.containerName;
   const lock = await shareLock(key);
@@ -4527,6 +4528,7 @@ async function joinStepContainer(
       const holderOk = problem === undefined && runsAsCaller(readText(`/proc/${found.State?.Pid}/status`), plan.caller);
       if (problem === undefined && holderOk) {
         await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, facility);
+        state.logged = true;
         return { id: found.Id!, created: false };
       }
       // Socker's own step container for this plan that no longer runs: removed, then made anew.
@@ -4538,6 +4540,7 @@ async function joinStepContainer(
       Deno.writeFileSync(entry, new Uint8Array(), { mode: 0o600 });
     }
     await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, facility);
+    state.logged = true;
     const sources = stageMounts(plan);
     const spec = sharedContainerSpec(plan, key, sources, start);
     if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/create?name=${name} ${JSON.stringify(spec)}`);
@@ -4666,10 +4669,11 @@ async function actSharedRun(
     prepareMountPoints(plan, plan.imageLayers);
     const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
     if (terminatedBy !== undefined) return stopped();
-    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, facility);
+    const audit = { logged: false };
+    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, facility, audit)
+      .finally(() => logged = audit.logged);
     containerId = step.id;
     joined = true;
-    logged = true;
     if (terminatedBy !== undefined) return stopped();
     const request = execRequest(plan, shell);
     if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${containerId}/exec ${JSON.stringify(request)}`);
