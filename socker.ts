@@ -4608,15 +4608,17 @@ async function actSharedRun(
   let joined = false;
   let failure: Refusal | undefined;
   const lastForwarded = new Map<string, number>();
-  // The exec's host pid, asked once (the engine sets it as the process starts).
+  // The exec's host pid, asked once it was started (the engine sets it as the process starts); none
+  // once the process has ended (its exit code is set).
+  let execStarted = false;
   let pidAsked: Promise<number | undefined> | undefined;
   const execPidOf = () =>
-    pidAsked ??= (async () => {
-      for (let round = 0; round < 200 && !ended && execId !== undefined; round++) {
-        const state = await engineExecInspect(execId).catch(() => undefined);
+    !execStarted || execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
+      for (let round = 0; round < 200 && !ended; round++) {
+        const state = await engineExecInspect(execId!).catch(() => undefined);
         const pid = boundedInt(String(state?.Pid ?? ""), 1, PID_MAX);
         if (pid !== undefined) return execPid = pid;
-        if (state?.Running === false && round > 0) return undefined;
+        if (typeof state?.ExitCode === "number") return undefined;
         await sleep(round < 10 ? 10 : 50);
       }
       return undefined;
@@ -4679,6 +4681,7 @@ async function actSharedRun(
     if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${containerId}/exec ${JSON.stringify(request)}`);
     execId = await engineExecCreate(containerId, request);
     if (terminatedBy !== undefined) return stopped();
+    execStarted = true; // from here on a signal must find the process, even while the start is answered
     const attached = await engineExecStart(execId, plan.tty);
     // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
     // checked from the kernel's view of its process; a mismatch ends it at once.
