@@ -1016,6 +1016,17 @@ unregister_runtime() {
 	reload_engine
 }
 
+# step_holder: what keeps a step container alive between its tasks (socker.ts, HOLDER_DIR): a static
+# busybox, bound read-only into the container, whose `sleep` needs nothing of the image.
+step_holder() {
+	# ldd fails on a static binary: a dynamic busybox would not run in an image without its libraries.
+	if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+		apt_install busybox-static
+	fi
+	ensure_dir "$LIBEXEC/holder" 0755
+	install_file /bin/busybox "$LIBEXEC/holder/busybox" 0755
+}
+
 # try_compile: builds the entry point with deno compile into $COMPILED; fails with $COMPILE_WHY.
 try_compile() {
 	local work log rc out
@@ -1402,6 +1413,7 @@ main() {
 	step_layout
 	step_runtime
 	step_entry
+	step_holder
 	step_warmup
 	step_launcher
 	step_allowlist

@@ -620,6 +620,8 @@ export type Settings = {
   rendezvousVariables: boolean;
   /** `default_gpus`: a job's containers get its GPUs on this node without --gpus. */
   defaultGpus: boolean;
+  /** `share`: `step` (the tasks of a step on a node share one container, see planShare) or `none`. */
+  share: "step" | "none";
 };
 
 /** Facilities the audit log's system-log copy may use. */
@@ -669,6 +671,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   shmSize: { percent: 50 },
   rendezvousVariables: true,
   defaultGpus: false,
+  share: "step",
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -726,6 +729,7 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
   uts: choice("uts", "uts", ["private", "host"]),
   pull: choice("pull", "pull", ["never", "missing"]),
   user_filesystems: choice("userFilesystems", "user_filesystems", ["refuse", "allow"]),
+  share: choice("share", "share", ["step", "none"]),
   log_facility: choice("logFacility", "log_facility", LOG_FACILITIES),
   default_mounts: (_value, words, settings) => {
     for (const word of words) {
@@ -5000,6 +5004,678 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
   }
 }
 
+// ---- run: step containers (one container per step and node, shared by the step's tasks)
+//
+// Inside a numbered Slurm step with more than one task on the node, the tasks that would build the same
+// container (same caller, job, step, cgroup, image, mounts, devices, limits, namespaces) share one: the
+// first creates it, with a holder process that needs nothing of the image, and every task (the first
+// included) runs its own command in it through the engine's exec API. The last task to end removes it.
+// Who shares is decided from the plan only (the cgroup path and the uid are the kernel's), never from the
+// caller's environment: the environment's task count only lets a lone task skip sharing.
+
+/** Where the holder lives on the host (install.sh puts a static busybox there) and in the container. */
+export const HOLDER_DIR = `${PREFIX}/libexec/socker/holder`;
+export const HOLDER_MOUNT = "/dev/.socker-holder";
+/** The holder's command: sleeps until the container is removed (busybox's sleep takes no `infinity`). */
+export const HOLDER_COMMAND = [`${HOLDER_MOUNT}/busybox`, "sleep", "2147483647"];
+/** Who is running in each step container: `<SHARE_DIR>/<container>/<pid>-<start>`, one file per task. */
+export const SHARE_DIR = "/run/socker-share";
+/** The label of a step container: the digest of the plan it was built from. */
+export const SHARE_LABEL = "socker.share";
+/** How long a task waits for its step container's lock before it refuses. */
+export const SHARE_LOCK_WAIT_MS = 60_000;
+
+/**
+ * The task count on this node that the caller's environment claims (`SLURM_STEP_TASKS_PER_NODE`, e.g.
+ * `8(x2)` or `9,7`; else `SLURM_NTASKS`): a hint only, used to let a step of one task skip sharing.
+ */
+export function tasksHint(env: Readonly<Record<string, string>> | undefined): number | undefined {
+  const text = env?.SLURM_STEP_TASKS_PER_NODE ?? env?.SLURM_NTASKS;
+  if (text === undefined) return undefined;
+  const counts = [...text.matchAll(/(\d+)(?:\(x\d+\))?/g)].map((match) => Number(match[1]));
+  return counts.length === 0 ? undefined : Math.max(...counts);
+}
+
+/**
+ * Whether this run joins its step's container: only with `share = step`, inside a numbered step (not the
+ * batch, extern or interactive step, never outside Slurm), for a command socker can name (the exec API
+ * takes no image default), once the image is here. A hint of one task per node only skips sharing.
+ */
+export function planShare(
+  plan: RunPlan,
+  share: Settings["share"],
+  hint: number | undefined,
+): boolean {
+  return share === "step" && plan.job !== undefined && /^\d+$/.test(plan.job.stepId) &&
+    plan.imageId !== undefined && plan.imageEntrypoint.length + plan.argv.length > 0 &&
+    (hint === undefined || hint > 1);
+}
+
+/**
+ * The container-level plan, as canonical text: what must be equal for two tasks to share a container.
+ * Per-task things (the command, the environment, the terminal, stdin) are not in it: each exec has its own.
+ */
+export function shareSpecText(plan: RunPlan, node: string): string {
+  return JSON.stringify({
+    uid: plan.caller.uid,
+    gid: plan.caller.gid,
+    groups: [...plan.caller.groups].sort((a, b) => a - b),
+    job: plan.job?.jobId,
+    step: plan.job?.stepId,
+    cgroup: plan.cgroupParent,
+    node,
+    image: plan.entry.canonical,
+    imageId: plan.imageId,
+    mounts: plan.mounts.map((m) => [m.source, m.destination, m.readOnly, m.kind]),
+    workdir: plan.workdir,
+    devices: plan.devices,
+    ulimits: plan.ulimits,
+    namespaces: [plan.network, plan.ipc, plan.pid, plan.uts],
+    oom: plan.oomScoreAdj ?? null,
+  });
+}
+
+/** The step container's name: fixed by the plan's digest, so that every task finds it without a list. */
+export function sharedContainerName(uid: number, key: string): string {
+  return `socker-${uid}-${key.slice(0, 24)}`;
+}
+
+/** The step container's labels: the run's, with the plan's digest and without a supervisor (see SHARE_DIR). */
+export function sharedLabels(plan: RunPlan, key: string): Record<string, string> {
+  const labels: Record<string, string> = { ...plan.labels, [SHARE_LABEL]: key };
+  delete labels[LABEL.supervisor];
+  return labels;
+}
+
+/** The step container's create request: the run's, with the holder as its only process. */
+export function sharedContainerSpec(
+  plan: RunPlan,
+  key: string,
+  sources: readonly (string | undefined)[],
+  start: { shell?: string },
+): Record<string, unknown> {
+  const spec = containerSpec(plan, sources, { ...start, entrypoint: [] });
+  const host = spec.HostConfig as Record<string, unknown>;
+  return {
+    ...spec,
+    Entrypoint: HOLDER_COMMAND,
+    Cmd: [],
+    Env: [],
+    Labels: sharedLabels(plan, key),
+    Tty: false,
+    OpenStdin: false,
+    StdinOnce: false,
+    AttachStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    HostConfig: {
+      ...host,
+      Mounts: [
+        ...(host.Mounts as unknown[]),
+        { Type: "bind", Source: HOLDER_DIR, Target: HOLDER_MOUNT, ReadOnly: true },
+      ],
+    },
+  };
+}
+
+/** The engine's view of a container, as far as socker checks it before a task joins. */
+export type InspectedContainer = {
+  Id?: string;
+  Name?: string;
+  Image?: string;
+  State?: { Running?: boolean; Pid?: number };
+  Config?: { User?: string; Image?: string; Labels?: Record<string, string> };
+  HostConfig?: {
+    CgroupParent?: string;
+    Privileged?: boolean;
+    GroupAdd?: string[] | null;
+    NetworkMode?: string;
+    PidMode?: string;
+    IpcMode?: string;
+    CapDrop?: string[] | null;
+  };
+  Mounts?: { Destination?: string; RW?: boolean; Source?: string }[];
+};
+
+/**
+ * Why a container found under the step container's name must not be joined, or undefined: it must carry
+ * socker's labels for exactly this plan, and the engine's own view (user, groups, cgroup, image, mounts,
+ * namespaces, no privilege) must be the plan's.
+ */
+export function sharedContainerProblem(
+  found: InspectedContainer,
+  plan: RunPlan,
+  key: string,
+  name: string,
+): string | undefined {
+  const labels = found.Config?.Labels ?? {};
+  const expected = sharedLabels(plan, key);
+  for (const [label, value] of Object.entries(expected)) {
+    if (labels[label] !== value) return `label ${label} is '${printable(String(labels[label]))}'`;
+  }
+  if (found.Name !== `/${name}`) return `its name is ${printable(String(found.Name))}`;
+  if (found.Config?.User !== `${plan.caller.uid}:${plan.caller.gid}`) return "it runs as another user";
+  if (found.Config?.Image !== plan.entry.canonical || found.Image !== plan.imageId) return "it has another image";
+  const host = found.HostConfig ?? {};
+  if ((host.CgroupParent ?? "") !== (plan.cgroupParent ?? "")) return "it is in another cgroup";
+  if (host.Privileged !== false || !(host.CapDrop ?? []).includes("ALL")) return "it has privileges";
+  const groups = (list: readonly (string | number)[]) => list.map(String).sort().join(",");
+  if (groups(host.GroupAdd ?? []) !== groups(plan.caller.groups)) return "it has other groups";
+  if ((host.NetworkMode ?? "") !== plan.network) return "it has another network";
+  if ((host.PidMode === "host" ? "host" : "private") !== plan.pid) return "it has another pid namespace";
+  const mounts = found.Mounts ?? [];
+  const wanted = [...plan.mounts.map((m) => [m.destination, !m.readOnly] as const), [HOLDER_MOUNT, false] as const];
+  if (mounts.length !== wanted.length) return "it has other mounts";
+  for (const [destination, rw] of wanted) {
+    if (!mounts.some((m) => m.Destination === destination && m.RW === rw)) return `it has no mount ${destination}`;
+  }
+  if (found.State?.Running !== true) return "it is not running";
+  return undefined;
+}
+
+/** The supplementary groups in /proc/<pid>/status, sorted; undefined when unreadable. */
+export function statusGroups(status: string | undefined): number[] | undefined {
+  const line = /^Groups:\t?(.*)$/m.exec(status ?? "");
+  if (!line) return undefined;
+  return line[1].trim().split(/\s+/).filter((g) => g !== "").map(Number).sort((a, b) => a - b);
+}
+
+/** Whether a process runs as the caller: uid and gid (real, effective, saved, fs) and exactly their groups. */
+export function runsAsCaller(status: string | undefined, caller: Caller): boolean {
+  const ids = (field: string) => new RegExp(`^${field}:\\s+(.*)$`, "m").exec(status ?? "")?.[1].trim().split(/\s+/);
+  const [uids, gids, groups] = [ids("Uid"), ids("Gid"), statusGroups(status)];
+  const others = (list: readonly number[]) => [...new Set(list)].filter((g) => g !== caller.gid).sort((a, b) => a - b);
+  return uids !== undefined && uids.length === 4 && uids.every((id) => id === String(caller.uid)) &&
+    gids !== undefined && gids.length === 4 && gids.every((id) => id === String(caller.gid)) &&
+    groups !== undefined && others(groups).join(",") === others(caller.groups).join(",");
+}
+
+/** The exec request of one task: its command, environment, folder, terminal, as the caller, unprivileged. */
+export function execRequest(plan: RunPlan, shell: string | undefined): Record<string, unknown> {
+  const entered = plan.workdirInMount && shell !== undefined;
+  const command = [...plan.imageEntrypoint, ...plan.argv];
+  return {
+    User: `${plan.caller.uid}:${plan.caller.gid}`,
+    Privileged: false,
+    Tty: plan.tty,
+    AttachStdin: plan.stdin,
+    AttachStdout: true,
+    AttachStderr: true,
+    DetachKeys: DETACH_KEYS,
+    Env: plan.env,
+    WorkingDir: entered ? "/" : plan.workdir ?? "",
+    Cmd: entered ? [shell, "-c", ENTER_WORKDIR, "socker-workdir", plan.workdir, ...command] : command,
+  };
+}
+
+/** The live tasks of a step container from its registry's names (`<pid>-<start>`) and their /proc stat. */
+export function liveTasks(entries: readonly { name: string; stat?: string }[]): string[] {
+  return entries.filter((entry) => {
+    const match = /^(\d+)-(\d+)$/.exec(entry.name);
+    return match !== null && supervisorAlive(`${match[1]}:${match[2]}`, entry.stat);
+  }).map((entry) => entry.name);
+}
+
+// The acts of sharing.
+
+/**
+ * Takes the exclusive lock of one step container (a file under LOCK_DIR), waiting at most
+ * SHARE_LOCK_WAIT_MS (takeLock, the one way socker waits for a lock). A lock file removed by its last
+ * holder while this one waited is taken again.
+ */
+async function shareLock(key: string): Promise<{ release: (remove?: boolean) => void }> {
+  Deno.mkdirSync(LOCK_DIR, { recursive: true, mode: 0o700 });
+  const lockPath = `${LOCK_DIR}/share-${key.slice(0, 32)}.lock`;
+  const deadline = Date.now() + SHARE_LOCK_WAIT_MS;
+  for (;;) {
+    const fd = await takeLock(lockPath, Math.max(0, deadline - Date.now()));
+    if (fd === undefined) {
+      refuse("engine", `the step container is busy: waited ${SHARE_LOCK_WAIT_MS / 1000} s for its lock; try again`);
+    }
+    let current: number | undefined;
+    try {
+      current = Deno.statSync(lockPath).ino ?? undefined;
+    } catch { /* removed meanwhile */ }
+    if (current !== undefined && current === (statHandle(fd)?.inode)) {
+      return {
+        release: (remove = false) => {
+          if (remove) {
+            try {
+              Deno.removeSync(lockPath);
+            } catch { /* already gone */ }
+          }
+          closeHandle(fd);
+        },
+      };
+    }
+    closeHandle(fd);
+  }
+}
+
+/** The registry entries of one step container, with their processes' /proc stat. */
+function registryEntries(name: string): { name: string; stat?: string }[] {
+  return listNames(`${SHARE_DIR}/${name}`).map((entry) => {
+    const pid = boundedInt(/^(\d+)-/.exec(entry)?.[1], 1, 1 << 30);
+    return { name: entry, stat: pid === undefined ? undefined : procStat(pid) };
+  });
+}
+
+/** The pids of the live tasks of a step container (for `socker stop`). */
+function sharedTaskPids(name: string): number[] {
+  return liveTasks(registryEntries(name)).map((entry) => Number(entry.split("-")[0]));
+}
+
+/** Kills every process in a container's cgroup (with `pid = host`, stopping the container leaves execs). */
+async function killContainerProcesses(id: string, parent: string | undefined): Promise<void> {
+  if (parent === undefined) return;
+  const folders = cgroupMounts(readText(MOUNTINFO_PATH) ?? "")
+    .filter((m) => m.version === 2 || m.controllers.some((c) => ["pids", "freezer", "memory", "cpuacct"].includes(c)))
+    .map((m) => `${m.path}${parent}/${id}`);
+  for (let round = 0; round < 50; round++) {
+    const pids = new Set<number>();
+    for (const folder of folders) {
+      for (const line of (readText(`${folder}/cgroup.procs`) ?? "").split("\n")) {
+        const pid = boundedInt(line, 2, PID_MAX);
+        if (pid !== undefined) pids.add(pid);
+      }
+    }
+    if (pids.size === 0) return;
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
+    await sleep(20);
+  }
+}
+
+/** Removes a step container: every process in it, then the container, then its registry. */
+async function removeSharedContainer(id: string, name: string, parent: string | undefined): Promise<boolean> {
+  await killContainerProcesses(id, parent);
+  const gone = await ensureGone(id);
+  for (const entry of listNames(`${SHARE_DIR}/${name}`)) {
+    try {
+      Deno.removeSync(`${SHARE_DIR}/${name}/${entry}`);
+    } catch { /* gone */ }
+  }
+  try {
+    Deno.removeSync(`${SHARE_DIR}/${name}`);
+  } catch { /* a task registered meanwhile (cannot happen under the lock) */ }
+  return gone;
+}
+
+/** GET /containers/NAME/json: the engine's whole view of a container, or undefined when there is none. */
+async function engineContainer(name: string): Promise<InspectedContainer | undefined> {
+  const answer = await engineCall("GET", `/containers/${path(name)}/json`);
+  if (answer.status === 404) return undefined;
+  return engineJson(answer, `container ${name}`) as InspectedContainer;
+}
+
+/** POST /containers/ID/exec: the new exec's id. */
+async function engineExecCreate(id: string, request: Record<string, unknown>): Promise<string> {
+  const created = engineJson(
+    await engineCall("POST", `/containers/${path(id)}/exec`, { body: request }),
+    "exec",
+  ) as { Id?: unknown };
+  return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
+    ? created.Id
+    : refuse("engine", "the Docker engine gave no exec id");
+}
+
+/** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
+async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
+  const conn = await engineConnect();
+  const body = encoder.encode(JSON.stringify({ Detach: false, Tty: tty }));
+  await writeAll(
+    conn,
+    concatBytes([
+      encoder.encode(
+        `POST ${ENGINE_API}/exec/${path(execId)}/start HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n` +
+          `Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`,
+      ),
+      body,
+    ]),
+  );
+  const buffer = new Uint8Array(65536);
+  let received: Uint8Array = new Uint8Array(0);
+  let head: ReturnType<typeof parseResponseHead>;
+  while ((head = parseResponseHead(received)) === undefined) {
+    const n = await conn.read(buffer);
+    if (n === null) refuse("engine", "the Docker engine closed the exec connection");
+    received = concatBytes([received, buffer.subarray(0, n!)]);
+  }
+  if (head.status !== 101 && head.status !== 200) {
+    conn.close();
+    refuse("engine", `the Docker engine answered ${head.status} to exec start`);
+  }
+  return { conn, initial: received.slice(head.length) };
+}
+
+/** GET /exec/ID/json: whether the exec runs, its host pid and its exit code. */
+async function engineExecInspect(
+  execId: string,
+): Promise<{ Running?: boolean; Pid?: number; ExitCode?: number | null }> {
+  return engineJson(await engineCall("GET", `/exec/${path(execId)}/json`, { timeoutMs: 10_000 }), "exec inspect") as {
+    Running?: boolean;
+  };
+}
+
+/** An exec's process and all its descendants, from /proc (the engine has no way to kill an exec). */
+function processTree(root: number): number[] {
+  const parents = new Map<number, number>();
+  for (const name of listNames("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = procStat(Number(name));
+    const ppid = stat === undefined ? undefined : Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid !== undefined) parents.set(Number(name), ppid);
+  }
+  const tree = new Set([root]);
+  for (let grown = true; grown;) {
+    grown = false;
+    for (const [pid, ppid] of parents) {
+      if (tree.has(ppid) && !tree.has(pid)) {
+        tree.add(pid);
+        grown = true;
+      }
+    }
+  }
+  return [...tree];
+}
+
+/**
+ * Signals an exec's process (and, for SIGKILL, everything it started), once the host pid is known and
+ * is still in this container's cgroup (a pid the kernel reused is never signalled).
+ */
+function signalExec(pid: number | undefined, containerId: string, signal: Deno.Signal): void {
+  if (pid === undefined || !(readText(`/proc/${pid}/cgroup`) ?? "").includes(containerId)) return;
+  for (const target of signal === "SIGKILL" ? processTree(pid) : [pid]) {
+    if (target !== pid && !(readText(`/proc/${target}/cgroup`) ?? "").includes(containerId)) continue;
+    try {
+      Deno.kill(target, signal);
+    } catch { /* already gone */ }
+  }
+}
+
+/**
+ * Finds or creates this step's container under its lock, registers this task in it, and writes the start
+ * record: the container is joined only when it is exactly the one the plan describes and running; one
+ * that is not running (its tasks were killed) is removed and made anew. Returns its id and whether this
+ * task created it. The lock is held only across the engine's calls and root's own files.
+ */
+async function joinStepContainer(
+  plan: RunPlan,
+  key: string,
+  supervisor: string,
+  start: { shell?: string },
+  verbose: boolean,
+  facility: string,
+  state: { logged: boolean },
+): Promise<{ id: string; created: boolean }> {
+  const name = plan.containerName;
+  const lock = await shareLock(key);
+  const registry = `${SHARE_DIR}/${name}`;
+  const entry = `${registry}/${supervisor.replace(":", "-")}`;
+  let registered = false;
+  try {
+    Deno.mkdirSync(SHARE_DIR, { recursive: true, mode: 0o700 });
+    Deno.mkdirSync(registry, { recursive: true, mode: 0o700 });
+    Deno.writeFileSync(entry, new Uint8Array(), { mode: 0o600 });
+    registered = true;
+    const found = await engineContainer(name);
+    if (found !== undefined) {
+      const problem = sharedContainerProblem(found, plan, key, name);
+      const holderOk = problem === undefined && runsAsCaller(readText(`/proc/${found.State?.Pid}/status`), plan.caller);
+      if (problem === undefined && holderOk) {
+        await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, facility);
+        state.logged = true;
+        return { id: found.Id!, created: false };
+      }
+      // Socker's own step container for this plan that no longer runs: removed, then made anew.
+      if (found.Config?.Labels?.[SHARE_LABEL] !== key) {
+        refuse("engine", `container ${name} exists but is not this step's (${problem ?? "its holder is not yours"})`);
+      }
+      await removeSharedContainer(found.Id!, name, plan.cgroupParent);
+      Deno.mkdirSync(registry, { recursive: true, mode: 0o700 });
+      Deno.writeFileSync(entry, new Uint8Array(), { mode: 0o600 });
+    }
+    await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, facility);
+    state.logged = true;
+    const sources = stageMounts(plan);
+    const spec = sharedContainerSpec(plan, key, sources, start);
+    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/create?name=${name} ${JSON.stringify(spec)}`);
+    const id = await engineCreate(name, spec);
+    const problem = await engineStart(id);
+    const started = problem === undefined ? await engineContainer(id) : undefined;
+    const why = problem ?? (started === undefined ? "it is gone" : sharedContainerProblem(started, plan, key, name)) ??
+      (runsAsCaller(readText(`/proc/${started?.State?.Pid}/status`), plan.caller)
+        ? undefined
+        : "its holder is not yours");
+    if (why !== undefined) {
+      await removeSharedContainer(id, name, plan.cgroupParent);
+      refuse("engine", `the Docker engine could not start the step container: ${why}`);
+    }
+    return { id, created: true };
+  } catch (error) {
+    if (registered) {
+      try {
+        Deno.removeSync(entry);
+      } catch { /* gone */ }
+    }
+    throw error;
+  } finally {
+    lock.release();
+  }
+}
+
+/** Unregisters this task; the last one removes the container (under the lock, so no task joins it dying). */
+async function leaveStepContainer(plan: RunPlan, key: string, id: string, supervisor: string): Promise<boolean> {
+  const name = plan.containerName;
+  const lock = await shareLock(key);
+  let last = false;
+  try {
+    try {
+      Deno.removeSync(`${SHARE_DIR}/${name}/${supervisor.replace(":", "-")}`);
+    } catch { /* gone */ }
+    if (liveTasks(registryEntries(name)).length > 0) return true;
+    last = true;
+    return await removeSharedContainer(id, name, plan.cgroupParent);
+  } finally {
+    lock.release(last);
+  }
+}
+
+/**
+ * Runs one task in its step's container: as actRun, but the command is an exec in the shared container.
+ * Signals end this task's process only; its exit code is the exec's.
+ */
+async function actSharedRun(
+  plan: RunPlan,
+  key: string,
+  verbose: boolean,
+  facility: string,
+): Promise<RunOutcome> {
+  const supervisor = plan.labels[LABEL.supervisor];
+  let terminatedBy: number | undefined;
+  let markTerminated = () => {};
+  const terminated = new Promise<void>((resolve) => markTerminated = resolve);
+  let containerId: string | undefined;
+  let execId: string | undefined;
+  let execPid: number | undefined;
+  let ended = false;
+  let logged = false;
+  let rawTerminal = false;
+  let joined = false;
+  let failure: Refusal | undefined;
+  const lastForwarded = new Map<string, number>();
+  // The exec's host pid, asked once it was started (the engine sets it as the process starts); none
+  // once the process has ended (its exit code is set).
+  let execStarted = false;
+  let pidAsked: Promise<number | undefined> | undefined;
+  const execPidOf = () =>
+    !execStarted || execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
+      for (let round = 0; round < 200 && !ended; round++) {
+        const state = await engineExecInspect(execId!).catch(() => undefined);
+        const pid = boundedInt(String(state?.Pid ?? ""), 1, PID_MAX);
+        if (pid !== undefined) return execPid = pid;
+        if (typeof state?.ExitCode === "number") return undefined;
+        await sleep(round < 10 ? 10 : 50);
+      }
+      return undefined;
+    })();
+  const killUntilEnded = async () => {
+    while (!ended) {
+      const pid = execId !== undefined ? await execPidOf() : undefined;
+      if (containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
+      await sleep(200);
+    }
+  };
+  let resizing = false;
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (signal === "SIGWINCH") {
+      if (!plan.tty || execId === undefined || resizing) return;
+      resizing = true;
+      const { rows, columns } = (() => {
+        try {
+          return Deno.consoleSize();
+        } catch {
+          return { rows: 0, columns: 0 };
+        }
+      })();
+      void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+        .catch(() => undefined).finally(() => resizing = false);
+      return;
+    }
+    const action = signalAction(signal);
+    if (action?.kind === "terminate" && terminatedBy === undefined) {
+      terminatedBy = action.number;
+      markTerminated();
+      void killUntilEnded();
+    } else if (action?.kind === "forward" && containerId !== undefined && execId !== undefined) {
+      if (isSignalRepeat(lastForwarded.get(signal), performance.now())) return;
+      lastForwarded.set(signal, performance.now());
+      const id = containerId;
+      void execPidOf().then((pid) => signalExec(pid, id, signal));
+    }
+  };
+  const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS), "SIGWINCH"] as Deno.Signal[];
+  const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
+  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+  const stopped = () => ({ exitCode: 128 + terminatedBy!, containerId, logged, stoppedBy: terminatedBy });
+  try {
+    await removeOrphans(plan.orphans);
+    const checkImage = plan.mountPoints.some((point) => point.checkImage);
+    if (typeof plan.imageLayers === "string" && checkImage) {
+      refuse("installation", "cannot check the mount points in the image");
+    }
+    prepareMountPoints(plan, plan.imageLayers);
+    const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
+    if (terminatedBy !== undefined) return stopped();
+    const audit = { logged: false };
+    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, facility, audit)
+      .finally(() => logged = audit.logged);
+    containerId = step.id;
+    joined = true;
+    if (terminatedBy !== undefined) return stopped();
+    const request = execRequest(plan, shell);
+    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${containerId}/exec ${JSON.stringify(request)}`);
+    execId = await engineExecCreate(containerId, request);
+    if (terminatedBy !== undefined) return stopped();
+    execStarted = true; // from here on a signal must find the process, even while the start is answered
+    const attached = await engineExecStart(execId, plan.tty);
+    // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
+    // checked from the kernel's view of its process; a mismatch ends it at once.
+    const id = containerId;
+    const checked = execPidOf().then((pid) => {
+      if (pid === undefined || ended) return;
+      const status = readText(`/proc/${pid}/status`);
+      if (
+        status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
+        !runsAsCaller(status, plan.caller)
+      ) {
+        failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
+        signalExec(pid, id, "SIGKILL");
+      }
+    });
+    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+      Deno.stdin.setRaw(true);
+      rawTerminal = true;
+    }
+    if (plan.tty) {
+      try {
+        const { rows, columns } = Deno.consoleSize();
+        void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+          .catch(() => undefined);
+      } catch { /* no terminal size */ }
+    }
+    let pipeSignalled = false;
+    const progress: OutputProgress = { writing: false, last: performance.now() };
+    const output = pumpOutput(
+      attached.conn,
+      attached.initial,
+      plan.tty,
+      () => {
+        if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
+        pipeSignalled = true;
+      },
+      terminated,
+      progress,
+    );
+    if (plan.stdin) void pumpStdin(attached.conn);
+    // The stream ends when the exec's process has ended and its output is out (or, after a terminating
+    // signal, once its processes were killed: then what is left of the stream is given a moment).
+    await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);
+    await drainOutput(Promise.race([output, terminated.then(() => sleep(2000))]), progress);
+    attached.conn.close();
+    await checked;
+    let state: { Running?: boolean; ExitCode?: number | null } | undefined;
+    for (let round = 0; round < 100; round++) {
+      state = await engineExecInspect(execId).catch(() => undefined);
+      if (state?.Running === false || terminatedBy !== undefined) break;
+      await sleep(round < 10 ? 5 : 50);
+    }
+    if (failure !== undefined) throw failure;
+    const code = boundedNumber(state?.ExitCode, 0, 255);
+    if (code === undefined && terminatedBy === undefined) {
+      refuse("engine", "lost the task's exit status (its step container was stopped)");
+    }
+    return { exitCode: exitCodeFor(code ?? 0, terminatedBy), containerId, logged, stoppedBy: terminatedBy };
+  } catch (error) {
+    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
+    throw error;
+  } finally {
+    if (rawTerminal) {
+      try {
+        Deno.stdin.setRaw(false);
+      } catch { /* the terminal is gone */ }
+    }
+    ended = true;
+    const pid = execPid;
+    if (pid !== undefined && containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
+    const gone = !joined || await leaveStepContainer(plan, key, containerId!, supervisor).catch(() => false);
+    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+    unstage(plan.staging);
+    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  }
+}
+
+/**
+ * The hook of sharing in `socker run`: the plan of this task's step container (its name and labels) and
+ * its key, or undefined when this run gets its own container.
+ */
+async function stepContainerPlan(
+  plan: RunPlan,
+  settings: Settings,
+  callerEnv: Record<string, string> | undefined,
+): Promise<{ plan: RunPlan; key: string } | undefined> {
+  if (!planShare(plan, settings.share, tasksHint(callerEnv))) return undefined;
+  const key = await sha256Hex(shareSpecText(plan, hostName()));
+  const name = sharedContainerName(plan.caller.uid, key);
+  return {
+    plan: { ...plan, containerName: name, staging: stagingName(name, plan.job?.jobId, plan.labels[LABEL.supervisor]) },
+    key,
+  };
+}
+
 // ---- run: report
 
 /** The fields every record of a run carries. */
@@ -5071,9 +5747,13 @@ async function runCommand(invocation: RunInvocation, callerLimits: Limits): Prom
   const facts = await readRunFacts(invocation, callerLimits);
   try {
     const plan = planRun(invocation, facts);
-    const facility = settingsFrom(facts.settings).logFacility;
-    const outcome = await actRun(plan, invocation.verbose, facility);
-    await reportRunEnd(plan, outcome, facility, started);
+    const settings = settingsFrom(facts.settings);
+    const facility = settings.logFacility;
+    const step = await stepContainerPlan(plan, settings, textVariables(facts.callerEnv));
+    const outcome = step === undefined
+      ? await actRun(plan, invocation.verbose, facility)
+      : await actSharedRun(step.plan, step.key, invocation.verbose, facility);
+    await reportRunEnd(step?.plan ?? plan, outcome, facility, started);
     return outcome.exitCode;
   } finally {
     for (const probe of facts.probes.values()) if (typeof probe === "object") closeHandle(probe.handle);
@@ -5171,7 +5851,7 @@ async function takeLock(path: string, limitMs: number): Promise<number | undefin
   const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600);
   if (fd < 0) refuse("installation", `cannot open the lock ${path}: ${errnoText(lastErrno())}`);
   const started = performance.now();
-  for (;;) {
+  for (let pause = 2;;) {
     const taken = sys(FLOCK, fd, LOCK_EX | LOCK_NB) === 0;
     const errno = taken ? 0 : lastErrno();
     if (!taken && errno !== EAGAIN && errno !== EINTR) {
@@ -5184,7 +5864,9 @@ async function takeLock(path: string, limitMs: number): Promise<number | undefin
       closeHandle(fd);
       return undefined;
     }
-    await sleep(LOCK_POLL_MS);
+    // Short first looks: a step container's lock is held for milliseconds by each of its tasks.
+    await sleep(pause);
+    pause = Math.min(pause * 2, LOCK_POLL_MS);
   }
 }
 
@@ -5412,6 +6094,14 @@ async function stopCommand(target: string): Promise<number> {
   const facts = await readOwnContainers();
   const plan = planStop(target, facts);
   if (plan.supervisorPid !== undefined) Deno.kill(plan.supervisorPid, "SIGTERM");
+  // A step container has no one supervisor: each of its tasks' sockers is stopped; the last removes it.
+  const tasks = plan.supervisorPid === undefined ? sharedTaskPids(plan.name) : [];
+  for (const pid of tasks) {
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch { /* it ended meanwhile */ }
+  }
+  if (tasks.length > 0) plan.supervisorPid = tasks[0];
   const gone = plan.supervisorPid !== undefined
     ? await waitUntilGone(plan.id, 15_000)
     : await ensureGone(plan.id, 15_000);
@@ -5614,7 +6304,8 @@ async function reportCleanup(what: Record<string, unknown>, sweeps: SweepOutcome
 
 /** socker's containers and staging folders on this node, with their supervisors' /proc/<pid>/stat. */
 export type OrphanFacts = {
-  containers: { container: ListedContainer; supervisorStat?: string }[] | Refusal;
+  /** `liveTasks`: for a step container (SHARE_LABEL), how many of its registered tasks still run. */
+  containers: { container: ListedContainer; supervisorStat?: string; liveTasks?: number }[] | Refusal;
   staging: { name: string; supervisorStat?: string }[];
 };
 
@@ -5624,9 +6315,14 @@ export type OrphanFacts = {
  * label are never judged here (the Epilog and the administrator handle them).
  */
 export function planOrphans(facts: OrphanFacts): CleanupPlan {
-  const containers = facts.containers instanceof Refusal ? [] : facts.containers
-    .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
-    .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat));
+  const containers = facts.containers instanceof Refusal
+    ? []
+    : facts.containers.filter((item) =>
+      item.container.Labels?.[SHARE_LABEL] !== undefined
+        ? item.liveTasks === 0 // a step container: an orphan once none of its tasks runs
+        : item.container.Labels?.[LABEL.supervisor] !== undefined &&
+          !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat)
+    );
   const staging = facts.staging.filter((item) => {
     const supervisor = parseStagingName(item.name).supervisor;
     return supervisor !== undefined && !supervisorAlive(supervisor, item.supervisorStat);
@@ -5646,9 +6342,13 @@ async function readOrphanFacts(): Promise<OrphanFacts> {
   };
   const listed = await attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000));
   return {
-    containers: listed instanceof Refusal
-      ? listed
-      : listed.map((container) => ({ container, supervisorStat: stat(container.Labels?.[LABEL.supervisor]) })),
+    containers: listed instanceof Refusal ? listed : listed.map((container) => ({
+      container,
+      supervisorStat: stat(container.Labels?.[LABEL.supervisor]),
+      liveTasks: container.Labels?.[SHARE_LABEL] === undefined
+        ? undefined
+        : liveTasks(registryEntries((container.Names?.[0] ?? "").replace(/^\//, ""))).length,
+    })),
     staging: listNames(STAGING_DIR).filter((name) => !name.endsWith(".lock")).map((name) => ({
       name,
       supervisorStat: stat(parseStagingName(name).supervisor),
@@ -5695,7 +6395,15 @@ async function cleanupCommand(scope: { job: string } | { orphans: true }, verbos
 // it is gone, runs still work, the Epilog and the reaper still clean up, and `socker doctor` says so.
 
 /** What the watcher tracks of one container: from its labels only. */
-export type WatchedContainer = { id: string; name?: string; supervisor?: string; job?: string; step?: string };
+export type WatchedContainer = {
+  id: string;
+  name?: string;
+  supervisor?: string;
+  job?: string;
+  step?: string;
+  /** A step container (SHARE_LABEL): it has no supervisor, but registered tasks (see SHARE_DIR). */
+  shared?: boolean;
+};
 
 /** How many containers the watcher tracks at most (a node runs a few dozen); the reaper covers the rest. */
 export const WATCH_MAX_TRACKED = 1024;
@@ -5713,24 +6421,31 @@ export function watchedContainers(listed: readonly ListedContainer[], max = WATC
     supervisor: container.Labels?.[LABEL.supervisor],
     job: container.Labels?.[LABEL.job],
     step: container.Labels?.[LABEL.step],
+    ...(container.Labels?.[SHARE_LABEL] !== undefined ? { shared: true } : {}),
   }));
 }
 
 /**
  * The containers to remove now: those whose recorded supervisor is gone (`stats` maps each supervisor
  * label to its /proc/PID/stat, undefined when no such process exists; a reused pid has another start
- * time). A container without a supervisor label, or whose supervisor lives, is never touched.
+ * time). A step container is removed once none of its registered tasks lives (`tasks` maps its name to
+ * their count; a name without a count is left alone). A container without a supervisor label, or whose
+ * supervisor lives, is never touched.
  */
 export function planWatchOrphans(
   containers: readonly WatchedContainer[],
   stats: ReadonlyMap<string, string | undefined>,
+  tasks: ReadonlyMap<string, number> = new Map(),
 ): WatchedContainer[] {
   // A killed supervisor stays in /proc as a zombie until its parent reaps it (under load, seconds): dead.
   const living = (stat: string | undefined) =>
     stat !== undefined && !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
   return containers.filter((container) =>
-    container.supervisor !== undefined && stats.has(container.supervisor) &&
-    !(supervisorAlive(container.supervisor, stats.get(container.supervisor)) && living(stats.get(container.supervisor)))
+    container.shared
+      ? container.name !== undefined && tasks.get(container.name) === 0
+      : container.supervisor !== undefined && stats.has(container.supervisor) &&
+        !(supervisorAlive(container.supervisor, stats.get(container.supervisor)) &&
+          living(stats.get(container.supervisor)))
   );
 }
 
@@ -5756,6 +6471,11 @@ function stepStepdRuns(jobId: string, step: string): boolean {
  * cleanup of scope "watch".
  */
 async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
+  if (orphan.shared && orphan.name !== undefined) {
+    // Every process in it (with pid = host, the container's end does not end its tasks' execs).
+    const parent = (await engineContainer(orphan.id).catch(() => undefined))?.HostConfig?.CgroupParent;
+    await removeSharedContainer(orphan.id, orphan.name, parent);
+  }
   const staging = listNames(STAGING_DIR).filter((name) => parseStagingName(name).container === orphan.name);
   const sweeps = await actCleanup(
     { containers: [orphan.id], folders: [], slurmFolders: [], staging },
@@ -5835,7 +6555,13 @@ async function watchCommand(): Promise<number> {
         const pid = boundedInt(/^(\d+):/.exec(container.supervisor ?? "")?.[1], 1, PID_MAX);
         if (container.supervisor !== undefined && pid !== undefined) stats.set(container.supervisor, procStat(pid));
       }
-      for (const orphan of planWatchOrphans(tracked, stats)) {
+      const tasks = new Map<string, number>();
+      for (const container of tracked) {
+        if (container.shared && container.name !== undefined) {
+          tasks.set(container.name, liveTasks(registryEntries(container.name)).length);
+        }
+      }
+      for (const orphan of planWatchOrphans(tracked, stats, tasks)) {
         if (removing.has(orphan.id)) continue;
         removing.add(orphan.id);
         void removeWatchedOrphan(orphan).catch(() => {}).finally(() => {
@@ -6180,6 +6906,20 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
         const runtimes = fact<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
         containerRuntime(job, true, runtimes, installed);
         return `ConstrainDevices=yes on cgroup v1: containers in jobs use the runtime ${DEVICE_RUNTIME} (${DEVICE_RUNTIME_PATH})`;
+      }),
+  },
+  {
+    name: "step containers",
+    needs: ["settings"],
+    probe: () => ({ file: readConfigFile(SETTINGS_PATH), holder: pathInfo(`${HOLDER_DIR}/busybox`) }),
+    judge: (value) =>
+      judged("step containers", () => {
+        const { file, holder } = fact<{ file: ConfigFile; holder: FileFacts | number }>(value);
+        if (settingsFrom(file).share === "none") return "off (share = none): every task gets its own container";
+        if (typeof holder === "number" || holder.kind !== "file" || holder.uid !== 0 || (holder.mode & 0o022) !== 0) {
+          refuse("installation", `share = step needs the holder ${HOLDER_DIR}/busybox (root's): rerun install.sh`);
+        }
+        return "share = step: the tasks of a step on a node share one container";
       }),
   },
   {

@@ -1,5 +1,6 @@
 // socker's benchmarks: prints tables of measured figures (not a test; nothing here passes or fails).
 //   sudo deno run --allow-all bench/bench.ts [--pairs N] [--cancels N] [--scale N] [--no-slurm] [--no-mpi]
+//   sudo deno run --allow-all bench/bench.ts --steps [--rounds N]
 // Needs what `sudo tests/run.sh` sets up: the installed socker, the test users and images (the OpenMPI one
 // for the MPI figures), the two-node Slurm cluster, and the test images in the allowlist.
 //
@@ -15,7 +16,11 @@
 // 5. Scale: N concurrent `socker run` on this node, and an N-task Slurm job array; every exit code and
 //    output checked, and nothing left behind.
 // 6. MPI (issue 10): ping-pong between two nodes natively and through socker, interleaved (8 B latency and
-//    1 MiB bandwidth, medians, ratios); the start-up of an N-rank step, native and through socker.
+//    1 MiB bandwidth, medians, ratios); the start-up of an N-rank step, native and through socker. A rank
+//    that fails ends its job at once (--kill-on-bad-exit), never at its time limit.
+// --steps (issue 21) prints only this: the start-up of N-rank steps (N = 2..32, two nodes, --overcommit) in
+//    one held allocation: native srun, socker with one container per task (share = none), socker with step
+//    containers (share = step); interleaved round by round, medians, and the cost of each extra rank.
 import { parseArgs } from "node:util";
 import { engineList } from "../socker.ts";
 
@@ -27,6 +32,8 @@ const { values } = parseArgs({
     "output-gb": { type: "string", default: "1,4" },
     "no-slurm": { type: "boolean", default: false },
     "no-mpi": { type: "boolean", default: false },
+    steps: { type: "boolean", default: false },
+    rounds: { type: "string", default: "3" },
   },
 });
 const PAIRS = Number(values.pairs);
@@ -154,6 +161,54 @@ const version = new TextDecoder().decode(
 console.log(
   `machine: ${cpuName}, ${navigator.hardwareConcurrency} cores; Docker ${version}; Deno ${Deno.version.deno}`,
 );
+
+// ---- --steps: start-up of N-rank steps, native and through socker with and without step containers
+if (values.steps) {
+  const ROUNDS = Number(values.rounds);
+  const SIZES = [2, 4, 8, 16, 32];
+  const alloc = await shell("alice", "salloc --no-shell -N2 -n32 --overcommit 2>&1").output();
+  const jobId = /allocation (\d+)/.exec(new TextDecoder().decode(alloc.stdout))?.[1];
+  if (jobId === undefined) throw new Error(`no allocation: ${new TextDecoder().decode(alloc.stdout)}`);
+  const settings = (share: string) =>
+    Deno.writeTextFileSync("/etc/socker/socker.conf", `share = ${share}\n`, { mode: 0o644 });
+  const kinds = [
+    { name: "native srun", share: "step", line: "true" },
+    { name: "socker, share = none", share: "none", line: `socker run ${IMAGE} true` },
+    { name: "socker, share = step", share: "step", line: `socker run ${IMAGE} true` },
+  ];
+  const times = new Map<string, number[]>();
+  const load: string[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const n of SIZES) {
+        // Interleaved: the order of the three kinds turns with each round.
+        for (const k of [0, 1, 2].map((i) => kinds[(i + round) % 3])) {
+          settings(k.share);
+          const { wall } = await measured(shell("alice", `srun --jobid=${jobId} -n${n} --overcommit ${k.line}`));
+          const key = `${k.name}/${n}`;
+          times.set(key, [...(times.get(key) ?? []), wall]);
+        }
+      }
+      load.push(Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" "));
+    }
+  } finally {
+    try {
+      Deno.removeSync("/etc/socker/socker.conf");
+    } catch { /* none */ }
+    await shell("root", `scancel ${jobId}`).output();
+  }
+  const m = (kind: string, n: number) => median(times.get(`${kind}/${n}`) ?? []);
+  const rows = [["ranks", ...kinds.map((k) => k.name)]];
+  for (const n of SIZES) rows.push([String(n), ...kinds.map((k) => ms(m(k.name, n)))]);
+  rows.push(["per extra rank (2 -> 32)", ...kinds.map((k) => ms1((m(k.name, 32) - m(k.name, 2)) / 30))]);
+  rows.push(["16 ranks / 2 ranks", ...kinds.map((k) => (m(k.name, 16) / m(k.name, 2)).toFixed(2))]);
+  table(
+    `Start-up of an N-rank step on two nodes (salloc -N2 --overcommit; ${ROUNDS} interleaved rounds, medians; ` +
+      `load average after each round: ${load.join(" | ")}; CPUs: ${navigator.hardwareConcurrency})`,
+    rows,
+  );
+  Deno.exit(0);
+}
 
 // ---- 1. overhead
 const verbose = await shell("alice", `exec ${SOCKER} -v run ${IMAGE} true`).output();
@@ -459,10 +514,12 @@ if (!values["no-slurm"] && !values["no-mpi"]) {
     const inSocker: { lat: number; bw: number }[] = [];
     for (let i = 0; i < 5; i++) {
       const nativeRun = async () =>
-        native.push(pingpong(await job(`srun --mpi=pmix -N2 -n2 ${MPI}/pingpong 2000`, "-N2 -n2")));
+        native.push(pingpong(await job(`srun --mpi=pmix -K1 -N2 -n2 ${MPI}/pingpong 2000`, "-N2 -n2 --time=10")));
       const sockerRun = async () =>
         inSocker.push(
-          pingpong(await job(`srun --mpi=pmix -N2 -n2 socker run ${MPI_IMAGE} ${MPI}/pingpong 2000`, "-N2 -n2")),
+          pingpong(
+            await job(`srun --mpi=pmix -K1 -N2 -n2 socker run ${MPI_IMAGE} ${MPI}/pingpong 2000`, "-N2 -n2 --time=10"),
+          ),
         );
       if (i % 2 === 0) {
         await nativeRun();

@@ -8,6 +8,7 @@ import {
   planWatchOrphans,
   pullProgressLine,
   Refusal,
+  SHARE_LABEL,
   stepFolders,
   WATCH_MAX_TRACKED,
   watchedContainers,
@@ -86,4 +87,15 @@ Deno.test("watch: `socker watch` takes no arguments", () => {
     () => parseCommandLine(["watch", "now"]),
     (error) => error instanceof Refusal && error.kind === "usage",
   );
+});
+
+Deno.test("watch: a step container goes once none of its tasks lives, never while one does", () => {
+  const containers = watchedContainers([
+    listed("s1", { [SHARE_LABEL]: "k1" }), // two tasks alive
+    listed("s2", { [SHARE_LABEL]: "k2" }), // every task gone
+    listed("s3", { [SHARE_LABEL]: "k3" }), // not counted this tick: left alone
+  ]);
+  const tasks = new Map([["socker-2001-s1", 2], ["socker-2001-s2", 0]]);
+  assert.deepEqual(planWatchOrphans(containers, new Map(), tasks).map((c) => c.name), ["socker-2001-s2"]);
+  assert.deepEqual(planWatchOrphans(containers, new Map()), []);
 });
