@@ -5047,7 +5047,8 @@ export function planShare(
   hint: number | undefined,
 ): boolean {
   return share === "step" && plan.job !== undefined && /^\d+$/.test(plan.job.stepId) &&
-    plan.imageId !== undefined && plan.imageEntrypoint.length + plan.argv.length > 0 &&
+    plan.imageId !== undefined &&
+    plan.imageEntrypoint.length + (plan.argv.length > 0 ? plan.argv : plan.cmd).length > 0 &&
     (hint === undefined || hint > 1);
 }
 
@@ -5193,7 +5194,8 @@ export function runsAsCaller(status: string | undefined, caller: Caller): boolea
 /** The exec request of one task: its command, environment, folder, terminal, as the caller, unprivileged. */
 export function execRequest(plan: RunPlan, shell: string | undefined): Record<string, unknown> {
   const entered = plan.workdirInMount && shell !== undefined;
-  const command = [...plan.imageEntrypoint, ...plan.argv];
+  // No command given: the image's CMD, as `docker run` (see startCommand).
+  const command = [...plan.imageEntrypoint, ...(plan.argv.length > 0 ? plan.argv : plan.cmd)];
   return {
     User: `${plan.caller.uid}:${plan.caller.gid}`,
     Privileged: false,
