@@ -36,7 +36,8 @@ Deno.test("share: only inside a numbered step, with a command, with share = step
   assert.equal(planShare(planRun(run("socker-test/busybox:2", "hostname"), runFacts()), "step", 8), false);
   assert.equal(planShare({ ...plan, job: { ...plan.job!, stepId: "batch" } }, "step", 8), false);
   assert.equal(planShare({ ...plan, imageId: undefined }, "step", 8), false);
-  assert.equal(planShare({ ...plan, argv: [], imageEntrypoint: [] }, "step", 8), false);
+  assert.equal(planShare({ ...plan, argv: [], imageEntrypoint: [], cmd: [] }, "step", 8), false);
+  assert.equal(planShare({ ...plan, argv: [], imageEntrypoint: [], cmd: ["serve"] }, "step", 8), true);
 });
 
 Deno.test("share: the task count hint reads Slurm's per-node lists", () => {
