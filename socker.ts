@@ -1880,9 +1880,10 @@ export function rendezvousVariables(env: Readonly<Record<string, string>> | unde
  */
 export function mpiNamespaceHint(
   env: Readonly<Record<string, string>> | undefined,
-  settings: Pick<Settings, "network" | "ipc" | "pid">,
+  settings: Pick<Settings, "network" | "ipc" | "pid" | "share">,
 ): string | undefined {
-  if (env === undefined) return undefined;
+  // The ranks of a step on a node that share one container share its namespaces too.
+  if (env === undefined || settings.share === "step") return undefined;
   const pmix = env.PMIX_RANK !== undefined || /^pmix/.test(env.SLURM_MPI_TYPE ?? "");
   if (!pmix) return undefined;
   const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");

@@ -115,23 +115,28 @@ batchTest(
   },
 );
 
-batchTest("two PMIx ranks on one node with private namespaces get one hint naming the settings", async () => {
-  const job = await sbatch(
-    `srun --mpi=pmix -N1 -n2 --overcommit socker run ${IMAGE} true; echo "rc=$?"\n` +
-      `srun --mpi=pmix -N1 -n1 socker run ${IMAGE} true`,
-    ["-w", "n1", "-n2", "--overcommit"],
-  );
-  await waitJobEnd(job, 120_000);
-  const hints = lines(job).filter((line) => line.includes("hint:"));
-  assert.equal(hints.length, 2, jobOutput(job));
-  for (const hint of hints) {
-    assert.match(
-      hint,
-      /^socker: hint: 2 MPI ranks share this node .* network = host, ipc = host, pid = host in socker\.conf$/,
-    );
-  }
-  assert.match(jobOutput(job), /^rc=0$/m);
-});
+batchTest(
+  "two PMIx ranks on one node with private namespaces get one hint naming the settings (share = none)",
+  async () => {
+    await withSettings("share = none\n", async () => {
+      const job = await sbatch(
+        `srun --mpi=pmix -N1 -n2 --overcommit socker run ${IMAGE} true; echo "rc=$?"\n` +
+          `srun --mpi=pmix -N1 -n1 socker run ${IMAGE} true`,
+        ["-w", "n1", "-n2", "--overcommit"],
+      );
+      await waitJobEnd(job, 120_000);
+      const hints = lines(job).filter((line) => line.includes("hint:"));
+      assert.equal(hints.length, 2, jobOutput(job));
+      for (const hint of hints) {
+        assert.match(
+          hint,
+          /^socker: hint: 2 MPI ranks share this node .* network = host, ipc = host, pid = host in socker\.conf$/,
+        );
+      }
+      assert.match(jobOutput(job), /^rc=0$/m);
+    });
+  },
+);
 
 batchTest("socker run IMAGE with no command runs the image's CMD; --entrypoint '' drops the banner", async () => {
   const m = marker("cmd");
@@ -190,8 +195,8 @@ batchTest("with default_gpus = yes a job that asked for a GPU gets it without --
     const without = await sbatch(list, ["-w", "n2"]);
     await waitJobEnd(withGpu);
     await waitJobEnd(without);
-    assert.deepEqual(lines(withGpu), ["nvidia0 rc=0", ""], jobOutput(withGpu));
-    assert.deepEqual(lines(without), ["rc=0", ""], jobOutput(without));
+    assert.deepEqual(lines(withGpu), ["nvidia0 nvidiactl rc=0", ""], jobOutput(withGpu));
+    assert.deepEqual(lines(without), ["rc=0", ""], jobOutput(without)); // no GPU: no control device either
   });
 });
 
