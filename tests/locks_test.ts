@@ -39,11 +39,15 @@ Deno.test("locks: a run that pulls into a stopped terminal (Ctrl-S) holds up nei
       // bob's socker is now pulling (its progress due to his stopped terminal).
       await new Promise((resolve) => setTimeout(resolve, 2500));
       const started = performance.now();
+      // Where the lock is held across bob's terminal (before the fix), his Ctrl-Q after 30 s is what lets
+      // the others go on: the test then fails on the time they waited, rather than hanging.
+      const unstick = setTimeout(() => keys.write(new Uint8Array([0x11])).catch(() => {}), 30_000);
       const [alice, root] = await Promise.all([
         asUser("alice", ["/usr/bin/timeout", "40", SOCKER, "run", TAGGED, "echo", "alice-ran"]),
         sh("/usr/bin/timeout", ["40", PRIVILEGED_SOCKER, "pull", TAGGED]),
       ]);
       const took = seconds(started);
+      clearTimeout(unstick);
       console.log(`with bob's terminal stopped: alice's run and root's pull ended after ${took.toFixed(1)} s`);
       await keys.write(new Uint8Array([0x11])).catch(() => {}); // Ctrl-Q: bob's terminal goes on
       const bobEnd = await Promise.race([
