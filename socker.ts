@@ -3510,6 +3510,10 @@ function fixedByRoot(realPath: string, judged: number): boolean {
   const fd = openResolved(AT_FDCWD, realPath, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
   if (fd < 0) return false;
   try {
+    // Same mount first, asked of the descriptors alone: a filesystem mounted over the path since it was
+    // judged (a user's FUSE, perhaps stalled) is never asked anything (statx would ask its daemon).
+    const mount = mountIdOf(fd);
+    if (mount === undefined || mount !== mountIdOf(judged)) return false;
     if (!sameObject(fd, judged)) return false;
     return pathChain(realPath).slice(1).every((dir) => {
       const info = pathInfo(dir, { noFollow: true });
