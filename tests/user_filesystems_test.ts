@@ -45,7 +45,7 @@ async function timed(line: string): Promise<{ code: number; stdout: string; stde
   const start = performance.now();
   // A socker stuck as root on the filesystem keeps the output open past the line's own bound: the test
   // gives up at 60 s and fails (the daemon's SIGCONT in `unmount` then frees what hangs).
-  let timer = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const hung = new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     timer = setTimeout(() => resolve({ code: -1, stdout: "", stderr: "hung for 60 s" }), 60_000);
   });
