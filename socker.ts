@@ -2220,10 +2220,14 @@ function mountIdOf(fd: number): number | undefined {
 
 /** A judge of mounts from the table read before any path was touched and the administrator's setting. */
 function judgeMounts(table: ReadonlyMap<number, MountEntry>, allow: boolean): (fd: number) => string | undefined {
+  let current = table;
   return (fd) => {
     const id = mountIdOf(fd);
     if (id === undefined) return UNREACHABLE;
-    return userFilesystemProblem(table.get(id), allow);
+    // A mount made since the table was read (socker's own staging binds, or a user's new FUSE): read the
+    // table again, which names it without asking any filesystem; still unknown, it is judged a user's.
+    if (!current.has(id)) current = parseMountTable(readText(MOUNTINFO_PATH) ?? "");
+    return userFilesystemProblem(current.get(id), allow);
   };
 }
 
