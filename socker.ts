@@ -2679,10 +2679,14 @@ function mountIdOf(fd: number): number | undefined {
 
 /** A judge of mounts from the table read before any path was touched and the administrator's setting. */
 function judgeMounts(table: ReadonlyMap<number, MountEntry>, allow: boolean): (fd: number) => string | undefined {
+  let current = table;
   return (fd) => {
     const id = mountIdOf(fd);
     if (id === undefined) return UNREACHABLE;
-    return userFilesystemProblem(table.get(id), allow);
+    // A mount made since the table was read (socker's own staging binds, or a user's new FUSE): read the
+    // table again, which names it without asking any filesystem; still unknown, it is judged a user's.
+    if (!current.has(id)) current = parseMountTable(readText(MOUNTINFO_PATH) ?? "");
+    return userFilesystemProblem(current.get(id), allow);
   };
 }
 
@@ -3995,6 +3999,10 @@ function fixedByRoot(realPath: string, judged: number): boolean {
   const fd = openResolved(AT_FDCWD, realPath, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
   if (fd < 0) return false;
   try {
+    // Same mount first, asked of the descriptors alone: a filesystem mounted over the path since it was
+    // judged (a user's FUSE, perhaps stalled) is never asked anything (statx would ask its daemon).
+    const mount = mountIdOf(fd);
+    if (mount === undefined || mount !== mountIdOf(judged)) return false;
     if (!sameObject(fd, judged)) return false;
     return pathChain(realPath).slice(1).every((dir) => {
       const info = pathInfo(dir, { noFollow: true });
