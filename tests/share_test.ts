@@ -115,6 +115,40 @@ shareTest("SIGTERM to one task's socker ends that rank only; the others finish",
   await sh("/bin/sh", ["-c", `rm -f ${started}.*`]);
 });
 
+shareTest("kill -9 of one task's socker: its process is ended with the container, nothing is left", async () => {
+  const started = `/home/${USER}/share-killed-${marker()}`;
+  const run = allocation(
+    ["-N1", "-n4", "--overcommit"],
+    `srun -K0 sh -c 'socker run ${IMAGE} sh -c "touch ${started}.\\$SLURM_PROCID; sleep 6" & ` +
+      `echo $! > ${started}.pid.$SLURM_PROCID; wait $!; echo code $SLURM_PROCID $?'`,
+  );
+  const exists = (name: string) => Deno.stat(name).then(() => true, () => false);
+  const ready = await waitFor(
+    async () => (await Promise.all([0, 1, 2, 3].map((rank) => exists(`${started}.${rank}`)))).every(Boolean),
+    30_000,
+    100,
+  );
+  assert.ok(ready >= 0, "every rank started");
+  const sudo = Deno.readTextFileSync(`${started}.pid.1`).trim();
+  const child = await sh("/usr/bin/pgrep", ["-P", sudo]);
+  assert.equal(child.code, 0, "socker runs under sudo");
+  await sh("/bin/kill", ["-KILL", child.stdout.trim().split("\n")[0]]);
+  const result = await run;
+  const codes = linesOf(result.stdout, "code").map((line) => line.split(" ").slice(1).join(" ")).sort();
+  assert.deepEqual(codes, ["0 0", "1 137", "2 0", "3 0"], result.stdout + result.stderr);
+  const clean = await waitFor(
+    async () => {
+      const procs = await sh("/usr/bin/pgrep", ["-u", USER, "-f", "^sleep 6$"]);
+      return procs.code !== 0 && (await stepContainers()).length === 0;
+    },
+    10_000,
+    100,
+  );
+  assert.ok(clean >= 0, `left: ${await stepContainers()}`);
+  assert.deepEqual(Array.from(Deno.readDirSync("/run/socker-share")).map((e) => e.name), []);
+  await sh("/bin/sh", ["-c", `rm -f ${started}.*`]);
+});
+
 for (const pid of ["private", "host"] as const) {
   shareTest(`scancel of a 16-rank step leaves no container and no process on either node (pid = ${pid})`, async () => {
     const tag = marker("cancel");
