@@ -301,27 +301,3 @@ shareTest("srun --pty: the rank with the terminal sees one; sharing can be turne
     assert.equal(most, 0, "no step container");
   });
 });
-
-shareTest("MPI hello and allreduce across the nodes and among the ranks of a node, in step containers", async () => {
-  await withSettings(
-    "network = host\nipc = host\npid = host\nenv_set = OMPI_MCA_btl_tcp_if_exclude=127.0.0.1/8,docker0\n" +
-      "env_set = OMPI_MCA_btl_vader_single_copy_mechanism=none\n",
-    async () => {
-      const { result, most } = await counting(allocation(
-        ["-N2", "-n8", "--overcommit"],
-        `srun --mpi=pmix -K1 socker run ${MPI_IMAGE} /opt/socker-tests/mpi/hello`,
-      ));
-      assert.equal(result.code, 0, result.stderr);
-      const hellos = linesOf(result.stdout, "hello").map((line) =>
-        Object.fromEntries(line.slice(6).split(" ").map((field) => field.split("=")))
-      );
-      assert.deepEqual(hellos.map((h) => Number(h.rank)).sort((a, b) => a - b), [...Array(8).keys()]);
-      for (const hello of hellos) {
-        assert.equal(hello.size, "8");
-        assert.equal(hello.sum, hello.want, result.stdout);
-      }
-      assert.deepEqual([...new Set(hellos.map((h) => h.node))].sort(), ["n1", "n2"]);
-      assert.equal(most, 2, "one step container per node");
-    },
-  );
-});
