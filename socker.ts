@@ -5315,6 +5315,26 @@ async function removeSharedContainer(id: string, name: string, parent: string | 
   return gone;
 }
 
+/**
+ * Removes the registry folders of step containers none of whose tasks runs any more (their sockers were
+ * killed; the Epilog or the reaper removed the container): dead entries first, then the folder, which
+ * stays if a task registered meanwhile. Called by `socker cleanup`.
+ */
+function sweepShareRegistry(): void {
+  for (const name of listNames(SHARE_DIR)) {
+    const entries = registryEntries(name);
+    if (liveTasks(entries).length > 0) continue;
+    for (const entry of entries) {
+      try {
+        Deno.removeSync(`${SHARE_DIR}/${name}/${entry.name}`);
+      } catch { /* gone */ }
+    }
+    try {
+      Deno.removeSync(`${SHARE_DIR}/${name}`);
+    } catch { /* a task registered meanwhile */ }
+  }
+}
+
 /** GET /containers/NAME/json: the engine's whole view of a container, or undefined when there is none. */
 async function engineContainer(name: string): Promise<InspectedContainer | undefined> {
   const answer = await engineCall("GET", `/containers/${path(name)}/json`);
@@ -6381,6 +6401,7 @@ async function cleanupCommand(scope: { job: string } | { orphans: true }, verbos
       planJobCleanup(facts),
       facts.labelled instanceof Refusal ? facts.labelled.reason : undefined,
     );
+    sweepShareRegistry();
     return await reportCleanup({ job: scope.job }, sweeps, verbose);
   }
   const facts = await readOrphanFacts();
@@ -6388,6 +6409,7 @@ async function cleanupCommand(scope: { job: string } | { orphans: true }, verbos
     planOrphans(facts),
     facts.containers instanceof Refusal ? facts.containers.reason : undefined,
   );
+  sweepShareRegistry();
   return await reportCleanup({ scope: "orphans" }, sweeps, verbose);
 }
 

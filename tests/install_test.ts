@@ -20,6 +20,8 @@ const INSTALLED: Record<string, number> = {
   [ENTRY]: 0o755,
   "/usr/local/libexec/socker/slurm-epilog": 0o755,
   "/usr/local/libexec/socker/socker-runc": 0o755,
+  "/usr/local/libexec/socker/holder": 0o755,
+  "/usr/local/libexec/socker/holder/busybox": 0o755,
   [LIB]: 0o755,
   [`${LIB}/socker.ts`]: 0o644,
   [`${LIB}/deno`]: 0o755,

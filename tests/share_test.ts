@@ -115,6 +115,40 @@ shareTest("SIGTERM to one task's socker ends that rank only; the others finish",
   await sh("/bin/sh", ["-c", `rm -f ${started}.*`]);
 });
 
+shareTest("kill -9 of one task's socker: its process is ended with the container, nothing is left", async () => {
+  const started = `/home/${USER}/share-killed-${marker()}`;
+  const run = allocation(
+    ["-N1", "-n4", "--overcommit"],
+    `srun -K0 sh -c 'socker run ${IMAGE} sh -c "touch ${started}.\\$SLURM_PROCID; sleep 6" & ` +
+      `echo $! > ${started}.pid.$SLURM_PROCID; wait $!; echo code $SLURM_PROCID $?'`,
+  );
+  const exists = (name: string) => Deno.stat(name).then(() => true, () => false);
+  const ready = await waitFor(
+    async () => (await Promise.all([0, 1, 2, 3].map((rank) => exists(`${started}.${rank}`)))).every(Boolean),
+    30_000,
+    100,
+  );
+  assert.ok(ready >= 0, "every rank started");
+  const sudo = Deno.readTextFileSync(`${started}.pid.1`).trim();
+  const child = await sh("/usr/bin/pgrep", ["-P", sudo]);
+  assert.equal(child.code, 0, "socker runs under sudo");
+  await sh("/bin/kill", ["-KILL", child.stdout.trim().split("\n")[0]]);
+  const result = await run;
+  const codes = linesOf(result.stdout, "code").map((line) => line.split(" ").slice(1).join(" ")).sort();
+  assert.deepEqual(codes, ["0 0", "1 137", "2 0", "3 0"], result.stdout + result.stderr);
+  const clean = await waitFor(
+    async () => {
+      const procs = await sh("/usr/bin/pgrep", ["-u", USER, "-f", "^sleep 6$"]);
+      return procs.code !== 0 && (await stepContainers()).length === 0;
+    },
+    10_000,
+    100,
+  );
+  assert.ok(clean >= 0, `left: ${await stepContainers()}`);
+  assert.deepEqual(Array.from(Deno.readDirSync("/run/socker-share")).map((e) => e.name), []);
+  await sh("/bin/sh", ["-c", `rm -f ${started}.*`]);
+});
+
 for (const pid of ["private", "host"] as const) {
   shareTest(`scancel of a 16-rank step leaves no container and no process on either node (pid = ${pid})`, async () => {
     const tag = marker("cancel");
@@ -266,28 +300,4 @@ shareTest("srun --pty: the rank with the terminal sees one; sharing can be turne
     assert.equal(new Set(linesOf(result.stdout, "host")).size, 4);
     assert.equal(most, 0, "no step container");
   });
-});
-
-shareTest("MPI hello and allreduce across the nodes and among the ranks of a node, in step containers", async () => {
-  await withSettings(
-    "network = host\nipc = host\npid = host\nenv_set = OMPI_MCA_btl_tcp_if_exclude=127.0.0.1/8,docker0\n" +
-      "env_set = OMPI_MCA_btl_vader_single_copy_mechanism=none\n",
-    async () => {
-      const { result, most } = await counting(allocation(
-        ["-N2", "-n8", "--overcommit"],
-        `srun --mpi=pmix -K1 socker run ${MPI_IMAGE} /opt/socker-tests/mpi/hello`,
-      ));
-      assert.equal(result.code, 0, result.stderr);
-      const hellos = linesOf(result.stdout, "hello").map((line) =>
-        Object.fromEntries(line.slice(6).split(" ").map((field) => field.split("=")))
-      );
-      assert.deepEqual(hellos.map((h) => Number(h.rank)).sort((a, b) => a - b), [...Array(8).keys()]);
-      for (const hello of hellos) {
-        assert.equal(hello.size, "8");
-        assert.equal(hello.sum, hello.want, result.stdout);
-      }
-      assert.deepEqual([...new Set(hellos.map((h) => h.node))].sort(), ["n1", "n2"]);
-      assert.equal(most, 2, "one step container per node");
-    },
-  );
 });
