@@ -1880,10 +1880,10 @@ export function rendezvousVariables(env: Readonly<Record<string, string>> | unde
  */
 export function mpiNamespaceHint(
   env: Readonly<Record<string, string>> | undefined,
-  settings: Pick<Settings, "network" | "ipc" | "pid" | "share">,
+  settings: Pick<Settings, "network" | "ipc" | "pid">,
 ): string | undefined {
-  // The ranks of a step on a node that share one container share its namespaces too.
-  if (env === undefined || settings.share === "step") return undefined;
+  // A step container does not help: its namespaces are private too, and PMIx cannot reach the step's server.
+  if (env === undefined) return undefined;
   const pmix = env.PMIX_RANK !== undefined || /^pmix/.test(env.SLURM_MPI_TYPE ?? "");
   if (!pmix) return undefined;
   const perNode = expandTasksPerNode(env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? "");
@@ -3421,26 +3421,42 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
  * stream bytes that came with the engine's head.
  */
 async function engineAttach(id: string, stdin: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
-  const conn = await engineConnect();
   const query = `stream=1&stdout=1&stderr=1&stdin=${stdin ? 1 : 0}&detachKeys=${encodeURIComponent(DETACH_KEYS)}`;
+  return await engineUpgrade(`/containers/${path(id)}/attach?${query}`, undefined, "attach");
+}
+
+/**
+ * POST PATH with an optional JSON body on a connection of its own, which the engine takes over (HTTP 101)
+ * for a raw stream (attach, exec start): the connection and any stream bytes that came with the head.
+ */
+async function engineUpgrade(
+  target: string,
+  body: Uint8Array | undefined,
+  what: string,
+): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
+  const conn = await engineConnect();
+  const type = body === undefined ? "" : "Content-Type: application/json\r\n";
   await writeAll(
     conn,
-    encoder.encode(
-      `POST ${ENGINE_API}/containers/${path(id)}/attach?${query} HTTP/1.1\r\nHost: docker\r\n` +
-        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
-    ),
+    concatBytes([
+      encoder.encode(
+        `POST ${ENGINE_API}${target} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n` +
+          `${type}Content-Length: ${body?.length ?? 0}\r\n\r\n`,
+      ),
+      body ?? new Uint8Array(0),
+    ]),
   );
   const buffer = new Uint8Array(65536);
   let received: Uint8Array = new Uint8Array(0);
   let head: ReturnType<typeof parseResponseHead>;
   while ((head = parseResponseHead(received)) === undefined) {
     const n = await conn.read(buffer);
-    if (n === null) refuse("engine", "the Docker engine closed the attach connection");
+    if (n === null) refuse("engine", `the Docker engine closed the ${what} connection`);
     received = concatBytes([received, buffer.subarray(0, n!)]);
   }
   if (head.status !== 101 && head.status !== 200) {
     conn.close();
-    refuse("engine", `the Docker engine answered ${head.status} to attach`);
+    refuse("engine", `the Docker engine answered ${head.status} to ${what}`);
   }
   return { conn, initial: received.slice(head.length) };
 }
@@ -5355,31 +5371,8 @@ async function engineExecCreate(id: string, request: Record<string, unknown>): P
 
 /** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
 async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
-  const conn = await engineConnect();
   const body = encoder.encode(JSON.stringify({ Detach: false, Tty: tty }));
-  await writeAll(
-    conn,
-    concatBytes([
-      encoder.encode(
-        `POST ${ENGINE_API}/exec/${path(execId)}/start HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n` +
-          `Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`,
-      ),
-      body,
-    ]),
-  );
-  const buffer = new Uint8Array(65536);
-  let received: Uint8Array = new Uint8Array(0);
-  let head: ReturnType<typeof parseResponseHead>;
-  while ((head = parseResponseHead(received)) === undefined) {
-    const n = await conn.read(buffer);
-    if (n === null) refuse("engine", "the Docker engine closed the exec connection");
-    received = concatBytes([received, buffer.subarray(0, n!)]);
-  }
-  if (head.status !== 101 && head.status !== 200) {
-    conn.close();
-    refuse("engine", `the Docker engine answered ${head.status} to exec start`);
-  }
-  return { conn, initial: received.slice(head.length) };
+  return await engineUpgrade(`/exec/${path(execId)}/start`, body, "exec start");
 }
 
 /** GET /exec/ID/json: whether the exec runs, its host pid and its exit code. */
@@ -5526,6 +5519,7 @@ async function actSharedRun(
   facility: string,
 ): Promise<RunOutcome> {
   const supervisor = plan.labels[LABEL.supervisor];
+  for (const hint of plan.hints) console.error(`socker: ${hint}`);
   let terminatedBy: number | undefined;
   let markTerminated = () => {};
   const terminated = new Promise<void>((resolve) => markTerminated = resolve);

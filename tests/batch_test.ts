@@ -116,25 +116,27 @@ batchTest(
 );
 
 batchTest(
-  "two PMIx ranks on one node with private namespaces get one hint naming the settings (share = none)",
+  "two PMIx ranks on one node with private namespaces get one hint naming the settings, sharing a container or not",
   async () => {
-    await withSettings("share = none\n", async () => {
-      const job = await sbatch(
-        `srun --mpi=pmix -N1 -n2 --overcommit socker run ${IMAGE} true; echo "rc=$?"\n` +
-          `srun --mpi=pmix -N1 -n1 socker run ${IMAGE} true`,
-        ["-w", "n1", "-n2", "--overcommit"],
-      );
-      await waitJobEnd(job, 120_000);
-      const hints = lines(job).filter((line) => line.includes("hint:"));
-      assert.equal(hints.length, 2, jobOutput(job));
-      for (const hint of hints) {
-        assert.match(
-          hint,
-          /^socker: hint: 2 MPI ranks share this node .* network = host, ipc = host, pid = host in socker\.conf$/,
+    for (const share of ["step", "none"]) {
+      await withSettings(`share = ${share}\n`, async () => {
+        const job = await sbatch(
+          `srun --mpi=pmix -N1 -n2 --overcommit socker run ${IMAGE} true; echo "rc=$?"\n` +
+            `srun --mpi=pmix -N1 -n1 socker run ${IMAGE} true`,
+          ["-w", "n1", "-n2", "--overcommit"],
         );
-      }
-      assert.match(jobOutput(job), /^rc=0$/m);
-    });
+        await waitJobEnd(job, 120_000);
+        const hints = lines(job).filter((line) => line.includes("hint:"));
+        assert.equal(hints.length, 2, jobOutput(job));
+        for (const hint of hints) {
+          assert.match(
+            hint,
+            /^socker: hint: 2 MPI ranks share this node .* network = host, ipc = host, pid = host in socker\.conf$/,
+          );
+        }
+        assert.match(jobOutput(job), /^rc=0$/m);
+      });
+    }
   },
 );
 

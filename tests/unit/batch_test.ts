@@ -123,9 +123,6 @@ Deno.test("rendezvous: RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_AD
 
 Deno.test("MPI hint: a PMIx step with several ranks here and private namespaces names the settings needed", () => {
   const step = { PMIX_RANK: "0", SLURM_STEP_TASKS_PER_NODE: "2", SLURM_NODEID: "0" };
-  // The ranks of a node that share a step container share its namespaces: no hint then.
-  assert.equal(mpiNamespaceHint(step, { ...DEFAULT_SETTINGS, share: "step" }), undefined);
-  const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, share: "none", ...over });
   assert.match(mpiNamespaceHint(step, settings())!, /2 MPI ranks .* network = host, ipc = host, pid = host/);
   assert.match(mpiNamespaceHint(step, settings({ network: "host" }))!, /for ipc = host, pid = host in/);
   assert.equal(mpiNamespaceHint(step, settings({ network: "host", ipc: "host", pid: "host" })), undefined);
