@@ -3,7 +3,7 @@
 // the container decoded (U+FFFD for each stray byte), and never names, mounts or creates another folder.
 // Each case runs as alice from bash, which passes the bytes exactly ($'\xff').
 import assert from "node:assert/strict";
-import { AUDIT_LOG, IMAGE, marker, sockerContainers, stagingLeft, userLine } from "./helpers.ts";
+import { AUDIT_LOG, IMAGE, marker, sockerContainers, stagingLeft, userLine, withSettings } from "./helpers.ts";
 
 /** The refusal as alice sees it: exit 125, one line on stderr, nothing on stdout. */
 function assertRefusedLine(result: { code: number; stdout: string; stderr: string }, pattern: RegExp): void {
@@ -75,13 +75,23 @@ Deno.test("bytes: a current folder whose name has a stray byte is refused, not s
 });
 
 Deno.test("bytes: a variable with stray bytes is refused when it would pass into the container, ignored otherwise", async () => {
+  // Inherited by default (env_inherit = yes): refused, unless -e NAME=VALUE replaces it.
   await aliceRefused(
-    `export ODD=$'x\\xff'; socker run -e ODD ${IMAGE} env`,
-    /your variable ODD \(-e ODD\) holds bytes that are not UTF-8 text \('x\\xff'\)/,
+    `export ODD=$'x\\xff'; socker run ${IMAGE} env`,
+    /your variable ODD \(it passes into containers\) holds bytes that are not UTF-8 text \('x\\xff'\)/,
   );
-  const ignored = await userLine("alice", `export ODD=$'x\\xff'; socker run ${IMAGE} sh -c 'echo "\${ODD-unset}"'`);
-  assert.equal(ignored.code, 0, ignored.stderr);
-  assert.equal(ignored.stdout, "unset\n", ignored.stderr);
+  const replaced = await userLine("alice", `export ODD=$'x\\xff'; socker run -e ODD=text ${IMAGE} sh -c 'echo "$ODD"'`);
+  assert.equal(replaced.code, 0, replaced.stderr);
+  assert.equal(replaced.stdout, "text\n", replaced.stderr);
+  await withSettings("env_inherit = no\n", async () => {
+    await aliceRefused(
+      `export ODD=$'x\\xff'; socker run -e ODD ${IMAGE} env`,
+      /your variable ODD \(-e ODD\) holds bytes that are not UTF-8 text \('x\\xff'\)/,
+    );
+    const ignored = await userLine("alice", `export ODD=$'x\\xff'; socker run ${IMAGE} sh -c 'echo "\${ODD-unset}"'`);
+    assert.equal(ignored.code, 0, ignored.stderr);
+    assert.equal(ignored.stdout, "unset\n", ignored.stderr);
+  });
   const fine = await userLine("alice", `export ODD=é; socker run -e ODD ${IMAGE} sh -c 'echo "$ODD"'`);
   assert.equal(fine.code, 0, fine.stderr);
   assert.equal(fine.stdout, "é\n");

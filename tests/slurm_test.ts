@@ -265,12 +265,13 @@ slurmTest("srun --pty: the container gets a terminal, inside the step's cgroup, 
 
 slurmTest("srun -N2 -n2: each container knows its rank, the task count and the node list", async () => {
   const job = await sbatch(
-    `export FOO=not-passed\nsrun -N2 -n2 socker run ${IMAGE} sh -c 'echo "$SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_NODELIST $SLURMD_NODENAME foo=$FOO"'`,
+    `export FOO=passed\nsrun -N2 -n2 socker run ${IMAGE} sh -c 'echo "$SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_NODELIST $SLURMD_NODENAME foo=$FOO"'`,
     ["-N2", "-n2"],
   );
   await waitJobEnd(job);
   const lines = jobOutput(job).split("\n").filter((line) => /^\d /.test(line)).sort();
-  assert.deepEqual(lines, ["0 2 n[1-2] n1 foo=", "1 2 n[1-2] n2 foo="], jobOutput(job));
+  // The batch script's own exports reach every task too (env_inherit = yes, the default).
+  assert.deepEqual(lines, ["0 2 n[1-2] n1 foo=passed", "1 2 n[1-2] n2 foo=passed"], jobOutput(job));
 });
 
 slurmTest("env_deny wins over the job's own variables; a forged SLURM_JOB_ID reaches the container only", async () => {

@@ -3,6 +3,8 @@
 // --kill-on-bad-exit), inside and outside a job; without the watcher, runs still start, the Epilog still
 // cleans, and doctor says it. Real users, real Slurm, real engine.
 import assert from "node:assert/strict";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 import {
   DOCKER,
   IMAGE,
@@ -15,6 +17,7 @@ import {
   stopWatcher,
   waitFor,
   watcherPid,
+  withSettings,
 } from "./helpers.ts";
 import {
   cancelSubmitted,
@@ -203,30 +206,40 @@ watchTest("scancel JOB.STEP in a live salloc: container gone within 5 s, the nex
   }
 });
 
-watchTest(
-  "a 4-task step on 2 nodes with --kill-on-bad-exit=1, one task exits 3: every container gone within 5 s",
-  async () => {
-    // Task 1 exits 3 when the test says so (a file appears), once the other three tasks' containers run.
-    const signal = `/tmp/socker-kobe-${crypto.randomUUID().slice(0, 8)}`;
-    const job = await sbatch(
-      `srun -N2 -n4 -O --kill-on-bad-exit=1 sh -c 'if [ "$SLURM_PROCID" = 1 ]; then while [ ! -e ${signal} ]; do sleep 0.05; done; exit 3; fi; exec socker run ${IMAGE} sleep 1000'; echo "step=$?"\nsleep 1000`,
-      ["-N2", "-n4", "-O"],
-    );
-    try {
-      await waitJobRuns(job);
-      const names = await containersOf(job, 3);
-      Deno.writeTextFileSync(signal, "");
-      const gone = await goneWithin(names);
-      console.log(`--kill-on-bad-exit: every other task's container gone ${gone.toFixed(0)} ms after the bad exit`);
-      assert.ok(gone >= 0 && gone < GONE_MS, `gone after ${gone} ms`);
-      const ended = await waitFor(() => Promise.resolve(jobOutput(job).includes("step=")), 30_000);
-      assert.ok(ended >= 0, "srun ended");
-      assert.equal(await jobState(job), "RUNNING");
-    } finally {
-      Deno.removeSync(signal);
-    }
-  },
-);
+for (const [share, containers] of [["none", 3], ["step", 2]] as const) {
+  watchTest(
+    `a 4-task step on 2 nodes with --kill-on-bad-exit=1, one task exits 3: every container gone within 5 s (share = ${share})`,
+    async () => {
+      // Task 1 exits 3 when the test says so (a file appears), once the other three tasks' containers run
+      // (tasks 0 and 1 on n1, 2 and 3 on n2: with step containers, one container a node).
+      const signal = `/tmp/socker-kobe-${crypto.randomUUID().slice(0, 8)}`;
+      await withSettings(`share = ${share}\n`, async () => {
+        const job = await sbatch(
+          `srun -N2 -n4 -O --kill-on-bad-exit=1 sh -c 'if [ "$SLURM_PROCID" = 1 ]; then while [ ! -e ${signal} ]; do sleep 0.05; done; exit 3; fi; exec socker run ${IMAGE} sleep 1000'; echo "step=$?"\nsleep 1000`,
+          ["-N2", "-n4", "-O"],
+        );
+        try {
+          await waitJobRuns(job);
+          const names = await containersOf(job, containers);
+          if (share === "step") await sleep(1000); // the last task joins the container of n2
+          Deno.writeTextFileSync(signal, "");
+          const gone = await goneWithin(names);
+          console.log(
+            `--kill-on-bad-exit (share = ${share}): every container gone ${gone.toFixed(0)} ms after the bad exit`,
+          );
+          assert.ok(gone >= 0 && gone < GONE_MS, `gone after ${gone} ms`);
+          const ended = await waitFor(() => Promise.resolve(jobOutput(job).includes("step=")), 30_000);
+          assert.ok(ended >= 0, "srun ended");
+          assert.equal(await jobState(job), "RUNNING");
+        } finally {
+          try {
+            Deno.removeSync(signal);
+          } catch { /* never written: the containers did not all start */ }
+        }
+      });
+    },
+  );
+}
 
 watchTest("20 steps cancelled in a row: no container, staging mount or step cgroup folder accumulates", async () => {
   const job = await sbatch(
