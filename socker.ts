@@ -2686,8 +2686,21 @@ function judgeMounts(table: ReadonlyMap<number, MountEntry>, allow: boolean): (f
     // A mount made since the table was read (socker's own staging binds, or a user's new FUSE): read the
     // table again, which names it without asking any filesystem; still unknown, it is judged a user's.
     if (!current.has(id)) current = parseMountTable(readText(MOUNTINFO_PATH) ?? "");
+    // In a chroot the mount that holds this process's root lies outside it, so the table never lists it:
+    // that mount is the administrator's (only root can chroot), never a user's.
+    if (!current.has(id) && id === rootMountId()) return undefined;
     return userFilesystemProblem(current.get(id), allow);
   };
+}
+
+/** The mount id of this process's root folder (read once). */
+let cachedRootMountId: number | undefined | null = null;
+function rootMountId(): number | undefined {
+  if (cachedRootMountId !== null) return cachedRootMountId;
+  const fd = sys(SYSCALLS.openat, AT_FDCWD, cString("/"), O_PATH | O_CLOEXEC, 0);
+  cachedRootMountId = fd < 0 ? undefined : mountIdOf(fd);
+  if (fd >= 0) closeHandle(fd);
+  return cachedRootMountId;
 }
 
 /** The most symlinks one walk follows, as the kernel's own path walk. */
