@@ -5030,11 +5030,7 @@ async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promis
     if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
     throw error;
   } finally {
-    if (rawTerminal) {
-      try {
-        Deno.stdin.setRaw(false);
-      } catch { /* the terminal is gone */ }
-    }
+    if (rawTerminal) leaveRawMode();
     const gone = containerId === undefined || await ensureGone(containerId);
     signals.release();
     unstage(plan.staging);
@@ -5521,6 +5517,13 @@ async function leaveStepContainer(plan: RunPlan, key: string, id: string, superv
   }
 }
 
+/** Puts the caller's terminal back from raw mode (it may be gone by now). */
+function leaveRawMode(): void {
+  try {
+    Deno.stdin.setRaw(false);
+  } catch { /* the terminal is gone */ }
+}
+
 /**
  * Runs one task in its step's container: as actRun, but the command is an exec in the shared container.
  * Signals end this task's process only; its exit code is the exec's.
@@ -5681,11 +5684,7 @@ async function actSharedRun(
     if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
     throw error;
   } finally {
-    if (rawTerminal) {
-      try {
-        Deno.stdin.setRaw(false);
-      } catch { /* the terminal is gone */ }
-    }
+    if (rawTerminal) leaveRawMode();
     ended = true;
     const pid = execPid;
     if (pid !== undefined && containerId !== undefined) signalExec(pid, containerId, "SIGKILL");

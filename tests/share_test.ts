@@ -42,6 +42,18 @@ async function counting<T>(work: Promise<T>, user = USER): Promise<{ result: T; 
   return { result, most };
 }
 
+/** Waits until each of the first `ranks` ranks has made its file `${started}.<rank>`. */
+async function everyRankStarted(started: string, ranks: number): Promise<void> {
+  const exists = (name: string) => Deno.stat(name).then(() => true, () => false);
+  const ready = await waitFor(
+    async () =>
+      (await Promise.all([...Array(ranks).keys()].map((rank) => exists(`${started}.${rank}`)))).every(Boolean),
+    30_000,
+    100,
+  );
+  assert.ok(ready >= 0, "every rank started");
+}
+
 /** Lines `KEY value...` of an output, by key. */
 const linesOf = (output: string, key: string) => output.split("\n").filter((line) => line.startsWith(`${key} `));
 
@@ -99,13 +111,7 @@ shareTest("SIGTERM to one task's socker ends that rank only; the others finish",
     `srun -K0 sh -c 'socker run ${IMAGE} sh -c "touch ${started}.\\$SLURM_PROCID; sleep 4; echo done" & ` +
       `echo $! > ${started}.pid.$SLURM_PROCID; wait $!; echo code $SLURM_PROCID $?'`,
   );
-  const exists = (name: string) => Deno.stat(name).then(() => true, () => false);
-  const ready = await waitFor(
-    async () => (await Promise.all([0, 1, 2, 3].map((rank) => exists(`${started}.${rank}`)))).every(Boolean),
-    30_000,
-    100,
-  );
-  assert.ok(ready >= 0, "every rank started");
+  await everyRankStarted(started, 4);
   const pid = Number(Deno.readTextFileSync(`${started}.pid.1`).trim());
   await sh("/bin/kill", ["-TERM", String(pid)]);
   const result = await run;
@@ -122,13 +128,7 @@ shareTest("kill -9 of one task's socker: its process is ended with the container
     `srun -K0 sh -c 'socker run ${IMAGE} sh -c "touch ${started}.\\$SLURM_PROCID; sleep 6" & ` +
       `echo $! > ${started}.pid.$SLURM_PROCID; wait $!; echo code $SLURM_PROCID $?'`,
   );
-  const exists = (name: string) => Deno.stat(name).then(() => true, () => false);
-  const ready = await waitFor(
-    async () => (await Promise.all([0, 1, 2, 3].map((rank) => exists(`${started}.${rank}`)))).every(Boolean),
-    30_000,
-    100,
-  );
-  assert.ok(ready >= 0, "every rank started");
+  await everyRankStarted(started, 4);
   const sudo = Deno.readTextFileSync(`${started}.pid.1`).trim();
   const child = await sh("/usr/bin/pgrep", ["-P", sudo]);
   assert.equal(child.code, 0, "socker runs under sudo");
