@@ -14,8 +14,11 @@ import {
   socker,
   sockerContainers,
   stagingLeft,
+  userLine,
   waitFor,
 } from "./helpers.ts";
+
+const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
 
 Deno.test("audit: a run leaves a start and an end record: who, where, what, which container, outcome, duration", async () => {
   const tag = marker("audit");
@@ -157,4 +160,90 @@ Deno.test("audit: control characters and bidi overrides in the command, the work
   const copies = (await Deno.readTextFile("/var/log/auth.log").catch(() => "")).split("\n")
     .filter((line) => tags.some((t) => line.includes(t)));
   for (const line of copies) assert.doesNotMatch(line, RAW_UNSAFE, `system log: ${line}`);
+});
+
+// ---- attacks (issue 9 §5 and older): audit records forged, cut, skipped or flooded
+
+Deno.test("attack: a record forged on syslog never reaches the audit file", async () => {
+  const tag = marker("forged");
+  for (const forged of [`{"event":"cleanup","job":"${tag}"}`, `socker[4242]: {"event":"end","user":"${tag}"}`]) {
+    await asAlice(`logger -t socker -p authpriv.info '${forged}'`);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.ok(!Deno.readTextFileSync(AUDIT_LOG).includes(tag));
+  assert.equal(Deno.statSync(AUDIT_LOG).mode! & 0o777, 0o600);
+  assert.equal(Deno.statSync("/var/log/socker").mode! & 0o777, 0o700);
+});
+
+Deno.test("attack: long commands cannot hide their tail or the outcome", async () => {
+  const spellings = [
+    ["echo", " ".repeat(250), "REALCMD"],
+    ["echo", ...Array(69).fill("padding"), "REALCMD"],
+    ["echo", ...Array(60).fill("x".repeat(200)), "REALCMD"],
+  ];
+  for (const argv of spellings) {
+    const tag = marker("long");
+    const result = await socker("alice", ["run", IMAGE, ...argv, tag]);
+    assert.equal(result.code, 0, result.stderr);
+    const records = await auditRecords(tag, 2);
+    for (const record of records) {
+      assert.deepEqual(record.command, [...argv, tag], "the file keeps the whole command");
+      assert.ok(record.container, "no short field lost");
+    }
+    assert.equal(records.find((r) => r.event === "end")?.outcome, "exit 0");
+  }
+});
+
+Deno.test("attack: refusals at the parser, and doctor or cleanup by a user, are recorded", async () => {
+  const cases = [
+    ["run", "--privileged", IMAGE, "id"],
+    ["run", "--", "--privileged", "id"],
+    ["--network=host", "run", IMAGE, "id"],
+    ["doctor"],
+    ["cleanup", "--job", "1"],
+    ["cleanup", "--orphans"],
+  ];
+  for (const args of cases) {
+    const tag = marker("refused");
+    const result = await socker("alice", [...args, tag]);
+    assert.equal(result.code, 125);
+    const [record] = await auditRecords(tag);
+    assert.equal(record.event, "refused", args.join(" "));
+    assert.equal(record.user, "alice");
+    assert.ok(String(record.rule).length > 0);
+  }
+});
+
+Deno.test("attack: a flood of refusals adds at most one system-log line each to the audit file", async () => {
+  const before = Deno.statSync("/var/log/socker/audit.log").size;
+  const tag = marker("flood");
+  const result = await socker("bob", ["run", "socker-test/nope:1", "echo", tag, "x".repeat(60_000)]);
+  assertRefused(result, /not in the allowlist|not allowed/);
+  const [record] = await auditRecords(tag);
+  assert.equal(record.event, "refused");
+  assert.equal(record.command_length, 60_000 + tag.length + 4);
+  const grown = Deno.statSync("/var/log/socker/audit.log").size - before;
+  assert.ok(grown <= 4001, `the file grew by ${grown} bytes`);
+  assert.match(String(record.command_sha256), /^[0-9a-f]{64}$/, "the digest of the cut command is whole");
+  // The caller's text quoted in the reason itself: a huge -v source or destination, with control bytes.
+  for (
+    const spec of [
+      `/home/bob/${"\x01".repeat(130_000)}:/x`,
+      `/home/bob:/${"a".repeat(130_000)}`,
+      `/home/bob:/${"a\n".repeat(60_000)}`,
+    ]
+  ) {
+    const start = Deno.statSync("/var/log/socker/audit.log").size;
+    const tagged = marker("flood");
+    const refused = await socker("bob", ["run", "-v", spec, "-v", spec, IMAGE, "echo", tagged]);
+    assert.equal(refused.code, 125);
+    assert.ok(refused.stderr.length <= 1100, `a ${refused.stderr.length}-byte refusal line`);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\x00-\x09\x0b-\x1f]/.test(refused.stderr), "control bytes on the caller's terminal");
+    assert.equal(refused.stderr.trimEnd().split("\n").length, 1, "one line");
+    const [line] = await auditRecords(tagged);
+    assert.equal(line?.event, "refused");
+    const size = Deno.statSync("/var/log/socker/audit.log").size - start;
+    assert.ok(size <= 4001, `the file grew by ${size} bytes`);
+  }
 });

@@ -633,7 +633,7 @@ t_root_limits() {
   # shellcheck disable=SC2016 # sh code for the container
   local probe='echo "n=$(ulimit -n) Hn=$(ulimit -H -n) f=$(ulimit -f) Hf=$(ulimit -H -f) t=$(ulimit -t) Ht=$(ulimit -H -t)"; while [ ! -e $HOME/release ]; do sleep 0.2; done'
   # Hard limits below what socker needs (128 open files, no file-size limit): where root lacks
-  # CAP_SYS_RESOURCE these are refused (125, tests/attacks_test.ts); here socker raises its own.
+  # CAP_SYS_RESOURCE these are refused (125, tests/limits_test.ts); here socker raises its own.
   as alice bash -c "ulimit -n 64; ulimit -f 100000; ulimit -t 600; exec socker run $IMAGE sh -c '$probe'" \
     >"$work/limits.out" 2>&1 &
   local run=$! id sup rc=0

@@ -1,7 +1,23 @@
 // Cleanup never fights Slurm and never hangs: jobs cancelled while their steps are being torn down leave no
 // container and no cgroup folder, drain no node; the Epilog hook always exits 0 within its bound.
 import assert from "node:assert/strict";
-import { IMAGE, sh, sockerContainers, stagingLeft, startEngine, stopEngine, waitFor } from "./helpers.ts";
+import {
+  auditRecords,
+  folder,
+  IMAGE,
+  nothingLeft,
+  PRIVILEGED_SOCKER,
+  privilegedPid,
+  sh,
+  socker,
+  sockerContainers,
+  spawnSocker,
+  stagingLeft,
+  startEngine,
+  stopEngine,
+  waitFor,
+  withWatcherStopped,
+} from "./helpers.ts";
 import {
   cancelSubmitted,
   drainedNodes,
@@ -69,4 +85,43 @@ Deno.test("cleanup: the Epilog hook exits 0 within its bound, also with the engi
     await startEngine();
   }
   assert.deepEqual(await sockerContainers(), []);
+});
+
+// ---- attacks (issue 9 §2): a supervisor killed through sudo leaves nothing the reaper does not remove
+
+Deno.test("attack: a SIGKILLed supervisor outside a job: the reaper removes its container and mounts, and says so", async () => {
+  await withWatcherStopped(async () => {
+    folder("/home/alice/k9", 2001, 2001, 0o755);
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9:/d", IMAGE, "sleep", "1000"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+    await child.output();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal((await sockerContainers()).length, 1, "SIGKILL cannot be trapped: the container still runs");
+    assert.notEqual(await stagingLeft(), "", "and its staging mount stays");
+    const reaped = await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    assert.equal(reaped.code, 0, reaped.stdout + reaped.stderr);
+    assert.match(reaped.stdout, /orphans: containers: 1 removed/);
+    await nothingLeft(1000);
+    const records = await auditRecords('"scope":"orphans"');
+    const record = records.filter((r) => r.event === "cleanup" && (r.containers as string[]).length === 1).at(-1);
+    assert.equal(record?.outcome, "ok", JSON.stringify(records.at(-1)));
+    Deno.removeSync("/home/alice/k9");
+  });
+});
+
+Deno.test("attack: every run first reaps the caller's own orphans", async () => {
+  await withWatcherStopped(async () => {
+    const child = spawnSocker("alice", ["run", IMAGE, "sleep", "1000"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await sh("/bin/kill", ["-KILL", String(await privilegedPid(child.pid))]);
+    await child.output();
+    assert.equal((await sockerContainers()).length, 1);
+    const bob = await socker("bob", ["run", IMAGE, "true"]);
+    assert.equal(bob.code, 0);
+    assert.equal((await sockerContainers()).length, 1, "bob's run never touches alice's containers");
+    const next = await socker("alice", ["run", IMAGE, "true"]);
+    assert.equal(next.code, 0, next.stderr);
+    await nothingLeft(1000);
+  });
 });

@@ -314,3 +314,23 @@ export async function withWatcherStopped(body: () => Promise<void>): Promise<voi
     await startWatcher();
   }
 }
+
+/** Nothing of socker's is left: no container, no staging mount. */
+export async function nothingLeft(timeoutMs = 10_000): Promise<void> {
+  const clean = await waitFor(
+    async () => (await sockerContainers()).length === 0 && (await stagingLeft()) === "",
+    timeoutMs,
+    100,
+  );
+  assert.ok(clean >= 0, `left: ${await sockerContainers()} / ${await stagingLeft()}`);
+}
+
+/** The pid of the privileged socker (Deno) under the sudo with this pid. */
+export async function privilegedPid(sudoPid: number): Promise<number> {
+  let pid = 0;
+  await waitFor(async () => {
+    pid = Number((await sh("/usr/bin/pgrep", ["-P", String(sudoPid)])).stdout.trim().split("\n")[0] || 0);
+    return pid > 0;
+  }, 10_000);
+  return pid;
+}

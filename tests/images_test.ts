@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import {
   ABSENT_IMAGE,
+  ALLOWLIST,
   assertRefused,
   auditRecords,
   DOCKER,
@@ -190,4 +191,38 @@ Deno.test("images: socker pull IMAGE|--all is root's, regardless of the pull set
   }
   const tag = marker("after");
   assert.equal((await socker("alice", ["run", IMAGE, "echo", tag])).code, 0);
+});
+
+// ---- attacks (older classes): the allowlist
+
+Deno.test("attack: a world-writable, user-owned or symlinked allowlist is refused", async () => {
+  const info = Deno.statSync(ALLOWLIST);
+  try {
+    Deno.chmodSync(ALLOWLIST, 0o666);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /refusing to trust .*socker-images is writable by/);
+    Deno.chmodSync(ALLOWLIST, 0o644);
+    Deno.chownSync(ALLOWLIST, 2001, 2001);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /not owned by root \(owner uid 2001\)/);
+    Deno.chownSync(ALLOWLIST, 0, 0);
+    Deno.chmodSync("/etc/socker", 0o777);
+    assertRefused(await socker("alice", ["images"]), /\/etc\/socker is writable by/);
+  } finally {
+    Deno.chmodSync("/etc/socker", 0o755);
+    Deno.chownSync(ALLOWLIST, info.uid, info.gid);
+    Deno.chmodSync(ALLOWLIST, info.mode! & 0o7777);
+  }
+  const userFile = "/home/alice/my-images";
+  Deno.writeTextFileSync(userFile, `${IMAGE}\nsocker-test/anything:1\n`);
+  Deno.chownSync(userFile, 2001, 2001);
+  const saved = `${ALLOWLIST}.saved`;
+  Deno.renameSync(ALLOWLIST, saved);
+  try {
+    Deno.symlinkSync(userFile, ALLOWLIST);
+    assertRefused(await socker("alice", ["run", IMAGE, "id"]), /refusing to trust/);
+  } finally {
+    Deno.removeSync(ALLOWLIST);
+    Deno.renameSync(saved, ALLOWLIST);
+    Deno.removeSync(userFile);
+  }
+  assert.equal((await socker("alice", ["run", IMAGE, "true"])).code, 0);
 });

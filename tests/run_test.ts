@@ -15,6 +15,8 @@ import {
   userLine,
 } from "./helpers.ts";
 
+const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
+
 async function assertNoContainers(): Promise<void> {
   assert.deepEqual(await sockerContainers(), []);
 }
@@ -208,4 +210,38 @@ Deno.test("run: the privileged program refuses to run without root, whatever SUD
     "id",
   ]);
   assertRefused(result, /must be started through sudo/);
+});
+
+// ---- attacks (issue 9 §2 and older): the container's exit code and command are its own
+
+Deno.test("attack: a container's own exit 125 passes through, told apart from a refusal by having no socker line", async () => {
+  const own = await asAlice(`socker run ${IMAGE} sh -c 'exit 125'`);
+  assert.deepEqual([own.code, own.stderr], [125, ""]);
+  const refused = await asAlice(`socker run socker-test/not-allowed:1 true`);
+  assertRefused(refused, /^socker: /);
+});
+
+Deno.test("attack: options smuggled into the command stay the container's arguments", async () => {
+  const result = await socker("alice", [
+    "-v",
+    "run",
+    IMAGE,
+    "sh",
+    "-c",
+    'echo "$@"; id -u; ls /host 2>&1',
+    "sh",
+    "--privileged",
+    "-v",
+    "/:/host",
+    "--user",
+    "0",
+  ]);
+  assert.match(result.stdout, /^--privileged -v \/:\/host --user 0\n2001\n.*No such file/);
+  const spec = JSON.parse(result.stderr.slice(result.stderr.indexOf("{"), result.stderr.indexOf("\n")));
+  assert.equal(spec.HostConfig.Privileged, false);
+  assert.equal(spec.User, "2001:2001");
+  assert.ok(!JSON.stringify(spec.HostConfig.Mounts).includes('"Source":"/"'));
+  assertRefused(await socker("alice", ["run", `${IMAGE};id`, "id"]), /not a valid image reference/);
+  const dollar = await socker("alice", ["run", IMAGE, "echo", "$(id -u)", "`id`", ";", "id"]);
+  assert.equal(dollar.stdout, "$(id -u) `id` ; id\n");
 });

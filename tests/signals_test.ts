@@ -3,15 +3,23 @@
 import assert from "node:assert/strict";
 import {
   asUserArgv,
+  auditRecords,
   folder,
   IMAGE,
   inTerminal,
+  marker,
+  nothingLeft,
+  PRIVILEGED_SOCKER,
+  privilegedPid,
   sh,
   sockerContainers,
   spawnSocker,
   stagingLeft,
+  userLine,
   waitFor,
 } from "./helpers.ts";
+
+const asAlice = (line: string, env: Record<string, string> = {}) => userLine("alice", line, env);
 
 async function assertNoContainers(): Promise<void> {
   assert.deepEqual(await sockerContainers(), []);
@@ -207,4 +215,117 @@ Deno.test("terminals: even the engine's own detach sequence keeps socker supervi
   assert.match(result.stdout, /before/);
   assert.ok(!result.stdout.includes("after"), `the stream was detached: ${result.stdout}`);
   await assertNoContainers();
+});
+
+// ---- attacks (issue 9 §2): the caller's signals reach the root supervisor through sudo
+
+Deno.test("attack: SIGALRM to one's own sudo cannot leave the container behind", async () => {
+  for (
+    const spelling of ["kill -ALRM $s", "kill -s ALRM $s; sleep 0.2; kill -ALRM $s", "kill -ALRM $s; kill -USR1 $s"]
+  ) {
+    folder("/home/alice/alrm", 2001, 2001, 0o755); // staged: a mount to be left behind, or not
+    const tag = marker("alrm");
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/alrm:/w", IMAGE, "sleep", "1000", tag]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    const started = performance.now();
+    await asAlice(`s=${child.pid}; ${spelling}`);
+    await child.output();
+    // A second signal cuts sudo's 2 s grace short: then the reaper is the backstop.
+    if ((await sockerContainers()).length > 0 || (await stagingLeft()) !== "") {
+      await sh(PRIVILEGED_SOCKER, ["cleanup", "--orphans"]);
+    }
+    await nothingLeft();
+    const records = await auditRecords(tag, 2);
+    const container = records[0]?.container;
+    const closed = records.some((r) => r.event === "end") ||
+      (await auditRecords('"scope":"orphans"')).some((r) => (r.containers as string[]).length > 0);
+    assert.ok(container && closed, `${spelling}: an end or a cleanup record`);
+    console.log(`${spelling}: container gone ${(performance.now() - started).toFixed(0)} ms after the signal`);
+  }
+  Deno.removeSync("/home/alice/alrm");
+});
+
+Deno.test("attack: SIGTSTP (and SIGTTIN, SIGTTOU) to one's own sudo never stops the supervisor", async () => {
+  for (const signal of ["TSTP", "TTIN", "TTOU"]) {
+    const child = spawnSocker("alice", ["run", IMAGE, "sh", "-c", "sleep 2; echo finished"]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await asAlice(`kill -${signal} ${child.pid}`);
+    const deno = await privilegedPid(child.pid);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const state = (await sh("/bin/sh", ["-c", `cut -d' ' -f3 /proc/${deno}/stat`])).stdout.trim();
+    assert.notEqual(state, "T", `socker was stopped by SIG${signal}`);
+    // sudo may have stopped itself: let it go on, as the user's shell would with fg.
+    await asAlice(`kill -CONT ${child.pid}`);
+    const output = await child.output();
+    assert.equal(new TextDecoder().decode(output.stdout), "finished\n", signal);
+    assert.equal(output.code, 0);
+  }
+  await nothingLeft(1000);
+});
+
+Deno.test("attack: kill -9 of one's own sudo ends socker too: the container is removed and the run recorded", async () => {
+  // setfsuid clears the parent-death signal; socker asks for it again after every switch, so a sudo killed
+  // while socker worked as the caller still hangs socker up (exit 129) rather than leaving it to run alone.
+  for (const spelling of ["kill -KILL $s", "kill -9 $s; kill -CONT $s", "kill -STOP $s; kill -9 $s"]) {
+    folder("/home/alice/k9sudo", 2001, 2001, 0o755); // staged: a mount to be left behind, or not
+    const tag = marker("k9sudo");
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9sudo:/w", IMAGE, "sleep", "1000", tag]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    const supervisor = await privilegedPid(child.pid);
+    const started = performance.now();
+    await asAlice(`s=${child.pid}; ${spelling}`);
+    await child.output();
+    const ended = await waitFor(async () => (await sh("/bin/kill", ["-0", String(supervisor)])).code !== 0, 5000, 50);
+    assert.ok(ended >= 0, `${spelling}: socker still runs without its sudo`);
+    await nothingLeft(5000); // by socker itself: the reaper is not run here
+    const records = await auditRecords(tag, 2);
+    assert.deepEqual(records.map((r) => [r.event, r.outcome]), [["start", undefined], ["end", "exit 129"]], spelling);
+    console.log(`${spelling}: container gone ${(performance.now() - started).toFixed(0)} ms after the signal`);
+  }
+  Deno.removeSync("/home/alice/k9sudo");
+});
+
+Deno.test("attack: kill -9 of one's own sudo in the instant socker starts never leaves a container running", async () => {
+  // A sudo killed before socker asked for the parent-death signal left socker to init, and it watched
+  // init: the container ran its whole course (3 of 4 tries before the fix).
+  for (const delay of [0, 20, 50, 80, 120, 200, 300]) {
+    folder("/home/alice/k9early", 2001, 2001, 0o755);
+    const child = spawnSocker("alice", ["run", "-v", "/home/alice/k9early:/w", IMAGE, "sleep", "1000"]);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    await asAlice(`kill -KILL ${child.pid}`);
+    await child.status; // not its output: a socker left running would hold the pipes open
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    const gone = await waitFor(
+      async () =>
+        (await sh("/usr/bin/pgrep", ["-u", "root", "-f", "lib/socker/socker.ts run"])).stdout.trim() === "" &&
+        (await sockerContainers()).length === 0 && (await stagingLeft()) === "",
+      10_000,
+      100,
+    );
+    assert.ok(gone >= 0, `killed after ${delay} ms: ${await sockerContainers()} / ${await stagingLeft()}`);
+  }
+  Deno.removeSync("/home/alice/k9early");
+});
+
+Deno.test("attack: a reader that stops reading socker's output never holds off SIGTERM or SIGINT", async () => {
+  for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+    const tag = marker("stall");
+    // The container floods stdout; nothing reads socker's stdout, so its pipe fills and socker's writes stall.
+    const child = spawnSocker("alice", ["run", IMAGE, "yes", tag]);
+    assert.ok(await waitFor(async () => (await sockerContainers()).length === 1, 15_000) >= 0, "started");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const started = performance.now();
+    child.kill(signal);
+    const status = await child.status;
+    const elapsed = performance.now() - started;
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    assert.equal(status.code, code, signal);
+    assert.ok(elapsed < 2000, `${signal}: socker took ${elapsed.toFixed(0)} ms to end (a stalled write held it)`);
+    await nothingLeft(1000);
+    const records = await auditRecords(tag, 2);
+    assert.deepEqual(records.map((r) => [r.event, r.outcome]), [["start", undefined], ["end", `exit ${code}`]]);
+    console.log(`${signal} with a stalled reader: socker ended in ${elapsed.toFixed(0)} ms`);
+  }
 });
