@@ -1,29 +1,14 @@
-// The pure rules behind a batch script moved into socker: the inherited environment and its precedence,
-// /dev/shm and --tmpfs sizes, relative -v, PyTorch's rendezvous variables, the MPI hint, the start command,
-// a missing -w in the image, and the settings that turn them on and off.
+// Unit tests of the container's environment: the caller's variables and -e, env_deny, env_pass and env_set,
+// the inherited environment and its precedence (a batch script moved into socker), and its bounds.
 import assert from "node:assert/strict";
 import {
   containerEnvironment,
   DEFAULT_SETTINGS,
   dropImageNames,
   environmentNames,
-  expandTasksPerNode,
   imageEnvNames,
-  isRelativeSource,
-  memoryLimitOf,
-  mpiNamespaceHint,
-  parseSettings,
-  parseTmpfs,
-  parseVolume,
-  rendezvousVariables,
-  resolveRelative,
+  matchesPattern,
   type Settings,
-  shmBytes,
-  sizeBytes,
-  startCommand,
-  tmpfsMounts,
-  withCallerFolder,
-  workdirProblem,
 } from "../../socker.ts";
 import { refusal } from "./facts.ts";
 
@@ -94,119 +79,56 @@ Deno.test("environment: derived variables yield to the caller's and to -e; names
   assert.deepEqual(imageEnvNames({ Config: { Env: ["PATH=/bin", "X=1=2", 3, "bad"] } }), ["PATH", "X"]);
 });
 
-Deno.test("rendezvous: RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT from Slurm's", () => {
-  const step = {
-    SLURM_PROCID: "3",
-    SLURM_LOCALID: "1",
-    SLURM_STEP_NUM_TASKS: "4",
-    SLURM_NTASKS: "8",
-    SLURM_STEP_TASKS_PER_NODE: "1,3",
-    SLURM_NODEID: "1",
-    SLURM_STEP_NODELIST: "gpu[07-08]",
-    SLURM_JOB_ID: "20000",
+Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
+  const settings = {
+    ...DEFAULT_SETTINGS,
+    envSet: { SITE: "x", FOO: "admin" },
+    envDeny: ["LD_PRELOAD"],
+    envInherit: false,
   };
-  assert.deepEqual(rendezvousVariables(step), {
-    RANK: "3",
-    LOCAL_RANK: "1",
-    WORLD_SIZE: "4",
-    LOCAL_WORLD_SIZE: "3",
-    MASTER_ADDR: "gpu07",
-    MASTER_PORT: String(49152 + 20000 % 16384),
-  });
-  assert.deepEqual(rendezvousVariables({ SLURM_JOB_ID: "1" }), {}, "not in a step");
-  assert.deepEqual(rendezvousVariables({ SLURM_PROCID: "-1" }), {});
-  assert.deepEqual(rendezvousVariables({ SLURM_PROCID: "0", SLURM_STEP_NODELIST: "n[1-" }), { RANK: "0" });
-  assert.deepEqual(expandTasksPerNode("2(x3),1"), [2, 2, 2, 1]);
-  assert.equal(expandTasksPerNode("2(x99999999)"), undefined);
-  assert.equal(expandTasksPerNode("x"), undefined);
-});
-
-Deno.test("MPI hint: a PMIx step with several ranks here and private namespaces names the settings needed", () => {
-  const step = { PMIX_RANK: "0", SLURM_STEP_TASKS_PER_NODE: "2", SLURM_NODEID: "0" };
-  assert.match(mpiNamespaceHint(step, settings())!, /2 MPI ranks .* network = host, ipc = host, pid = host/);
-  assert.match(mpiNamespaceHint(step, settings({ network: "host" }))!, /for ipc = host, pid = host in/);
-  assert.equal(mpiNamespaceHint(step, settings({ network: "host", ipc: "host", pid: "host" })), undefined);
-  assert.equal(mpiNamespaceHint({ ...step, SLURM_STEP_TASKS_PER_NODE: "1,2" }, settings()), undefined);
-  assert.equal(mpiNamespaceHint({ SLURM_STEP_TASKS_PER_NODE: "2", SLURM_MPI_TYPE: "pmi2" }, settings()), undefined);
-  assert.ok(mpiNamespaceHint({ SLURM_STEP_TASKS_PER_NODE: "4", SLURM_MPI_TYPE: "pmix_v3" }, settings()));
-});
-
-Deno.test("shm: half the job's memory limit, at least 64 MiB, a fixed size bounded by the limit", () => {
-  const gib = 1 << 30;
-  assert.equal(shmBytes({ percent: 50 }, gib), gib / 2);
-  assert.equal(shmBytes({ percent: 50 }, 100 << 20), 64 << 20);
-  assert.equal(shmBytes({ percent: 50 }, undefined), 64 << 20);
-  assert.equal(shmBytes({ bytes: 4 * gib }, gib), gib);
-  assert.equal(shmBytes({ bytes: 4 * gib }, undefined), 4 * gib);
-  assert.equal(memoryLimitOf(["9223372036854771712\n", "1073741824\n", undefined]), gib);
-  assert.equal(memoryLimitOf(["max\n", undefined]), undefined);
-  assert.deepEqual([sizeBytes("64m"), sizeBytes("1G"), sizeBytes("512"), sizeBytes("0"), sizeBytes("2T1")], [
-    64 << 20,
-    gib,
-    512,
-    undefined,
-    undefined,
-  ]);
-  const parsed = parseSettings(
-    "shm_size = 25%\nenv_inherit = no\nrendezvous_variables = no\ndefault_gpus = yes\n",
-    "c",
+  const env = containerEnvironment(
+    ["FOO=1", "BAR", "GONE", "A=b=c"],
+    { BAR: "from-caller" },
+    { user: "alice", home: "/home/alice" },
+    settings,
+    false,
   );
-  assert.deepEqual([parsed.shmSize, parsed.envInherit, parsed.rendezvousVariables, parsed.defaultGpus], [
-    { percent: 25 },
-    false,
-    false,
-    true,
+  assert.deepEqual(env, [
+    "HOME=/home/alice",
+    "USER=alice",
+    "LOGNAME=alice",
+    "FOO=admin",
+    "BAR=from-caller",
+    "A=b=c",
+    "SITE=x",
   ]);
-  assert.deepEqual(parseSettings("shm_size = 2G\n", "c").shmSize, { bytes: 2 * gib });
-  refusal(() => parseSettings("shm_size = 150%\n", "c"), /shm_size must be/);
-  refusal(() => parseSettings("env_inherit = maybe\n", "c"), /env_inherit must be yes or no/);
-});
-
-Deno.test("--tmpfs: DST[:size=N] only, bounded, never at or around a mount or a forbidden destination", () => {
-  assert.deepEqual(parseTmpfs("/scratch", settings(), undefined), { destination: "/scratch", bytes: 64 << 20 });
-  assert.deepEqual(parseTmpfs("/scratch:size=1g", settings(), undefined), { destination: "/scratch", bytes: 1 << 30 });
-  refusal(() => parseTmpfs("/scratch:size=2g", settings(), 1 << 30), /exceed the job's memory limit/);
-  refusal(() => parseTmpfs("/scratch:exec", settings(), undefined), /only size=N/);
-  refusal(() => parseTmpfs("/scratch:size=1g,mode=4777", settings(), undefined), /only size=N/);
-  refusal(() => parseTmpfs("scratch", settings(), undefined), /clean absolute path/);
-  refusal(() => parseTmpfs("/etc/x", settings(), undefined), /forbidden destination \/etc/);
-  refusal(() => tmpfsMounts(["/home/a/t"], settings(), undefined, [{ destination: "/home/a" }]), /overlaps the mount/);
-  refusal(() => tmpfsMounts(["/data"], settings(), undefined, [{ destination: "/data/x" }]), /overlaps the mount/);
-  refusal(() => tmpfsMounts(["/t", "/t"], settings(), undefined, []), /overlaps the mount at \/t/);
-});
-
-Deno.test("-v: ./ and ../ resolve against the caller's folder; a bare name is Docker's named volume, refused", () => {
-  assert.deepEqual(["./d", "../d", ".", "..", "d", "/d", ".d"].map(isRelativeSource), [
-    true,
-    true,
-    true,
-    true,
-    false,
-    false,
-    false,
-  ]);
-  assert.equal(resolveRelative("./data/../x/./y", "/home/alice/w"), "/home/alice/w/x/y");
-  assert.equal(resolveRelative("../../../..", "/home/a"), "/");
-  assert.equal(withCallerFolder(parseVolume("./d:/d:ro"), "/home/a").source, "/home/a/d");
-  refusal(() => withCallerFolder(parseVolume("./d:/d"), undefined), /current folder is gone/);
-  refusal(() => parseVolume("data:/data"), /named volume .* \.\/data/);
-});
-
-Deno.test("start: no COMMAND runs the image's CMD; --entrypoint replaces entrypoint and CMD, '' removes it", () => {
-  const image = { Config: { Entrypoint: ["/entry"], Cmd: ["serve"] } };
-  assert.deepEqual(startCommand(image, undefined, [], "i"), { entrypoint: ["/entry"], cmd: ["serve"] });
-  assert.deepEqual(startCommand(image, undefined, ["x"], "i"), { entrypoint: ["/entry"], cmd: ["x"] });
-  assert.deepEqual(startCommand(image, "", ["x"], "i"), { entrypoint: [], cmd: ["x"] });
-  assert.deepEqual(startCommand(image, "/bin/prog", [], "i"), { entrypoint: ["/bin/prog"], cmd: [] });
-  refusal(() => startCommand(image, "", [], "img"), /image img has no CMD or ENTRYPOINT of its own: give a COMMAND/);
-  refusal(() => startCommand({}, undefined, [], "img"), /give a COMMAND/);
-});
-
-Deno.test("-w: a folder missing in the image is refused as pyxis does; a folder or the image's symlink is fine", () => {
-  assert.match(workdirProblem("/x", "missing", "img")!, /^-w \/x: No such file or directory in image img/);
-  assert.match(workdirProblem("/x", "whiteout", "img")!, /No such file or directory/);
-  assert.match(workdirProblem("/x", "other", "img")!, /Not a directory/);
-  for (const found of ["dir", "opaque", "symlink"] as const) {
-    assert.equal(workdirProblem("/x", found, "img"), undefined);
+  refusal(
+    () => containerEnvironment(["LD_PRELOAD=/x.so"], {}, { user: "a" }, settings, false),
+    /never lets LD_PRELOAD/,
+  );
+  refusal(() => containerEnvironment(["1X=2"], {}, { user: "a" }, settings, false), /not a variable name/);
+  refusal(() => containerEnvironment(["BAR"], undefined, { user: "a" }, settings, false), /give -e BAR=VALUE/);
+  for (const name of ["HOME", "USER", "LOGNAME"]) {
+    refusal(
+      () => containerEnvironment([`${name}=x`], {}, { user: "a" }, settings, false),
+      new RegExp(`${name} is always yours`),
+    );
   }
+  refusal(
+    () => containerEnvironment(["X=" + "y".repeat(1 << 20)], {}, { user: "a" }, DEFAULT_SETTINGS, false),
+    /at most 1048576/,
+  );
+  assert.deepEqual(containerEnvironment([], {}, { user: "a" }, DEFAULT_SETTINGS, false)[0], "HOME=/");
+  assert.deepEqual(
+    containerEnvironment(["__proto__=1"], {}, { user: "a" }, DEFAULT_SETTINGS, false).at(-1),
+    "__proto__=1",
+  );
+});
+
+Deno.test("env_pass patterns match whole names, * and ? only", () => {
+  assert.ok(matchesPattern("OMP_NUM_THREADS", "OMP_*"));
+  assert.ok(matchesPattern("NCCL_X", "NCCL_?"));
+  assert.ok(!matchesPattern("NCCL_XY", "NCCL_?"));
+  assert.ok(!matchesPattern("XOMP_A", "OMP_*"));
+  assert.ok(matchesPattern("ANY", "*"));
 });

@@ -1,5 +1,6 @@
-// Unit tests of the device rules on cgroup v1 (GPUs under ConstrainDevices=yes): which runtime a container
-// gets, what a step's devices.list allows, which of the job's GPUs a step may not use.
+// Unit tests of GPUs: the job's GPUs from Slurm's record of the job on this node (never from text the user
+// sets), their device nodes, and the device rules on cgroup v1 under ConstrainDevices=yes: which runtime a
+// container gets, what a step's devices.list allows, which of the job's GPUs a step may not use.
 import assert from "node:assert/strict";
 import {
   constrainsDevices,
@@ -7,10 +8,12 @@ import {
   DEVICE_RUNTIME,
   DEVICE_RUNTIME_PATH,
   devicesCgroupAllows,
+  gpuDeviceNodes,
+  gpusFromJobRecord,
   type JobStep,
   stepDeniedGpus,
 } from "../../socker.ts";
-import { refusal } from "./facts.ts";
+import { fixture, refusal } from "./facts.ts";
 
 const V1: JobStep = { version: 1, jobId: "7", stepId: "0", parent: "/slurm_n1/uid_2001/job_7/step_0" };
 const V2: JobStep = { version: 2, jobId: "7", stepId: "0", parent: "/system.slice/slurmstepd.scope/job_7/step_0/user" };
@@ -60,4 +63,93 @@ Deno.test("the GPUs a step may not use: those its list denies and those the kern
   assert.deepEqual(stepDeniedGpus([0, 1], "c 195:1 rwm\n", []), [0]);
   assert.deepEqual(stepDeniedGpus([0, 1], "a *:* rwm\n", [0]), [0]);
   assert.deepEqual(stepDeniedGpus([0, 1, 2], "c 195:0 rwm\n", [2]), [1, 2]);
+});
+
+/** Slurm's structured records (`squeue --json`): a finished job 6, then job 7 with the fields socker reads. */
+const record = (fields: Record<string, unknown>) => ({
+  jobs: [{ job_id: 6, user_id: 2001, nodes: "n[1-2]", gres_detail: [] }, {
+    job_id: 7,
+    user_id: 2001,
+    nodes: "n[1-2]",
+    ...fields,
+  }],
+});
+const squeue = (name: string) => JSON.parse(fixture(`slurm/squeue-json-${name}.json`));
+
+Deno.test("GPUs from squeue --json as Slurm 22.05 wrote it on the test cluster", () => {
+  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n2"), [0]);
+  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n1"), [0]);
+  assert.match(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2002, "n1") as string, /not yours/);
+  const two = squeue("gpu2-two-nodes");
+  const twoJob = two.jobs.find((j: { gres_detail: string[] }) => j.gres_detail.length === 2);
+  assert.deepEqual(gpusFromJobRecord(two, String(twoJob.job_id), 2001, "n1"), [0, 1]);
+  const forged = squeue("forged-text");
+  const forgedJob = forged.jobs.find((j: { name: string }) => j.name.includes("GRES"));
+  assert.deepEqual(gpusFromJobRecord(forged, String(forgedJob.job_id), 2001, "n1"), []);
+});
+
+Deno.test("GPUs come only from Slurm's record of the job on this node", () => {
+  assert.deepEqual(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:a100:2(IDX:0-1)", "gpu:a100:1(IDX:3)"] }), "7", 2001, "n2"),
+    [3],
+  );
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:2(IDX:0,2)", ""] }), "7", 2001, "n1"), [0, 2]);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["", ""] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: [] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:N/A)", ""] }), "7", 2001, "n1"), []);
+  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["mps:100(0),gpu:1(IDX:1)", ""] }), "7", 2001, "n1"), [1]);
+});
+
+Deno.test("text the user sets in the job (name, comment, folder) never counts", () => {
+  const forged = record({
+    name: "GRES=gpu(IDX:0-3)",
+    comment: "gres_detail GRES=gpu:4(IDX:0-3)",
+    current_working_directory: "/home/alice/GRES=gpu(IDX:0-3)",
+    gres_detail: ["", ""],
+  });
+  assert.deepEqual(gpusFromJobRecord(forged, "7", 2001, "n1"), []);
+});
+
+Deno.test("a record that is not this caller's job on this node, or unreadable, gives no GPU", () => {
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "8", 2001, "n1") as string,
+    /no single record of job 8/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ user_id: 2002, gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n1") as string,
+    /not yours/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n9") as string,
+    /no allocation on node n9/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)"] }), "7", 2001, "n1") as string,
+    /does not match the job's nodes/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0-99999)", ""] }), "7", 2001, "n1") as string,
+    /unreadable GPU index/,
+  );
+  assert.match(
+    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:5-2)", ""] }), "7", 2001, "n1") as string,
+    /unreadable GPU index/,
+  );
+  assert.match(gpusFromJobRecord({ jobs: [] }, "7", 2001, "n1") as string, /no single record of job 7/);
+  assert.match(gpusFromJobRecord("garbage", "7", 2001, "n1") as string, /no job records/);
+  const allocated = record({ job_resources: { allocated_nodes: [{ nodename: "n2" }] }, gres_detail: ["gpu:1(IDX:1)"] });
+  assert.deepEqual(
+    gpusFromJobRecord(allocated, "7", 2001, "n2"),
+    [1],
+    "allocated_nodes names the nodes of gres_detail",
+  );
+  assert.match(gpusFromJobRecord(record({ nodes: "n[1-" }), "7", 2001, "n1") as string, /no node list/);
+});
+
+Deno.test("the GPUs' device nodes, with the shared control devices this node has", () => {
+  assert.deepEqual(gpuDeviceNodes([0, 3], (p) => p === "/dev/nvidiactl"), [
+    "/dev/nvidia0",
+    "/dev/nvidia3",
+    "/dev/nvidiactl",
+  ]);
 });

@@ -12,6 +12,7 @@ import {
   pathChain,
   planImages,
   planPull,
+  pullProgressLine,
   registryAuth,
   trustedText,
   untrustedReason,
@@ -188,4 +189,13 @@ Deno.test("registry logins come from the site's config.json, never the user's, b
   assert.equal(registryAuth(config, "other.example.org"), undefined);
   assert.equal(registryAuth(undefined, "registry.example.org"), undefined);
   refusal(() => registryAuth("{not json", "x"), /is not valid JSON/);
+});
+
+Deno.test("pull progress: one printable line per new status, bounded however many layers a registry sends", () => {
+  const shown = new Map<string, string>();
+  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), "socker: l1: Downloading\n");
+  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), undefined);
+  assert.equal(pullProgressLine({ status: "Digest: x\u001b[2J" }, shown)?.includes("\u001b"), false);
+  for (let i = 0; i < 5000; i++) pullProgressLine({ id: `x${i}`, status: "Waiting" }, shown);
+  assert.ok(shown.size <= 1024);
 });

@@ -1,52 +1,51 @@
-// Unit tests of who calls and of resource limits: sudo's word checked against the user database, the
-// caller's limits read from the kernel's text, socker's own raised, the container's exactly the caller's.
+// Unit tests of resource limits: the caller's limits read from the kernel's text, socker's own raised, the
+// container's exactly the caller's, and /dev/shm sized by the job's memory limit.
 import assert from "node:assert/strict";
 import {
-  checkCaller,
   containerUlimits,
   exitCodeFor,
-  isRootItself,
   LIMIT_ROWS,
+  memoryLimitOf,
   parseProcLimits,
-  parseSudoIdentity,
+  parseSettings,
   planOwnLimits,
+  shmBytes,
   signalAction,
+  sizeBytes,
   SUPERVISOR_CPU_RESERVE,
   SUPERVISOR_NEEDS,
 } from "../../socker.ts";
 import { limits, refusal } from "./facts.ts";
 
-Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
-  assert.deepEqual(parseSudoIdentity({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
-    uid: 2001,
-    gid: 2001,
-    user: "alice",
-  });
-  assert.deepEqual(parseSudoIdentity({}, 0), { uid: 0, gid: 0, user: "root" });
-  for (const uid of ["-1", "1e3", " 2001", "2001 ", "0x10", "02001", "99999999999"]) {
-    refusal(() => parseSudoIdentity({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
-  }
-  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
-  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
-  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 0), true);
-  assert.equal(isRootItself({ uid: 2001, gid: 2001, user: "alice" }, 0), false);
-  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 2001), false);
-});
-
-Deno.test("checkCaller takes groups from the database and refuses root", () => {
-  const sudo = { uid: 2001, gid: 2001, user: "alice" };
-  assert.deepEqual(
-    checkCaller(sudo, { uid: 2001, gid: 2001, home: "/home/alice", groups: [3001, 2001, 3001, 100] }),
-    {
-      ...sudo,
-      groups: [100, 3001],
-      home: "/home/alice",
-    },
+Deno.test("shm: half the job's memory limit, at least 64 MiB, a fixed size bounded by the limit", () => {
+  const gib = 1 << 30;
+  assert.equal(shmBytes({ percent: 50 }, gib), gib / 2);
+  assert.equal(shmBytes({ percent: 50 }, 100 << 20), 64 << 20);
+  assert.equal(shmBytes({ percent: 50 }, undefined), 64 << 20);
+  assert.equal(shmBytes({ bytes: 4 * gib }, gib), gib);
+  assert.equal(shmBytes({ bytes: 4 * gib }, undefined), 4 * gib);
+  assert.equal(memoryLimitOf(["9223372036854771712\n", "1073741824\n", undefined]), gib);
+  assert.equal(memoryLimitOf(["max\n", undefined]), undefined);
+  assert.deepEqual([sizeBytes("64m"), sizeBytes("1G"), sizeBytes("512"), sizeBytes("0"), sizeBytes("2T1")], [
+    64 << 20,
+    gib,
+    512,
+    undefined,
+    undefined,
+  ]);
+  const parsed = parseSettings(
+    "shm_size = 25%\nenv_inherit = no\nrendezvous_variables = no\ndefault_gpus = yes\n",
+    "c",
   );
-  refusal(() => checkCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
-  refusal(() => checkCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
-  refusal(() => checkCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
-  refusal(() => checkCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
+  assert.deepEqual([parsed.shmSize, parsed.envInherit, parsed.rendezvousVariables, parsed.defaultGpus], [
+    { percent: 25 },
+    false,
+    false,
+    true,
+  ]);
+  assert.deepEqual(parseSettings("shm_size = 2G\n", "c").shmSize, { bytes: 2 * gib });
+  refusal(() => parseSettings("shm_size = 150%\n", "c"), /shm_size must be/);
+  refusal(() => parseSettings("env_inherit = maybe\n", "c"), /env_inherit must be yes or no/);
 });
 
 /** /proc/self/limits as the kernel writes it. */

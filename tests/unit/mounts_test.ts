@@ -1,9 +1,8 @@
-// Unit tests of data and devices: -v specs, destinations, mount decisions from what the kernel said as the
-// caller, working folders, what must be created as the caller, and the container's environment.
+// Unit tests of mounts: -v specs (relative ones too), destinations, mount decisions from what the kernel said
+// as the caller, default mounts, mount points walked to inside a mount and through the image's layers,
+// and --tmpfs.
 import assert from "node:assert/strict";
 import {
-  chooseWorkdir,
-  containerEnvironment,
   decideMount,
   DEFAULT_SETTINGS,
   defaultMountRequests,
@@ -13,17 +12,54 @@ import {
   type ImageRecord,
   imageSymlinkOn,
   isCleanAbsolute,
+  isRelativeSource,
   isUnder,
   type LayerEntry,
-  matchesPattern,
   type Mount,
   mountPoints,
   mountRequests,
   mountRoutes,
+  parseTmpfs,
   parseVolume,
+  resolveRelative,
+  type Settings,
+  tmpfsMounts,
   UNREACHABLE,
+  withCallerFolder,
 } from "../../socker.ts";
 import { probe, refusal } from "./facts.ts";
+
+const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
+
+Deno.test("--tmpfs: DST[:size=N] only, bounded, never at or around a mount or a forbidden destination", () => {
+  assert.deepEqual(parseTmpfs("/scratch", settings(), undefined), { destination: "/scratch", bytes: 64 << 20 });
+  assert.deepEqual(parseTmpfs("/scratch:size=1g", settings(), undefined), { destination: "/scratch", bytes: 1 << 30 });
+  refusal(() => parseTmpfs("/scratch:size=2g", settings(), 1 << 30), /exceed the job's memory limit/);
+  refusal(() => parseTmpfs("/scratch:exec", settings(), undefined), /only size=N/);
+  refusal(() => parseTmpfs("/scratch:size=1g,mode=4777", settings(), undefined), /only size=N/);
+  refusal(() => parseTmpfs("scratch", settings(), undefined), /clean absolute path/);
+  refusal(() => parseTmpfs("/etc/x", settings(), undefined), /forbidden destination \/etc/);
+  refusal(() => tmpfsMounts(["/home/a/t"], settings(), undefined, [{ destination: "/home/a" }]), /overlaps the mount/);
+  refusal(() => tmpfsMounts(["/data"], settings(), undefined, [{ destination: "/data/x" }]), /overlaps the mount/);
+  refusal(() => tmpfsMounts(["/t", "/t"], settings(), undefined, []), /overlaps the mount at \/t/);
+});
+
+Deno.test("-v: ./ and ../ resolve against the caller's folder; a bare name is Docker's named volume, refused", () => {
+  assert.deepEqual(["./d", "../d", ".", "..", "d", "/d", ".d"].map(isRelativeSource), [
+    true,
+    true,
+    true,
+    true,
+    false,
+    false,
+    false,
+  ]);
+  assert.equal(resolveRelative("./data/../x/./y", "/home/alice/w"), "/home/alice/w/x/y");
+  assert.equal(resolveRelative("../../../..", "/home/a"), "/");
+  assert.equal(withCallerFolder(parseVolume("./d:/d:ro"), "/home/a").source, "/home/a/d");
+  refusal(() => withCallerFolder(parseVolume("./d:/d"), undefined), /current folder is gone/);
+  refusal(() => parseVolume("data:/data"), /named volume .* \.\/data/);
+});
 
 Deno.test("-v specs: absolute SRC, clean DST of plain characters, ro or rw only", () => {
   assert.deepEqual(parseVolume("/home/a/d:/data:ro"), {
@@ -152,19 +188,6 @@ const mount = (source: string, destination = source, kind: "dir" | "file" = "dir
   kind,
   handle: 3,
   fixedByRoot: false,
-});
-
-Deno.test("workdir: as asked (never under /proc, /sys, /dev), else the caller's folder when mounted, else the image's", () => {
-  const mounts = [mount("/home/alice")];
-  assert.equal(chooseWorkdir("/data", "/home/alice/x", mounts), "/data");
-  assert.equal(chooseWorkdir(undefined, "/home/alice/x", mounts), "/home/alice/x");
-  assert.equal(chooseWorkdir(undefined, "/home/alice/x", [mount("/home/alice/x", "/work")]), "/work");
-  assert.equal(chooseWorkdir(undefined, "/tmp", mounts), undefined);
-  for (const bad of ["/proc/self/fd/7", "/proc", "/dev/fd/100", "/dev", "/sys/fs/cgroup"]) {
-    refusal(() => chooseWorkdir(bad, undefined, []), /never a working directory under \/(proc|dev|sys)$/);
-  }
-  refusal(() => chooseWorkdir("data", undefined, []), /clean absolute/);
-  assert.equal(chooseWorkdir("/procx", undefined, []), "/procx");
 });
 
 Deno.test("mount points and the working folder inside a mount are walked to from that mount, by the deepest one", () => {
@@ -323,58 +346,4 @@ Deno.test("the image's layers come from the engine's overlay2 record, top first;
   );
   assert.match(imageLayers(record("overlay2", { UpperDir: "v/../x" })) as string, /names no layer folders/);
   assert.match(imageLayers({}) as string, /uses an unknown one/);
-});
-
-Deno.test("environment: caller's HOME/USER/LOGNAME, -e values, env_deny refused, env_set wins", () => {
-  const settings = {
-    ...DEFAULT_SETTINGS,
-    envSet: { SITE: "x", FOO: "admin" },
-    envDeny: ["LD_PRELOAD"],
-    envInherit: false,
-  };
-  const env = containerEnvironment(
-    ["FOO=1", "BAR", "GONE", "A=b=c"],
-    { BAR: "from-caller" },
-    { user: "alice", home: "/home/alice" },
-    settings,
-    false,
-  );
-  assert.deepEqual(env, [
-    "HOME=/home/alice",
-    "USER=alice",
-    "LOGNAME=alice",
-    "FOO=admin",
-    "BAR=from-caller",
-    "A=b=c",
-    "SITE=x",
-  ]);
-  refusal(
-    () => containerEnvironment(["LD_PRELOAD=/x.so"], {}, { user: "a" }, settings, false),
-    /never lets LD_PRELOAD/,
-  );
-  refusal(() => containerEnvironment(["1X=2"], {}, { user: "a" }, settings, false), /not a variable name/);
-  refusal(() => containerEnvironment(["BAR"], undefined, { user: "a" }, settings, false), /give -e BAR=VALUE/);
-  for (const name of ["HOME", "USER", "LOGNAME"]) {
-    refusal(
-      () => containerEnvironment([`${name}=x`], {}, { user: "a" }, settings, false),
-      new RegExp(`${name} is always yours`),
-    );
-  }
-  refusal(
-    () => containerEnvironment(["X=" + "y".repeat(1 << 20)], {}, { user: "a" }, DEFAULT_SETTINGS, false),
-    /at most 1048576/,
-  );
-  assert.deepEqual(containerEnvironment([], {}, { user: "a" }, DEFAULT_SETTINGS, false)[0], "HOME=/");
-  assert.deepEqual(
-    containerEnvironment(["__proto__=1"], {}, { user: "a" }, DEFAULT_SETTINGS, false).at(-1),
-    "__proto__=1",
-  );
-});
-
-Deno.test("env_pass patterns match whole names, * and ? only", () => {
-  assert.ok(matchesPattern("OMP_NUM_THREADS", "OMP_*"));
-  assert.ok(matchesPattern("NCCL_X", "NCCL_?"));
-  assert.ok(!matchesPattern("NCCL_XY", "NCCL_?"));
-  assert.ok(!matchesPattern("XOMP_A", "OMP_*"));
-  assert.ok(matchesPattern("ANY", "*"));
 });

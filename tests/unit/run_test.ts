@@ -1,7 +1,24 @@
-// Unit tests of the command line: what each command takes, what is refused, and the container's command
-// left untouched.
+// Unit tests of running a container: the command line (what each command takes, what is refused, the
+// container's command left untouched), who the caller is (sudo's word checked against the user database),
+// the start command, and what comes back from the engine (HTTP heads, chunked bodies, the attach stream).
 import assert from "node:assert/strict";
-import { boundedInt, boundedNumber, parseCommandLine, printable, Refusal, refusalLine } from "../../socker.ts";
+import {
+  boundedInt,
+  boundedNumber,
+  checkCaller,
+  chunkDecoder,
+  engineMessage,
+  isRootItself,
+  parseCommandLine,
+  parseResponseHead,
+  parseSudoIdentity,
+  printable,
+  Refusal,
+  refusalLine,
+  startCommand,
+  streamDemuxer,
+} from "../../socker.ts";
+import { refusal } from "./facts.ts";
 
 function usageError(args: string[], pattern: RegExp): void {
   assert.throws(() => parseCommandLine(args), (error: unknown) => {
@@ -151,4 +168,109 @@ Deno.test("every integer read is bounded: no signs, spaces, leading zeros or hug
   for (const bad of [-1, 6, 1.5, NaN, Infinity, "3", null, undefined]) {
     assert.equal(boundedNumber(bad, 0, 5), undefined, String(bad));
   }
+});
+
+Deno.test("start: no COMMAND runs the image's CMD; --entrypoint replaces entrypoint and CMD, '' removes it", () => {
+  const image = { Config: { Entrypoint: ["/entry"], Cmd: ["serve"] } };
+  assert.deepEqual(startCommand(image, undefined, [], "i"), { entrypoint: ["/entry"], cmd: ["serve"] });
+  assert.deepEqual(startCommand(image, undefined, ["x"], "i"), { entrypoint: ["/entry"], cmd: ["x"] });
+  assert.deepEqual(startCommand(image, "", ["x"], "i"), { entrypoint: [], cmd: ["x"] });
+  assert.deepEqual(startCommand(image, "/bin/prog", [], "i"), { entrypoint: ["/bin/prog"], cmd: [] });
+  refusal(() => startCommand(image, "", [], "img"), /image img has no CMD or ENTRYPOINT of its own: give a COMMAND/);
+  refusal(() => startCommand({}, undefined, [], "img"), /give a COMMAND/);
+});
+
+Deno.test("the caller comes from sudo's variables, strictly parsed", () => {
+  assert.deepEqual(parseSudoIdentity({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), {
+    uid: 2001,
+    gid: 2001,
+    user: "alice",
+  });
+  assert.deepEqual(parseSudoIdentity({}, 0), { uid: 0, gid: 0, user: "root" });
+  for (const uid of ["-1", "1e3", " 2001", "2001 ", "0x10", "02001", "99999999999"]) {
+    refusal(() => parseSudoIdentity({ SUDO_UID: uid, SUDO_GID: "1", SUDO_USER: "a" }, 0), /not numbers/);
+  }
+  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "a b" }, 0), /not a valid user name/);
+  refusal(() => parseSudoIdentity({ SUDO_UID: "1", SUDO_GID: "1", SUDO_USER: "-x" }, 0), /not a valid user name/);
+  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 0), true);
+  assert.equal(isRootItself({ uid: 2001, gid: 2001, user: "alice" }, 0), false);
+  assert.equal(isRootItself({ uid: 0, gid: 0, user: "root" }, 2001), false);
+});
+
+Deno.test("checkCaller takes groups from the database and refuses root", () => {
+  const sudo = { uid: 2001, gid: 2001, user: "alice" };
+  assert.deepEqual(
+    checkCaller(sudo, { uid: 2001, gid: 2001, home: "/home/alice", groups: [3001, 2001, 3001, 100] }),
+    {
+      ...sudo,
+      groups: [100, 3001],
+      home: "/home/alice",
+    },
+  );
+  refusal(() => checkCaller({ uid: 0, gid: 0, user: "root" }, { uid: 0, gid: 0, groups: [] }), /as root/);
+  refusal(() => checkCaller(sudo, { uid: 2002, gid: 2001, groups: [] }), /user database says/);
+  refusal(() => checkCaller({ ...sudo, gid: 0 }, { uid: 2001, gid: 2001, groups: [] }), /root group/);
+  refusal(() => checkCaller(sudo, { uid: 2001, gid: 2001, groups: [0] }), /root group/);
+});
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+const text = (data: Uint8Array) => new TextDecoder().decode(data);
+
+Deno.test("the engine's response heads parse; anything else does not", () => {
+  const raw = bytes("HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\nxyz");
+  const head = parseResponseHead(raw);
+  assert.equal(head?.status, 101);
+  assert.equal(head?.headers.get("content-type"), "application/vnd.docker.raw-stream");
+  assert.equal(text(raw.subarray(head?.length)), "xyz", "the stream starts after the blank line");
+  assert.equal(parseResponseHead(bytes("HTTP/1.1 200 OK\r\nA: b\r\n")), undefined, "not complete yet");
+  assert.equal(parseResponseHead(bytes("garbage\r\n\r\n")), undefined);
+  assert.equal(parseResponseHead(bytes("HTTP/1.1 999 X\r\n\r\n")), undefined);
+  assert.equal(engineMessage('{"message":"No such image: x"}'), "No such image: x");
+  assert.equal(engineMessage("plain\ntext"), "plain\\x0atext");
+});
+
+Deno.test("chunked bodies decode across any split, and malformed ones throw", () => {
+  const body = "4\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\n\r\n";
+  for (let split = 1; split < body.length; split++) {
+    const decoder = chunkDecoder();
+    const out = text(decoder.push(bytes(body.slice(0, split)))) + text(decoder.push(bytes(body.slice(split))));
+    assert.equal(out, "Wikipedia in \r\n\r\nchunks.", `split at ${split}`);
+    assert.ok(decoder.done());
+  }
+  assert.throws(() => chunkDecoder().push(bytes("zz\r\n")), /chunk size/);
+  assert.throws(() => chunkDecoder().push(bytes("fffffffffff\r\n")), /chunk size/);
+});
+
+/** One frame of the engine's multiplexed stream. */
+function frame(stream: number, payload: string): Uint8Array {
+  const data = bytes(payload);
+  const out = new Uint8Array(8 + data.length);
+  out[0] = stream;
+  new DataView(out.buffer).setUint32(4, data.length);
+  out.set(data, 8);
+  return out;
+}
+
+Deno.test("stdout and stderr come apart from the multiplexed stream, whatever the split", () => {
+  const all = new Uint8Array([
+    ...frame(1, "out\n"),
+    ...frame(2, "err\n"),
+    ...frame(1, ""),
+    ...frame(1, "x".repeat(70000)),
+  ]);
+  for (const split of [1, 7, 8, 9, 12, 20, 100, 70000]) {
+    const demux = streamDemuxer();
+    const pieces = [...demux(all.slice(0, split)), ...demux(all.slice(split))];
+    assert.deepEqual(
+      pieces.map((p) => [p.stream, p.payload.length]),
+      [[1, 4], [2, 4], [1, 0], [1, 70000]],
+      `split ${split}`,
+    );
+    assert.equal(text(pieces[1].payload), "err\n");
+  }
+  const reused = new Uint8Array(frame(1, "abcdef"));
+  const demux = streamDemuxer();
+  assert.deepEqual(demux(reused.subarray(0, 10)), []);
+  reused.fill(0); // the reader's buffer is reused: what was kept must have been copied
+  assert.deepEqual(demux(frame(1, "abcdef").subarray(10)).map((p) => text(p.payload)), ["abcdef"]);
 });

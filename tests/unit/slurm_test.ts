@@ -1,20 +1,16 @@
 // Unit tests of Slurm: the job step from copies of /proc/self/cgroup seen in real jobs (and hostile ones),
-// the cgroup hierarchies, what a finished job leaves, slurm.conf, host lists, and the GPU record.
+// the cgroup hierarchies, what a finished job leaves, slurm.conf and host lists.
 import assert from "node:assert/strict";
 import {
   cgroupMounts,
   engineCgroupProblem,
   expandHostList,
-  gpuDeviceNodes,
-  gpusFromJobRecord,
   jobLeftovers,
   jobStepFromCgroup,
   memoryCgroupV1,
   parseSlurmConf,
-  pmixFolder,
   Refusal,
   slurmConfProblems,
-  slurmNodeName,
 } from "../../socker.ts";
 import { fixture } from "./facts.ts";
 
@@ -180,23 +176,6 @@ Deno.test("slurm.conf: cgroup tracking, task/cgroup and socker's Epilog are requ
   ]);
 });
 
-Deno.test("the step's PMIx folder comes from slurm.conf and the cgroup, with %n and %h expanded", () => {
-  const conf = parseSlurmConf(SLURM_CONF);
-  const step = jobStepFromCgroup(cgroup("v1-srun-step.cgroup").replaceAll("slurm_vm", "slurm_n2"), 2001)!;
-  assert.equal(slurmNodeName(step, conf, "vm"), "n2", "the cgroup root names the node");
-  assert.equal(pmixFolder(step, conf, "n2", "vm"), "/var/spool/slurmd/n2/pmix.1.0");
-  const plain = jobStepFromCgroup(cgroup("v1-plain-root-systemd.cgroup"), 2001)!;
-  assert.equal(slurmNodeName(plain, conf, "gpu01.cluster"), "gpu01", "NodeName of this host");
-  assert.equal(slurmNodeName(plain, conf, "vm"), "vm", "two nodes on this host: the host name");
-  assert.equal(
-    pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=/var/spool/%h/%n\n"), "gpu01", "gpu01.cluster"),
-    "/var/spool/gpu01/gpu01/pmix.77.extern",
-  );
-  assert.equal(pmixFolder(plain, parseSlurmConf(""), "x", "x"), "/var/spool/slurmd/pmix.77.extern");
-  assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=/var/spool/%x\n"), "x", "x"), undefined);
-  assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=relative\n"), "x", "x"), undefined);
-});
-
 Deno.test("Slurm host lists expand, bounded", () => {
   assert.deepEqual(expandHostList("n1"), ["n1"]);
   assert.deepEqual(expandHostList("n[1-3]"), ["n1", "n2", "n3"]);
@@ -206,95 +185,6 @@ Deno.test("Slurm host lists expand, bounded", () => {
   assert.equal(expandHostList("n[3-1]"), undefined);
   assert.equal(expandHostList("n[1-x]"), undefined);
   assert.equal(expandHostList("n[1"), undefined);
-});
-
-/** Slurm's structured records (`squeue --json`): a finished job 6, then job 7 with the fields socker reads. */
-const record = (fields: Record<string, unknown>) => ({
-  jobs: [{ job_id: 6, user_id: 2001, nodes: "n[1-2]", gres_detail: [] }, {
-    job_id: 7,
-    user_id: 2001,
-    nodes: "n[1-2]",
-    ...fields,
-  }],
-});
-const squeue = (name: string) => JSON.parse(fixture(`slurm/squeue-json-${name}.json`));
-
-Deno.test("GPUs from squeue --json as Slurm 22.05 wrote it on the test cluster", () => {
-  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n2"), [0]);
-  assert.deepEqual(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2001, "n1"), [0]);
-  assert.match(gpusFromJobRecord(squeue("gpu1-two-nodes"), "166", 2002, "n1") as string, /not yours/);
-  const two = squeue("gpu2-two-nodes");
-  const twoJob = two.jobs.find((j: { gres_detail: string[] }) => j.gres_detail.length === 2);
-  assert.deepEqual(gpusFromJobRecord(two, String(twoJob.job_id), 2001, "n1"), [0, 1]);
-  const forged = squeue("forged-text");
-  const forgedJob = forged.jobs.find((j: { name: string }) => j.name.includes("GRES"));
-  assert.deepEqual(gpusFromJobRecord(forged, String(forgedJob.job_id), 2001, "n1"), []);
-});
-
-Deno.test("GPUs come only from Slurm's record of the job on this node", () => {
-  assert.deepEqual(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:a100:2(IDX:0-1)", "gpu:a100:1(IDX:3)"] }), "7", 2001, "n2"),
-    [3],
-  );
-  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:2(IDX:0,2)", ""] }), "7", 2001, "n1"), [0, 2]);
-  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["", ""] }), "7", 2001, "n1"), []);
-  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: [] }), "7", 2001, "n1"), []);
-  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:N/A)", ""] }), "7", 2001, "n1"), []);
-  assert.deepEqual(gpusFromJobRecord(record({ gres_detail: ["mps:100(0),gpu:1(IDX:1)", ""] }), "7", 2001, "n1"), [1]);
-});
-
-Deno.test("text the user sets in the job (name, comment, folder) never counts", () => {
-  const forged = record({
-    name: "GRES=gpu(IDX:0-3)",
-    comment: "gres_detail GRES=gpu:4(IDX:0-3)",
-    current_working_directory: "/home/alice/GRES=gpu(IDX:0-3)",
-    gres_detail: ["", ""],
-  });
-  assert.deepEqual(gpusFromJobRecord(forged, "7", 2001, "n1"), []);
-});
-
-Deno.test("a record that is not this caller's job on this node, or unreadable, gives no GPU", () => {
-  assert.match(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "8", 2001, "n1") as string,
-    /no single record of job 8/,
-  );
-  assert.match(
-    gpusFromJobRecord(record({ user_id: 2002, gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n1") as string,
-    /not yours/,
-  );
-  assert.match(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)", ""] }), "7", 2001, "n9") as string,
-    /no allocation on node n9/,
-  );
-  assert.match(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0)"] }), "7", 2001, "n1") as string,
-    /does not match the job's nodes/,
-  );
-  assert.match(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:0-99999)", ""] }), "7", 2001, "n1") as string,
-    /unreadable GPU index/,
-  );
-  assert.match(
-    gpusFromJobRecord(record({ gres_detail: ["gpu:1(IDX:5-2)", ""] }), "7", 2001, "n1") as string,
-    /unreadable GPU index/,
-  );
-  assert.match(gpusFromJobRecord({ jobs: [] }, "7", 2001, "n1") as string, /no single record of job 7/);
-  assert.match(gpusFromJobRecord("garbage", "7", 2001, "n1") as string, /no job records/);
-  const allocated = record({ job_resources: { allocated_nodes: [{ nodename: "n2" }] }, gres_detail: ["gpu:1(IDX:1)"] });
-  assert.deepEqual(
-    gpusFromJobRecord(allocated, "7", 2001, "n2"),
-    [1],
-    "allocated_nodes names the nodes of gres_detail",
-  );
-  assert.match(gpusFromJobRecord(record({ nodes: "n[1-" }), "7", 2001, "n1") as string, /no node list/);
-});
-
-Deno.test("the GPUs' device nodes, with the shared control devices this node has", () => {
-  assert.deepEqual(gpuDeviceNodes([0, 3], (p) => p === "/dev/nvidiactl"), [
-    "/dev/nvidia0",
-    "/dev/nvidia3",
-    "/dev/nvidiactl",
-  ]);
 });
 
 Deno.test("cgroup v2 as a real v2-only kernel and Slurm 22.05 showed it: srun, batch and salloc steps", () => {

@@ -1,18 +1,15 @@
-// Unit tests of the node's watcher (which containers it removes: only those whose supervisor is gone; which
-// step folders follow), doctor's watcher row, and the bounded wait for a lock with progress that never blocks.
+// Unit tests of the node's watcher: which containers it removes (only those whose supervisor is gone, or a
+// step container none of whose tasks lives) and which step folders follow.
 import assert from "node:assert/strict";
 import {
   type ListedContainer,
-  lockWaitStep,
   parseCommandLine,
   planWatchOrphans,
-  pullProgressLine,
   Refusal,
   SHARE_LABEL,
   stepFolders,
   WATCH_MAX_TRACKED,
   watchedContainers,
-  watcherVerdict,
 } from "../../socker.ts";
 
 const stat = (pid: number, start: number) => `${pid} (deno) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 ${start} 0 0`;
@@ -57,28 +54,6 @@ Deno.test("watch: the cancelled step's cgroup folders, deepest first; never anot
   assert.deepEqual(stepFolders(folders, "batch"), []);
   assert.deepEqual(stepFolders(folders, "../x"), []);
   assert.deepEqual(stepFolders(folders, ""), []);
-});
-
-Deno.test("doctor: the watcher runs, or the row says what is lost without it", () => {
-  assert.match(watcherVerdict({ recorded: "42:100", stat: stat(42, 100) }), /socker watch runs \(pid 42\)/);
-  for (const fact of [{}, { recorded: "42:100" }, { recorded: "42:100", stat: stat(42, 7) }, { recorded: "x" }]) {
-    assert.throws(() => watcherVerdict(fact), (error) => error instanceof Refusal && /does not run/.test(error.reason));
-  }
-});
-
-Deno.test("locks: a wait for a lock is taken, goes on, or gives up at its bound", () => {
-  assert.equal(lockWaitStep(true, 0, 10_000_000, 300_000), "taken");
-  assert.equal(lockWaitStep(false, 1000, 1000 + 299_999, 300_000), "wait");
-  assert.equal(lockWaitStep(false, 1000, 1000 + 300_000, 300_000), "give up");
-});
-
-Deno.test("pull progress: one printable line per new status, bounded however many layers a registry sends", () => {
-  const shown = new Map<string, string>();
-  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), "socker: l1: Downloading\n");
-  assert.equal(pullProgressLine({ id: "l1", status: "Downloading" }, shown), undefined);
-  assert.equal(pullProgressLine({ status: "Digest: x\u001b[2J" }, shown)?.includes("\u001b"), false);
-  for (let i = 0; i < 5000; i++) pullProgressLine({ id: `x${i}`, status: "Waiting" }, shown);
-  assert.ok(shown.size <= 1024);
 });
 
 Deno.test("watch: `socker watch` takes no arguments", () => {
