@@ -12,6 +12,7 @@ import {
   supervisorAlive,
   supervisorId,
 } from "../../socker.ts";
+import { engineDown, IMAGE, planTests, run, runFacts } from "./facts.ts";
 
 const A = "a".repeat(64), B = "b".repeat(64), C = "c".repeat(64);
 
@@ -120,3 +121,42 @@ Deno.test("a supervisor is alive only when its pid runs with the same start time
   assert.equal(supervisorAlive("garbage", stat(77, 1234)), false);
   assert.equal(supervisorAlive(undefined, stat(77, 1234)), false);
 });
+
+// planRun's rules on orphans removed first: one table row each, a refusal (a pattern of its one-line reason) or a check
+// of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  [
+    "the caller's containers whose socker died are removed first, the living are not",
+    run(IMAGE, "id"),
+    runFacts({
+      ownContainers: [
+        {
+          container: { Id: "a".repeat(64), Names: ["/socker-2001-aa"], Labels: { "socker.supervisor": "10:5" } },
+          supervisorStat: undefined,
+        },
+        {
+          container: { Id: "b".repeat(64), Names: ["/socker-2001-bb"], Labels: { "socker.supervisor": "11:7" } },
+          supervisorStat: "11 (deno) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7 0",
+        },
+        {
+          container: { Id: "c".repeat(64), Names: ["/socker-2001-cc"], Labels: { "socker.supervisor": "12:9" } },
+          supervisorStat: "12 (deno) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0",
+        },
+      ],
+      staging: [{ name: "socker-2001-dd@13-1" }, { name: "socker-2002-ee@14-1" }],
+    }),
+    (plan) => {
+      assert.deepEqual(plan.orphans.map((o) => o.container ?? o.staging), [
+        "a".repeat(64),
+        "c".repeat(64),
+        "socker-2001-dd@13-1",
+      ]);
+    },
+  ],
+  [
+    "an engine that cannot list the caller's containers is a refusal",
+    run(IMAGE, "id"),
+    runFacts({ ownContainers: engineDown }),
+    /Docker engine is not reachable/,
+  ],
+]);

@@ -10,7 +10,7 @@ import {
   matchesPattern,
   type Settings,
 } from "../../socker.ts";
-import { refusal } from "./facts.ts";
+import { env, IMAGE, inJob, planTests, refusal, run, runFacts, settingsFile } from "./facts.ts";
 
 const alice = { user: "alice", home: "/home/alice" };
 const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
@@ -132,3 +132,89 @@ Deno.test("env_pass patterns match whole names, * and ? only", () => {
   assert.ok(!matchesPattern("XOMP_A", "OMP_*"));
   assert.ok(matchesPattern("ANY", "*"));
 });
+
+// planRun's rules on the environment: one table row each, a refusal (a pattern of its one-line reason) or a check
+// of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  [
+    "-e HOME, USER or LOGNAME is refused: they are always the caller's",
+    run("-e", "HOME=/tmp", IMAGE, "id"),
+    runFacts(),
+    /-e HOME: HOME is always yours/,
+  ],
+  [
+    "-e LOGNAME without a value is refused too",
+    run("-e", "LOGNAME", IMAGE, "id"),
+    runFacts(),
+    /-e LOGNAME: LOGNAME is always yours/,
+  ],
+  [
+    "env_deny refuses -e",
+    run("-e", "LD_PRELOAD=/x.so", IMAGE, "id"),
+    runFacts({ settings: settingsFile("env_deny = LD_PRELOAD") }),
+    /never lets LD_PRELOAD/,
+  ],
+  [
+    "-e NAME takes the caller's value, env_set wins",
+    run("-e", "FOO", "-e", "SITE=mine", IMAGE, "id"),
+    runFacts({ settings: settingsFile("env_set = SITE=hpc") }),
+    (plan) => {
+      assert.deepEqual([env(plan).FOO, env(plan).SITE, env(plan).HOME, env(plan).USER], [
+        "bar",
+        "hpc",
+        "/home/alice",
+        "alice",
+      ]);
+    },
+  ],
+  [
+    "inside a job the step's SLURM, PMI and PMIx variables reach the container",
+    run(IMAGE, "id"),
+    inJob({
+      settings: settingsFile("env_inherit = no"),
+      callerEnv: { SLURM_PROCID: "1", PMIX_RANK: "1", PMI_SIZE: "2", OMP_NUM_THREADS: "4", PATH: "/evil" },
+    }),
+    (plan) => {
+      assert.deepEqual([env(plan).SLURM_PROCID, env(plan).PMIX_RANK, env(plan).PMI_SIZE], ["1", "1", "2"]);
+      assert.equal(env(plan).OMP_NUM_THREADS, undefined, "not passed unless the administrator says so");
+      assert.equal(env(plan).PATH, undefined);
+    },
+  ],
+  [
+    "outside a job no SLURM variable passes",
+    run(IMAGE, "id"),
+    runFacts({ callerEnv: { SLURM_PROCID: "1" } }),
+    (plan) => assert.equal(env(plan).SLURM_PROCID, undefined),
+  ],
+  [
+    "env_pass passes the administrator's patterns, never PATH, LD_* or the caller's names",
+    run(IMAGE, "id"),
+    runFacts({
+      settings: settingsFile("env_pass = OMP_* NCCL_? * \n"),
+      callerEnv: { OMP_NUM_THREADS: "4", NCCL_X: "1", LD_LIBRARY_PATH: "/x", PATH: "/x", HOME: "/evil", USER: "root" },
+    }),
+    (plan) => {
+      assert.deepEqual([env(plan).OMP_NUM_THREADS, env(plan).NCCL_X], ["4", "1"]);
+      assert.deepEqual([env(plan).LD_LIBRARY_PATH, env(plan).PATH, env(plan).HOME, env(plan).USER], [
+        undefined,
+        undefined,
+        "/home/alice",
+        "alice",
+      ]);
+    },
+  ],
+  [
+    "env_deny wins over the job's variables",
+    run(IMAGE, "id"),
+    inJob({ settings: settingsFile("env_deny = SLURM_PROCID"), callerEnv: { SLURM_PROCID: "1", SLURM_NTASKS: "2" } }),
+    (plan) => {
+      assert.deepEqual([env(plan).SLURM_PROCID, env(plan).SLURM_NTASKS], [undefined, "2"]);
+    },
+  ],
+  [
+    "a caller environment beyond the bounds is refused",
+    run(IMAGE, "id"),
+    inJob({ callerEnv: Object.fromEntries(Array.from({ length: 1100 }, (_, i) => [`SLURM_X${i}`, "1"])) }),
+    /more than 1024 of your variables/,
+  ],
+]);

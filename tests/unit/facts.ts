@@ -10,8 +10,10 @@ import {
   parseCommandLine,
   pathChain,
   type PathProbe,
+  planRun,
   Refusal,
   type RunFacts,
+  type RunPlan,
 } from "../../socker.ts";
 
 export const fixture = (name: string) => Deno.readTextFileSync(new URL(`../fixtures/${name}`, import.meta.url));
@@ -140,3 +142,39 @@ export const SAFE_HOST_CONFIG = {
   SecurityOpt: ["no-new-privileges"],
   LogConfig: { Type: "none", Config: {} },
 };
+
+/**
+ * A row of planRun's table (one rule each, kept in the file of the feature it decides): its name, the command
+ * line, the facts, and either the refusal (a pattern of its one-line reason) or a check of the plan.
+ */
+export type Row = [string, ReturnType<typeof run>, RunFacts, RegExp | ((plan: RunPlan) => void)];
+
+/** One test per row, named `run: NAME`. */
+export function planTests(rows: Row[]): void {
+  for (const [name, invocation, facts, expected] of rows) {
+    Deno.test(`run: ${name}`, () => {
+      if (expected instanceof RegExp) {
+        assert.throws(() => planRun(invocation, facts), (error: unknown) => {
+          assert.ok(error instanceof Refusal, `expected a Refusal, got ${error}`);
+          assert.match(error.reason, expected);
+          assert.ok(!error.reason.includes("\n"), "one line");
+          return true;
+        });
+      } else expected(planRun(invocation, facts));
+    });
+  }
+}
+
+export const IMAGE = "socker-test/busybox:2";
+/** A root-owned socker.conf holding `text`. */
+export const settingsFile = (text: string) => rootFile(SETTINGS, text);
+export const V1_ENGINE = { CgroupDriver: "cgroupfs", CgroupVersion: "1" };
+/** The plan's environment as a record. */
+export const env = (plan: RunPlan) =>
+  Object.fromEntries(plan.env.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
+/** Slurm's record of job 1 (`squeue --json`) with these GPUs on these nodes. */
+export const jobRecord = (gres: string[], nodes = "n1", user = 2001) => ({
+  jobs: [{ job_id: 1, user_id: user, nodes, gres_detail: gres }],
+});
+/** The PMIx folder (PMIX_SERVER_TMPDIR) of alice's step 1.0 on n1. */
+export const pmixTmpDir = "/var/spool/slurmd/n1/pmix.1.0";

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   constrainsDevices,
   containerRuntime,
+  containerSpec,
   DEVICE_RUNTIME,
   DEVICE_RUNTIME_PATH,
   devicesCgroupAllows,
@@ -13,7 +14,7 @@ import {
   type JobStep,
   stepDeniedGpus,
 } from "../../socker.ts";
-import { fixture, refusal } from "./facts.ts";
+import { fixture, IMAGE, inJob, jobRecord, planTests, refusal, rootFile, run, runFacts, V1_ENGINE } from "./facts.ts";
 
 const V1: JobStep = { version: 1, jobId: "7", stepId: "0", parent: "/slurm_n1/uid_2001/job_7/step_0" };
 const V2: JobStep = { version: 2, jobId: "7", stepId: "0", parent: "/system.slice/slurmstepd.scope/job_7/step_0/user" };
@@ -153,3 +154,85 @@ Deno.test("the GPUs' device nodes, with the shared control devices this node has
     "/dev/nvidiactl",
   ]);
 });
+
+// planRun's rules on devices and GPUs: one table row each, a refusal (a pattern of its one-line reason) or a check
+// of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  ["--gpus outside a job is refused", run("--gpus", IMAGE, "id"), runFacts(), /only inside a Slurm job/],
+  [
+    "--gpus gives exactly the GPUs Slurm allocated on this node",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:a100:2(IDX:1,3)"]), gpuControlDevices: ["/dev/nvidiactl"] }),
+    (plan) => {
+      assert.deepEqual(plan.devices, ["/dev/nvidia1", "/dev/nvidia3", "/dev/nvidiactl"]);
+    },
+  ],
+  [
+    "--gpus gives only the GPUs the step may use (the kernel refused socker the others)",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:2(IDX:0-1)"]), gpusRefused: [0], gpuControlDevices: ["/dev/nvidiactl"] }),
+    (plan) => {
+      assert.deepEqual(plan.devices, ["/dev/nvidia1", "/dev/nvidiactl"]);
+    },
+  ],
+  [
+    "--gpus in a step that may use none of the job's GPUs is refused",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:2(IDX:0-1)"]), stepDevicesList: "c 1:3 rwm\nc 195:255 rwm\n" }),
+    /may use none of the job's GPUs on node n1 \(0,1\)/,
+  ],
+  [
+    "in a v1 job with ConstrainDevices=yes the container gets the runtime socker-runc",
+    run(IMAGE, "id"),
+    inJob({
+      cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainDevices=yes\n"),
+      deviceRuntimeInstalled: true,
+      engineInfo: { ...V1_ENGINE, Runtimes: { runc: { path: "runc" }, "socker-runc": { path: DEVICE_RUNTIME_PATH } } },
+    }),
+    (plan) => {
+      assert.equal(plan.runtime, "socker-runc");
+      assert.equal((containerSpec(plan, []).HostConfig as Record<string, unknown>).Runtime, "socker-runc");
+    },
+  ],
+  [
+    "in a v1 job without ConstrainDevices the engine's default runtime is kept",
+    run(IMAGE, "id"),
+    inJob({ cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainCores=yes\n"), deviceRuntimeInstalled: true }),
+    (plan) => {
+      assert.equal(plan.runtime, undefined);
+      assert.ok(!("Runtime" in (containerSpec(plan, []).HostConfig as object)));
+    },
+  ],
+  [
+    "in a v1 job with ConstrainDevices=yes and no socker-runc in the engine, the run is refused",
+    run(IMAGE, "id"),
+    inJob({ cgroupConf: rootFile("/etc/slurm/cgroup.conf", "ConstrainDevices=yes\n"), deviceRuntimeInstalled: true }),
+    /ConstrainDevices=yes\) and the Docker engine has no runtime socker-runc .*run socker's install\.sh/,
+  ],
+  [
+    "--gpus in a job without GPUs is refused",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord([""]) }),
+    /no GPU is allocated to job 1 on node n1/,
+  ],
+  [
+    "--gpus never reads another user's job record",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:1(IDX:0)"], "n1", 2002) }),
+    /the job is not yours/,
+  ],
+  [
+    "--gpus with an index out of range is refused, not looped over",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:1(IDX:0-99999999999)"]) }),
+    /unreadable GPU index/,
+  ],
+  [
+    "--gpus takes this node's entry of a two-node job",
+    run("--gpus", IMAGE, "id"),
+    inJob({ jobRecord: jobRecord(["gpu:1(IDX:0)", "gpu:1(IDX:1)"], "n[0-1]") }),
+    (plan) => {
+      assert.deepEqual(plan.devices, ["/dev/nvidia1"]);
+    },
+  ],
+]);

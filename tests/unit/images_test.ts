@@ -17,7 +17,7 @@ import {
   trustedText,
   untrustedReason,
 } from "../../socker.ts";
-import { ALLOWLIST, refusal, rootFile } from "./facts.ts";
+import { ALLOWLIST, engineDown, IMAGE, planTests, refusal, rootFile, run, runFacts, settingsFile } from "./facts.ts";
 
 function canonical(text: string): string {
   const ref = parseImageRef(text);
@@ -199,3 +199,66 @@ Deno.test("pull progress: one printable line per new status, bounded however man
   for (let i = 0; i < 5000; i++) pullProgressLine({ id: `x${i}`, status: "Waiting" }, shown);
   assert.ok(shown.size <= 1024);
 });
+
+// planRun's rules on which image: one table row each, a refusal (a pattern of its one-line reason) or a check
+// of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  [
+    "an image not in the allowlist is refused",
+    run("socker-test/other:1", "id"),
+    runFacts(),
+    /is not allowed on this cluster/,
+  ],
+  [
+    "an uppercase image is not a reference",
+    run("socker-test/BUSYBOX:2", "id"),
+    runFacts(),
+    /not a valid image reference/,
+  ],
+  [
+    "the same image under Docker's normalisation matches",
+    run("docker.io/socker-test/busybox:2", "id"),
+    runFacts(),
+    (plan) => {
+      assert.equal(plan.entry.canonical, "docker.io/socker-test/busybox:2");
+    },
+  ],
+  [
+    "a world-writable allowlist is refused",
+    run(IMAGE, "id"),
+    runFacts({ allowlist: rootFile("/etc/socker/socker-images", IMAGE, { mode: 0o100666 }) }),
+    /refusing to trust .* writable by/,
+  ],
+  [
+    "a missing allowlist is refused",
+    run(IMAGE, "id"),
+    runFacts({ allowlist: { path: "/etc/socker/socker-images", missing: true } }),
+    /is missing; socker is not fully installed/,
+  ],
+  [
+    "a broken allowlist line names the line",
+    run(IMAGE, "id"),
+    runFacts({ allowlist: rootFile("/etc/socker/socker-images", `${IMAGE}\nNot A Ref\n`) }),
+    /socker-images:2: 'Not A Ref'/,
+  ],
+  [
+    "an allowed image missing on the node is refused when pull = never",
+    run(IMAGE, "id"),
+    runFacts({ image: undefined }),
+    /allowed but not present on node n1.*pull = missing/,
+  ],
+  [
+    "an allowed image missing on the node is pulled when pull = missing",
+    run(IMAGE, "id"),
+    runFacts({ image: undefined, settings: settingsFile("pull = missing\n") }),
+    (plan) => {
+      assert.equal(plan.imageId, undefined);
+    },
+  ],
+  [
+    "the engine down is a clear refusal",
+    run(IMAGE, "id"),
+    runFacts({ image: engineDown }),
+    /Docker engine is not reachable/,
+  ],
+]);

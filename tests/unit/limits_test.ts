@@ -2,6 +2,7 @@
 // container's exactly the caller's, and /dev/shm sized by the job's memory limit.
 import assert from "node:assert/strict";
 import {
+  containerSpec,
   containerUlimits,
   exitCodeFor,
   LIMIT_ROWS,
@@ -15,7 +16,7 @@ import {
   SUPERVISOR_CPU_RESERVE,
   SUPERVISOR_NEEDS,
 } from "../../socker.ts";
-import { limits, refusal } from "./facts.ts";
+import { IMAGE, limits, planTests, refusal, run, runFacts } from "./facts.ts";
 
 Deno.test("shm: half the job's memory limit, at least 64 MiB, a fixed size bounded by the limit", () => {
   const gib = 1 << 30;
@@ -163,3 +164,45 @@ Deno.test("a finite CPU time keeps a reserve, so SIGXCPU comes while socker can 
   assert.equal(signalAction("SIGXCPU")?.kind, "terminate", "SIGXCPU ends the run like SIGTERM");
   assert.equal(exitCodeFor(0, signalAction("SIGXCPU")!.number), 152);
 });
+
+// planRun's rules on limits and the OOM killer: one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  // the OOM killer
+  [
+    "where socker cannot keep the OOM killer off itself, the container's processes are the OOM killer's first choice",
+    run(IMAGE, "id"),
+    runFacts({ oomProtected: false }),
+    (plan) => {
+      assert.equal(plan.oomScoreAdj, 1000);
+      assert.equal(
+        (containerSpec(plan, plan.mounts.map((m) => m.source)).HostConfig as Record<string, unknown>).OomScoreAdj,
+        1000,
+      );
+    },
+  ],
+  [
+    "where socker keeps the OOM killer off itself, the container keeps the engine's default",
+    run(IMAGE, "id"),
+    runFacts({ oomProtected: true }),
+    (plan) => {
+      assert.equal(plan.oomScoreAdj, undefined);
+      assert.equal(
+        "OomScoreAdj" in (containerSpec(plan, plan.mounts.map((m) => m.source)).HostConfig as object),
+        false,
+      );
+    },
+  ],
+  // limits
+  [
+    "the caller's limits go to the container, never raised",
+    run(IMAGE, "id"),
+    runFacts({ callerLimits: limits({ nproc: { soft: 64, hard: 64 }, cpu: { soft: 30, hard: 60 } }) }),
+    (plan) => {
+      assert.deepEqual(plan.ulimits.find((u) => u.Name === "nproc"), { Name: "nproc", Soft: 64, Hard: 64 });
+      assert.deepEqual(plan.ulimits.find((u) => u.Name === "cpu"), { Name: "cpu", Soft: 30, Hard: 60 });
+      assert.deepEqual(plan.ulimits.find((u) => u.Name === "fsize"), { Name: "fsize", Soft: -1, Hard: -1 });
+      assert.equal(plan.ulimits.find((u) => u.Name === "as"), undefined, "docker has no address-space limit");
+    },
+  ],
+]);

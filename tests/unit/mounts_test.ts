@@ -27,7 +27,7 @@ import {
   UNREACHABLE,
   withCallerFolder,
 } from "../../socker.ts";
-import { probe, refusal } from "./facts.ts";
+import { IMAGE, IMAGE_ID, planTests, probe, probeMap, refusal, run, runFacts, settingsFile } from "./facts.ts";
 
 const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
 
@@ -347,3 +347,163 @@ Deno.test("the image's layers come from the engine's overlay2 record, top first;
   assert.match(imageLayers(record("overlay2", { UpperDir: "v/../x" })) as string, /names no layer folders/);
   assert.match(imageLayers({}) as string, /uses an unknown one/);
 });
+
+// planRun's rules on mounts, and what the engine would create as root: one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  // mounts
+  [
+    "home and the current folder are mounted at their own paths",
+    run(IMAGE, "id"),
+    runFacts({
+      cwd: "/tmp",
+      probes: probeMap([["/home/alice", probe("/home/alice")], ["/tmp", probe("/tmp", { owner: 0 })]]),
+    }),
+    (plan) => {
+      assert.deepEqual(plan.mounts.map((m) => [m.source, m.destination, m.readOnly]), [[
+        "/home/alice",
+        "/home/alice",
+        false,
+      ]]);
+      assert.equal(
+        plan.workdir,
+        undefined,
+        "/tmp is not under a folder users may mount: the image's working directory",
+      );
+    },
+  ],
+  [
+    "a user's mount outside mount_prefixes is refused",
+    run("-v", "/etc:/x", IMAGE, "id"),
+    runFacts({ probes: probeMap([["/home/alice", probe("/home/alice")], ["/etc", probe("/etc", { owner: 0 })]]) }),
+    /-v \/etc:\/x: '\/etc' \(real path \/etc\) is not under a folder users may mount \(\/home\)/,
+  ],
+  [
+    "a user's mount the caller cannot reach gets one message whatever the reason",
+    run("-v", "/home/bob/private:/x", IMAGE, "id"),
+    runFacts({
+      probes: probeMap([["/home/alice", probe("/home/alice")], [
+        "/home/bob/private",
+        "does not exist or you cannot reach it",
+      ]]),
+    }),
+    /'\/home\/bob\/private' does not exist or you cannot reach it$/,
+  ],
+  [
+    "a default mount the caller cannot read is left out, not refused",
+    run(IMAGE, "id"),
+    runFacts({
+      probes: probeMap([["/home/alice", probe("/home/alice", { readable: false })], [
+        "/home/alice/work",
+        probe("/home/alice/work"),
+      ]]),
+    }),
+    (plan) => {
+      assert.deepEqual(plan.mounts.map((m) => m.destination), []);
+    },
+  ],
+  [
+    "a mount the caller cannot write is read-only",
+    run("-v", "/home/alice/ro:/ro", IMAGE, "id"),
+    runFacts({
+      probes: probeMap([["/home/alice", probe("/home/alice")], [
+        "/home/alice/ro",
+        probe("/home/alice/ro", { writable: false }),
+      ]]),
+    }),
+    (plan) => {
+      assert.equal(plan.mounts.find((m) => m.destination === "/ro")?.readOnly, true);
+    },
+  ],
+  [
+    "a symlinked source is mounted from its real path",
+    run("-v", "/home/alice/link:/d", IMAGE, "id"),
+    runFacts({
+      probes: probeMap([["/home/alice", probe("/home/alice")], ["/home/alice/link", probe("/home/alice/real")]]),
+    }),
+    (plan) => {
+      assert.equal(plan.mounts.find((m) => m.destination === "/d")?.source, "/home/alice/real");
+    },
+  ],
+  [
+    "a user's mount over /etc is refused",
+    run("-v", "/home/alice:/etc/ssl", IMAGE, "id"),
+    runFacts(),
+    /forbidden destination \/etc/,
+  ],
+  [
+    "the administrator's forbidden destinations hold",
+    run("-v", "/home/alice:/opt/site/x", IMAGE, "id"),
+    runFacts({ settings: settingsFile("forbidden_destinations = /opt/site") }),
+    /forbidden destination \/opt\/site/,
+  ],
+  [
+    "a user's mount replaces the default home mount",
+    run("-v", "/home/alice/work:/home/alice", IMAGE, "id"),
+    runFacts(),
+    (plan) => {
+      assert.deepEqual(plan.mounts.map((m) => [m.source, m.destination]), [["/home/alice/work", "/home/alice"]]);
+    },
+  ],
+  [
+    "two mounts at one destination are refused",
+    run("-v", "/home/alice:/d", "-v", "/home/alice/work:/d", IMAGE, "id"),
+    runFacts(),
+    /two mounts at \/d/,
+  ],
+  [
+    "only folders whose parents a user could change are staged",
+    run(IMAGE, "id"),
+    runFacts({ cwd: "/home/alice/work" }),
+    (plan) => {
+      assert.deepEqual(plan.mounts.map((m) => [m.destination, m.fixedByRoot]), [["/home/alice", true]]);
+    },
+  ],
+  // what the engine would create as root
+  [
+    "with two mounts, a mount point in the image is checked for symlinks in the image's own layers",
+    run("-v", "/home/alice/work:/data", IMAGE, "id"),
+    runFacts(),
+    (plan) => {
+      assert.deepEqual(plan.mountPoints.filter((p) => p.checkImage).map((p) => p.destination), [
+        "/home/alice",
+        "/data",
+      ]);
+      assert.deepEqual(plan.imageLayers, ["/var/lib/docker/overlay2/4/diff"]);
+    },
+  ],
+  [
+    "with one mount nothing in the image is checked: a symlink there can lead nowhere but the image",
+    run(IMAGE, "id"),
+    runFacts(),
+    (plan) => {
+      assert.deepEqual(plan.mountPoints.map((p) => [p.destination, p.checkImage]), [
+        ["/home/alice", false],
+        ["/home/alice/work", false],
+      ]);
+      assert.deepEqual(plan.imageLayers, ["/var/lib/docker/overlay2/4/diff"], "read only to find the image's shell");
+    },
+  ],
+  [
+    "mount points in an image the engine keeps on another storage driver are refused: socker cannot check them",
+    run("-v", "/home/alice/work:/data", IMAGE, "id"),
+    runFacts({ image: { Id: IMAGE_ID, GraphDriver: { Name: "vfs", Data: {} } } }),
+    /cannot check the mount points in the image: .*only on the overlay2 storage driver; this engine uses vfs/,
+  ],
+  [
+    "a mount point inside another mount is created as the caller",
+    run("-v", "/home/alice/f:/home/alice/sub/f", IMAGE, "id"),
+    runFacts({
+      probes: probeMap([["/home/alice", probe("/home/alice")], [
+        "/home/alice/f",
+        probe("/home/alice/f", { kind: "file" }),
+      ]]),
+    }),
+    (plan) => {
+      assert.deepEqual(plan.mountPoints.map((p) => [p.destination, p.holder, p.below.join("/"), p.kind]), [
+        ["/home/alice", undefined, "home/alice", "dir"],
+        ["/home/alice/sub/f", 0, "sub/f", "file"],
+      ]);
+    },
+  ],
+]);

@@ -12,7 +12,7 @@ import {
   type Settings,
   slurmNodeName,
 } from "../../socker.ts";
-import { fixture } from "./facts.ts";
+import { fixture, IMAGE, inJob, planTests, pmixTmpDir, probe, probeMap, run, runFacts, settingsFile } from "./facts.ts";
 
 const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
 
@@ -81,3 +81,74 @@ Deno.test("the step's PMIx folder comes from slurm.conf and the cgroup, with %n 
   assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=/var/spool/%x\n"), "x", "x"), undefined);
   assert.equal(pmixFolder(plain, parseSlurmConf("SlurmdSpoolDir=relative\n"), "x", "x"), undefined);
 });
+
+// planRun's rules on namespaces and the step's PMIx folder: one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  // namespaces
+  [
+    "network = host with a fixed containerd",
+    run(IMAGE, "id"),
+    runFacts({
+      settings: settingsFile("network = host\nipc = host\npid = host\nuts = host\n"),
+      engineVersion: { Components: [{ Name: "containerd", Version: "1.6.20~ds1" }] },
+    }),
+    (plan) => {
+      assert.deepEqual([plan.network, plan.ipc, plan.pid, plan.uts], ["host", "host", "host", "host"]);
+    },
+  ],
+  [
+    "network = host with a containerd before the CVE-2020-15257 fix is refused",
+    run(IMAGE, "id"),
+    runFacts({
+      settings: settingsFile("network = host"),
+      engineVersion: { Components: [{ Name: "containerd", Version: "1.4.2" }] },
+    }),
+    /CVE-2020-15257/,
+  ],
+  [
+    "network = host with an unknown containerd is refused",
+    run(IMAGE, "id"),
+    runFacts({ settings: settingsFile("network = host"), engineVersion: {} }),
+    /CVE-2020-15257/,
+  ],
+  ["the namespaces are private by default", run(IMAGE, "id"), runFacts(), (plan) => {
+    assert.deepEqual([plan.network, plan.ipc, plan.pid, plan.uts], ["bridge", "private", "private", "private"]);
+  }],
+  // PMIx
+  [
+    "the step's PMIx folder, the caller's, is mounted at its own path",
+    run(IMAGE, "id"),
+    inJob({ probes: probeMap([["/home/alice", probe("/home/alice")], [pmixTmpDir, probe(pmixTmpDir)]]) }),
+    (plan) => {
+      assert.ok(plan.mounts.some((m) => m.source === pmixTmpDir && m.destination === pmixTmpDir && !m.readOnly));
+    },
+  ],
+  [
+    "a PMIx folder that is not the caller's is never mounted",
+    run(IMAGE, "id"),
+    inJob({ probes: probeMap([["/home/alice", probe("/home/alice")], [pmixTmpDir, probe(pmixTmpDir, { owner: 0 })]]) }),
+    (plan) => {
+      assert.ok(!plan.mounts.some((m) => m.source === pmixTmpDir));
+    },
+  ],
+  [
+    "a forged PMIX_SERVER_TMPDIR decides nothing",
+    run(IMAGE, "id"),
+    inJob({
+      callerEnv: { PMIX_SERVER_TMPDIR: "/home/bob" },
+      probes: probeMap([["/home/alice", probe("/home/alice")], ["/home/bob", probe("/home/bob", { owner: 2002 })]]),
+    }),
+    (plan) => {
+      assert.ok(!plan.mounts.some((m) => m.source === "/home/bob"));
+    },
+  ],
+  [
+    "a PMI2 step without PMIx gets a hint, and nothing else changes",
+    run(IMAGE, "id"),
+    inJob({ callerEnv: { PMI_FD: "5" } }),
+    (plan) => {
+      assert.match(plan.hints[0], /srun --mpi=pmix/);
+    },
+  ],
+]);

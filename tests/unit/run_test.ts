@@ -7,18 +7,20 @@ import {
   boundedNumber,
   checkCaller,
   chunkDecoder,
+  containerSpec,
   engineMessage,
   isRootItself,
   parseCommandLine,
   parseResponseHead,
   parseSudoIdentity,
+  planRun,
   printable,
   Refusal,
   refusalLine,
   startCommand,
   streamDemuxer,
 } from "../../socker.ts";
-import { refusal } from "./facts.ts";
+import { IMAGE, IMAGE_ID, planTests, refusal, run, runFacts, SAFE_HOST_CONFIG } from "./facts.ts";
 
 function usageError(args: string[], pattern: RegExp): void {
   assert.throws(() => parseCommandLine(args), (error: unknown) => {
@@ -274,3 +276,126 @@ Deno.test("stdout and stderr come apart from the multiplexed stream, whatever th
   reused.fill(0); // the reader's buffer is reused: what was kept must have been copied
   assert.deepEqual(demux(frame(1, "abcdef").subarray(10)).map((p) => text(p.payload)), ["abcdef"]);
 });
+
+Deno.test("the container's specification holds only socker's decisions", () => {
+  const plan = planRun(
+    run("-v", "/home/alice/work:/data:ro", "-e", "X=1", IMAGE, "sh", "-c", "--privileged"),
+    runFacts(),
+  );
+  const spec = containerSpec(plan, ["/home/alice", "/run/socker/s/1"]) as Record<string, unknown> & {
+    HostConfig: Record<string, unknown>;
+  };
+  assert.equal(spec.Image, "docker.io/socker-test/busybox:2");
+  assert.deepEqual(spec.Cmd, ["sh", "-c", "--privileged"]);
+  assert.equal(spec.User, "2001:2001");
+  assert.deepEqual(spec.HostConfig.GroupAdd, ["3001"]);
+  for (
+    const [key, value] of Object.entries({
+      ...SAFE_HOST_CONFIG,
+      NetworkMode: "bridge",
+      IpcMode: "private",
+      PidMode: "",
+      UTSMode: "",
+      CgroupParent: "",
+      Devices: [],
+    })
+  ) assert.deepEqual(spec.HostConfig[key], value, key);
+  assert.deepEqual(spec.HostConfig.Mounts, [
+    { Type: "bind", Source: "/home/alice", Target: "/home/alice", ReadOnly: false },
+    { Type: "bind", Source: "/run/socker/s/1", Target: "/data", ReadOnly: true },
+  ]);
+  const keys = Object.keys(spec.HostConfig).sort();
+  assert.deepEqual(keys, [
+    "AutoRemove",
+    "CapDrop",
+    "CgroupParent",
+    "Devices",
+    "GroupAdd",
+    "Init",
+    "IpcMode",
+    "LogConfig",
+    "Mounts",
+    "NetworkMode",
+    "PidMode",
+    "Privileged",
+    "SecurityOpt",
+    "ShmSize",
+    "UTSMode",
+    "Ulimits",
+  ]);
+  assert.equal(spec.HostConfig.ShmSize, 64 << 20, "Docker's 64 MiB outside a job");
+  assert.ok((spec.Env as string[]).includes("X=1"));
+  assert.equal(IMAGE_ID.length, 71);
+});
+
+// planRun's rules on who calls, and the terminal: one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  // who
+  [
+    "root is refused: containers never run as root",
+    run(IMAGE, "id"),
+    runFacts({ sudo: {} }),
+    /refusing to run a container as root/,
+  ],
+  [
+    "a user with gid 0 is refused",
+    run(IMAGE, "id"),
+    runFacts({ sudo: { SUDO_UID: "2001", SUDO_GID: "0", SUDO_USER: "alice" } }),
+    /root group/,
+  ],
+  [
+    "a user in the root group is refused",
+    run(IMAGE, "id"),
+    runFacts({ user: { uid: 2001, gid: 2001, groups: [0] } }),
+    /root group/,
+  ],
+  [
+    "sudo and the user database disagree",
+    run(IMAGE, "id"),
+    runFacts({ user: { uid: 9, gid: 9, groups: [] } }),
+    /user database says/,
+  ],
+  [
+    "an unknown user is refused",
+    run(IMAGE, "id"),
+    runFacts({ user: "user 'alice' is not in the user database; refusing" }),
+    /not in the user database/,
+  ],
+  [
+    "the privileged program run without root refuses",
+    run(IMAGE, "id"),
+    runFacts({ processUid: 2001 }),
+    /must be started through sudo/,
+  ],
+  [
+    "forged SUDO_UID text is refused",
+    run(IMAGE, "id"),
+    runFacts({ sudo: { SUDO_UID: "2001 ", SUDO_GID: "1", SUDO_USER: "a" } }),
+    /not numbers/,
+  ],
+  ["the caller's uid and groups are the container's", run(IMAGE, "id"), runFacts(), (plan) => {
+    assert.deepEqual([plan.caller.uid, plan.caller.gid, plan.caller.groups], [2001, 2001, [3001]]);
+  }],
+  // terminal
+  [
+    "a terminal is attached only when stdin and stdout are terminals",
+    run(IMAGE, "id"),
+    runFacts({ stdinIsTerminal: true, stdoutIsTerminal: true }),
+    (plan) => assert.equal(plan.tty, true),
+  ],
+  [
+    "no terminal when stdout is a file",
+    run(IMAGE, "id"),
+    runFacts({ stdinIsTerminal: true }),
+    (plan) => assert.equal(plan.tty, false),
+  ],
+  [
+    "--no-tty and --no-stdin win on a terminal",
+    run("--no-tty", "--no-stdin", IMAGE, "id"),
+    runFacts({ stdinIsTerminal: true, stdoutIsTerminal: true }),
+    (plan) => {
+      assert.deepEqual([plan.tty, plan.stdin], [false, false]);
+    },
+  ],
+]);

@@ -1,6 +1,7 @@
 // Unit tests of socker.conf: every key with its good values, every bad value, and the file-level rules.
 import assert from "node:assert/strict";
 import { DEFAULT_SETTINGS, parseSettings, Refusal, type Settings } from "../../socker.ts";
+import { IMAGE, planTests, rootFile, run, runFacts, SETTINGS, settingsFile } from "./facts.ts";
 
 const parse = (text: string) => parseSettings(text, "/etc/socker/socker.conf");
 
@@ -104,3 +105,20 @@ Deno.test("socker.conf: parsing never changes the defaults of the next file", ()
   assert.deepEqual(DEFAULT_SETTINGS.envPass, []);
   assert.deepEqual(DEFAULT_SETTINGS.envSet, {});
 });
+
+// planRun's rules on a broken or untrusted socker.conf: one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  [
+    "a broken socker.conf names the line",
+    run(IMAGE, "id"),
+    runFacts({ settings: settingsFile("require_job = yes\nmount_prefix = /\n") }),
+    /socker\.conf:2: unknown setting 'mount_prefix'/,
+  ],
+  [
+    "a group-writable socker.conf is refused",
+    run(IMAGE, "id"),
+    runFacts({ settings: rootFile(SETTINGS, "", { mode: 0o100664 }) }),
+    /refusing to trust .*socker\.conf is writable by its group/,
+  ],
+]);

@@ -7,12 +7,13 @@ import {
   expandHostList,
   jobLeftovers,
   jobStepFromCgroup,
+  LABEL,
   memoryCgroupV1,
   parseSlurmConf,
   Refusal,
   slurmConfProblems,
 } from "../../socker.ts";
-import { fixture } from "./facts.ts";
+import { env, fixture, IMAGE, inJob, planTests, run, runFacts, settingsFile } from "./facts.ts";
 
 const cgroup = (name: string) => fixture(`proc/${name}`);
 
@@ -236,3 +237,76 @@ Deno.test("socker finds its memory cgroup on v1, to leave the step's when it can
   assert.equal(memoryCgroupV1("5:cpu,memory:/a/b\n"), "/a/b", "a co-mounted controller");
   assert.equal(memoryCgroupV1("5:memoryx:/a\n"), undefined);
 });
+
+// planRun's rules on the job (require_job, its cgroup, its labels): one table row each, a refusal (a pattern of its
+// one-line reason) or a check of the plan; planTests (facts.ts) runs each as `run: NAME`.
+planTests([
+  // require_job and the job's cgroup
+  [
+    "require_job refuses outside a job",
+    run(IMAGE, "id"),
+    runFacts({ settings: settingsFile("require_job = yes") }),
+    /only inside Slurm jobs/,
+  ],
+  [
+    "require_job runs inside a job",
+    run(IMAGE, "id"),
+    inJob({ settings: settingsFile("require_job = yes") }),
+    (plan) => assert.equal(plan.job?.jobId, "1"),
+  ],
+  ["outside a job there is no cgroup parent and no job labels", run(IMAGE, "id"), runFacts(), (plan) => {
+    assert.equal(plan.cgroupParent, undefined);
+    assert.equal(plan.labels[LABEL.job], undefined);
+  }],
+  [
+    "inside a job the container goes into the step's cgroup, labelled with job and step",
+    run(IMAGE, "id"),
+    inJob(),
+    (plan) => {
+      assert.equal(plan.cgroupParent, "/slurm_n1/uid_2001/job_1/step_0");
+      assert.deepEqual([plan.labels[LABEL.job], plan.labels[LABEL.step]], ["1", "0"]);
+    },
+  ],
+  [
+    "a forged SLURM_JOB_ID changes nothing socker decides",
+    run(IMAGE, "id"),
+    inJob({ callerEnv: { SLURM_JOB_ID: "999", SLURM_STEP_ID: "7" } }),
+    (plan) => {
+      assert.equal(plan.cgroupParent, "/slurm_n1/uid_2001/job_1/step_0");
+      assert.equal(env(plan).SLURM_JOB_ID, "999", "it reaches the container, which is the caller's own business");
+    },
+  ],
+  [
+    "another user's job cgroup is refused",
+    run(IMAGE, "id"),
+    runFacts({ procSelfCgroup: fixture("proc/hostile-other-user.cgroup") }),
+    /belongs to uid 2002/,
+  ],
+  [
+    "the systemd cgroup driver cannot place containers in a job",
+    run(IMAGE, "id"),
+    inJob({ engineInfo: { CgroupDriver: "systemd", CgroupVersion: "1" } }),
+    /native\.cgroupdriver=cgroupfs/,
+  ],
+  [
+    "a v2 job on a v1 engine is refused",
+    run(IMAGE, "id"),
+    inJob({
+      procSelfCgroup: fixture("proc/v2-batch.cgroup"),
+      engineInfo: { CgroupDriver: "cgroupfs", CgroupVersion: "1" },
+    }),
+    /engine sees cgroup v1 but this job is on cgroup v2/,
+  ],
+  // labels
+  ["the container carries the supervisor, uid, user and node", run(IMAGE, "id"), runFacts(), (plan) => {
+    assert.equal(plan.containerName, "socker-2001-010203040506");
+    assert.deepEqual(plan.labels, {
+      "socker.managed": "true",
+      "socker.uid": "2001",
+      "socker.user": "alice",
+      "socker.node": "n1",
+      "socker.supervisor": "4242:123456",
+    });
+    assert.equal(plan.staging, "socker-2001-010203040506@4242-123456");
+  }],
+]);
