@@ -87,6 +87,17 @@ async function measured(command: Deno.Command, allowFailure = false): Promise<{ 
   return { wall, cpu: childrenCpu() - cpu };
 }
 
+/**
+ * The CPU time every process on the machine used so far (user, nice, system, irq, softirq, steal from
+ * /proc/stat, all cores; ms at the kernel's 100 ticks a second): the engine's, runc's and Slurm's included,
+ * which a command's own rusage never sees.
+ */
+function machineBusy(): number {
+  const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = fields;
+  return (user + nice + system + irq + softirq + steal) * 10;
+}
+
 async function containersWith(label: string): Promise<number> {
   return (await engineList([label])).length;
 }
@@ -177,6 +188,7 @@ if (values.steps) {
     { name: "socker, share = step", share: "step", line: `socker run ${IMAGE} true` },
   ];
   const times = new Map<string, number[]>();
+  const busy = new Map<string, number[]>();
   const load: string[] = [];
   try {
     for (let round = 0; round < ROUNDS; round++) {
@@ -184,9 +196,11 @@ if (values.steps) {
         // Interleaved: the order of the three kinds turns with each round.
         for (const k of [0, 1, 2].map((i) => kinds[(i + round) % 3])) {
           settings(k.share);
+          const before = machineBusy();
           const { wall } = await measured(shell("alice", `srun --jobid=${jobId} -n${n} --overcommit ${k.line}`));
           const key = `${k.name}/${n}`;
           times.set(key, [...(times.get(key) ?? []), wall]);
+          busy.set(key, [...(busy.get(key) ?? []), machineBusy() - before]);
         }
       }
       load.push(Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" "));
@@ -207,6 +221,17 @@ if (values.steps) {
       `load average after each round: ${load.join(" | ")}; CPUs: ${navigator.hardwareConcurrency})`,
     rows,
   );
+  // Where the time goes: with N tasks on two CPUs a step is CPU-bound, so its CPU time (every process on
+  // the machine: socker, sudo, Deno, the engine, containerd, runc, Slurm) bounds its wall time from below.
+  const c = (kind: string, n: number) => median(busy.get(`${kind}/${n}`) ?? []);
+  const cpuRows = [["ranks", ...kinds.map((k) => k.name)]];
+  for (const n of SIZES) cpuRows.push([String(n), ...kinds.map((k) => ms(c(k.name, n)))]);
+  cpuRows.push(["CPU per extra rank (2 -> 32)", ...kinds.map((k) => ms1((c(k.name, 32) - c(k.name, 2)) / 30))]);
+  cpuRows.push([
+    "CPU / 2 CPUs vs wall, 16 ranks",
+    ...kinds.map((k) => `${ms(c(k.name, 16) / navigator.hardwareConcurrency)} / ${ms(m(k.name, 16))}`),
+  ]);
+  table("CPU time of the whole machine during each step (medians; all processes, all cores)", cpuRows);
   Deno.exit(0);
 }
 
