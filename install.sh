@@ -5,8 +5,9 @@
 # as themselves, without the docker group. The privilege comes from sudo:
 #   $PREFIX/bin/socker               user launcher (sh), execs `sudo -n` on the entry point
 #   $PREFIX/libexec/socker/socker    privileged entry point, run as root by sudo: an sh script
-#                                    that makes the process safe to supervise (signals, resource
-#                                    limits) and execs, with `env -i`, either the binary made by
+#                                    (socker-entry.sh.in with this install's paths filled in) that
+#                                    makes the process safe to supervise (signals, resource limits)
+#                                    and execs, with `env -i`, either the binary made by
 #                                    `deno compile` ($PREFIX/lib/socker/socker-bin) or the pinned
 #                                    Deno on socker.ts with fixed permission flags
 #   $PREFIX/libexec/socker/socker-runc  the OCI runtime of socker's containers in jobs on cgroup v1 nodes:
@@ -25,6 +26,9 @@
 # socker talks to the Docker engine's socket itself; it runs no docker CLI.
 # Nothing is ever installed set-uid or set-gid (see --setuid). Run `install.sh --help`.
 set -euo pipefail
+# set -e holds inside command substitutions too: a function whose output is captured stops at its
+# first failure instead of going on and printing half a result.
+shopt -s inherit_errexit
 umask 022
 export LC_ALL=C
 
@@ -73,6 +77,7 @@ readonly SOURCE_TS="$SELF_DIR/socker.ts"
 readonly SOURCE_IMAGES="$SELF_DIR/socker-images.example"
 readonly DEMO_IMAGE=socker-demo:latest
 readonly SOURCE_RUNC="$SELF_DIR/socker-runc"
+readonly SOURCE_ENTRY="$SELF_DIR/socker-entry.sh.in" # the entry point's template (see entry_text)
 readonly ENGINE_CONFIG=/etc/docker/daemon.json # the Docker engine's configuration file
 readonly RUNTIME_NAME=socker-runc              # fixed in socker.ts
 
@@ -84,18 +89,17 @@ DO_EPILOG=0
 DO_DEMO=0
 DRY_RUN=0
 UNINSTALL=0
-TEMP_PATHS=()
-SCRATCH=""
-SCRATCH_N=0
-NEW_TEMP=""
+SCRATCH="" # private folder (0700) for generated content; cleanup_temps removes it at exit
 PLANNED_DIRS="" # folders that --dry-run would have created
-CONTENT_FILE=""
 INSTALLED_PKGS=() # Debian packages this run installed, for the summary
 
 # ---------------------------------------------------------------- messages
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+# die MESSAGE: says why and stops the install. Inside a command substitution the exit ends only that
+# subshell, so its callers write `x=$(f) || exit`: die has already said why, and the install stops
+# whatever the context (set -e is off in an if or || list).
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 usage_error() { printf 'install.sh: %s (see install.sh --help)\n' "$*" >&2; exit 2; }
 
@@ -189,29 +193,28 @@ run() {
   fi
 }
 
+# cleanup_temps: at exit, removes the temp files that new_temp made (those not moved into place), then
+# the scratch folder.
 cleanup_temps() {
   local p
-  for p in "${TEMP_PATHS[@]+"${TEMP_PATHS[@]}"}"; do
-    rm -rf -- "$p" 2>/dev/null || true
-  done
+  [ -n "$SCRATCH" ] || return 0
+  if [ -f "$SCRATCH/temps" ]; then
+    while IFS= read -r p; do
+      rm -f -- "$p" 2>/dev/null || true
+    done <"$SCRATCH/temps"
+  fi
+  rm -rf -- "$SCRATCH" 2>/dev/null || true
 }
 trap cleanup_temps EXIT
 
-# make_scratch: a private folder (0700) for generated content, removed at exit.
-make_scratch() {
-  SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/socker-install.XXXXXX")
-  TEMP_PATHS+=("$SCRATCH")
-}
-
-# new_temp DIR NAME [-d]: sets NEW_TEMP to a new temp file (or folder) in DIR, removed at exit
-# unless moved into place. (No command substitution: its subshell would lose TEMP_PATHS.)
+# new_temp DIR NAME: prints the path of a new temp file in DIR, removed at exit unless moved into
+# place. It is listed in a file, not a variable, so that it is removed even when new_temp runs in a
+# command substitution's subshell.
 new_temp() {
-  if [ "${3-}" = -d ]; then
-    NEW_TEMP=$(mktemp -d "$1/.$2.XXXXXX")
-  else
-    NEW_TEMP=$(mktemp "$1/.$2.XXXXXX")
-  fi
-  TEMP_PATHS+=("$NEW_TEMP")
+  local tmp
+  tmp=$(mktemp "$1/.$2.XXXXXX") || die "cannot make a temp file in $1"
+  printf '%s\n' "$tmp" >>"$SCRATCH/temps"
+  printf '%s\n' "$tmp"
 }
 
 # check_path NAME VALUE: an absolute path without quotes, backslashes, blanks, newlines or '..'.
@@ -311,23 +314,34 @@ install_file() {
     say "would install $dest (root:root $mode)"
     return 0
   fi
-  new_temp "$(dirname "$dest")" "$(basename "$dest")"
-  tmp=$NEW_TEMP
+  tmp=$(new_temp "$(dirname "$dest")" "$(basename "$dest")") || exit
   install -o root -g root -m "$mode" -- "$src" "$tmp"
   mv -f -- "$tmp" "$dest"
   say "installed $dest"
 }
 
-# content_file TEXT: sets CONTENT_FILE to a new scratch file holding TEXT and a newline.
+# content_file TEXT: prints the path of a new scratch file holding TEXT and a newline.
 content_file() {
-  SCRATCH_N=$((SCRATCH_N + 1))
-  CONTENT_FILE=$SCRATCH/content.$SCRATCH_N
-  printf '%s\n' "$1" >"$CONTENT_FILE"
+  local file
+  file=$(mktemp "$SCRATCH/content.XXXXXX") || die "cannot make a file in $SCRATCH"
+  printf '%s\n' "$1" >"$file"
+  printf '%s\n' "$file"
 }
 
+# install_text TEXT DEST MODE: installs TEXT and a newline as DEST (see install_file).
 install_text() {
-  content_file "$1"
-  install_file "$CONTENT_FILE" "$2" "$3"
+  local file
+  file=$(content_file "$1") || exit
+  install_file "$file" "$2" "$3"
+}
+
+# install_output DEST MODE COMMAND [ARG...]: installs what COMMAND prints as DEST, and stops the install
+# when COMMAND fails (as an argument, "$(COMMAND)" would lose its exit status).
+install_output() {
+  local dest=$1 mode=$2 text
+  shift 2
+  text=$("$@") || exit
+  install_text "$text" "$dest" "$mode"
 }
 
 is_elf() { [ "$(head -c 4 -- "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
@@ -475,6 +489,10 @@ check_source() {
     n=$(grep -c -E "^export const $name = \"[^\"]*\"; // install\\.sh\$" "$SOURCE_TS" || true)
     [ "$n" -eq 1 ] || die "$SOURCE_TS must contain exactly one line 'export const $name = \"...\"; // install.sh' (found $n): refusing to install a copy with default paths"
   done
+  if [ ! -f "$SOURCE_ENTRY" ]; then
+    dry || die "$SOURCE_ENTRY not found (install.sh renders the entry point from the template beside it)"
+    warn "$SOURCE_ENTRY not found: a real run would fail here"
+  fi
 }
 
 # ---------------------------------------------------------------- deno
@@ -515,7 +533,8 @@ find_deno() {
 
 # ---------------------------------------------------------------- pieces
 
-# The installed socker.ts: the repo's copy with the install-time constants rewritten.
+# make_socker_ts OUT: writes the installed socker.ts to OUT (the repo's copy with the install-time
+# constants rewritten) and prints its SOCKER_VERSION.
 make_socker_ts() {
   local out=$1 version sha
   cp -- "$SOURCE_TS" "$out"
@@ -529,7 +548,7 @@ make_socker_ts() {
     version="$version+g$sha"
     set_const "$out" SOCKER_VERSION "$version"
   fi
-  SOCKER_VERSION=$version
+  printf '%s\n' "$version"
 }
 
 # set_const FILE NAME VALUE: rewrites the value of one `// install.sh` constant, then checks it.
@@ -550,8 +569,30 @@ exec $SUDO -n -- $ENTRY "\$@"
 EOF
 }
 
-# entry_text MODE: the privileged entry point, an sh script in both modes; MODE is compiled (exec
-# $LIB/socker-bin) or wrapper (exec the pinned deno on socker.ts).
+# render TEMPLATE NAME=VALUE...: prints TEMPLATE with every @NAME@ replaced by VALUE, as plain text.
+# So that sed's replacement and sh take each VALUE literally, a VALUE may hold only letters, digits,
+# blanks and . _ / + , = - (no \ & | quote or newline); a @NAME@ left without a value is an error.
+render() {
+  local template=$1 pair name value text left
+  local -a script=()
+  local plain='^[A-Za-z0-9._/+,= -]+$'
+  shift
+  [ -f "$template" ] || die "$template not found (install.sh renders the file beside it)"
+  for pair in "$@"; do
+    name=${pair%%=*} value=${pair#*=}
+    [[ "$name" =~ ^[A-Z][A-Z_]*$ ]] || die "render: bad placeholder name: $name"
+    [[ "$value" =~ $plain ]] || die "render: unexpected character in the value of @$name@ for $template: $value"
+    script+=(-e "s|@$name@|$value|g")
+  done
+  text=$(sed "${script[@]}" -- "$template")
+  if left=$(grep -o -m 1 -E '@[A-Z][A-Z_]*@' <<<"$text"); then
+    die "render: $template has $left, which install.sh gives no value"
+  fi
+  printf '%s\n' "$text"
+}
+
+# entry_text MODE: the privileged entry point, the sh script socker-entry.sh.in with this install's
+# values; MODE is compiled (exec $LIB/socker-bin) or wrapper (exec the pinned deno on socker.ts).
 entry_text() {
   local mode=$1 flags="" f cmd
   # parse_args checked that every flag is safe unquoted in sh.
@@ -561,68 +602,8 @@ entry_text() {
   else
     cmd="$LIB/deno run --quiet --no-config --no-lock --no-remote --no-npm --cached-only$flags $LIB/socker.ts"
   fi
-  cat <<'EOF'
-#!/bin/sh
-# socker's privileged entry point, installed by install.sh; sudo runs it as root with the environment
-# already reset. It makes the process safe to supervise, then execs socker with a fixed environment.
-# Only shell builtins run before the exec: it starts no other process.
-#
-# 1. Ignored dispositions survive exec: the caller cannot stop socker with a SIGTSTP (or SIGTTIN,
-#    SIGTTOU) relayed through sudo, and a low file-size limit gives EFBIG instead of a SIGXFSZ kill.
-trap '' TSTP TTIN TTOU XFSZ
-# 2. The caller's resource limits as inherited (sudo passes them on), before anything changes them:
-#    the text of /proc/self/limits, verbatim, for socker as SOCKER_LIMITS.
-L=
-while IFS= read -r l; do
-  L="$L$l
-"
-  case $l in
-  'Max address space '*) lim_v=$l ;;
-  'Max data size '*) lim_d=$l ;;
-  'Max stack size '*) lim_s=$l ;;
-  'Max open files '*) lim_n=$l ;;
-  esac
-done </proc/self/limits
-# 3. Limits below which Deno dies before socker.ts runs (socker.ts itself sees to the others): raise
-#    the soft limit to what Deno needs, and the hard one when root may (CAP_SYS_RESOURCE); else say so
-#    in one line and exit 125, as socker's refusals do.
-# need FLAG WHAT UNIT MIN WANT OR HINT LINE: MIN (refuse below) and WANT (raise the soft limit to it
-# when the hard one allows; 'hard' for the hard limit itself) are in ulimit's units, UNIT is ' KiB'
-# when LINE (of /proc/self/limits) counts bytes.
-need() {
-  f=$1 what=$2 unit=$3 min=$4 want=$5 or=$6 hint=$7
-  set -- $8
-  soft=$4 hard=$5
-  if [ -n "$unit" ]; then
-    [ "$soft" = unlimited ] || soft=$((soft / 1024))
-    [ "$hard" = unlimited ] || hard=$((hard / 1024))
-  fi
-  if [ "$hard" != unlimited ] && [ "$hard" -lt "$min" ]; then
-    if ! ulimit -H "-$f" "$min" 2>/dev/null; then
-      printf 'socker: your %s limit (ulimit -%s) is %s%s; socker needs at least %s%s%s: raise it (ulimit -%s %s)\n' \
-        "$what" "$f" "$hard" "$unit" "$min" "$unit" "$or" "$f" "$hint" >&2
-      exit 125
-    fi
-    hard=$min
-  fi
-  if [ "$want" = hard ] || { [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; }; then want=$hard; fi
-  if [ "$soft" != unlimited ] && { [ "$want" = unlimited ] || [ "$soft" -lt "$want" ]; }; then ulimit -S "-$f" "$want"; fi
-}
-EOF
-  cat <<EOF
-need v address-space ' KiB' $NEED_AS_KIB hard ' or unlimited' unlimited "\$lim_v"
-need d data-size ' KiB' $NEED_DATA_KIB $NEED_DATA_KIB ' or unlimited' unlimited "\$lim_d"
-need s stack-size ' KiB' $NEED_STACK_KIB $WANT_STACK_KIB '' $WANT_STACK_KIB "\$lim_s"
-need n open-files '' $NEED_NOFILE $NEED_NOFILE '' 1024 "\$lim_n"
-# 4. socker starts in /: Deno cannot start in a folder that was removed, and must not touch a folder on
-#    a filesystem that may stall; socker reads the caller's folder from its parent's /proc entry.
-# SUDO_UID, SUDO_GID and SUDO_USER are passed on only when set (unset when root runs this directly);
-# SOCKER_PARENT is this script's parent (sudo), which socker watches: if it is gone, socker hangs up.
-cd /
-exec /usr/bin/env -i DENO_DIR=$LIB/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 DENO_NO_PACKAGE_JSON=1 NO_COLOR=1 \\
-  SOCKER_LIMITS="\$L" SOCKER_PARENT="\$PPID" \${SUDO_UID+"SUDO_UID=\$SUDO_UID"} \${SUDO_GID+"SUDO_GID=\$SUDO_GID"} \${SUDO_USER+"SUDO_USER=\$SUDO_USER"} \\
-  $cmd "\$@"
-EOF
+  render "$SOURCE_ENTRY" "LIB=$LIB" "COMMAND=$cmd" "NEED_AS_KIB=$NEED_AS_KIB" "NEED_DATA_KIB=$NEED_DATA_KIB" \
+    "NEED_STACK_KIB=$NEED_STACK_KIB" "WANT_STACK_KIB=$WANT_STACK_KIB" "NEED_NOFILE=$NEED_NOFILE"
 }
 
 sudoers_text() {
@@ -808,7 +789,7 @@ step_audit_log() {
     say "fixed owner/mode of $LOG_DIR/audit.log (root:root 0600)"
   fi
   ensure_parent "$(dirname "$LOGROTATE_FILE")"
-  install_text "$(logrotate_text)" "$LOGROTATE_FILE" 0644
+  install_output "$LOGROTATE_FILE" 0644 logrotate_text
   if ! command -v logrotate >/dev/null && [ ! -x /usr/sbin/logrotate ]; then
     say "note: logrotate is not installed: $LOGROTATE_FILE takes effect once it is (apt-get install logrotate); until then $LOG_DIR/audit.log grows unrotated"
   fi
@@ -838,13 +819,14 @@ remove_ours() {
 }
 
 step_reaper() {
-  local cron changed=0 unit
+  local cron changed=0 unit text file
   if has_systemd; then
     remove_ours "$CRON_FILE"
     for unit in "$REAPER_SERVICE" "$REAPER_TIMER"; do
-      content_file "$(if [ "$unit" = "$REAPER_TIMER" ]; then reaper_timer_text; else reaper_service_text; fi)"
-      same_file "$CONTENT_FILE" "$SYSTEMD_DIR/$unit" 0644 || changed=1
-      install_file "$CONTENT_FILE" "$SYSTEMD_DIR/$unit" 0644
+      if [ "$unit" = "$REAPER_TIMER" ]; then text=$(reaper_timer_text); else text=$(reaper_service_text); fi
+      file=$(content_file "$text") || exit
+      same_file "$file" "$SYSTEMD_DIR/$unit" 0644 || changed=1
+      install_file "$file" "$SYSTEMD_DIR/$unit" 0644
     done
     if [ "$changed" -eq 1 ]; then run systemctl daemon-reload; fi
     if [ "$changed" -eq 1 ] || ! systemctl is-enabled --quiet "$REAPER_TIMER" 2>/dev/null ||
@@ -858,7 +840,7 @@ step_reaper() {
   fi
   if cron=$(cron_daemon); then
     ensure_parent "$(dirname "$CRON_FILE")"
-    install_text "$(reaper_cron_text)" "$CRON_FILE" 0644
+    install_output "$CRON_FILE" 0644 reaper_cron_text
     if ! pgrep -x "$(basename "$cron")" >/dev/null 2>&1; then
       say "note: $cron is installed but not running: start it, or the orphan reaper never runs"
     fi
@@ -872,14 +854,14 @@ step_reaper() {
 step_watcher() {
   local loop=$LIBEXEC/socker-watch-loop
   if has_systemd; then
-    install_text "$(watch_service_text)" "$SYSTEMD_DIR/$WATCH_SERVICE" 0644
+    install_output "$SYSTEMD_DIR/$WATCH_SERVICE" 0644 watch_service_text
     run systemctl daemon-reload
     run systemctl enable "$WATCH_SERVICE"
     run systemctl restart "$WATCH_SERVICE"
     dry || say "started $WATCH_SERVICE ($ENTRY watch)"
     return 0
   fi
-  install_text "$(watch_loop_text)" "$loop" 0755
+  install_output "$loop" 0755 watch_loop_text
   stop_watch_loop
   # In a chroot (an image being built, a test root) a started loop would outlive install.sh there.
   local init_root
@@ -891,22 +873,21 @@ step_watcher() {
   dry || say "started the watcher: $loop (no systemd; install.sh starts it again on each run, start it at boot yourself)"
 }
 
+# step_runtime: socker.ts and the pinned deno; sets SOCKER_VERSION.
 step_runtime() {
-  local ts
-  TS_CHANGED=0
-  DENO_CHANGED=0
+  local ts=$SCRATCH/socker.ts dd=$LIB/deno-dir changed=0
   if [ -f "$SOURCE_TS" ]; then
-    content_file ""
-    ts=$CONTENT_FILE
-    make_socker_ts "$ts"
-    same_file "$ts" "$LIB/socker.ts" 0644 || TS_CHANGED=1
+    SOCKER_VERSION=$(make_socker_ts "$ts") || exit
+    same_file "$ts" "$LIB/socker.ts" 0644 || changed=1
     install_file "$ts" "$LIB/socker.ts" 0644
   else
     SOCKER_VERSION=unknown
     say "would install $LIB/socker.ts (root:root 0644)"
   fi
-  same_file "$DENO_SRC" "$LIB/deno" 0755 || DENO_CHANGED=1
+  same_file "$DENO_SRC" "$LIB/deno" 0755 || changed=1
   install_file "$DENO_SRC" "$LIB/deno" 0755
+  # A new socker.ts or deno makes the wrapper's transpiled cache stale: step_warmup fills it anew.
+  if [ "$changed" -eq 1 ] && ! dry && [ -d "$dd" ] && [ ! -L "$dd" ]; then rm -rf -- "$dd"; fi
 }
 
 # find_runc: the engine's runc on this node.
@@ -963,7 +944,7 @@ reload_engine() {
 
 # step_oci_runtime: installs socker-runc for this node's runc and registers it with the engine.
 step_oci_runtime() {
-  local runc status=0 text
+  local runc status=0 text file
   if ! runc=$(find_runc); then
     say "note: no runc found: $RUNTIME not installed; socker refuses runs in jobs on cgroup v1 nodes with ConstrainDevices=yes until it is (install the engine, then run install.sh again)"
     return 0
@@ -973,9 +954,10 @@ step_oci_runtime() {
     say "would install $RUNTIME (root:root 0755) and register it as the runtime $RUNTIME_NAME in $ENGINE_CONFIG"
     return 0
   fi
-  content_file "$(sed -E "s|^RUNC=[^ ]* # install.sh|RUNC=$runc # install.sh|" "$SOURCE_RUNC")"
-  grep -Fqx "RUNC=$runc # install.sh sets this node's runc" "$CONTENT_FILE" || die "could not set runc's path in $RUNTIME"
-  install_file "$CONTENT_FILE" "$RUNTIME" 0755
+  text=$(sed -E "s|^RUNC=[^ ]* # install.sh|RUNC=$runc # install.sh|" "$SOURCE_RUNC")
+  file=$(content_file "$text") || exit
+  grep -Fqx "RUNC=$runc # install.sh sets this node's runc" "$file" || die "could not set runc's path in $RUNTIME"
+  install_file "$file" "$RUNTIME" 0755
   if dry && [ ! -x "$LIB/deno" ]; then
     say "would register $RUNTIME as the runtime $RUNTIME_NAME in $ENGINE_CONFIG and reload the engine"
     return 0
@@ -1030,20 +1012,20 @@ step_holder() {
   install_file /bin/busybox "$LIBEXEC/holder/busybox" 0755
 }
 
-# try_compile: builds the entry point with deno compile into $COMPILED; fails with $COMPILE_WHY.
+# try_compile WORK: builds socker with deno compile as WORK/socker, in the new folder WORK; when it
+# cannot, prints why (one line) and fails. It runs in an if: set -e is off, every failure is checked.
 try_compile() {
-  local work log rc out
-  COMPILE_WHY=""
-  # In the private scratch folder (0700): an unchanged entry point leaves $LIBEXEC untouched.
-  work=$SCRATCH/compile
-  mkdir -m 0700 -- "$work"
+  local work=$1 log rc out
   log=$work/log
   # A private DENO_DIR (no cache of root's home) and, when given, the local denort.
   local -a envs=(NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 DENO_NO_PACKAGE_JSON=1 "DENO_DIR=$work/deno-dir")
   if [ -n "$DENORT" ]; then envs+=("DENORT_BIN=$DENORT"); fi
   # Deno's own download cache (root's) may already hold the denort base: let compile find it there.
   local cache=${DENO_DIR:-${HOME:-/root}/.cache/deno}
-  mkdir -m 0700 -- "$work/deno-dir"
+  if ! mkdir -m 0700 -- "$work" "$work/deno-dir"; then
+    printf 'cannot make %s\n' "$work"
+    return 1
+  fi
   if [ -z "$DENORT" ] && [ -d "$cache/dl" ] && [ "$(stat -c %u -- "$cache/dl")" = 0 ]; then
     ln -s -- "$cache/dl" "$work/deno-dir/dl"
   fi
@@ -1053,19 +1035,18 @@ try_compile() {
     -o "$work/socker" "$LIB/socker.ts") >"$log" 2>&1 || rc=$?
   if [ "$rc" -ne 0 ] || [ ! -s "$work/socker" ]; then
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-      COMPILE_WHY="timed out after ${COMPILE_TIMEOUT}s"
+      printf 'timed out after %ss\n' "$COMPILE_TIMEOUT"
     else
-      COMPILE_WHY=$(compile_reason "$log")
+      compile_reason "$log"
     fi
     return 1
   fi
   # The result must run socker, not the deno CLI (as a wrong DENORT_BIN would give).
   out=$(env -i "$work/socker" --version 2>&1 | head -n 1 || true)
   if [[ "$out" == deno* || "$out" != *"$SOCKER_VERSION"* ]]; then
-    COMPILE_WHY="the compiled binary answers --version with '$out', not socker $SOCKER_VERSION"
+    printf "the compiled binary answers --version with '%s', not socker %s\n" "$out" "$SOCKER_VERSION"
     return 1
   fi
-  COMPILED=$work/socker
 }
 
 # compile_reason LOG: one short line from deno's error: its outermost and innermost causes when it
@@ -1091,20 +1072,27 @@ step_entry() {
     say "would install $ENTRY (sh: signals, limits, then exec $LIB/socker-bin or the pinned $LIB/deno) (root:root 0755)"
     return 0
   fi
-  ENTRY_MODE=wrapper
-  if try_compile; then
-    ENTRY_MODE=compiled
-    install_file "$COMPILED" "$LIB/socker-bin" 0755
-    install_text "$(entry_text compiled)" "$ENTRY" 0755
+  # In the private scratch folder (0700): an unchanged entry point leaves $LIBEXEC untouched.
+  local work=$SCRATCH/compile why
+  if why=$(try_compile "$work"); then
+    install_file "$work/socker" "$LIB/socker-bin" 0755
+    install_output "$ENTRY" 0755 entry_text compiled
     say "compiled with deno compile: $ENTRY execs $LIB/socker-bin"
   else
-    install_text "$(entry_text wrapper)" "$ENTRY" 0755
+    install_output "$ENTRY" 0755 entry_text wrapper
+    # entry_mode tells the modes apart by socker-bin: it exists only with the compiled entry point.
     if [ -e "$LIB/socker-bin" ]; then
       rm -f -- "$LIB/socker-bin"
       say "removed the stale $LIB/socker-bin"
     fi
-    say "deno compile unavailable ($COMPILE_WHY): $ENTRY runs socker.ts with the pinned Deno"
+    say "deno compile unavailable ($why): $ENTRY runs socker.ts with the pinned Deno"
   fi
+}
+
+# entry_mode: prints how the installed entry point runs socker: compiled (it execs $LIB/socker-bin,
+# which step_entry installs only then) or wrapper (the pinned deno on socker.ts).
+entry_mode() {
+  if [ -e "$LIB/socker-bin" ]; then echo compiled; else echo wrapper; fi
 }
 
 # step_warmup: runs the entry point once as root, so that the wrapper's DENO_DIR holds the
@@ -1115,21 +1103,19 @@ step_warmup() {
     say "would run env -i $ENTRY --version once (checks the entry point, fills $dd/)"
     return 0
   fi
-  if [ "$TS_CHANGED" -eq 1 ] || [ "$DENO_CHANGED" -eq 1 ]; then
-    if [ -d "$dd" ] && [ ! -L "$dd" ]; then rm -rf -- "$dd"; fi
-  fi
+  # (step_runtime removed it when socker.ts or deno changed.)
   ensure_dir "$dd" 0755
   if ! out=$(cd / && env -i "$ENTRY" --version 2>&1); then
     die "the installed entry point fails: env -i $ENTRY --version said: $(printf '%s' "$out" | head -n 3)"
   fi
-  if [ "$ENTRY_MODE" = wrapper ] && [ -z "$(ls -A -- "$dd")" ]; then
+  if [ "$(entry_mode)" = wrapper ] && [ -z "$(ls -A -- "$dd")" ]; then
     die "$dd is still empty after running the entry point once"
   fi
   say "checked $ENTRY --version: $(printf '%s' "$out" | head -n 1)"
 }
 
 step_launcher() {
-  install_text "$(launcher_text)" "$LAUNCHER" 0755
+  install_output "$LAUNCHER" 0755 launcher_text
 }
 
 step_allowlist() {
@@ -1142,10 +1128,10 @@ step_allowlist() {
 }
 
 step_sudoers() {
-  local text tmp
+  local text file tmp
   text=$(sudoers_text)
-  content_file "$text"
-  if same_file "$CONTENT_FILE" "$SUDOERS_FILE" 0440; then
+  file=$(content_file "$text") || exit
+  if same_file "$file" "$SUDOERS_FILE" 0440; then
     say "unchanged $SUDOERS_FILE"
     return 0
   fi
@@ -1154,8 +1140,7 @@ step_sudoers() {
     return 0
   fi
   # The temp name starts with '.', which sudo's @includedir skips while it sits there.
-  new_temp "$SUDOERS_DIR" socker
-  tmp=$NEW_TEMP
+  tmp=$(new_temp "$SUDOERS_DIR" socker) || exit
   printf '%s\n' "$text" >"$tmp"
   chown root:root -- "$tmp"
   chmod 0440 -- "$tmp"
@@ -1183,7 +1168,7 @@ find_slurm_conf() {
 
 step_epilog() {
   local conf="" current=""
-  install_text "$(epilog_text)" "$EPILOG_HOOK" 0755
+  install_output "$EPILOG_HOOK" 0755 epilog_text
   if conf=$(find_slurm_conf); then
     current=$(grep -i -E '^[[:space:]]*Epilog[[:space:]]*=' "$conf" | sed -E 's/^[^=]*=[[:space:]]*//; s/[[:space:]]*(#.*)?$//' | paste -sd ' ' - || true)
   fi
@@ -1303,8 +1288,7 @@ demo_allow() {
     say "would append $DEMO_IMAGE to $ALLOWLIST"
     return 0
   fi
-  new_temp "$CONF_DIR" socker-images
-  tmp=$NEW_TEMP
+  tmp=$(new_temp "$CONF_DIR" socker-images) || exit
   cat -- "$ALLOWLIST" >"$tmp"
   if [ -s "$tmp" ] && [ -n "$(tail -c 1 -- "$tmp")" ]; then printf '\n' >>"$tmp"; fi
   printf '# added by install.sh --demo\n%s\n' "$DEMO_IMAGE" >>"$tmp"
@@ -1403,7 +1387,7 @@ uninstall() {
 
 main() {
   parse_args "$@"
-  make_scratch
+  SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/socker-install.XXXXXX") || die "cannot make a scratch folder in ${TMPDIR:-/tmp}"
   if [ "$UNINSTALL" -eq 1 ]; then
     uninstall
     return 0
@@ -1439,7 +1423,7 @@ main() {
   if [ "${#INSTALLED_PKGS[@]}" -gt 0 ]; then
     say "installed from Debian for socker: ${INSTALLED_PKGS[*]}"
   fi
-  say "socker $SOCKER_VERSION installed: users run $LAUNCHER (entry point: $ENTRY_MODE)"
+  say "socker $SOCKER_VERSION installed: users run $LAUNCHER (entry point: $(entry_mode))"
 }
 
 main "$@"
