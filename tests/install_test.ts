@@ -255,6 +255,30 @@ Deno.test("the entry point is an sh script that ignores SIGTSTP, SIGTTIN, SIGTTO
   assert.match(text, /SOCKER_LIMITS="\$L"/);
 });
 
+Deno.test("the entry point is socker-entry.sh.in with only its @...@ placeholders filled in, each with plain text", () => {
+  const placeholder = /@[A-Z][A-Z_]*@/g;
+  const template = Deno.readTextFileSync(`${REPO}socker-entry.sh.in`).split("\n");
+  const installed = Deno.readTextFileSync(ENTRY).split("\n");
+  assert.equal(installed.length, template.length);
+  template.forEach((line, i) => {
+    // What install.sh's render lets through: letters, digits, blanks and . _ / + , = -
+    const pattern = line.split(placeholder).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      .join("[A-Za-z0-9._/+,= -]+");
+    assert.match(installed[i], new RegExp(`^${pattern}$`), `line ${i + 1}`);
+  });
+  assert.doesNotMatch(installed.join("\n"), /@[A-Z][A-Z_]*@/);
+  assert.match(installed.join("\n"), /^need v address-space ' KiB' 67108864 hard /m);
+});
+
+Deno.test({
+  name: "the entry point, installed and as its template, is clean under shellcheck",
+  ignore: !exists("/usr/bin/shellcheck"),
+  fn: async () => {
+    const result = await sh("/usr/bin/shellcheck", [ENTRY, `${REPO}socker-entry.sh.in`]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+  },
+});
+
 /** The installed entry point with its final command replaced by one that shows what socker would get. */
 function entryShowing(): string {
   const text = Deno.readTextFileSync(ENTRY);
@@ -388,7 +412,7 @@ Deno.test("install.sh --dry-run changes nothing, as root and as a user without r
   const copy = Deno.makeTempDirSync({ prefix: "socker-dry-" });
   try {
     Deno.chmodSync(copy, 0o755);
-    for (const file of ["install.sh", "socker.ts", "socker-images.example"]) {
+    for (const file of ["install.sh", "socker-entry.sh.in", "socker.ts", "socker-images.example"]) {
       Deno.copyFileSync(`${REPO}${file}`, `${copy}/${file}`);
       Deno.chmodSync(`${copy}/${file}`, 0o755);
     }
