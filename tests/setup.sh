@@ -57,7 +57,7 @@ trap 'rm -rf "$work"' EXIT
 
 # 1. Packages ------------------------------------------------------------------------------
 pkgs=(docker.io slurm-wlm munge sudo busybox-static iptables procps util-linux bsdutils passwd tmux rsyslog gcc libc6-dev
-  bindfs fuse3)
+  bindfs fuse3 shellcheck)
 install_missing "$work/apt.log" "${pkgs[@]}"
 # A FUSE filesystem users can mount for others, as sites with user_allow_other allow (the user-filesystem
 # tests mount bindfs as alice): /dev/fuse open to users, user_allow_other in /etc/fuse.conf.
