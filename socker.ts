@@ -2538,18 +2538,67 @@ const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120
 const STATX_MNT_ID = 0x1000;
 const ENOENT = 2, ENOSYS = 38, EROFS = 30, EXDEV = 18;
 
-/** A file's kind, owner, device and inode, from an open descriptor (statx: the same layout on every CPU). */
-function statHandle(
-  fd: number,
-): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number; mount?: bigint } | undefined {
-  const buffer = new Uint8Array(256);
-  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, 0x7ff | STATX_MNT_ID, buffer) !== 0) return undefined;
-  const view = new DataView(buffer.buffer);
-  const mode = view.getUint16(28, true);
+/**
+ * Where statx(2) writes each field socker reads (struct statx, linux/stat.h: the same layout on every CPU),
+ * in bytes from the start of its buffer.
+ */
+const STATX_OFFSET = {
+  mask: 0, // u32 stx_mask: which fields the kernel filled
+  nlink: 16, // u32 stx_nlink
+  uid: 20, // u32 stx_uid
+  mode: 28, // u16 stx_mode
+  inode: 32, // u64 stx_ino
+  size: 40, // u64 stx_size
+  rdevMajor: 128, // u32 stx_rdev_major
+  rdevMinor: 132, // u32 stx_rdev_minor
+  devMajor: 136, // u32 stx_dev_major
+  devMinor: 140, // u32 stx_dev_minor
+  mountId: 144, // u64 stx_mnt_id (only when the mask has STATX_MNT_ID)
+} as const;
+/** The size of struct statx (256 bytes), and the fields every call asks for (STATX_BASIC_STATS). */
+const STATX_SIZE = 256, STATX_BASIC_STATS = 0x7ff;
+
+/** What one statx(2) call wrote, decoded. */
+export type Statx = {
+  kind: PathProbe["kind"];
+  mode: number;
+  uid: number;
+  nlink: number;
+  inode: number;
+  size: number;
+  /** The device a file lives on, as major * 2^20 + minor (the kernel's own encoding). */
+  device: number;
+  /** The device a device file stands for. */
+  rdev: { major: number; minor: number };
+  mount?: bigint;
+};
+
+/** Decodes the buffer statx(2) filled: the one place that knows its layout. */
+export function decodeStatx(buffer: Uint8Array): Statx {
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const at = STATX_OFFSET;
+  const mode = view.getUint16(at.mode, true);
   const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
-  const device = view.getUint32(136, true) * 2 ** 20 + view.getUint32(140, true);
-  const mount = (view.getUint32(0, true) & STATX_MNT_ID) !== 0 ? view.getBigUint64(144, true) : undefined;
-  return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode, mount };
+  return {
+    kind,
+    mode,
+    uid: view.getUint32(at.uid, true),
+    nlink: view.getUint32(at.nlink, true),
+    inode: Number(view.getBigUint64(at.inode, true)),
+    size: Number(view.getBigUint64(at.size, true)),
+    device: view.getUint32(at.devMajor, true) * 2 ** 20 + view.getUint32(at.devMinor, true),
+    rdev: { major: view.getUint32(at.rdevMajor, true), minor: view.getUint32(at.rdevMinor, true) },
+    mount: (view.getUint32(at.mask, true) & STATX_MNT_ID) !== 0 ? view.getBigUint64(at.mountId, true) : undefined,
+  };
+}
+
+/** A file's kind, owner, device and inode, from an open descriptor. */
+function statHandle(fd: number): Statx | undefined {
+  const buffer = new Uint8Array(STATX_SIZE);
+  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_MNT_ID, buffer) !== 0) {
+    return undefined;
+  }
+  return decodeStatx(buffer);
 }
 
 /**
@@ -2570,19 +2619,13 @@ export type FileFacts = { kind: PathProbe["kind"]; uid: number; mode: number; si
  * is "" and `fd` is given; the errno when it cannot be looked at.
  */
 function pathInfo(path: string, options: { noFollow?: boolean; fd?: number } = {}): FileFacts | number {
-  const buffer = new Uint8Array(256);
+  const buffer = new Uint8Array(STATX_SIZE);
   const flags = (options.noFollow ? AT_SYMLINK_NOFOLLOW : 0) | (options.fd !== undefined ? AT_EMPTY_PATH : 0);
-  if (sys(SYSCALLS.statx, options.fd ?? AT_FDCWD, cString(path), flags, 0x7ff, buffer) !== 0) return lastErrno();
-  const view = new DataView(buffer.buffer);
-  const mode = view.getUint16(28, true);
-  const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
-  return {
-    kind,
-    uid: view.getUint32(20, true),
-    mode,
-    size: Number(view.getBigUint64(40, true)),
-    nlink: view.getUint32(16, true),
-  };
+  if (sys(SYSCALLS.statx, options.fd ?? AT_FDCWD, cString(path), flags, STATX_BASIC_STATS, buffer) !== 0) {
+    return lastErrno();
+  }
+  const { kind, uid, mode, size, nlink } = decodeStatx(buffer);
+  return { kind, uid, mode, size, nlink };
 }
 
 const O_WRONLY = 0o1, O_CREAT = 0o100, O_EXCL = 0o200, O_APPEND = 0o2000, O_NOFOLLOW = 0o400000, EEXIST = 17;
@@ -2783,7 +2826,7 @@ function probePath(path: string): PathProbe | string {
   return {
     realPath,
     kind: info.kind,
-    owner: info.owner,
+    owner: info.uid,
     device: info.device,
     inode: info.inode,
     readable: mayAccess(fd, R_OK),
@@ -2879,14 +2922,14 @@ function imageShell(layers: readonly string[]): string | undefined {
 
 /** What an image layer folder holds at `path` (lstat: a symlink is never followed). */
 function layerEntry(path: string): LayerEntry {
-  const buffer = new Uint8Array(256);
-  if (sys(SYSCALLS.statx, AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, 0x7ff, buffer) !== 0) {
+  const buffer = new Uint8Array(STATX_SIZE);
+  if (sys(SYSCALLS.statx, AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buffer) !== 0) {
     return lastErrno() === ENOENT || lastErrno() === ENOTDIR ? "missing" : "other";
   }
-  const view = new DataView(buffer.buffer);
-  const type = view.getUint16(28, true) & S_IFMT;
+  const { mode, rdev } = decodeStatx(buffer);
+  const type = mode & S_IFMT;
   if (type === S_IFLNK) return "symlink";
-  if (type === S_IFCHR && view.getUint32(128, true) === 0 && view.getUint32(132, true) === 0) return "whiteout";
+  if (type === S_IFCHR && rdev.major === 0 && rdev.minor === 0) return "whiteout";
   if (type !== S_IFDIR) return "other";
   const value = new Uint8Array(8);
   const length = sys(SYSCALLS.lgetxattr, cString(path), cString("trusted.overlay.opaque"), value, value.length);
