@@ -4273,7 +4273,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
   }
   const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
   };
   const own = ownContainers instanceof Refusal
@@ -5334,7 +5334,7 @@ async function shareLock(key: string): Promise<{ release: (remove?: boolean) => 
 /** The registry entries of one step container, with their processes' /proc stat. */
 function registryEntries(name: string): { name: string; stat?: string }[] {
   return listNames(`${SHARE_DIR}/${name}`).map((entry) => {
-    const pid = boundedInt(/^(\d+)-/.exec(entry)?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+)-/.exec(entry)?.[1], 1, PID_MAX);
     return { name: entry, stat: pid === undefined ? undefined : procStat(pid) };
   });
 }
@@ -6090,7 +6090,7 @@ async function readOwnContainers(): Promise<OwnContainersFacts> {
     rootCaller,
     now: Date.now() / 1000,
     containers: listed.map((container) => {
-      const pid = boundedInt(/^(\d+):/.exec(container.Labels?.[LABEL.supervisor] ?? "")?.[1], 1, 1 << 30);
+      const pid = boundedInt(/^(\d+):/.exec(container.Labels?.[LABEL.supervisor] ?? "")?.[1], 1, PID_MAX);
       return { container, supervisorStat: pid === undefined ? undefined : procStat(pid) };
     }),
   };
@@ -6417,7 +6417,7 @@ export function planOrphans(facts: OrphanFacts): CleanupPlan {
 
 async function readOrphanFacts(): Promise<OrphanFacts> {
   const stat = (supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return pid === undefined ? undefined : procStat(pid);
   };
   const listed = await attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000));
