@@ -3171,6 +3171,26 @@ export function chunkDecoder(): { push: (bytes: Uint8Array) => Uint8Array; done:
 
 /** How long socker waits for the engine's answer to one request. */
 export const ENGINE_TIMEOUT_MS = 30_000;
+/**
+ * How long a container's start may take: the engine mounts its layers, sets up its network and runs runc,
+ * which on a loaded node (many ranks starting at once) can take far longer than an ordinary request.
+ */
+const ENGINE_START_TIMEOUT_MS = 120_000;
+/** How long one pull may take: a large image over a slow link; the pull lock keeps others waiting meanwhile. */
+const ENGINE_PULL_TIMEOUT_MS = 3_600_000;
+/** How long the engine may take to ask a registry about an image (a round trip over the network). */
+const REGISTRY_QUERY_TIMEOUT_MS = 20_000;
+/**
+ * How long a sweep (cleanup, the watcher, doctor, removal of orphans) waits for one engine request: short,
+ * so that a stalled engine cannot hold a sweep past the Epilog's bound (CLEANUP_BOUND_MS).
+ */
+const SWEEP_ENGINE_TIMEOUT_MS = 10_000;
+/** How long a container may take to be gone after its removal is asked (a force removal kills it first). */
+const REMOVAL_TIMEOUT_MS = 30_000;
+/** How long `socker stop` waits for a container to be gone (its socker removes it, or socker does). */
+const STOP_TIMEOUT_MS = 15_000;
+/** How long a sweep waits for a job's or step's slurmstepd to end before leaving Slurm's folders alone. */
+const STEPD_EXIT_WAIT_MS = 10_000;
 
 /** An open request to the engine: its status and headers, and its body as it arrives. */
 type EngineStream = {
@@ -3438,7 +3458,7 @@ async function engineCreate(name: string, spec: Record<string, unknown>): Promis
 
 /** POST /containers/ID/start; the engine's reason when it could not start it. */
 async function engineStart(id: string): Promise<string | undefined> {
-  const answer = await engineCall("POST", `/containers/${path(id)}/start`, { timeoutMs: 120_000 });
+  const answer = await engineCall("POST", `/containers/${path(id)}/start`, { timeoutMs: ENGINE_START_TIMEOUT_MS });
   return answer.status === 204 || answer.status === 304 ? undefined : engineMessage(answer.body);
 }
 
@@ -3535,7 +3555,7 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
   }`;
   const stream = await engineOpen("POST", `/images/create?${query}`, {
     headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
-    timeoutMs: 3_600_000,
+    timeoutMs: ENGINE_PULL_TIMEOUT_MS,
   });
   try {
     if (stream.status !== 200) {
@@ -3573,7 +3593,7 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
 async function engineDistribution(reference: string, auth: string | undefined): Promise<string | undefined> {
   const answer = await engineCall("GET", `/distribution/${path(reference)}/json`, {
     headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
-    timeoutMs: 20_000,
+    timeoutMs: REGISTRY_QUERY_TIMEOUT_MS,
   });
   return answer.status === 200 ? undefined : `${answer.status}: ${engineMessage(answer.body)}`;
 }
@@ -3582,7 +3602,7 @@ async function engineDistribution(reference: string, auth: string | undefined): 
  * Makes sure a container no longer exists: removes it (force: kills it first) and waits until the engine
  * no longer knows it. Returns false if it is still there after the timeout.
  */
-async function ensureGone(id: string, timeoutMs = 30_000): Promise<boolean> {
+async function ensureGone(id: string, timeoutMs = REMOVAL_TIMEOUT_MS): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
@@ -4087,11 +4107,14 @@ function fixedByRoot(realPath: string, judged: number): boolean {
   }
 }
 
+/** How long a tool socker spawns may run: visudo and scontrol answer in well under a second when healthy. */
+const TOOL_TIMEOUT_MS = 20_000;
+
 /** Runs one of the few tools socker spawns (visudo, scontrol): fixed path, empty environment, a time bound. */
 async function runTool(
   tool: string,
   args: string[],
-  timeoutMs = 20_000,
+  timeoutMs = TOOL_TIMEOUT_MS,
 ): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   const child = new Deno.Command(tool, {
     args,
@@ -4827,7 +4850,7 @@ async function pumpStdin(conn: Deno.UnixConn): Promise<void> {
 async function removeOrphans(orphans: readonly Orphan[]): Promise<string[]> {
   const removed: string[] = [];
   await Promise.all(orphans.map(async (orphan) => {
-    if (orphan.container !== undefined && await ensureGone(orphan.container, 10_000)) {
+    if (orphan.container !== undefined && await ensureGone(orphan.container, SWEEP_ENGINE_TIMEOUT_MS)) {
       removed.push(orphan.name ?? orphan.container.slice(0, 12));
     }
     if (orphan.staging !== undefined) {
@@ -5431,7 +5454,10 @@ async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: De
 async function engineExecInspect(
   execId: string,
 ): Promise<{ Running?: boolean; Pid?: number; ExitCode?: number | null }> {
-  return engineJson(await engineCall("GET", `/exec/${path(execId)}/json`, { timeoutMs: 10_000 }), "exec inspect") as {
+  return engineJson(
+    await engineCall("GET", `/exec/${path(execId)}/json`, { timeoutMs: SWEEP_ENGINE_TIMEOUT_MS }),
+    "exec inspect",
+  ) as {
     Running?: boolean;
   };
 }
@@ -6183,8 +6209,8 @@ async function stopCommand(target: string): Promise<number> {
   }
   if (tasks.length > 0) plan.supervisorPid = tasks[0];
   const gone = plan.supervisorPid !== undefined
-    ? await waitUntilGone(plan.id, 15_000)
-    : await ensureGone(plan.id, 15_000);
+    ? await waitUntilGone(plan.id, STOP_TIMEOUT_MS)
+    : await ensureGone(plan.id, STOP_TIMEOUT_MS);
   if (plan.supervisorPid === undefined) {
     for (const name of listNames(STAGING_DIR)) if (parseStagingName(name).container === plan.name) unstage(name);
   }
@@ -6200,7 +6226,7 @@ async function stopCommand(target: string): Promise<number> {
       ? (plan.supervisorPid !== undefined ? "stopped through its socker" : "removed (its socker was gone)")
       : "NOT stopped",
   }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
-  if (!gone) refuse("engine", `container ${plan.name} is still there after 15 s`);
+  if (!gone) refuse("engine", `container ${plan.name} is still there after ${STOP_TIMEOUT_MS / 1000} s`);
   console.log(`socker: stopped ${plan.name}`);
   return 0;
 }
@@ -6275,7 +6301,7 @@ async function readJobCleanupFacts(jobId: string): Promise<JobCleanupFacts> {
   return {
     jobId,
     leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs, v2Node) })),
-    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], 10_000)),
+    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], SWEEP_ENGINE_TIMEOUT_MS)),
     staging: listNames(STAGING_DIR),
   };
 }
@@ -6326,7 +6352,7 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
     removed: [],
   };
   await Promise.all(plan.containers.map(async (id) => {
-    if (await ensureGone(id, Math.max(1000, Math.min(10_000, deadline - Date.now())))) {
+    if (await ensureGone(id, Math.max(1000, Math.min(SWEEP_ENGINE_TIMEOUT_MS, deadline - Date.now())))) {
       containers.done++;
       containers.removed!.push(id.slice(0, 12));
     } else containers.problems.push(`container ${id.slice(0, 12)} NOT removed`);
@@ -6341,7 +6367,7 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
   // and only those Slurm could not remove itself because a container was inside.
   const slurms: SweepOutcome = { sweep: "Slurm's folders", done: 0, problems: [] };
   if (plan.slurmFolders.length > 0 && plan.jobId !== undefined) {
-    const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + 10_000));
+    const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + STEPD_EXIT_WAIT_MS));
     for (const folder of done ? plan.slurmFolders : []) {
       const problem = await removeCgroupFolder(folder, Math.min(deadline, Date.now() + 2000));
       if (problem === undefined) slurms.done++;
@@ -6420,7 +6446,9 @@ async function readOrphanFacts(): Promise<OrphanFacts> {
     const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return pid === undefined ? undefined : procStat(pid);
   };
-  const listed = await attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000));
+  const listed = await attempt(() =>
+    engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], SWEEP_ENGINE_TIMEOUT_MS)
+  );
   return {
     containers: listed instanceof Refusal ? listed : listed.map((container) => ({
       container,
@@ -6566,7 +6594,7 @@ async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
   if (orphan.job !== undefined && orphan.step !== undefined && boundedInt(orphan.job, 1, ID_MAX) !== undefined) {
     const job = orphan.job, step = orphan.step;
     const folders: SweepOutcome = { sweep: "step cgroup folders", done: 0, problems: [] };
-    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + 10_000)) {
+    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + STEPD_EXIT_WAIT_MS)) {
       const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
       const v2Node = mounts.every((mount) => mount.version === 2);
       for (const mount of mounts) {
@@ -6625,7 +6653,7 @@ async function watchCommand(): Promise<number> {
         resyncDue = false;
         lastResync = performance.now();
         const listed = await attempt(() =>
-          engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000)
+          engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], SWEEP_ENGINE_TIMEOUT_MS)
         );
         if (!(listed instanceof Refusal)) tracked = watchedContainers(listed);
       }
@@ -6838,7 +6866,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
   {
     name: "the Docker engine",
     needs: [],
-    probe: () => engineInfo(10_000),
+    probe: () => engineInfo(SWEEP_ENGINE_TIMEOUT_MS),
     judge: (value) =>
       judged("Docker engine", () => {
         const info = fact<Record<string, unknown>>(value);
