@@ -3908,10 +3908,15 @@ async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
   }
 }
 
-/** The value, or the refusal it turned out to be, thrown now. */
-function certain<T>(fact: T | Refusal): T {
-  if (fact instanceof Refusal) throw fact;
-  return fact;
+/**
+ * The value, or the refusal (or error) it turned out to be, thrown now. A read phase's facts are typed
+ * `T | Refusal`; doctor keeps its facts in one map of unknowns, so there the caller names the type.
+ */
+function certain<T>(value: T | Refusal): T;
+function certain<T>(value: unknown): T;
+function certain<T>(value: unknown): T {
+  if (value instanceof Refusal || value instanceof Error) throw value;
+  return value as T;
 }
 
 function ownership(path: string, shownAs = path): Ownership {
@@ -6712,12 +6717,6 @@ function judged(name: string, rule: () => string): Verdict {
   }
 }
 
-/** The probe's fact, or the refusal it met, thrown for `judged`. */
-function fact<T>(value: unknown): T {
-  if (value instanceof Refusal || value instanceof Error) throw value;
-  return value as T;
-}
-
 /** Distribution builds of runc known to carry the fix for CVE-2024-21626 although their version is older. */
 const RUNC_FIXED_BUILDS = [/^1\.1\.5\+ds1-1\+deb12u([1-9]\d*)$/];
 
@@ -6759,7 +6758,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => installedFileFact(path),
     judge: (value) =>
       judged(`installed ${path}`, () => {
-        const { real, written, mode } = fact<ReturnType<typeof installedFileFact>>(value);
+        const { real, written, mode } = certain<ReturnType<typeof installedFileFact>>(value);
         const reason = untrustedReason(real) ?? untrustedReason([real[0], ...written.slice(1)]);
         if (reason !== undefined) refuse("installation", `${reason}: rerun install.sh`);
         if ((mode & 0o6000) !== 0) {
@@ -6774,7 +6773,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(ALLOWLIST_PATH),
     judge: (value) =>
       judged(`allowlist ${ALLOWLIST_PATH}`, () => {
-        const entries = parseAllowlist(trustedText(fact<ConfigFile>(value), true)!, ALLOWLIST_PATH);
+        const entries = parseAllowlist(trustedText(certain<ConfigFile>(value), true)!, ALLOWLIST_PATH);
         return `${entries.length} image(s)`;
       }),
   },
@@ -6784,7 +6783,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(SETTINGS_PATH),
     judge: (value) =>
       judged(`settings ${SETTINGS_PATH}`, () => {
-        const file = fact<ConfigFile>(value);
+        const file = certain<ConfigFile>(value);
         const settings = settingsFrom(file);
         return "missing" in file
           ? "absent (defaults apply)"
@@ -6797,7 +6796,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(SETTINGS_PATH),
     judge: (value) =>
       judged("/dev/shm and --tmpfs", () => {
-        const settings = settingsFrom(fact<ConfigFile>(value));
+        const settings = settingsFrom(certain<ConfigFile>(value));
         const mib = (bytes: number) => `${Math.round(bytes / (1 << 20))} MiB`;
         const shm = settings.ipc === "host"
           ? "/dev/shm is the node's own (ipc = host)"
@@ -6822,7 +6821,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     },
     judge: (value) =>
       judged("sudoers rule /etc/sudoers.d/socker", () => {
-        const { info, text, visudo } = fact<
+        const { info, text, visudo } = certain<
           { info: Deno.FileInfo; text: string; visudo: { ok: boolean; stderr: string } }
         >(value);
         if (info.uid !== 0 || ((info.mode ?? 0) & 0o777) !== 0o440) {
@@ -6847,7 +6846,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     },
     judge: (value) =>
       judged("kernel checks paths as the caller", () => {
-        if (!fact<boolean>(value)) {
+        if (!certain<boolean>(value)) {
           refuse("installation", "the kernel lacks faccessat2: socker needs Linux 5.8 or later");
         }
         return "faccessat2 present";
@@ -6859,7 +6858,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => writeAudit({ event: "doctor", host: hostName() }, DEFAULT_SETTINGS.logFacility).then(() => true),
     judge: (value) =>
       judged(`audit log ${AUDIT_LOG}`, () => {
-        fact<boolean>(value);
+        certain<boolean>(value);
         return "writable, root's alone";
       }),
   },
@@ -6869,7 +6868,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => engineInfo(SWEEP_ENGINE_TIMEOUT_MS),
     judge: (value) =>
       judged("Docker engine", () => {
-        const info = fact<Record<string, unknown>>(value);
+        const info = certain<Record<string, unknown>>(value);
         return `version ${printable(String(info.ServerVersion))}, cgroup driver ${
           printable(String(info.CgroupDriver))
         }, cgroup v${printable(String(info.CgroupVersion))}`;
@@ -6881,7 +6880,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: (facts) => facts.get("the Docker engine"),
     judge: (value) =>
       judged("engine storage driver", () => {
-        const driver = String(fact<Record<string, unknown>>(value).Driver ?? "unknown");
+        const driver = String(certain<Record<string, unknown>>(value).Driver ?? "unknown");
         if (driver !== "overlay2") {
           refuse(
             "installation",
@@ -6898,7 +6897,9 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: (facts) => facts.get("the Docker engine"),
     judge: (value) =>
       judged("runc free of CVE-2024-21626", () => {
-        const id = String((fact<Record<string, unknown>>(value).RuncCommit as { ID?: string } | undefined)?.ID ?? "");
+        const id = String(
+          (certain<Record<string, unknown>>(value).RuncCommit as { ID?: string } | undefined)?.ID ?? "",
+        );
         const fixed = runcFixed(id);
         if (fixed === undefined) {
           refuse("installation", `cannot tell runc's version from '${printable(id)}': make sure it is 1.1.12 or later`);
@@ -6915,8 +6916,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => engineVersion(),
     judge: (value, facts) =>
       judged("containerd free of CVE-2020-15257", () => {
-        const version = containerdVersion(fact<Record<string, unknown>>(value)) ?? "unknown";
-        const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
+        const version = containerdVersion(certain<Record<string, unknown>>(value)) ?? "unknown";
+        const settings = settingsFrom(certain<ConfigFile>(facts.get("settings")));
         if (containerdFixed(version) !== true && settings.network === "host") {
           refuse(
             "installation",
@@ -6932,12 +6933,12 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     name: "images",
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
-      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      const entries = parseAllowlist(trustedText(certain<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
       return await Promise.all(entries.map(async (entry) => ({ entry, image: await engineImage(entry.canonical) })));
     },
     judge: (value, facts) => {
-      const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
-      return fact<{ entry: AllowlistEntry; image: unknown }[]>(value).map(({ entry, image }) => ({
+      const settings = settingsFrom(certain<ConfigFile>(facts.get("settings")));
+      return certain<{ entry: AllowlistEntry; image: unknown }[]>(value).map(({ entry, image }) => ({
         name: `image ${entry.text}`,
         ok: image !== undefined || settings.pull === "missing",
         detail: image !== undefined
@@ -6952,8 +6953,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     name: "registries",
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
-      if (settingsFrom(fact<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
-      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      if (settingsFrom(certain<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
+      const entries = parseAllowlist(trustedText(certain<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
       const auth = readRegistryAuthText();
       return await Promise.all(entries.map(async (entry) => ({
         entry,
@@ -6963,7 +6964,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       })));
     },
     judge: (value) =>
-      fact<{ entry: AllowlistEntry; problem?: string }[]>(value).map(({ entry, problem }) => ({
+      certain<{ entry: AllowlistEntry; problem?: string }[]>(value).map(({ entry, problem }) => ({
         name: `registry of ${entry.text}`,
         ok: problem === undefined,
         detail: problem === undefined
@@ -6976,7 +6977,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     needs: [],
     probe: () => readConfigFile(SLURM_CONF_PATH),
     judge: (value) => {
-      const file = fact<ConfigFile>(value);
+      const file = certain<ConfigFile>(value);
       if ("missing" in file) return { name: "Slurm", ok: true, detail: `no ${SLURM_CONF_PATH} (not a Slurm node)` };
       return judged(`Slurm configuration ${SLURM_CONF_PATH}`, () => {
         const problems = slurmConfProblems(parseSlurmConf(trustedText(file, true)!), EPILOG_HOOK);
@@ -6991,8 +6992,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => cgroupMounts(readText(MOUNTINFO_PATH) ?? ""),
     judge: (value, facts) =>
       judged("engine fits Slurm's cgroups", () => {
-        const info = fact<Record<string, unknown>>(facts.get("the Docker engine"));
-        const mounts = fact<CgroupMount[]>(value);
+        const info = certain<Record<string, unknown>>(facts.get("the Docker engine"));
+        const mounts = certain<CgroupMount[]>(value);
         const version = mounts.some((mount) => mount.version === 1) ? 1 : 2;
         const problem = engineCgroupProblem(info, { version, jobId: "1", stepId: "0", parent: "/" });
         if (problem !== undefined) refuse("installation", problem);
@@ -7005,15 +7006,15 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => ({ cgroupConf: readConfigFile(CGROUP_CONF_PATH), installed: exists(DEVICE_RUNTIME_PATH) }),
     judge: (value, facts) =>
       judged("device rules in jobs", () => {
-        const { cgroupConf, installed } = fact<{ cgroupConf: ConfigFile; installed: boolean }>(value);
-        const v1 = fact<CgroupMount[]>(facts.get("Slurm's cgroups")).some((mount) =>
+        const { cgroupConf, installed } = certain<{ cgroupConf: ConfigFile; installed: boolean }>(value);
+        const v1 = certain<CgroupMount[]>(facts.get("Slurm's cgroups")).some((mount) =>
           mount.controllers.includes("devices")
         );
         if (!v1) return "n/a: no cgroup v1 devices controller on this node";
         const constrained = constrainsDevices(trustedText(cgroupConf, false));
         if (!constrained) return `n/a: ConstrainDevices is not yes in ${CGROUP_CONF_PATH}`;
         const job: JobStep = { version: 1, jobId: "1", stepId: "0", parent: "/" };
-        const runtimes = fact<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
+        const runtimes = certain<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
         containerRuntime(job, true, runtimes, installed);
         return `ConstrainDevices=yes on cgroup v1: containers in jobs use the runtime ${DEVICE_RUNTIME} (${DEVICE_RUNTIME_PATH})`;
       }),
@@ -7024,7 +7025,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => ({ file: readConfigFile(SETTINGS_PATH), holder: pathInfo(`${HOLDER_DIR}/busybox`) }),
     judge: (value) =>
       judged("step containers", () => {
-        const { file, holder } = fact<{ file: ConfigFile; holder: FileFacts | number }>(value);
+        const { file, holder } = certain<{ file: ConfigFile; holder: FileFacts | number }>(value);
         if (settingsFrom(file).share === "none") return "off (share = none): every task gets its own container";
         if (typeof holder === "number" || holder.kind !== "file" || holder.uid !== 0 || (holder.mode & 0o022) !== 0) {
           refuse("installation", `share = step needs the holder ${HOLDER_DIR}/busybox (root's): rerun install.sh`);
@@ -7043,7 +7044,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     }),
     judge: (value) =>
       judged("orphan reaper", () => {
-        const { systemd, timer, cron, cronEntry } = fact<Record<string, boolean>>(value);
+        const { systemd, timer, cron, cronEntry } = certain<Record<string, boolean>>(value);
         if (timer || cronEntry) {
           return timer ? "systemd timer socker-reaper.timer" : "cron entry /etc/cron.d/socker-reaper";
         }
@@ -7059,7 +7060,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       const pid = boundedInt(/^(\d+):/.exec(recorded ?? "")?.[1], 1, PID_MAX);
       return { recorded, stat: pid === undefined ? undefined : procStat(pid) };
     },
-    judge: (value) => judged("watcher", () => watcherVerdict(fact<{ recorded?: string; stat?: string }>(value))),
+    judge: (value) => judged("watcher", () => watcherVerdict(certain<{ recorded?: string; stat?: string }>(value))),
   },
 ];
 
