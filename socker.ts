@@ -581,6 +581,11 @@ export function trustedText(file: ConfigFile, required: boolean): string | undef
   }
 }
 
+/** The allowlist's entries, from its file as read: it must exist and be trusted (see trustedText). */
+export function allowlistFrom(file: ConfigFile): AllowlistEntry[] {
+  return parseAllowlist(trustedText(file, true)!, ALLOWLIST_PATH);
+}
+
 /** The administrator's settings in socker.conf; every key has a safe default. */
 export type Settings = {
   /** `require_job`: refuse to run outside a Slurm job (for compute nodes). */
@@ -4241,9 +4246,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   };
   const sudoIdentityGuess = guess(() => parseSudoIdentity(sudo, processUid));
   const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
-  const entry = guess(() =>
-    allowedImage(parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH), invocation.image)
-  );
+  const entry = guess(() => allowedImage(allowlistFrom(allowlist), invocation.image));
   const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoIdentityGuess?.uid ?? -1));
   const user = sudoIdentityGuess !== undefined && sudoIdentityGuess.uid !== 0
     ? userRecord(sudoIdentityGuess.user)
@@ -4435,7 +4438,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     refuse("installation", "this program must be started through sudo by the 'socker' launcher");
   }
 
-  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
+  const entry = allowedImage(allowlistFrom(facts.allowlist), invocation.image);
   const settings = settingsFrom(facts.settings);
   const job = jobStepFromCgroup(facts.procSelfCgroup, sudo.uid);
   if (job === undefined && settings.requireJob) {
@@ -5881,7 +5884,7 @@ export type ImagesFacts = {
 
 async function readImagesFacts(): Promise<ImagesFacts> {
   const allowlist = readConfigFile(ALLOWLIST_PATH);
-  const entries = parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH);
+  const entries = allowlistFrom(allowlist);
   const images = new Map<string, ImageRecord | undefined>();
   await Promise.all(entries.map(async (entry) => images.set(entry.canonical, await engineImage(entry.canonical))));
   return { allowlist, images };
@@ -5900,7 +5903,7 @@ export function imageDigest(entry: AllowlistEntry, image: ImageRecord | undefine
 
 /** The rows `socker images` prints: each allowlisted entry, present or missing on this node, and its digest. */
 export function planImages(facts: ImagesFacts): string[][] {
-  const entries = parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH);
+  const entries = allowlistFrom(facts.allowlist);
   return [
     ["IMAGE", "NORMALISED", "ON THIS NODE", "DIGEST"],
     ...entries.map((entry) => {
@@ -6080,7 +6083,7 @@ function readRegistryAuthText(): string | undefined {
 }
 
 async function pullCommand(image: string | undefined): Promise<number> {
-  const allowlist = parseAllowlist(trustedText(readConfigFile(ALLOWLIST_PATH), true)!, ALLOWLIST_PATH);
+  const allowlist = allowlistFrom(readConfigFile(ALLOWLIST_PATH));
   const facility = settingsFrom(readConfigFile(SETTINGS_PATH)).logFacility;
   const entries = planPull(image, allowlist, isRootItself(readSudoIdentity(), Deno.uid() ?? -1));
   let failures = 0;
@@ -6773,7 +6776,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(ALLOWLIST_PATH),
     judge: (value) =>
       judged(`allowlist ${ALLOWLIST_PATH}`, () => {
-        const entries = parseAllowlist(trustedText(certain<ConfigFile>(value), true)!, ALLOWLIST_PATH);
+        const entries = allowlistFrom(certain<ConfigFile>(value));
         return `${entries.length} image(s)`;
       }),
   },
@@ -6933,7 +6936,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     name: "images",
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
-      const entries = parseAllowlist(trustedText(certain<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      const entries = allowlistFrom(certain<ConfigFile>(facts.get("allowlist")));
       return await Promise.all(entries.map(async (entry) => ({ entry, image: await engineImage(entry.canonical) })));
     },
     judge: (value, facts) => {
@@ -6954,7 +6957,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
       if (settingsFrom(certain<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
-      const entries = parseAllowlist(trustedText(certain<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      const entries = allowlistFrom(certain<ConfigFile>(facts.get("allowlist")));
       const auth = readRegistryAuthText();
       return await Promise.all(entries.map(async (entry) => ({
         entry,
