@@ -2059,9 +2059,12 @@ export function gpusFromJobRecord(record: unknown, jobId: string, uid: number, n
   return [...gpus].sort((a, b) => a - b);
 }
 
+/** The NVIDIA devices every GPU's user needs besides the GPU's own (the driver's control, unified memory). */
+const GPU_CONTROL_DEVICES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
+
 /** The device nodes for these GPUs plus the shared control devices that exist on this node. */
 export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) => boolean): string[] {
-  const shared = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists);
+  const shared = GPU_CONTROL_DEVICES.filter(exists);
   return [...gpus.map((gpu) => `/dev/nvidia${gpu}`), ...shared];
 }
 
@@ -4336,7 +4339,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     fixed,
     ownContainers: own,
     staging,
-    gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    gpuControlDevices: GPU_CONTROL_DEVICES.filter(exists),
     ...(job?.version === 1
       ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
       : {}),
