@@ -3350,7 +3350,8 @@ function engineJson(answer: EngineAnswer, what: string): unknown {
   }
 }
 
-const path = (name: string) => encodeURIComponent(name);
+/** A name (an id, a reference) as one segment of an engine URL's path: every reserved character escaped. */
+const urlSegment = (name: string) => encodeURIComponent(name);
 
 /** GET /info: the engine's version, cgroup driver and version, runc. */
 async function engineInfo(timeoutMs?: number): Promise<Record<string, unknown>> {
@@ -3403,7 +3404,7 @@ export function startCommand(
 
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
 async function engineImage(reference: string): Promise<ImageRecord | undefined> {
-  const answer = await engineCall("GET", `/images/${path(reference)}/json`);
+  const answer = await engineCall("GET", `/images/${urlSegment(reference)}/json`);
   if (answer.status === 404) return undefined;
   return engineJson(answer, `image ${reference}`) as ImageRecord;
 }
@@ -3435,26 +3436,26 @@ async function engineInspect(
   id: string,
   timeoutMs?: number,
 ): Promise<{ Id: string; State?: { Running?: boolean; Status?: string } } | undefined> {
-  const answer = await engineCall("GET", `/containers/${path(id)}/json`, { timeoutMs });
+  const answer = await engineCall("GET", `/containers/${urlSegment(id)}/json`, { timeoutMs });
   if (answer.status === 404) return undefined;
   return engineJson(answer, `container ${id}`) as { Id: string };
 }
 
 /** POST /containers/ID/kill: sends a signal; false when the container is not running. */
 async function engineKill(id: string, signal: string, timeoutMs?: number): Promise<boolean> {
-  const answer = await engineCall("POST", `/containers/${path(id)}/kill?signal=${signal}`, { timeoutMs });
+  const answer = await engineCall("POST", `/containers/${urlSegment(id)}/kill?signal=${signal}`, { timeoutMs });
   return answer.status === 204;
 }
 
 /** DELETE /containers/ID?force=1: kills and removes it; true when it is gone. */
 async function engineRemove(id: string, timeoutMs?: number): Promise<boolean> {
-  const answer = await engineCall("DELETE", `/containers/${path(id)}?force=1`, { timeoutMs });
+  const answer = await engineCall("DELETE", `/containers/${urlSegment(id)}?force=1`, { timeoutMs });
   return answer.status === 204 || answer.status === 404;
 }
 
 /** POST /containers/create?name=NAME: the new container's id. */
 async function engineCreate(name: string, spec: Record<string, unknown>): Promise<string> {
-  const answer = await engineCall("POST", `/containers/create?name=${path(name)}`, { body: spec });
+  const answer = await engineCall("POST", `/containers/create?name=${urlSegment(name)}`, { body: spec });
   if (answer.status === 404) {
     refuse("engine", `image '${spec.Image}' is no longer on this node: ${engineMessage(answer.body)}`);
   }
@@ -3466,7 +3467,9 @@ async function engineCreate(name: string, spec: Record<string, unknown>): Promis
 
 /** POST /containers/ID/start; the engine's reason when it could not start it. */
 async function engineStart(id: string): Promise<string | undefined> {
-  const answer = await engineCall("POST", `/containers/${path(id)}/start`, { timeoutMs: ENGINE_START_TIMEOUT_MS });
+  const answer = await engineCall("POST", `/containers/${urlSegment(id)}/start`, {
+    timeoutMs: ENGINE_START_TIMEOUT_MS,
+  });
   return answer.status === 204 || answer.status === 304 ? undefined : engineMessage(answer.body);
 }
 
@@ -3475,7 +3478,7 @@ async function engineStart(id: string): Promise<string | undefined> {
  * at once; the body when the container is gone, with its exit code).
  */
 async function engineWait(id: string): Promise<() => Promise<number | string>> {
-  const stream = await engineOpen("POST", `/containers/${path(id)}/wait?condition=removed`, { timeoutMs: 0 });
+  const stream = await engineOpen("POST", `/containers/${urlSegment(id)}/wait?condition=removed`, { timeoutMs: 0 });
   if (stream.status !== 200) {
     stream.close();
     refuse("engine", `the Docker engine answered ${stream.status} to wait`);
@@ -3506,7 +3509,7 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
  */
 async function engineAttach(id: string, stdin: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
   const query = `stream=1&stdout=1&stderr=1&stdin=${stdin ? 1 : 0}&detachKeys=${encodeURIComponent(DETACH_KEYS)}`;
-  return await engineUpgrade(`/containers/${path(id)}/attach?${query}`, undefined, "attach");
+  return await engineUpgrade(`/containers/${urlSegment(id)}/attach?${query}`, undefined, "attach");
 }
 
 /**
@@ -3547,8 +3550,8 @@ async function engineUpgrade(
 
 /** POST /containers/ID/resize: the terminal's size. */
 async function engineResize(id: string, rows: number, columns: number): Promise<void> {
-  await engineCall("POST", `/containers/${path(id)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 }).catch(() =>
-    undefined
+  await engineCall("POST", `/containers/${urlSegment(id)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 }).catch(
+    () => undefined,
   );
 }
 
@@ -3599,7 +3602,7 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
 
 /** GET /distribution/NAME/json: asks the registry, through the engine's settings, whether it has the image. */
 async function engineDistribution(reference: string, auth: string | undefined): Promise<string | undefined> {
-  const answer = await engineCall("GET", `/distribution/${path(reference)}/json`, {
+  const answer = await engineCall("GET", `/distribution/${urlSegment(reference)}/json`, {
     headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
     timeoutMs: REGISTRY_QUERY_TIMEOUT_MS,
   });
@@ -5439,7 +5442,7 @@ function sweepShareRegistry(): void {
 
 /** GET /containers/NAME/json: the engine's whole view of a container, or undefined when there is none. */
 async function engineContainer(name: string): Promise<InspectedContainer | undefined> {
-  const answer = await engineCall("GET", `/containers/${path(name)}/json`);
+  const answer = await engineCall("GET", `/containers/${urlSegment(name)}/json`);
   if (answer.status === 404) return undefined;
   return engineJson(answer, `container ${name}`) as InspectedContainer;
 }
@@ -5447,7 +5450,7 @@ async function engineContainer(name: string): Promise<InspectedContainer | undef
 /** POST /containers/ID/exec: the new exec's id. */
 async function engineExecCreate(id: string, request: Record<string, unknown>): Promise<string> {
   const created = engineJson(
-    await engineCall("POST", `/containers/${path(id)}/exec`, { body: request }),
+    await engineCall("POST", `/containers/${urlSegment(id)}/exec`, { body: request }),
     "exec",
   ) as { Id?: unknown };
   return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
@@ -5458,7 +5461,7 @@ async function engineExecCreate(id: string, request: Record<string, unknown>): P
 /** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
 async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
   const body = encoder.encode(JSON.stringify({ Detach: false, Tty: tty }));
-  return await engineUpgrade(`/exec/${path(execId)}/start`, body, "exec start");
+  return await engineUpgrade(`/exec/${urlSegment(execId)}/start`, body, "exec start");
 }
 
 /** GET /exec/ID/json: whether the exec runs, its host pid and its exit code. */
@@ -5466,7 +5469,7 @@ async function engineExecInspect(
   execId: string,
 ): Promise<{ Running?: boolean; Pid?: number; ExitCode?: number | null }> {
   return engineJson(
-    await engineCall("GET", `/exec/${path(execId)}/json`, { timeoutMs: SWEEP_ENGINE_TIMEOUT_MS }),
+    await engineCall("GET", `/exec/${urlSegment(execId)}/json`, { timeoutMs: SWEEP_ENGINE_TIMEOUT_MS }),
     "exec inspect",
   ) as {
     Running?: boolean;
@@ -5662,7 +5665,7 @@ async function actSharedRun(
           return { rows: 0, columns: 0 };
         }
       })();
-      void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined).finally(() => resizing = false);
       return;
     }
@@ -5724,7 +5727,7 @@ async function actSharedRun(
     if (plan.tty) {
       try {
         const { rows, columns } = Deno.consoleSize();
-        void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+        void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
           .catch(() => undefined);
       } catch { /* no terminal size */ }
     }
