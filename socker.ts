@@ -3057,6 +3057,8 @@ function isSudo(pid: number): boolean {
   try {
     return /\/sudo$/.test(Deno.readLinkSync(`/proc/${pid}/exe`));
   } catch {
+    // Any error is fine here: whatever keeps the link from being read (the process gone, a kernel thread,
+    // no permission) means that it cannot be known to be sudo, and "not sudo" is the safe answer.
     return false;
   }
 }
@@ -4025,8 +4027,8 @@ const CALLER_ENV_MAX_BYTES = 4 << 20;
  * ever reaches the container.
  */
 function callerEnvironment(): Record<string, string | NotText> | undefined {
+  if (!isSudo(Deno.ppid)) return undefined;
   try {
-    if (!/\/sudo$/.test(Deno.readLinkSync(`/proc/${Deno.ppid}/exe`))) return undefined;
     // As bytes: a value that is not UTF-8 stays NotText (containerEnvironment refuses it if it would pass).
     const bytes = readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES);
     const env: Record<string, string | NotText> = {};
