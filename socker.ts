@@ -3613,17 +3613,19 @@ async function engineDistribution(reference: string, auth: string | undefined): 
 
 /**
  * Makes sure a container no longer exists: removes it (force: kills it first) and waits until the engine
- * no longer knows it. Returns false if it is still there after the timeout.
+ * no longer knows it. With `remove` false it only waits, asking briefly each time (the container's own
+ * socker removes it). Returns false if it is still there after the timeout.
  */
-async function ensureGone(id: string, timeoutMs = REMOVAL_TIMEOUT_MS): Promise<boolean> {
+async function ensureGone(id: string, timeoutMs = REMOVAL_TIMEOUT_MS, remove = true): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
       const left = Math.max(1000, deadline - Date.now());
-      if (await engineInspect(id, left) === undefined) return true;
-      await engineRemove(id, left);
+      if (await engineInspect(id, remove ? left : 5000) === undefined) return true;
+      if (remove) await engineRemove(id, left);
     } catch {
-      // The engine may be restarting; keep trying until the deadline.
+      // Any error is fine here: this removes a container (or waits for its removal) and must go on until
+      // the deadline whatever happens; the engine may be restarting.
     }
     await sleep(50);
   }
@@ -6224,9 +6226,8 @@ async function stopCommand(target: string): Promise<number> {
     } catch { /* it ended meanwhile */ }
   }
   if (tasks.length > 0) plan.supervisorPid = tasks[0];
-  const gone = plan.supervisorPid !== undefined
-    ? await waitUntilGone(plan.id, STOP_TIMEOUT_MS)
-    : await ensureGone(plan.id, STOP_TIMEOUT_MS);
+  // Its socker removes it; socker does only when there is none.
+  const gone = await ensureGone(plan.id, STOP_TIMEOUT_MS, plan.supervisorPid === undefined);
   if (plan.supervisorPid === undefined) {
     for (const name of listNames(STAGING_DIR)) if (parseStagingName(name).container === plan.name) unstage(name);
   }
@@ -6245,16 +6246,6 @@ async function stopCommand(target: string): Promise<number> {
   if (!gone) refuse("engine", `container ${plan.name} is still there after ${STOP_TIMEOUT_MS / 1000} s`);
   console.log(`socker: stopped ${plan.name}`);
   return 0;
-}
-
-/** Waits (bounded) until the engine no longer knows a container. */
-async function waitUntilGone(id: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await engineInspect(id, 5000).catch(() => ({ Id: id })) === undefined) return true;
-    await sleep(50);
-  }
-  return false;
 }
 
 // ---- cleanup: what a finished job or a dead supervisor left behind
