@@ -221,6 +221,31 @@ export function errorText(error: unknown): string {
 }
 
 /**
+ * Whether an error is a fault in socker's own code (a bug), never a fact about the system it read: what
+ * JavaScript throws for a wrong type, range or name, and a failed assertion. A bug is reported as one
+ * (exit 125, "socker: internal error: ...", its stack in the audit log), never as an installation fault.
+ * (The TypeError of a strict UTF-8 decoder, which socker expects, is caught where the decoder is called.)
+ */
+export function isBug(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError || error instanceof ReferenceError ||
+    (error instanceof Error && error.name === "AssertionError");
+}
+
+/** The one line a bug is reported by. */
+export function internalErrorLine(error: unknown): string {
+  return `socker: internal error: ${errorText(error)}`;
+}
+
+/** The longest stack an audit record keeps of a bug. */
+const INTERNAL_ERROR_STACK_MAX = 4000;
+
+/** The audit record's rule for a bug: what it was and where (its stack, on one line, bounded). */
+export function internalErrorRule(error: unknown): string {
+  const stack = error instanceof Error && error.stack !== undefined ? error.stack : String(error);
+  return printable(`internal error: ${stack}`, INTERNAL_ERROR_STACK_MAX);
+}
+
+/**
  * Reads a decimal integer within [min, max]; anything else (signs, spaces, leading zeros, huge values) is
  * undefined. Every integer socker reads from argv, settings, /proc, Slurm or the engine passes here, so a
  * hostile or broken source can never make socker loop, allocate or index without bound.
@@ -808,6 +833,7 @@ export function parseSettings(text: string, fileName: string): Settings {
     try {
       parser!(value, value.split(/\s+/).filter((word) => word !== ""), settings);
     } catch (error) {
+      if (isBug(error)) throw error;
       fail(errorText(error));
     }
   });
@@ -3247,7 +3273,7 @@ async function engineOpen(
   };
   const failed = (error: unknown): never => {
     close();
-    if (error instanceof Refusal) throw error;
+    if (error instanceof Refusal || isBug(error)) throw error;
     return refuse(
       "engine",
       timedOut
@@ -3914,11 +3940,15 @@ async function writeAuditAfter(record: AuditRecord, facility: string): Promise<v
 // Reading the system: the small readers every command's read phase uses. They gather facts and decide
 // nothing; what cannot be read becomes a fact too (an error value), for the decide phase to judge.
 
-/** Runs a read that may fail; a failure becomes a value (a Refusal) for the decide phase to judge. */
-async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
+/**
+ * Runs a read that may fail; a failure becomes a value (a Refusal) for the decide phase to judge. A bug
+ * (isBug) is no fact about the system: it is thrown on, to be reported as an internal error.
+ */
+export async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
   try {
     return await read();
   } catch (error) {
+    if (isBug(error)) throw error;
     return error instanceof Refusal ? error : new Refusal("installation", errorText(error));
   }
 }
@@ -3952,6 +3982,7 @@ function readConfigFile(path: string): ConfigFile {
     const bytes = real[0].kind === "file" ? readAtMost(realPath, CONFIG_MAX_BYTES + 1) : new Uint8Array();
     return { path, bytes, written, real };
   } catch (error) {
+    if (isBug(error)) throw error;
     return { path, problem: errorText(error) };
   }
 }
@@ -7238,13 +7269,14 @@ EXIT STATUS
 // Main
 
 /**
- * Records a refusal, with who asked and what (the command line, bounded). Nothing is recorded when the
- * refusal is that the log cannot be written, or when this process is not root (it cannot write the log).
+ * Records a refusal (or a bug: its rule says "internal error" and holds the stack), with who asked and
+ * what (the command line, bounded). Nothing is recorded when the refusal is that the log cannot be
+ * written, or when this process is not root (it cannot write the log).
  */
 async function reportRefusal(
   args: readonly string[],
   invocation: Invocation | undefined,
-  refusal: Refusal,
+  refusal: Refusal | { kind: "internal"; reason: string },
 ): Promise<void> {
   if (refusal.kind === "audit" || Deno.uid() !== 0) return;
   const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
@@ -7305,7 +7337,11 @@ export async function main(args: readonly string[], exact?: readonly (string | N
       console.error(refusalLine(error));
       return EXIT.REFUSED;
     }
-    console.error(`socker: internal error: ${errorText(error)}`);
+    // A bug: one line for the caller, its stack for the administrator; never blamed on the installation.
+    try {
+      await reportRefusal(args, invocation, { kind: "internal", reason: internalErrorRule(error) });
+    } catch { /* any error is fine here: recording a bug must never hide it; the line below still says it */ }
+    console.error(internalErrorLine(error));
     return EXIT.REFUSED;
   }
 }
@@ -7327,6 +7363,10 @@ if (import.meta.main) {
   try {
     exact = readExactArguments();
   } catch (error) {
+    if (isBug(error)) {
+      console.error(internalErrorLine(error));
+      Deno.exit(EXIT.REFUSED);
+    }
     exact = error instanceof Refusal ? error : new Refusal("installation", errorText(error));
   }
   if (exact instanceof Refusal) {
