@@ -161,7 +161,8 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 export function exactText(bytes: Uint8Array): string | NotText {
   try {
     return strictDecoder.decode(bytes);
-  } catch {
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // the strict decoder's "not UTF-8"
     return { notText: bytes.slice() };
   }
 }
@@ -601,7 +602,8 @@ export function trustedText(file: ConfigFile, required: boolean): string | undef
     const text = new TextDecoder("utf-8", { fatal: true }).decode(file.bytes);
     if (text.includes("\0")) throw new TypeError("NUL byte");
     return text;
-  } catch {
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // the strict decoder's "not UTF-8", or the NUL above
     return refuse("installation", `${file.path} is not a text file; ask your administrator to fix it`);
   }
 }
@@ -3048,13 +3050,13 @@ function protectFromOomKiller(procSelfCgroup: string): boolean {
   try {
     Deno.writeTextFileSync("/proc/self/oom_score_adj", String(OOM_SCORE_ADJ_MIN));
     if (readText("/proc/self/oom_score_adj")?.trim() === String(OOM_SCORE_ADJ_MIN)) return true;
-  } catch { /* no CAP_SYS_RESOURCE: try the memory cgroup */ }
+  } catch { /* any error: this is best effort (no CAP_SYS_RESOURCE, say); the memory cgroup is tried next */ }
   const memory = memoryCgroupV1(procSelfCgroup);
   if (memory === undefined || memory === "/") return memory === "/";
   try {
     Deno.writeTextFileSync("/sys/fs/cgroup/memory/cgroup.procs", String(Deno.pid));
     return memoryCgroupV1(readText("/proc/self/cgroup") ?? "") === "/";
-  } catch {
+  } catch { // any error: best effort; false only says that the supervisor is not protected
     return false;
   }
 }
@@ -3262,14 +3264,18 @@ async function engineOpen(
       timedOut = true;
       try {
         conn.close();
-      } catch { /* already closed */ }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+      }
     })
     : undefined;
   const close = () => {
     cancelTimer?.();
     try {
       conn.close();
-    } catch { /* already closed */ }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+    }
   };
   const failed = (error: unknown): never => {
     close();
@@ -3361,8 +3367,9 @@ export async function engineCall(
 /** The engine's message in an error answer. */
 export function engineMessage(body: string): string {
   try {
-    return printable(String(JSON.parse(body).message ?? body));
-  } catch {
+    return printable(String((JSON.parse(body) as { message?: unknown } | null)?.message ?? body));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return printable(body);
   }
 }
@@ -3373,7 +3380,8 @@ function engineJson(answer: EngineAnswer, what: string): unknown {
   }
   try {
     return JSON.parse(answer.body);
-  } catch {
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return refuse("engine", `the Docker engine gave an unreadable answer to ${what}`);
   }
 }
@@ -3521,10 +3529,12 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
       stream.close();
     }
     try {
-      const result = JSON.parse(decoder.decode(concatBytes(chunks)));
+      const result = JSON.parse(decoder.decode(concatBytes(chunks))) as { StatusCode?: unknown } | null;
+      if (result === null) throw new SyntaxError("null"); // no object to read the status from
       const code = boundedNumber(result.StatusCode, 0, 255);
       return code ?? `the engine reported exit status ${printable(String(result.StatusCode))}`;
-    } catch {
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error; // not JSON
       return "the engine's wait ended without an exit status";
     }
   };
@@ -3614,8 +3624,9 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
         let parsed: Record<string, unknown>;
         try {
           parsed = JSON.parse(line);
-        } catch {
-          continue;
+        } catch (error) {
+          if (!(error instanceof SyntaxError)) throw error;
+          continue; // not JSON: not a status line
         }
         if (parsed.error !== undefined) {
           refuse("engine", `the pull of ${canonicalImage(ref)} failed: ${printable(String(parsed.error))}`);
@@ -4009,7 +4020,8 @@ function readAtMost(path: string, max: number): Uint8Array {
 function readText(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
-  } catch {
+  } catch { // any error means "cannot be read" (gone, closed, a process ended): every caller handles it, and
+    // this reader serves supervision and cleanup, where no error of a file may end the run
     return undefined;
   }
 }
@@ -4077,7 +4089,9 @@ function callerEnvironment(): Record<string, string | NotText> | undefined {
       env[name] = exactText(item.subarray(equals + 1));
     }
     return env;
-  } catch {
+  } catch (error) {
+    // sudo ended meanwhile (ESRCH reads as NotFound), or its environment is closed to socker
+    if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied)) throw error;
     return undefined;
   }
 }
@@ -4151,8 +4165,6 @@ function fixedByRoot(realPath: string, judged: number): boolean {
       const info = pathInfo(dir, { noFollow: true });
       return typeof info !== "number" && info.kind === "dir" && info.uid === 0 && (info.mode & 0o022) === 0;
     });
-  } catch {
-    return false;
   } finally {
     closeHandle(fd);
   }
@@ -4190,8 +4202,11 @@ export function registryAuth(configJson: string | undefined, domain: string): st
   if (configJson === undefined) return undefined;
   let auths: Record<string, { auth?: unknown; identitytoken?: unknown }>;
   try {
-    auths = JSON.parse(configJson).auths ?? {};
-  } catch {
+    const parsed = JSON.parse(configJson) as { auths?: typeof auths } | null;
+    if (parsed === null) throw new SyntaxError("null"); // no object to read logins from
+    auths = parsed.auths ?? {};
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return refuse("installation", `${REGISTRY_AUTH_PATH} is not valid JSON; ask your administrator`);
   }
   const keys = domain === "docker.io"
@@ -4281,7 +4296,8 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   const guess = <T>(rule: () => T): T | undefined => {
     try {
       return rule();
-    } catch {
+    } catch (error) {
+      if (!(error instanceof Refusal)) throw error; // the rule is judged again, and refuses, in planRun
       return undefined;
     }
   };
@@ -4432,7 +4448,7 @@ function readJobMemoryLimit(job: JobStep): number | undefined {
 function listNames(folder: string): string[] {
   try {
     return [...Deno.readDirSync(folder)].map((entry) => entry.name);
-  } catch {
+  } catch { // any error means "none": it serves supervision and cleanup, where no error may end the run
     return [];
   }
 }
@@ -4745,8 +4761,8 @@ function superviseSignals() {
         const { rows, columns } = Deno.consoleSize();
         await engineResize(container, rows, columns);
       } while (resizeAgain && !ended);
-    } catch {
-      /* no terminal size to pass on */
+    } catch { // any error: a resize is best effort and must never end the supervision
+      /* no terminal size to pass on, or the engine did not take it */
     } finally {
       resizing = false;
     }
@@ -4842,7 +4858,7 @@ async function pumpOutput(
     let n: number | null;
     try {
       n = await conn.read(buffer);
-    } catch {
+    } catch { // any error: the connection is lost, which ends the copy like its end (the supervisor goes on)
       break;
     }
     if (n === null) break;
@@ -4889,10 +4905,10 @@ async function pumpStdin(conn: Deno.UnixConn): Promise<void> {
     for (let n = await Deno.stdin.read(buffer); n !== null; n = await Deno.stdin.read(buffer)) {
       await writeAll(conn, buffer.subarray(0, n));
     }
-  } catch { /* the container's stdin was closed, or socker's cannot be read */ }
+  } catch { /* any error: the container's stdin was closed, or socker's cannot be read; the copy just ends */ }
   try {
     await conn.closeWrite();
-  } catch { /* already closed */ }
+  } catch { /* any error: already closed, or the peer is gone; nothing more is to be sent */ }
 }
 
 /** Removes orphans: containers and staging folders whose supervising socker is gone. Returns what it removed. */
@@ -4998,11 +5014,11 @@ function unstage(staging: string): void {
     unmount(target);
     try {
       Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
-    } catch { /* left for cleanup */ }
+    } catch { /* any error: what cannot be removed now is left for cleanup, which runs again */ }
   }
   try {
     Deno.removeSync(folder);
-  } catch { /* left for cleanup */ }
+  } catch { /* any error: left for cleanup, which runs again */ }
 }
 
 /**
@@ -6254,7 +6270,9 @@ async function stopCommand(target: string): Promise<number> {
   for (const pid of tasks) {
     try {
       Deno.kill(pid, "SIGTERM");
-    } catch { /* it ended meanwhile */ }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error; // it ended meanwhile (ESRCH)
+    }
   }
   if (tasks.length > 0) plan.supervisorPid = tasks[0];
   // Its socker removes it; socker does only when there is none.
@@ -6325,7 +6343,7 @@ export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
 function listDirs(path: string): string[] {
   try {
     return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
-  } catch {
+  } catch { // any error means "none": cleanup must go on to the next sweep whatever one folder says
     return [];
   }
 }
@@ -6670,7 +6688,7 @@ async function followContainerEvents(changed: () => void): Promise<never> {
       } finally {
         stream.close();
       }
-    } catch { /* the engine restarts: try again */ }
+    } catch { /* any error: the engine restarts, or the stream broke; the watcher must go on: try again */ }
     await sleep(1000);
   }
 }
