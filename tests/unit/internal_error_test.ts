@@ -4,7 +4,7 @@
 // the installation.
 import assert from "node:assert/strict";
 import { AssertionError } from "node:assert";
-import { attempt, internalErrorLine, internalErrorRule, isBug, Refusal } from "../../socker.ts";
+import { attempt, internalErrorLine, internalErrorRule, isBug, main, type NotText, Refusal } from "../../socker.ts";
 
 const bugs: [string, () => Error][] = [
   ["a TypeError", () => new TypeError("Cannot read properties of undefined (reading 'Id')")],
@@ -71,4 +71,33 @@ Deno.test("a bug is one line for the caller and its stack, on one line, for the 
   deep.stack = `TypeError: deep\n${"    at somewhere (file:///socker.ts:1:1)\n".repeat(1000)}`;
   assert.ok(internalErrorRule(deep).length <= 4003, "bounded");
   assert.equal(internalErrorRule("thrown text"), "internal error: thrown text");
+});
+
+/** Runs main as a caller who is not root (nothing is written to the audit log), with stderr captured. */
+async function mainAsUser(args: string[], exact?: (string | NotText)[]): Promise<{ code: number; stderr: string[] }> {
+  const uid = Object.getOwnPropertyDescriptor(Deno, "uid")!;
+  const error = console.error;
+  const stderr: string[] = [];
+  Object.defineProperty(Deno, "uid", { ...uid, value: () => 1000 });
+  console.error = (...parts: unknown[]) => stderr.push(parts.join(" "));
+  try {
+    return { code: await main(args, exact), stderr };
+  } finally {
+    console.error = error;
+    Object.defineProperty(Deno, "uid", uid);
+  }
+}
+
+Deno.test("main: a bug is exit 125 and one 'internal error' line; a refusal is still a refusal", async () => {
+  // An argument that claims not to be text but holds no bytes: showBytes meets a TypeError, a bug.
+  const bug = await mainAsUser(["version"], [{ notText: undefined as unknown as Uint8Array }]);
+  assert.equal(bug.code, 125);
+  assert.equal(bug.stderr.length, 1);
+  assert.match(bug.stderr[0], /^socker: internal error: \S/);
+  assert.ok(!bug.stderr[0].includes("\n"));
+  assert.ok(!bug.stderr[0].includes("administrator"), "never blamed on the installation");
+  const refused = await mainAsUser(["--no-such-option"]);
+  assert.equal(refused.code, 125);
+  assert.equal(refused.stderr.length, 1);
+  assert.ok(refused.stderr[0].startsWith("socker: ") && !refused.stderr[0].includes("internal error"));
 });
