@@ -161,7 +161,8 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 export function exactText(bytes: Uint8Array): string | NotText {
   try {
     return strictDecoder.decode(bytes);
-  } catch {
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // the strict decoder's "not UTF-8"
     return { notText: bytes.slice() };
   }
 }
@@ -218,6 +219,31 @@ export function notTextProblem(args: readonly (string | NotText)[]): string | un
 
 export function errorText(error: unknown): string {
   return printable(error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * Whether an error is a fault in socker's own code (a bug), never a fact about the system it read: what
+ * JavaScript throws for a wrong type, range or name, and a failed assertion. A bug is reported as one
+ * (exit 125, "socker: internal error: ...", its stack in the audit log), never as an installation fault.
+ * (The TypeError of a strict UTF-8 decoder, which socker expects, is caught where the decoder is called.)
+ */
+export function isBug(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError || error instanceof ReferenceError ||
+    (error instanceof Error && error.name === "AssertionError");
+}
+
+/** The one line a bug is reported by. */
+export function internalErrorLine(error: unknown): string {
+  return `socker: internal error: ${errorText(error)}`;
+}
+
+/** The longest stack an audit record keeps of a bug. */
+const INTERNAL_ERROR_STACK_MAX = 4000;
+
+/** The audit record's rule for a bug: what it was and where (its stack, on one line, bounded). */
+export function internalErrorRule(error: unknown): string {
+  const stack = error instanceof Error && error.stack !== undefined ? error.stack : String(error);
+  return printable(`internal error: ${stack}`, INTERNAL_ERROR_STACK_MAX);
 }
 
 /**
@@ -576,9 +602,15 @@ export function trustedText(file: ConfigFile, required: boolean): string | undef
     const text = new TextDecoder("utf-8", { fatal: true }).decode(file.bytes);
     if (text.includes("\0")) throw new TypeError("NUL byte");
     return text;
-  } catch {
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // the strict decoder's "not UTF-8", or the NUL above
     return refuse("installation", `${file.path} is not a text file; ask your administrator to fix it`);
   }
+}
+
+/** The allowlist's entries, from its file as read: it must exist and be trusted (see trustedText). */
+export function allowlistFrom(file: ConfigFile): AllowlistEntry[] {
+  return parseAllowlist(trustedText(file, true)!, ALLOWLIST_PATH);
 }
 
 /** The administrator's settings in socker.conf; every key has a safe default. */
@@ -803,6 +835,7 @@ export function parseSettings(text: string, fileName: string): Settings {
     try {
       parser!(value, value.split(/\s+/).filter((word) => word !== ""), settings);
     } catch (error) {
+      if (isBug(error)) throw error;
       fail(errorText(error));
     }
   });
@@ -2054,9 +2087,12 @@ export function gpusFromJobRecord(record: unknown, jobId: string, uid: number, n
   return [...gpus].sort((a, b) => a - b);
 }
 
+/** The NVIDIA devices every GPU's user needs besides the GPU's own (the driver's control, unified memory). */
+const GPU_CONTROL_DEVICES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
+
 /** The device nodes for these GPUs plus the shared control devices that exist on this node. */
 export function gpuDeviceNodes(gpus: readonly number[], exists: (path: string) => boolean): string[] {
-  const shared = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists);
+  const shared = GPU_CONTROL_DEVICES.filter(exists);
   return [...gpus.map((gpu) => `/dev/nvidia${gpu}`), ...shared];
 }
 
@@ -2538,18 +2574,67 @@ const S_IFMT = 0o170000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120
 const STATX_MNT_ID = 0x1000;
 const ENOENT = 2, ENOSYS = 38, EROFS = 30, EXDEV = 18;
 
-/** A file's kind, owner, device and inode, from an open descriptor (statx: the same layout on every CPU). */
-function statHandle(
-  fd: number,
-): { kind: PathProbe["kind"]; owner: number; device: number; inode: number; mode: number; mount?: bigint } | undefined {
-  const buffer = new Uint8Array(256);
-  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, 0x7ff | STATX_MNT_ID, buffer) !== 0) return undefined;
-  const view = new DataView(buffer.buffer);
-  const mode = view.getUint16(28, true);
+/**
+ * Where statx(2) writes each field socker reads (struct statx, linux/stat.h: the same layout on every CPU),
+ * in bytes from the start of its buffer.
+ */
+const STATX_OFFSET = {
+  mask: 0, // u32 stx_mask: which fields the kernel filled
+  nlink: 16, // u32 stx_nlink
+  uid: 20, // u32 stx_uid
+  mode: 28, // u16 stx_mode
+  inode: 32, // u64 stx_ino
+  size: 40, // u64 stx_size
+  rdevMajor: 128, // u32 stx_rdev_major
+  rdevMinor: 132, // u32 stx_rdev_minor
+  devMajor: 136, // u32 stx_dev_major
+  devMinor: 140, // u32 stx_dev_minor
+  mountId: 144, // u64 stx_mnt_id (only when the mask has STATX_MNT_ID)
+} as const;
+/** The size of struct statx (256 bytes), and the fields every call asks for (STATX_BASIC_STATS). */
+const STATX_SIZE = 256, STATX_BASIC_STATS = 0x7ff;
+
+/** What one statx(2) call wrote, decoded. */
+export type Statx = {
+  kind: PathProbe["kind"];
+  mode: number;
+  uid: number;
+  nlink: number;
+  inode: number;
+  size: number;
+  /** The device a file lives on, as major * 2^20 + minor (the kernel's own encoding). */
+  device: number;
+  /** The device a device file stands for. */
+  rdev: { major: number; minor: number };
+  mount?: bigint;
+};
+
+/** Decodes the buffer statx(2) filled: the one place that knows its layout. */
+export function decodeStatx(buffer: Uint8Array): Statx {
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const at = STATX_OFFSET;
+  const mode = view.getUint16(at.mode, true);
   const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
-  const device = view.getUint32(136, true) * 2 ** 20 + view.getUint32(140, true);
-  const mount = (view.getUint32(0, true) & STATX_MNT_ID) !== 0 ? view.getBigUint64(144, true) : undefined;
-  return { kind, owner: view.getUint32(20, true), device, inode: Number(view.getBigUint64(32, true)), mode, mount };
+  return {
+    kind,
+    mode,
+    uid: view.getUint32(at.uid, true),
+    nlink: view.getUint32(at.nlink, true),
+    inode: Number(view.getBigUint64(at.inode, true)),
+    size: Number(view.getBigUint64(at.size, true)),
+    device: view.getUint32(at.devMajor, true) * 2 ** 20 + view.getUint32(at.devMinor, true),
+    rdev: { major: view.getUint32(at.rdevMajor, true), minor: view.getUint32(at.rdevMinor, true) },
+    mount: (view.getUint32(at.mask, true) & STATX_MNT_ID) !== 0 ? view.getBigUint64(at.mountId, true) : undefined,
+  };
+}
+
+/** A file's kind, owner, device and inode, from an open descriptor. */
+function statHandle(fd: number): Statx | undefined {
+  const buffer = new Uint8Array(STATX_SIZE);
+  if (sys(SYSCALLS.statx, fd, cString(""), AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_MNT_ID, buffer) !== 0) {
+    return undefined;
+  }
+  return decodeStatx(buffer);
 }
 
 /**
@@ -2570,19 +2655,13 @@ export type FileFacts = { kind: PathProbe["kind"]; uid: number; mode: number; si
  * is "" and `fd` is given; the errno when it cannot be looked at.
  */
 function pathInfo(path: string, options: { noFollow?: boolean; fd?: number } = {}): FileFacts | number {
-  const buffer = new Uint8Array(256);
+  const buffer = new Uint8Array(STATX_SIZE);
   const flags = (options.noFollow ? AT_SYMLINK_NOFOLLOW : 0) | (options.fd !== undefined ? AT_EMPTY_PATH : 0);
-  if (sys(SYSCALLS.statx, options.fd ?? AT_FDCWD, cString(path), flags, 0x7ff, buffer) !== 0) return lastErrno();
-  const view = new DataView(buffer.buffer);
-  const mode = view.getUint16(28, true);
-  const kind = (mode & S_IFMT) === S_IFDIR ? "dir" : (mode & S_IFMT) === S_IFREG ? "file" : "other";
-  return {
-    kind,
-    uid: view.getUint32(20, true),
-    mode,
-    size: Number(view.getBigUint64(40, true)),
-    nlink: view.getUint32(16, true),
-  };
+  if (sys(SYSCALLS.statx, options.fd ?? AT_FDCWD, cString(path), flags, STATX_BASIC_STATS, buffer) !== 0) {
+    return lastErrno();
+  }
+  const { kind, uid, mode, size, nlink } = decodeStatx(buffer);
+  return { kind, uid, mode, size, nlink };
 }
 
 const O_WRONLY = 0o1, O_CREAT = 0o100, O_EXCL = 0o200, O_APPEND = 0o2000, O_NOFOLLOW = 0o400000, EEXIST = 17;
@@ -2783,7 +2862,7 @@ function probePath(path: string): PathProbe | string {
   return {
     realPath,
     kind: info.kind,
-    owner: info.owner,
+    owner: info.uid,
     device: info.device,
     inode: info.inode,
     readable: mayAccess(fd, R_OK),
@@ -2879,14 +2958,14 @@ function imageShell(layers: readonly string[]): string | undefined {
 
 /** What an image layer folder holds at `path` (lstat: a symlink is never followed). */
 function layerEntry(path: string): LayerEntry {
-  const buffer = new Uint8Array(256);
-  if (sys(SYSCALLS.statx, AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, 0x7ff, buffer) !== 0) {
+  const buffer = new Uint8Array(STATX_SIZE);
+  if (sys(SYSCALLS.statx, AT_FDCWD, cString(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buffer) !== 0) {
     return lastErrno() === ENOENT || lastErrno() === ENOTDIR ? "missing" : "other";
   }
-  const view = new DataView(buffer.buffer);
-  const type = view.getUint16(28, true) & S_IFMT;
+  const { mode, rdev } = decodeStatx(buffer);
+  const type = mode & S_IFMT;
   if (type === S_IFLNK) return "symlink";
-  if (type === S_IFCHR && view.getUint32(128, true) === 0 && view.getUint32(132, true) === 0) return "whiteout";
+  if (type === S_IFCHR && rdev.major === 0 && rdev.minor === 0) return "whiteout";
   if (type !== S_IFDIR) return "other";
   const value = new Uint8Array(8);
   const length = sys(SYSCALLS.lgetxattr, cString(path), cString("trusted.overlay.opaque"), value, value.length);
@@ -2971,13 +3050,13 @@ function protectFromOomKiller(procSelfCgroup: string): boolean {
   try {
     Deno.writeTextFileSync("/proc/self/oom_score_adj", String(OOM_SCORE_ADJ_MIN));
     if (readText("/proc/self/oom_score_adj")?.trim() === String(OOM_SCORE_ADJ_MIN)) return true;
-  } catch { /* no CAP_SYS_RESOURCE: try the memory cgroup */ }
+  } catch { /* any error: this is best effort (no CAP_SYS_RESOURCE, say); the memory cgroup is tried next */ }
   const memory = memoryCgroupV1(procSelfCgroup);
   if (memory === undefined || memory === "/") return memory === "/";
   try {
     Deno.writeTextFileSync("/sys/fs/cgroup/memory/cgroup.procs", String(Deno.pid));
     return memoryCgroupV1(readText("/proc/self/cgroup") ?? "") === "/";
-  } catch {
+  } catch { // any error: best effort; false only says that the supervisor is not protected
     return false;
   }
 }
@@ -3006,6 +3085,8 @@ function isSudo(pid: number): boolean {
   try {
     return /\/sudo$/.test(Deno.readLinkSync(`/proc/${pid}/exe`));
   } catch {
+    // Any error is fine here: whatever keeps the link from being read (the process gone, a kernel thread,
+    // no permission) means that it cannot be known to be sudo, and "not sudo" is the safe answer.
     return false;
   }
 }
@@ -3128,6 +3209,26 @@ export function chunkDecoder(): { push: (bytes: Uint8Array) => Uint8Array; done:
 
 /** How long socker waits for the engine's answer to one request. */
 export const ENGINE_TIMEOUT_MS = 30_000;
+/**
+ * How long a container's start may take: the engine mounts its layers, sets up its network and runs runc,
+ * which on a loaded node (many ranks starting at once) can take far longer than an ordinary request.
+ */
+const ENGINE_START_TIMEOUT_MS = 120_000;
+/** How long one pull may take: a large image over a slow link; the pull lock keeps others waiting meanwhile. */
+const ENGINE_PULL_TIMEOUT_MS = 3_600_000;
+/** How long the engine may take to ask a registry about an image (a round trip over the network). */
+const REGISTRY_QUERY_TIMEOUT_MS = 20_000;
+/**
+ * How long a sweep (cleanup, the watcher, doctor, removal of orphans) waits for one engine request: short,
+ * so that a stalled engine cannot hold a sweep past the Epilog's bound (CLEANUP_BOUND_MS).
+ */
+const SWEEP_ENGINE_TIMEOUT_MS = 10_000;
+/** How long a container may take to be gone after its removal is asked (a force removal kills it first). */
+const REMOVAL_TIMEOUT_MS = 30_000;
+/** How long `socker stop` waits for a container to be gone (its socker removes it, or socker does). */
+const STOP_TIMEOUT_MS = 15_000;
+/** How long a sweep waits for a job's or step's slurmstepd to end before leaving Slurm's folders alone. */
+const STEPD_EXIT_WAIT_MS = 10_000;
 
 /** An open request to the engine: its status and headers, and its body as it arrives. */
 type EngineStream = {
@@ -3163,18 +3264,22 @@ async function engineOpen(
       timedOut = true;
       try {
         conn.close();
-      } catch { /* already closed */ }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+      }
     })
     : undefined;
   const close = () => {
     cancelTimer?.();
     try {
       conn.close();
-    } catch { /* already closed */ }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+    }
   };
   const failed = (error: unknown): never => {
     close();
-    if (error instanceof Refusal) throw error;
+    if (error instanceof Refusal || isBug(error)) throw error;
     return refuse(
       "engine",
       timedOut
@@ -3262,8 +3367,9 @@ export async function engineCall(
 /** The engine's message in an error answer. */
 export function engineMessage(body: string): string {
   try {
-    return printable(String(JSON.parse(body).message ?? body));
-  } catch {
+    return printable(String((JSON.parse(body) as { message?: unknown } | null)?.message ?? body));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return printable(body);
   }
 }
@@ -3274,12 +3380,14 @@ function engineJson(answer: EngineAnswer, what: string): unknown {
   }
   try {
     return JSON.parse(answer.body);
-  } catch {
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return refuse("engine", `the Docker engine gave an unreadable answer to ${what}`);
   }
 }
 
-const path = (name: string) => encodeURIComponent(name);
+/** A name (an id, a reference) as one segment of an engine URL's path: every reserved character escaped. */
+const urlSegment = (name: string) => encodeURIComponent(name);
 
 /** GET /info: the engine's version, cgroup driver and version, runc. */
 async function engineInfo(timeoutMs?: number): Promise<Record<string, unknown>> {
@@ -3332,7 +3440,7 @@ export function startCommand(
 
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
 async function engineImage(reference: string): Promise<ImageRecord | undefined> {
-  const answer = await engineCall("GET", `/images/${path(reference)}/json`);
+  const answer = await engineCall("GET", `/images/${urlSegment(reference)}/json`);
   if (answer.status === 404) return undefined;
   return engineJson(answer, `image ${reference}`) as ImageRecord;
 }
@@ -3364,26 +3472,26 @@ async function engineInspect(
   id: string,
   timeoutMs?: number,
 ): Promise<{ Id: string; State?: { Running?: boolean; Status?: string } } | undefined> {
-  const answer = await engineCall("GET", `/containers/${path(id)}/json`, { timeoutMs });
+  const answer = await engineCall("GET", `/containers/${urlSegment(id)}/json`, { timeoutMs });
   if (answer.status === 404) return undefined;
   return engineJson(answer, `container ${id}`) as { Id: string };
 }
 
 /** POST /containers/ID/kill: sends a signal; false when the container is not running. */
 async function engineKill(id: string, signal: string, timeoutMs?: number): Promise<boolean> {
-  const answer = await engineCall("POST", `/containers/${path(id)}/kill?signal=${signal}`, { timeoutMs });
+  const answer = await engineCall("POST", `/containers/${urlSegment(id)}/kill?signal=${signal}`, { timeoutMs });
   return answer.status === 204;
 }
 
 /** DELETE /containers/ID?force=1: kills and removes it; true when it is gone. */
 async function engineRemove(id: string, timeoutMs?: number): Promise<boolean> {
-  const answer = await engineCall("DELETE", `/containers/${path(id)}?force=1`, { timeoutMs });
+  const answer = await engineCall("DELETE", `/containers/${urlSegment(id)}?force=1`, { timeoutMs });
   return answer.status === 204 || answer.status === 404;
 }
 
 /** POST /containers/create?name=NAME: the new container's id. */
 async function engineCreate(name: string, spec: Record<string, unknown>): Promise<string> {
-  const answer = await engineCall("POST", `/containers/create?name=${path(name)}`, { body: spec });
+  const answer = await engineCall("POST", `/containers/create?name=${urlSegment(name)}`, { body: spec });
   if (answer.status === 404) {
     refuse("engine", `image '${spec.Image}' is no longer on this node: ${engineMessage(answer.body)}`);
   }
@@ -3395,7 +3503,9 @@ async function engineCreate(name: string, spec: Record<string, unknown>): Promis
 
 /** POST /containers/ID/start; the engine's reason when it could not start it. */
 async function engineStart(id: string): Promise<string | undefined> {
-  const answer = await engineCall("POST", `/containers/${path(id)}/start`, { timeoutMs: 120_000 });
+  const answer = await engineCall("POST", `/containers/${urlSegment(id)}/start`, {
+    timeoutMs: ENGINE_START_TIMEOUT_MS,
+  });
   return answer.status === 204 || answer.status === 304 ? undefined : engineMessage(answer.body);
 }
 
@@ -3404,7 +3514,7 @@ async function engineStart(id: string): Promise<string | undefined> {
  * at once; the body when the container is gone, with its exit code).
  */
 async function engineWait(id: string): Promise<() => Promise<number | string>> {
-  const stream = await engineOpen("POST", `/containers/${path(id)}/wait?condition=removed`, { timeoutMs: 0 });
+  const stream = await engineOpen("POST", `/containers/${urlSegment(id)}/wait?condition=removed`, { timeoutMs: 0 });
   if (stream.status !== 200) {
     stream.close();
     refuse("engine", `the Docker engine answered ${stream.status} to wait`);
@@ -3419,10 +3529,12 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
       stream.close();
     }
     try {
-      const result = JSON.parse(decoder.decode(concatBytes(chunks)));
+      const result = JSON.parse(decoder.decode(concatBytes(chunks))) as { StatusCode?: unknown } | null;
+      if (result === null) throw new SyntaxError("null"); // no object to read the status from
       const code = boundedNumber(result.StatusCode, 0, 255);
       return code ?? `the engine reported exit status ${printable(String(result.StatusCode))}`;
-    } catch {
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error; // not JSON
       return "the engine's wait ended without an exit status";
     }
   };
@@ -3435,7 +3547,7 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
  */
 async function engineAttach(id: string, stdin: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
   const query = `stream=1&stdout=1&stderr=1&stdin=${stdin ? 1 : 0}&detachKeys=${encodeURIComponent(DETACH_KEYS)}`;
-  return await engineUpgrade(`/containers/${path(id)}/attach?${query}`, undefined, "attach");
+  return await engineUpgrade(`/containers/${urlSegment(id)}/attach?${query}`, undefined, "attach");
 }
 
 /**
@@ -3476,8 +3588,8 @@ async function engineUpgrade(
 
 /** POST /containers/ID/resize: the terminal's size. */
 async function engineResize(id: string, rows: number, columns: number): Promise<void> {
-  await engineCall("POST", `/containers/${path(id)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 }).catch(() =>
-    undefined
+  await engineCall("POST", `/containers/${urlSegment(id)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 }).catch(
+    () => undefined,
   );
 }
 
@@ -3492,7 +3604,7 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
   }`;
   const stream = await engineOpen("POST", `/images/create?${query}`, {
     headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
-    timeoutMs: 3_600_000,
+    timeoutMs: ENGINE_PULL_TIMEOUT_MS,
   });
   try {
     if (stream.status !== 200) {
@@ -3512,8 +3624,9 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
         let parsed: Record<string, unknown>;
         try {
           parsed = JSON.parse(line);
-        } catch {
-          continue;
+        } catch (error) {
+          if (!(error instanceof SyntaxError)) throw error;
+          continue; // not JSON: not a status line
         }
         if (parsed.error !== undefined) {
           refuse("engine", `the pull of ${canonicalImage(ref)} failed: ${printable(String(parsed.error))}`);
@@ -3528,26 +3641,28 @@ async function enginePull(ref: ImageRef, auth: string | undefined, progress: (li
 
 /** GET /distribution/NAME/json: asks the registry, through the engine's settings, whether it has the image. */
 async function engineDistribution(reference: string, auth: string | undefined): Promise<string | undefined> {
-  const answer = await engineCall("GET", `/distribution/${path(reference)}/json`, {
+  const answer = await engineCall("GET", `/distribution/${urlSegment(reference)}/json`, {
     headers: auth === undefined ? {} : { "X-Registry-Auth": auth },
-    timeoutMs: 20_000,
+    timeoutMs: REGISTRY_QUERY_TIMEOUT_MS,
   });
   return answer.status === 200 ? undefined : `${answer.status}: ${engineMessage(answer.body)}`;
 }
 
 /**
  * Makes sure a container no longer exists: removes it (force: kills it first) and waits until the engine
- * no longer knows it. Returns false if it is still there after the timeout.
+ * no longer knows it. With `remove` false it only waits, asking briefly each time (the container's own
+ * socker removes it). Returns false if it is still there after the timeout.
  */
-async function ensureGone(id: string, timeoutMs = 30_000): Promise<boolean> {
+async function ensureGone(id: string, timeoutMs = REMOVAL_TIMEOUT_MS, remove = true): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
       const left = Math.max(1000, deadline - Date.now());
-      if (await engineInspect(id, left) === undefined) return true;
-      await engineRemove(id, left);
+      if (await engineInspect(id, remove ? left : 5000) === undefined) return true;
+      if (remove) await engineRemove(id, left);
     } catch {
-      // The engine may be restarting; keep trying until the deadline.
+      // Any error is fine here: this removes a container (or waits for its removal) and must go on until
+      // the deadline whatever happens; the engine may be restarting.
     }
     await sleep(50);
   }
@@ -3836,19 +3951,28 @@ async function writeAuditAfter(record: AuditRecord, facility: string): Promise<v
 // Reading the system: the small readers every command's read phase uses. They gather facts and decide
 // nothing; what cannot be read becomes a fact too (an error value), for the decide phase to judge.
 
-/** Runs a read that may fail; a failure becomes a value (a Refusal) for the decide phase to judge. */
-async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
+/**
+ * Runs a read that may fail; a failure becomes a value (a Refusal) for the decide phase to judge. A bug
+ * (isBug) is no fact about the system: it is thrown on, to be reported as an internal error.
+ */
+export async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
   try {
     return await read();
   } catch (error) {
+    if (isBug(error)) throw error;
     return error instanceof Refusal ? error : new Refusal("installation", errorText(error));
   }
 }
 
-/** The value, or the refusal it turned out to be, thrown now. */
-function certain<T>(fact: T | Refusal): T {
-  if (fact instanceof Refusal) throw fact;
-  return fact;
+/**
+ * The value, or the refusal (or error) it turned out to be, thrown now. A read phase's facts are typed
+ * `T | Refusal`; doctor keeps its facts in one map of unknowns, so there the caller names the type.
+ */
+function certain<T>(value: T | Refusal): T;
+function certain<T>(value: unknown): T;
+function certain<T>(value: unknown): T {
+  if (value instanceof Refusal || value instanceof Error) throw value;
+  return value as T;
 }
 
 function ownership(path: string, shownAs = path): Ownership {
@@ -3869,6 +3993,7 @@ function readConfigFile(path: string): ConfigFile {
     const bytes = real[0].kind === "file" ? readAtMost(realPath, CONFIG_MAX_BYTES + 1) : new Uint8Array();
     return { path, bytes, written, real };
   } catch (error) {
+    if (isBug(error)) throw error;
     return { path, problem: errorText(error) };
   }
 }
@@ -3895,7 +4020,8 @@ function readAtMost(path: string, max: number): Uint8Array {
 function readText(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
-  } catch {
+  } catch { // any error means "cannot be read" (gone, closed, a process ended): every caller handles it, and
+    // this reader serves supervision and cleanup, where no error of a file may end the run
     return undefined;
   }
 }
@@ -3946,8 +4072,8 @@ const CALLER_ENV_MAX_BYTES = 4 << 20;
  * ever reaches the container.
  */
 function callerEnvironment(): Record<string, string | NotText> | undefined {
+  if (!isSudo(Deno.ppid)) return undefined;
   try {
-    if (!/\/sudo$/.test(Deno.readLinkSync(`/proc/${Deno.ppid}/exe`))) return undefined;
     // As bytes: a value that is not UTF-8 stays NotText (containerEnvironment refuses it if it would pass).
     const bytes = readAtMost(`/proc/${Deno.ppid}/environ`, CALLER_ENV_MAX_BYTES);
     const env: Record<string, string | NotText> = {};
@@ -3963,7 +4089,9 @@ function callerEnvironment(): Record<string, string | NotText> | undefined {
       env[name] = exactText(item.subarray(equals + 1));
     }
     return env;
-  } catch {
+  } catch (error) {
+    // sudo ended meanwhile (ESRCH reads as NotFound), or its environment is closed to socker
+    if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied)) throw error;
     return undefined;
   }
 }
@@ -4037,18 +4165,19 @@ function fixedByRoot(realPath: string, judged: number): boolean {
       const info = pathInfo(dir, { noFollow: true });
       return typeof info !== "number" && info.kind === "dir" && info.uid === 0 && (info.mode & 0o022) === 0;
     });
-  } catch {
-    return false;
   } finally {
     closeHandle(fd);
   }
 }
 
+/** How long a tool socker spawns may run: visudo and scontrol answer in well under a second when healthy. */
+const TOOL_TIMEOUT_MS = 20_000;
+
 /** Runs one of the few tools socker spawns (visudo, scontrol): fixed path, empty environment, a time bound. */
 async function runTool(
   tool: string,
   args: string[],
-  timeoutMs = 20_000,
+  timeoutMs = TOOL_TIMEOUT_MS,
 ): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   const child = new Deno.Command(tool, {
     args,
@@ -4073,8 +4202,11 @@ export function registryAuth(configJson: string | undefined, domain: string): st
   if (configJson === undefined) return undefined;
   let auths: Record<string, { auth?: unknown; identitytoken?: unknown }>;
   try {
-    auths = JSON.parse(configJson).auths ?? {};
-  } catch {
+    const parsed = JSON.parse(configJson) as { auths?: typeof auths } | null;
+    if (parsed === null) throw new SyntaxError("null"); // no object to read logins from
+    auths = parsed.auths ?? {};
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error; // not JSON
     return refuse("installation", `${REGISTRY_AUTH_PATH} is not valid JSON; ask your administrator`);
   }
   const keys = domain === "docker.io"
@@ -4164,15 +4296,14 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
   const guess = <T>(rule: () => T): T | undefined => {
     try {
       return rule();
-    } catch {
+    } catch (error) {
+      if (!(error instanceof Refusal)) throw error; // the rule is judged again, and refuses, in planRun
       return undefined;
     }
   };
   const sudoIdentityGuess = guess(() => parseSudoIdentity(sudo, processUid));
   const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
-  const entry = guess(() =>
-    allowedImage(parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH), invocation.image)
-  );
+  const entry = guess(() => allowedImage(allowlistFrom(allowlist), invocation.image));
   const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoIdentityGuess?.uid ?? -1));
   const user = sudoIdentityGuess !== undefined && sudoIdentityGuess.uid !== 0
     ? userRecord(sudoIdentityGuess.user)
@@ -4230,7 +4361,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
   }
   const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
   };
   const own = ownContainers instanceof Refusal
@@ -4262,7 +4393,7 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
     fixed,
     ownContainers: own,
     staging,
-    gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    gpuControlDevices: GPU_CONTROL_DEVICES.filter(exists),
     ...(job?.version === 1
       ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
       : {}),
@@ -4317,7 +4448,7 @@ function readJobMemoryLimit(job: JobStep): number | undefined {
 function listNames(folder: string): string[] {
   try {
     return [...Deno.readDirSync(folder)].map((entry) => entry.name);
-  } catch {
+  } catch { // any error means "none": it serves supervision and cleanup, where no error may end the run
     return [];
   }
 }
@@ -4364,7 +4495,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     refuse("installation", "this program must be started through sudo by the 'socker' launcher");
   }
 
-  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
+  const entry = allowedImage(allowlistFrom(facts.allowlist), invocation.image);
   const settings = settingsFrom(facts.settings);
   const job = jobStepFromCgroup(facts.procSelfCgroup, sudo.uid);
   if (job === undefined && settings.requireJob) {
@@ -4630,8 +4761,8 @@ function superviseSignals() {
         const { rows, columns } = Deno.consoleSize();
         await engineResize(container, rows, columns);
       } while (resizeAgain && !ended);
-    } catch {
-      /* no terminal size to pass on */
+    } catch { // any error: a resize is best effort and must never end the supervision
+      /* no terminal size to pass on, or the engine did not take it */
     } finally {
       resizing = false;
     }
@@ -4727,7 +4858,7 @@ async function pumpOutput(
     let n: number | null;
     try {
       n = await conn.read(buffer);
-    } catch {
+    } catch { // any error: the connection is lost, which ends the copy like its end (the supervisor goes on)
       break;
     }
     if (n === null) break;
@@ -4774,17 +4905,17 @@ async function pumpStdin(conn: Deno.UnixConn): Promise<void> {
     for (let n = await Deno.stdin.read(buffer); n !== null; n = await Deno.stdin.read(buffer)) {
       await writeAll(conn, buffer.subarray(0, n));
     }
-  } catch { /* the container's stdin was closed, or socker's cannot be read */ }
+  } catch { /* any error: the container's stdin was closed, or socker's cannot be read; the copy just ends */ }
   try {
     await conn.closeWrite();
-  } catch { /* already closed */ }
+  } catch { /* any error: already closed, or the peer is gone; nothing more is to be sent */ }
 }
 
 /** Removes orphans: containers and staging folders whose supervising socker is gone. Returns what it removed. */
 async function removeOrphans(orphans: readonly Orphan[]): Promise<string[]> {
   const removed: string[] = [];
   await Promise.all(orphans.map(async (orphan) => {
-    if (orphan.container !== undefined && await ensureGone(orphan.container, 10_000)) {
+    if (orphan.container !== undefined && await ensureGone(orphan.container, SWEEP_ENGINE_TIMEOUT_MS)) {
       removed.push(orphan.name ?? orphan.container.slice(0, 12));
     }
     if (orphan.staging !== undefined) {
@@ -4883,11 +5014,11 @@ function unstage(staging: string): void {
     unmount(target);
     try {
       Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
-    } catch { /* left for cleanup */ }
+    } catch { /* any error: what cannot be removed now is left for cleanup, which runs again */ }
   }
   try {
     Deno.removeSync(folder);
-  } catch { /* left for cleanup */ }
+  } catch { /* any error: left for cleanup, which runs again */ }
 }
 
 /**
@@ -5291,7 +5422,7 @@ async function shareLock(key: string): Promise<{ release: (remove?: boolean) => 
 /** The registry entries of one step container, with their processes' /proc stat. */
 function registryEntries(name: string): { name: string; stat?: string }[] {
   return listNames(`${SHARE_DIR}/${name}`).map((entry) => {
-    const pid = boundedInt(/^(\d+)-/.exec(entry)?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+)-/.exec(entry)?.[1], 1, PID_MAX);
     return { name: entry, stat: pid === undefined ? undefined : procStat(pid) };
   });
 }
@@ -5362,7 +5493,7 @@ function sweepShareRegistry(): void {
 
 /** GET /containers/NAME/json: the engine's whole view of a container, or undefined when there is none. */
 async function engineContainer(name: string): Promise<InspectedContainer | undefined> {
-  const answer = await engineCall("GET", `/containers/${path(name)}/json`);
+  const answer = await engineCall("GET", `/containers/${urlSegment(name)}/json`);
   if (answer.status === 404) return undefined;
   return engineJson(answer, `container ${name}`) as InspectedContainer;
 }
@@ -5370,7 +5501,7 @@ async function engineContainer(name: string): Promise<InspectedContainer | undef
 /** POST /containers/ID/exec: the new exec's id. */
 async function engineExecCreate(id: string, request: Record<string, unknown>): Promise<string> {
   const created = engineJson(
-    await engineCall("POST", `/containers/${path(id)}/exec`, { body: request }),
+    await engineCall("POST", `/containers/${urlSegment(id)}/exec`, { body: request }),
     "exec",
   ) as { Id?: unknown };
   return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
@@ -5381,14 +5512,17 @@ async function engineExecCreate(id: string, request: Record<string, unknown>): P
 /** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
 async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
   const body = encoder.encode(JSON.stringify({ Detach: false, Tty: tty }));
-  return await engineUpgrade(`/exec/${path(execId)}/start`, body, "exec start");
+  return await engineUpgrade(`/exec/${urlSegment(execId)}/start`, body, "exec start");
 }
 
 /** GET /exec/ID/json: whether the exec runs, its host pid and its exit code. */
 async function engineExecInspect(
   execId: string,
 ): Promise<{ Running?: boolean; Pid?: number; ExitCode?: number | null }> {
-  return engineJson(await engineCall("GET", `/exec/${path(execId)}/json`, { timeoutMs: 10_000 }), "exec inspect") as {
+  return engineJson(
+    await engineCall("GET", `/exec/${urlSegment(execId)}/json`, { timeoutMs: SWEEP_ENGINE_TIMEOUT_MS }),
+    "exec inspect",
+  ) as {
     Running?: boolean;
   };
 }
@@ -5582,7 +5716,7 @@ async function actSharedRun(
           return { rows: 0, columns: 0 };
         }
       })();
-      void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined).finally(() => resizing = false);
       return;
     }
@@ -5644,7 +5778,7 @@ async function actSharedRun(
     if (plan.tty) {
       try {
         const { rows, columns } = Deno.consoleSize();
-        void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+        void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
           .catch(() => undefined);
       } catch { /* no terminal size */ }
     }
@@ -5807,7 +5941,7 @@ export type ImagesFacts = {
 
 async function readImagesFacts(): Promise<ImagesFacts> {
   const allowlist = readConfigFile(ALLOWLIST_PATH);
-  const entries = parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH);
+  const entries = allowlistFrom(allowlist);
   const images = new Map<string, ImageRecord | undefined>();
   await Promise.all(entries.map(async (entry) => images.set(entry.canonical, await engineImage(entry.canonical))));
   return { allowlist, images };
@@ -5826,7 +5960,7 @@ export function imageDigest(entry: AllowlistEntry, image: ImageRecord | undefine
 
 /** The rows `socker images` prints: each allowlisted entry, present or missing on this node, and its digest. */
 export function planImages(facts: ImagesFacts): string[][] {
-  const entries = parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH);
+  const entries = allowlistFrom(facts.allowlist);
   return [
     ["IMAGE", "NORMALISED", "ON THIS NODE", "DIGEST"],
     ...entries.map((entry) => {
@@ -6006,7 +6140,7 @@ function readRegistryAuthText(): string | undefined {
 }
 
 async function pullCommand(image: string | undefined): Promise<number> {
-  const allowlist = parseAllowlist(trustedText(readConfigFile(ALLOWLIST_PATH), true)!, ALLOWLIST_PATH);
+  const allowlist = allowlistFrom(readConfigFile(ALLOWLIST_PATH));
   const facility = settingsFrom(readConfigFile(SETTINGS_PATH)).logFacility;
   const entries = planPull(image, allowlist, isRootItself(readSudoIdentity(), Deno.uid() ?? -1));
   let failures = 0;
@@ -6047,7 +6181,7 @@ async function readOwnContainers(): Promise<OwnContainersFacts> {
     rootCaller,
     now: Date.now() / 1000,
     containers: listed.map((container) => {
-      const pid = boundedInt(/^(\d+):/.exec(container.Labels?.[LABEL.supervisor] ?? "")?.[1], 1, 1 << 30);
+      const pid = boundedInt(/^(\d+):/.exec(container.Labels?.[LABEL.supervisor] ?? "")?.[1], 1, PID_MAX);
       return { container, supervisorStat: pid === undefined ? undefined : procStat(pid) };
     }),
   };
@@ -6136,12 +6270,13 @@ async function stopCommand(target: string): Promise<number> {
   for (const pid of tasks) {
     try {
       Deno.kill(pid, "SIGTERM");
-    } catch { /* it ended meanwhile */ }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error; // it ended meanwhile (ESRCH)
+    }
   }
   if (tasks.length > 0) plan.supervisorPid = tasks[0];
-  const gone = plan.supervisorPid !== undefined
-    ? await waitUntilGone(plan.id, 15_000)
-    : await ensureGone(plan.id, 15_000);
+  // Its socker removes it; socker does only when there is none.
+  const gone = await ensureGone(plan.id, STOP_TIMEOUT_MS, plan.supervisorPid === undefined);
   if (plan.supervisorPid === undefined) {
     for (const name of listNames(STAGING_DIR)) if (parseStagingName(name).container === plan.name) unstage(name);
   }
@@ -6157,19 +6292,9 @@ async function stopCommand(target: string): Promise<number> {
       ? (plan.supervisorPid !== undefined ? "stopped through its socker" : "removed (its socker was gone)")
       : "NOT stopped",
   }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
-  if (!gone) refuse("engine", `container ${plan.name} is still there after 15 s`);
+  if (!gone) refuse("engine", `container ${plan.name} is still there after ${STOP_TIMEOUT_MS / 1000} s`);
   console.log(`socker: stopped ${plan.name}`);
   return 0;
-}
-
-/** Waits (bounded) until the engine no longer knows a container. */
-async function waitUntilGone(id: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await engineInspect(id, 5000).catch(() => ({ Id: id })) === undefined) return true;
-    await sleep(50);
-  }
-  return false;
 }
 
 // ---- cleanup: what a finished job or a dead supervisor left behind
@@ -6218,7 +6343,7 @@ export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
 function listDirs(path: string): string[] {
   try {
     return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
-  } catch {
+  } catch { // any error means "none": cleanup must go on to the next sweep whatever one folder says
     return [];
   }
 }
@@ -6232,7 +6357,7 @@ async function readJobCleanupFacts(jobId: string): Promise<JobCleanupFacts> {
   return {
     jobId,
     leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs, v2Node) })),
-    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], 10_000)),
+    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], SWEEP_ENGINE_TIMEOUT_MS)),
     staging: listNames(STAGING_DIR),
   };
 }
@@ -6283,7 +6408,7 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
     removed: [],
   };
   await Promise.all(plan.containers.map(async (id) => {
-    if (await ensureGone(id, Math.max(1000, Math.min(10_000, deadline - Date.now())))) {
+    if (await ensureGone(id, Math.max(1000, Math.min(SWEEP_ENGINE_TIMEOUT_MS, deadline - Date.now())))) {
       containers.done++;
       containers.removed!.push(id.slice(0, 12));
     } else containers.problems.push(`container ${id.slice(0, 12)} NOT removed`);
@@ -6298,7 +6423,7 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
   // and only those Slurm could not remove itself because a container was inside.
   const slurms: SweepOutcome = { sweep: "Slurm's folders", done: 0, problems: [] };
   if (plan.slurmFolders.length > 0 && plan.jobId !== undefined) {
-    const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + 10_000));
+    const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + STEPD_EXIT_WAIT_MS));
     for (const folder of done ? plan.slurmFolders : []) {
       const problem = await removeCgroupFolder(folder, Math.min(deadline, Date.now() + 2000));
       if (problem === undefined) slurms.done++;
@@ -6374,10 +6499,12 @@ export function planOrphans(facts: OrphanFacts): CleanupPlan {
 
 async function readOrphanFacts(): Promise<OrphanFacts> {
   const stat = (supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return pid === undefined ? undefined : procStat(pid);
   };
-  const listed = await attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000));
+  const listed = await attempt(() =>
+    engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], SWEEP_ENGINE_TIMEOUT_MS)
+  );
   return {
     containers: listed instanceof Refusal ? listed : listed.map((container) => ({
       container,
@@ -6523,7 +6650,7 @@ async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
   if (orphan.job !== undefined && orphan.step !== undefined && boundedInt(orphan.job, 1, ID_MAX) !== undefined) {
     const job = orphan.job, step = orphan.step;
     const folders: SweepOutcome = { sweep: "step cgroup folders", done: 0, problems: [] };
-    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + 10_000)) {
+    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + STEPD_EXIT_WAIT_MS)) {
       const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
       const v2Node = mounts.every((mount) => mount.version === 2);
       for (const mount of mounts) {
@@ -6561,7 +6688,7 @@ async function followContainerEvents(changed: () => void): Promise<never> {
       } finally {
         stream.close();
       }
-    } catch { /* the engine restarts: try again */ }
+    } catch { /* any error: the engine restarts, or the stream broke; the watcher must go on: try again */ }
     await sleep(1000);
   }
 }
@@ -6582,7 +6709,7 @@ async function watchCommand(): Promise<number> {
         resyncDue = false;
         lastResync = performance.now();
         const listed = await attempt(() =>
-          engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], 10_000)
+          engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], SWEEP_ENGINE_TIMEOUT_MS)
         );
         if (!(listed instanceof Refusal)) tracked = watchedContainers(listed);
       }
@@ -6641,12 +6768,6 @@ function judged(name: string, rule: () => string): Verdict {
   }
 }
 
-/** The probe's fact, or the refusal it met, thrown for `judged`. */
-function fact<T>(value: unknown): T {
-  if (value instanceof Refusal || value instanceof Error) throw value;
-  return value as T;
-}
-
 /** Distribution builds of runc known to carry the fix for CVE-2024-21626 although their version is older. */
 const RUNC_FIXED_BUILDS = [/^1\.1\.5\+ds1-1\+deb12u([1-9]\d*)$/];
 
@@ -6688,7 +6809,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => installedFileFact(path),
     judge: (value) =>
       judged(`installed ${path}`, () => {
-        const { real, written, mode } = fact<ReturnType<typeof installedFileFact>>(value);
+        const { real, written, mode } = certain<ReturnType<typeof installedFileFact>>(value);
         const reason = untrustedReason(real) ?? untrustedReason([real[0], ...written.slice(1)]);
         if (reason !== undefined) refuse("installation", `${reason}: rerun install.sh`);
         if ((mode & 0o6000) !== 0) {
@@ -6703,7 +6824,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(ALLOWLIST_PATH),
     judge: (value) =>
       judged(`allowlist ${ALLOWLIST_PATH}`, () => {
-        const entries = parseAllowlist(trustedText(fact<ConfigFile>(value), true)!, ALLOWLIST_PATH);
+        const entries = allowlistFrom(certain<ConfigFile>(value));
         return `${entries.length} image(s)`;
       }),
   },
@@ -6713,7 +6834,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(SETTINGS_PATH),
     judge: (value) =>
       judged(`settings ${SETTINGS_PATH}`, () => {
-        const file = fact<ConfigFile>(value);
+        const file = certain<ConfigFile>(value);
         const settings = settingsFrom(file);
         return "missing" in file
           ? "absent (defaults apply)"
@@ -6726,7 +6847,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => readConfigFile(SETTINGS_PATH),
     judge: (value) =>
       judged("/dev/shm and --tmpfs", () => {
-        const settings = settingsFrom(fact<ConfigFile>(value));
+        const settings = settingsFrom(certain<ConfigFile>(value));
         const mib = (bytes: number) => `${Math.round(bytes / (1 << 20))} MiB`;
         const shm = settings.ipc === "host"
           ? "/dev/shm is the node's own (ipc = host)"
@@ -6751,7 +6872,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     },
     judge: (value) =>
       judged("sudoers rule /etc/sudoers.d/socker", () => {
-        const { info, text, visudo } = fact<
+        const { info, text, visudo } = certain<
           { info: Deno.FileInfo; text: string; visudo: { ok: boolean; stderr: string } }
         >(value);
         if (info.uid !== 0 || ((info.mode ?? 0) & 0o777) !== 0o440) {
@@ -6776,7 +6897,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     },
     judge: (value) =>
       judged("kernel checks paths as the caller", () => {
-        if (!fact<boolean>(value)) {
+        if (!certain<boolean>(value)) {
           refuse("installation", "the kernel lacks faccessat2: socker needs Linux 5.8 or later");
         }
         return "faccessat2 present";
@@ -6788,17 +6909,17 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => writeAudit({ event: "doctor", host: hostName() }, DEFAULT_SETTINGS.logFacility).then(() => true),
     judge: (value) =>
       judged(`audit log ${AUDIT_LOG}`, () => {
-        fact<boolean>(value);
+        certain<boolean>(value);
         return "writable, root's alone";
       }),
   },
   {
     name: "the Docker engine",
     needs: [],
-    probe: () => engineInfo(10_000),
+    probe: () => engineInfo(SWEEP_ENGINE_TIMEOUT_MS),
     judge: (value) =>
       judged("Docker engine", () => {
-        const info = fact<Record<string, unknown>>(value);
+        const info = certain<Record<string, unknown>>(value);
         return `version ${printable(String(info.ServerVersion))}, cgroup driver ${
           printable(String(info.CgroupDriver))
         }, cgroup v${printable(String(info.CgroupVersion))}`;
@@ -6810,7 +6931,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: (facts) => facts.get("the Docker engine"),
     judge: (value) =>
       judged("engine storage driver", () => {
-        const driver = String(fact<Record<string, unknown>>(value).Driver ?? "unknown");
+        const driver = String(certain<Record<string, unknown>>(value).Driver ?? "unknown");
         if (driver !== "overlay2") {
           refuse(
             "installation",
@@ -6827,7 +6948,9 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: (facts) => facts.get("the Docker engine"),
     judge: (value) =>
       judged("runc free of CVE-2024-21626", () => {
-        const id = String((fact<Record<string, unknown>>(value).RuncCommit as { ID?: string } | undefined)?.ID ?? "");
+        const id = String(
+          (certain<Record<string, unknown>>(value).RuncCommit as { ID?: string } | undefined)?.ID ?? "",
+        );
         const fixed = runcFixed(id);
         if (fixed === undefined) {
           refuse("installation", `cannot tell runc's version from '${printable(id)}': make sure it is 1.1.12 or later`);
@@ -6844,8 +6967,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => engineVersion(),
     judge: (value, facts) =>
       judged("containerd free of CVE-2020-15257", () => {
-        const version = containerdVersion(fact<Record<string, unknown>>(value)) ?? "unknown";
-        const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
+        const version = containerdVersion(certain<Record<string, unknown>>(value)) ?? "unknown";
+        const settings = settingsFrom(certain<ConfigFile>(facts.get("settings")));
         if (containerdFixed(version) !== true && settings.network === "host") {
           refuse(
             "installation",
@@ -6861,12 +6984,12 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     name: "images",
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
-      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      const entries = allowlistFrom(certain<ConfigFile>(facts.get("allowlist")));
       return await Promise.all(entries.map(async (entry) => ({ entry, image: await engineImage(entry.canonical) })));
     },
     judge: (value, facts) => {
-      const settings = settingsFrom(fact<ConfigFile>(facts.get("settings")));
-      return fact<{ entry: AllowlistEntry; image: unknown }[]>(value).map(({ entry, image }) => ({
+      const settings = settingsFrom(certain<ConfigFile>(facts.get("settings")));
+      return certain<{ entry: AllowlistEntry; image: unknown }[]>(value).map(({ entry, image }) => ({
         name: `image ${entry.text}`,
         ok: image !== undefined || settings.pull === "missing",
         detail: image !== undefined
@@ -6881,8 +7004,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     name: "registries",
     needs: ["the Docker engine", "allowlist", "settings"],
     probe: async (facts) => {
-      if (settingsFrom(fact<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
-      const entries = parseAllowlist(trustedText(fact<ConfigFile>(facts.get("allowlist")), true)!, ALLOWLIST_PATH);
+      if (settingsFrom(certain<ConfigFile>(facts.get("settings"))).pull !== "missing") return [];
+      const entries = allowlistFrom(certain<ConfigFile>(facts.get("allowlist")));
       const auth = readRegistryAuthText();
       return await Promise.all(entries.map(async (entry) => ({
         entry,
@@ -6892,7 +7015,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       })));
     },
     judge: (value) =>
-      fact<{ entry: AllowlistEntry; problem?: string }[]>(value).map(({ entry, problem }) => ({
+      certain<{ entry: AllowlistEntry; problem?: string }[]>(value).map(({ entry, problem }) => ({
         name: `registry of ${entry.text}`,
         ok: problem === undefined,
         detail: problem === undefined
@@ -6905,7 +7028,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     needs: [],
     probe: () => readConfigFile(SLURM_CONF_PATH),
     judge: (value) => {
-      const file = fact<ConfigFile>(value);
+      const file = certain<ConfigFile>(value);
       if ("missing" in file) return { name: "Slurm", ok: true, detail: `no ${SLURM_CONF_PATH} (not a Slurm node)` };
       return judged(`Slurm configuration ${SLURM_CONF_PATH}`, () => {
         const problems = slurmConfProblems(parseSlurmConf(trustedText(file, true)!), EPILOG_HOOK);
@@ -6920,8 +7043,8 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => cgroupMounts(readText(MOUNTINFO_PATH) ?? ""),
     judge: (value, facts) =>
       judged("engine fits Slurm's cgroups", () => {
-        const info = fact<Record<string, unknown>>(facts.get("the Docker engine"));
-        const mounts = fact<CgroupMount[]>(value);
+        const info = certain<Record<string, unknown>>(facts.get("the Docker engine"));
+        const mounts = certain<CgroupMount[]>(value);
         const version = mounts.some((mount) => mount.version === 1) ? 1 : 2;
         const problem = engineCgroupProblem(info, { version, jobId: "1", stepId: "0", parent: "/" });
         if (problem !== undefined) refuse("installation", problem);
@@ -6934,15 +7057,15 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => ({ cgroupConf: readConfigFile(CGROUP_CONF_PATH), installed: exists(DEVICE_RUNTIME_PATH) }),
     judge: (value, facts) =>
       judged("device rules in jobs", () => {
-        const { cgroupConf, installed } = fact<{ cgroupConf: ConfigFile; installed: boolean }>(value);
-        const v1 = fact<CgroupMount[]>(facts.get("Slurm's cgroups")).some((mount) =>
+        const { cgroupConf, installed } = certain<{ cgroupConf: ConfigFile; installed: boolean }>(value);
+        const v1 = certain<CgroupMount[]>(facts.get("Slurm's cgroups")).some((mount) =>
           mount.controllers.includes("devices")
         );
         if (!v1) return "n/a: no cgroup v1 devices controller on this node";
         const constrained = constrainsDevices(trustedText(cgroupConf, false));
         if (!constrained) return `n/a: ConstrainDevices is not yes in ${CGROUP_CONF_PATH}`;
         const job: JobStep = { version: 1, jobId: "1", stepId: "0", parent: "/" };
-        const runtimes = fact<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
+        const runtimes = certain<Record<string, unknown>>(facts.get("the Docker engine")).Runtimes;
         containerRuntime(job, true, runtimes, installed);
         return `ConstrainDevices=yes on cgroup v1: containers in jobs use the runtime ${DEVICE_RUNTIME} (${DEVICE_RUNTIME_PATH})`;
       }),
@@ -6953,7 +7076,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     probe: () => ({ file: readConfigFile(SETTINGS_PATH), holder: pathInfo(`${HOLDER_DIR}/busybox`) }),
     judge: (value) =>
       judged("step containers", () => {
-        const { file, holder } = fact<{ file: ConfigFile; holder: FileFacts | number }>(value);
+        const { file, holder } = certain<{ file: ConfigFile; holder: FileFacts | number }>(value);
         if (settingsFrom(file).share === "none") return "off (share = none): every task gets its own container";
         if (typeof holder === "number" || holder.kind !== "file" || holder.uid !== 0 || (holder.mode & 0o022) !== 0) {
           refuse("installation", `share = step needs the holder ${HOLDER_DIR}/busybox (root's): rerun install.sh`);
@@ -6972,7 +7095,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     }),
     judge: (value) =>
       judged("orphan reaper", () => {
-        const { systemd, timer, cron, cronEntry } = fact<Record<string, boolean>>(value);
+        const { systemd, timer, cron, cronEntry } = certain<Record<string, boolean>>(value);
         if (timer || cronEntry) {
           return timer ? "systemd timer socker-reaper.timer" : "cron entry /etc/cron.d/socker-reaper";
         }
@@ -6988,7 +7111,7 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       const pid = boundedInt(/^(\d+):/.exec(recorded ?? "")?.[1], 1, PID_MAX);
       return { recorded, stat: pid === undefined ? undefined : procStat(pid) };
     },
-    judge: (value) => judged("watcher", () => watcherVerdict(fact<{ recorded?: string; stat?: string }>(value))),
+    judge: (value) => judged("watcher", () => watcherVerdict(certain<{ recorded?: string; stat?: string }>(value))),
   },
 ];
 
@@ -7164,13 +7287,14 @@ EXIT STATUS
 // Main
 
 /**
- * Records a refusal, with who asked and what (the command line, bounded). Nothing is recorded when the
- * refusal is that the log cannot be written, or when this process is not root (it cannot write the log).
+ * Records a refusal (or a bug: its rule says "internal error" and holds the stack), with who asked and
+ * what (the command line, bounded). Nothing is recorded when the refusal is that the log cannot be
+ * written, or when this process is not root (it cannot write the log).
  */
 async function reportRefusal(
   args: readonly string[],
   invocation: Invocation | undefined,
-  refusal: Refusal,
+  refusal: Refusal | { kind: "internal"; reason: string },
 ): Promise<void> {
   if (refusal.kind === "audit" || Deno.uid() !== 0) return;
   const settings = await attempt(() => settingsFrom(readConfigFile(SETTINGS_PATH)));
@@ -7231,7 +7355,11 @@ export async function main(args: readonly string[], exact?: readonly (string | N
       console.error(refusalLine(error));
       return EXIT.REFUSED;
     }
-    console.error(`socker: internal error: ${errorText(error)}`);
+    // A bug: one line for the caller, its stack for the administrator; never blamed on the installation.
+    try {
+      await reportRefusal(args, invocation, { kind: "internal", reason: internalErrorRule(error) });
+    } catch { /* any error is fine here: recording a bug must never hide it; the line below still says it */ }
+    console.error(internalErrorLine(error));
     return EXIT.REFUSED;
   }
 }
@@ -7253,6 +7381,10 @@ if (import.meta.main) {
   try {
     exact = readExactArguments();
   } catch (error) {
+    if (isBug(error)) {
+      console.error(internalErrorLine(error));
+      Deno.exit(EXIT.REFUSED);
+    }
     exact = error instanceof Refusal ? error : new Refusal("installation", errorText(error));
   }
   if (exact instanceof Refusal) {
