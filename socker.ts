@@ -3965,6 +3965,18 @@ export async function attempt<T>(read: () => T | Promise<T>): Promise<T | Refusa
 }
 
 /**
+ * attempt, for cleanup's sweeps: a bug becomes a problem of its sweep as well, so that the other sweeps
+ * still run (the Epilog's cleanup is the backstop of every run; it must not stop at its first surprise).
+ */
+export async function attemptSweep<T>(read: () => T | Promise<T>): Promise<T | Refusal> {
+  try {
+    return await attempt(read);
+  } catch (error) {
+    return new Refusal("installation", `internal error: ${errorText(error)}`);
+  }
+}
+
+/**
  * The value, or the refusal (or error) it turned out to be, thrown now. A read phase's facts are typed
  * `T | Refusal`; doctor keeps its facts in one map of unknowns, so there the caller names the type.
  */
@@ -6357,7 +6369,7 @@ async function readJobCleanupFacts(jobId: string): Promise<JobCleanupFacts> {
   return {
     jobId,
     leftovers: mounts.map((mount) => ({ mount, ...jobLeftovers(mount, jobId, listDirs, v2Node) })),
-    labelled: await attempt(() => engineList([`${LABEL.job}=${jobId}`], SWEEP_ENGINE_TIMEOUT_MS)),
+    labelled: await attemptSweep(() => engineList([`${LABEL.job}=${jobId}`], SWEEP_ENGINE_TIMEOUT_MS)),
     staging: listNames(STAGING_DIR),
   };
 }
@@ -6502,7 +6514,7 @@ async function readOrphanFacts(): Promise<OrphanFacts> {
     const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
     return pid === undefined ? undefined : procStat(pid);
   };
-  const listed = await attempt(() =>
+  const listed = await attemptSweep(() =>
     engineList([`${LABEL.managed}=true`, `${LABEL.node}=${hostName()}`], SWEEP_ENGINE_TIMEOUT_MS)
   );
   return {

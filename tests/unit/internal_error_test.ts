@@ -4,7 +4,16 @@
 // the installation.
 import assert from "node:assert/strict";
 import { AssertionError } from "node:assert";
-import { attempt, internalErrorLine, internalErrorRule, isBug, main, type NotText, Refusal } from "../../socker.ts";
+import {
+  attempt,
+  attemptSweep,
+  internalErrorLine,
+  internalErrorRule,
+  isBug,
+  main,
+  type NotText,
+  Refusal,
+} from "../../socker.ts";
 
 const bugs: [string, () => Error][] = [
   ["a TypeError", () => new TypeError("Cannot read properties of undefined (reading 'Id')")],
@@ -100,4 +109,18 @@ Deno.test("main: a bug is exit 125 and one 'internal error' line; a refusal is s
   assert.equal(refused.code, 125);
   assert.equal(refused.stderr.length, 1);
   assert.ok(refused.stderr[0].startsWith("socker: ") && !refused.stderr[0].includes("internal error"));
+});
+
+Deno.test("attemptSweep: cleanup's sweeps go on after a bug too, which becomes their problem", async () => {
+  for (const [name, make] of [...bugs, ...faults]) {
+    const result = await attemptSweep(() => {
+      throw make();
+    });
+    assert.ok(result instanceof Refusal, name);
+  }
+  const bug = await attemptSweep(() => {
+    throw new TypeError("Cannot read properties of undefined (reading 'Labels')");
+  });
+  assert.match((bug as Refusal).reason, /^internal error: .*reading 'Labels'/);
+  assert.deepEqual(await attemptSweep(() => Promise.resolve([1])), [1]);
 });
