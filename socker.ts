@@ -4358,20 +4358,76 @@ export function containerdVersion(version: Record<string, unknown>): string | un
  * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
 export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
+  const caller = planCaller(facts);
+  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
+  const settings = settingsFrom(facts.settings);
+  const job = planJob(facts, caller, settings);
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
+  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  const { image, runtime } = planEngine(facts, job, settings, entry);
+  const environment = planEnvironment(invocation, facts, caller, settings, job, image);
+  const slurm = planPmix(facts, job, caller);
+  const { mounts, cwd } = planMounts(facts, caller, settings, volumeRequests, slurm.pmixRequest);
+  const storage = planMountPoints(invocation, facts, settings, image, mounts, cwd);
+  const devices = planDevices(invocation, facts, caller, settings, job, slurm.node);
+  // What the container starts: known now when the image is here, else after the pull (see actRun).
+  const start = image !== undefined
+    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
+    : { entrypoint: [], cmd: [...invocation.argv] };
+  const name = containerName(caller.uid, facts.random);
+  const hints = planHints(facts, settings, job, slurm);
+  const orphans = planRunOrphans(facts, caller);
+  return {
+    caller,
+    entry,
+    imageId: image?.Id,
+    argv: invocation.argv,
+    containerName: name,
+    staging: stagingName(name, job?.jobId, facts.supervisor),
+    tty: !invocation.options.noTty && facts.stdinIsTerminal && facts.stdoutIsTerminal,
+    stdin: !invocation.options.noStdin,
+    labels: planLabels(facts, caller, job),
+    cgroupParent: job?.parent,
+    ...storage,
+    imageEntrypoint: start.entrypoint,
+    cmd: start.cmd,
+    entrypointOption: invocation.options.entrypoint,
+    ...environment,
+    ...planNamespaces(settings, facts),
+    devices,
+    ...(runtime !== undefined ? { runtime } : {}),
+    ulimits: containerUlimits(facts.callerLimits),
+    oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
+    orphans,
+    hints,
+    job,
+  };
+}
+
+/** Who the container runs as: the caller sudo names (never root), checked against the user database. */
+export function planCaller(facts: RunFacts): Caller {
   const sudo = parseSudoIdentity(facts.sudo, facts.processUid);
   const caller = checkCaller(sudo, facts.user); // first: never as root
   if (facts.processUid !== 0) {
     refuse("installation", "this program must be started through sudo by the 'socker' launcher");
   }
+  return caller;
+}
 
-  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
-  const settings = settingsFrom(facts.settings);
-  const job = jobStepFromCgroup(facts.procSelfCgroup, sudo.uid);
+/** The caller's Slurm step, from the kernel's cgroup of socker; required where the settings say so. */
+export function planJob(facts: RunFacts, caller: Caller, settings: Settings): JobStep | undefined {
+  const job = jobStepFromCgroup(facts.procSelfCgroup, caller.uid);
   if (job === undefined && settings.requireJob) {
     refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
-  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
-  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  return job;
+}
+
+/**
+ * Whether this engine fits the run: its cgroups fit the job's, containerd is fixed for host networking,
+ * the image is here or may be pulled. The image's record (undefined: to be pulled) and the runtime.
+ */
+export function planEngine(facts: RunFacts, job: JobStep | undefined, settings: Settings, entry: AllowlistEntry) {
   const image = certain(facts.image);
   if (job !== undefined) {
     const problem = engineCgroupProblem(certain(facts.engineInfo) ?? {}, job);
@@ -4400,6 +4456,18 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
         "load it (socker pulls only when the administrator sets pull = missing)",
     );
   }
+  return { image, runtime };
+}
+
+/** The container's environment, and which of its names came only by env_inherit. */
+export function planEnvironment(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  caller: Caller,
+  settings: Settings,
+  job: JobStep | undefined,
+  image: ImageRecord | undefined,
+): { env: string[]; envInherited: string[] } {
   const more: MoreEnvironment = {
     imageNames: imageEnvNames(image),
     derived: settings.rendezvousVariables && job !== undefined
@@ -4413,9 +4481,11 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   const without = environmentNames(
     containerEnvironment(invocation.options.env, facts.callerEnv, caller, notInheriting, inJob, more),
   );
-  const envInherited = environmentNames(env).filter((name) => !without.includes(name));
+  return { env, envInherited: environmentNames(env).filter((name) => !without.includes(name)) };
+}
 
-  // Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
+/** The Slurm node's name, the step's PMIx folder, and its mount when the folder is the caller's. */
+export function planPmix(facts: RunFacts, job: JobStep | undefined, caller: Caller) {
   const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
   const slurmConf = slurmConfText !== undefined ? parseSlurmConf(slurmConfText) : undefined;
   const node = job !== undefined && slurmConf !== undefined
@@ -4429,6 +4499,20 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     pmix !== undefined && typeof pmixProbe === "object" && pmixProbe.owner === caller.uid
       ? [{ source: pmix, destination: pmix, readOnly: false, origin: "the step's PMIx folder", by: "socker" }]
       : [];
+  return { node, pmix, pmixRequest };
+}
+
+/**
+ * Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
+ * Also the caller's folder as the kernel resolved it (undefined when it cannot be the working folder).
+ */
+export function planMounts(
+  facts: RunFacts,
+  caller: Caller,
+  settings: Settings,
+  volumeRequests: readonly MountRequest[],
+  pmixRequest: readonly MountRequest[],
+): { mounts: Mount[]; cwd: string | undefined } {
   const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
   if (typeof cwdProbe === "string" && cwdProbe.includes("(user_filesystems)")) {
     refuse("policy", `your current folder ${printable(facts.cwd!)} ${cwdProbe}; cd to another folder`);
@@ -4450,6 +4534,21 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     if (mounts.some((mount) => mount.destination === decided.destination)) continue;
     mounts.push(decided);
   }
+  return { mounts, cwd };
+}
+
+/**
+ * The working folder, the --tmpfs mounts, and where the engine would create mount points (checked in the
+ * image's layers when the image is here, see prepareMountPoints).
+ */
+export function planMountPoints(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  settings: Settings,
+  image: ImageRecord | undefined,
+  mounts: Mount[],
+  cwd: string | undefined,
+) {
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
   const tmpfs = tmpfsMounts(invocation.options.tmpfs ?? [], settings, facts.memoryLimit, mounts);
   const points = mountPoints(mounts, workdir);
@@ -4474,9 +4573,27 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   if (typeof layers === "string" && checkImage) {
     refuse("installation", `cannot check the mount points in the image: ${layers}`);
   }
+  return {
+    mounts,
+    mountPoints: points,
+    imageLayers: typeof layers === "string" ? undefined : layers,
+    mountRoutes: mountRoutes(mounts, points),
+    workdirInMount,
+    workdirInImage,
+    workdir,
+    tmpfs,
+  };
+}
 
-  // Devices: only what Slurm allocated to this job on this node.
-  let devices: string[] = [];
+/** Devices: only what Slurm allocated to this job on this node. */
+export function planDevices(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  caller: Caller,
+  settings: Settings,
+  job: JobStep | undefined,
+  node: string,
+): string[] {
   if (invocation.options.gpus) {
     if (job === undefined) refuse("policy", "--gpus works only inside a Slurm job with GPUs allocated");
     const gpus = gpusFromJobRecord(certain(facts.jobRecord), job.jobId, caller.uid, node);
@@ -4492,7 +4609,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
           "give the step GPUs with srun --gres=gpu:N",
       );
     }
-    devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+    return gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
   } else if (settings.defaultGpus && job !== undefined) {
     // default_gpus: the step's GPUs on this node, from the same record; none when it has none (no refusal).
     const record = facts.jobRecord;
@@ -4502,21 +4619,29 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     if (typeof gpus !== "string") {
       const denied = stepDeniedGpus(gpus, facts.stepDevicesList, facts.gpusRefused ?? []);
       const usable = gpus.filter((gpu) => !denied.includes(gpu));
-      if (usable.length > 0) devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+      if (usable.length > 0) return gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
     }
   }
+  return [];
+}
 
-  // What the container starts: known now when the image is here, else after the pull (see actRun).
-  const start = image !== undefined
-    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
-    : { entrypoint: [], cmd: [...invocation.argv] };
-
-  const containerNameValue = containerName(caller.uid, facts.random);
-  const hints = pmix !== undefined && pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
+/** The one-line hints for the caller: a step without a PMIx server, MPI across private namespaces. */
+export function planHints(
+  facts: RunFacts,
+  settings: Settings,
+  job: JobStep | undefined,
+  slurm: { pmix?: string; pmixRequest: readonly MountRequest[] },
+): string[] {
+  const hints = slurm.pmix !== undefined && slurm.pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
     ? ["hint: this step has no PMIx server; for MPI inside containers start it with srun --mpi=pmix"]
     : [];
   const mpiHint = job !== undefined ? mpiNamespaceHint(textVariables(facts.callerEnv), settings) : undefined;
   if (mpiHint !== undefined) hints.push(mpiHint);
+  return hints;
+}
+
+/** The caller's containers and staging folders on this node whose supervisor died: removed first. */
+export function planRunOrphans(facts: RunFacts, caller: Caller): Orphan[] {
   const orphanContainers = certain(facts.ownContainers)
     .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
     .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat))
@@ -4530,50 +4655,29 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     .filter((item) => parseStagingName(item.name).supervisor !== undefined)
     .filter((item) => !supervisorAlive(parseStagingName(item.name).supervisor, item.supervisorStat))
     .map((item) => ({ staging: item.name }));
+  return [...orphanContainers, ...orphanStaging];
+}
 
+/** The container's labels: socker's, whose, where, which supervisor, which job step. */
+export function planLabels(facts: RunFacts, caller: Caller, job: JobStep | undefined): Record<string, string> {
   return {
-    caller,
-    entry,
-    imageId: image?.Id,
-    argv: invocation.argv,
-    containerName: containerNameValue,
-    staging: stagingName(containerNameValue, job?.jobId, facts.supervisor),
-    tty: !invocation.options.noTty && facts.stdinIsTerminal && facts.stdoutIsTerminal,
-    stdin: !invocation.options.noStdin,
-    labels: {
-      [LABEL.managed]: "true",
-      [LABEL.uid]: String(caller.uid),
-      [LABEL.user]: caller.user,
-      [LABEL.node]: facts.hostName,
-      [LABEL.supervisor]: facts.supervisor,
-      ...(job !== undefined ? { [LABEL.job]: job.jobId, [LABEL.step]: job.stepId } : {}),
-    },
-    cgroupParent: job?.parent,
-    mounts,
-    mountPoints: points,
-    imageLayers: typeof layers === "string" ? undefined : layers,
-    mountRoutes: mountRoutes(mounts, points),
-    workdirInMount,
-    workdirInImage,
-    imageEntrypoint: start.entrypoint,
-    cmd: start.cmd,
-    entrypointOption: invocation.options.entrypoint,
-    workdir,
-    env,
-    envInherited,
-    tmpfs,
+    [LABEL.managed]: "true",
+    [LABEL.uid]: String(caller.uid),
+    [LABEL.user]: caller.user,
+    [LABEL.node]: facts.hostName,
+    [LABEL.supervisor]: facts.supervisor,
+    ...(job !== undefined ? { [LABEL.job]: job.jobId, [LABEL.step]: job.stepId } : {}),
+  };
+}
+
+/** The administrator's namespaces, and /dev/shm's size with a private IPC namespace. */
+export function planNamespaces(settings: Settings, facts: RunFacts) {
+  return {
     shmBytes: settings.ipc === "private" ? shmBytes(settings.shmSize, facts.memoryLimit) : undefined,
     network: settings.network,
     ipc: settings.ipc,
     pid: settings.pid,
     uts: settings.uts,
-    devices,
-    ...(runtime !== undefined ? { runtime } : {}),
-    ulimits: containerUlimits(facts.callerLimits),
-    oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
-    orphans: [...orphanContainers, ...orphanStaging],
-    hints,
-    job,
   };
 }
 
