@@ -4151,40 +4151,90 @@ export type RunFacts = {
   memoryLimit?: number;
 };
 
+/** What the process set-up of a run leaves for the read: the cgroups as socker started in them, and OOM. */
+type RunSetUp = { procSelfCgroup: string; oomProtected: boolean };
+
+/** The facts read before the read knows what else to ask for (see planProbes). */
+type RunBaseFacts = ReturnType<typeof readRunBase>;
+
 /**
- * Gathers the facts of a run. To know which paths, records and engine answers to ask for, it applies the
- * same pure rules `planRun` will (best effort: where one fails, the fact is left out and planRun refuses).
+ * Gathers the facts of a run: the base facts, then what planProbes (planRun's own first rules) says to ask
+ * for. When those rules refuse, nothing more is read: planRun refuses the same facts at the same rule.
  */
-async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Promise<RunFacts> {
+async function readRunFacts(invocation: RunInvocation, callerLimits: Limits, setUp: RunSetUp): Promise<RunFacts> {
+  const base = readRunBase(callerLimits, setUp);
+  const wanted = unlessRefused(() => planProbes(invocation, base));
+  const records = await readRunRecords(wanted);
+  const job = wanted?.job;
+  const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
+  return {
+    ...base,
+    ...records,
+    slurmConf,
+    ...readRunPaths(wanted, base, slurmConf),
+    staging: listNames(STAGING_DIR).map((name) => withSupervisorStat({ name }, parseStagingName(name).supervisor)),
+    gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
+    ...(job?.version === 1
+      ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
+      : {}),
+    ...(job !== undefined && wanted?.gpus === true
+      ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
+      : {}),
+    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
+  };
+}
+
+/** A decision the read needs, or undefined when planRun will refuse it (then there is nothing more to read). */
+function unlessRefused<T>(decide: () => T): T | undefined {
+  try {
+    return decide();
+  } catch (error) {
+    if (error instanceof Refusal) return undefined;
+    throw error;
+  }
+}
+
+/** The facts that need no decision: sudo's variables, the configuration files, the caller's folder, etc. */
+function readRunBase(callerLimits: Limits, setUp: RunSetUp) {
   const sudo = sudoEnvironment();
   const processUid = Deno.uid() ?? -1;
-  const allowlist = readConfigFile(ALLOWLIST_PATH);
-  const settingsFile = readConfigFile(SETTINGS_PATH);
-  const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
-  const guess = <T>(rule: () => T): T | undefined => {
-    try {
-      return rule();
-    } catch {
-      return undefined;
-    }
+  const lookup = unlessRefused(() => planUserLookup(sudo, processUid));
+  const folder = currentFolder();
+  if (folder !== undefined && typeof folder !== "string") {
+    refuse(
+      "usage",
+      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
+        `as itself; cd to another folder`,
+    );
+  }
+  return {
+    processUid,
+    sudo,
+    allowlist: readConfigFile(ALLOWLIST_PATH),
+    settings: readConfigFile(SETTINGS_PATH),
+    procSelfCgroup: setUp.procSelfCgroup,
+    user: lookup !== undefined ? userRecord(lookup) : "no caller",
+    cwd: folder,
+    callerEnv: callerEnvironment(),
+    callerLimits,
+    stdinIsTerminal: Deno.stdin.isTerminal(),
+    stdoutIsTerminal: Deno.stdout.isTerminal(),
+    hostName: hostName(),
+    random: crypto.getRandomValues(new Uint8Array(6)),
+    supervisor: ownSupervisorId(),
+    oomProtected: setUp.oomProtected,
   };
-  const sudoIdentityGuess = guess(() => parseSudoIdentity(sudo, processUid));
-  const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
-  const entry = guess(() =>
-    allowedImage(parseAllowlist(trustedText(allowlist, true)!, ALLOWLIST_PATH), invocation.image)
-  );
-  const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoIdentityGuess?.uid ?? -1));
-  const user = sudoIdentityGuess !== undefined && sudoIdentityGuess.uid !== 0
-    ? userRecord(sudoIdentityGuess.user)
-    : "no caller";
-  const caller = guess(() => checkCaller(sudoIdentityGuess!, user));
-  const uid = caller?.uid;
+}
 
+/** The engine's and Slurm's answers the probes ask for (each kept as the refusal it met, see certain). */
+async function readRunRecords(wanted: RunProbes | undefined) {
+  const job = wanted?.job;
+  const uid = wanted?.caller.uid;
   const [image, engineInfoFact, engineVersionFact, jobRecord, ownContainers] = await Promise.all([
-    entry !== undefined ? attempt(() => engineImage(entry.canonical)) : undefined,
+    wanted !== undefined ? attempt(() => engineImage(wanted.entry.canonical)) : undefined,
     job !== undefined ? attempt(() => engineInfo()) : undefined,
-    settings.network === "host" ? attempt(() => engineVersion()) : undefined,
-    (invocation.options.gpus || settings.defaultGpus) && job !== undefined
+    wanted?.settings.network === "host" ? attempt(() => engineVersion()) : undefined,
+    job !== undefined && wanted?.gpus === true
       ? attempt(async () => {
         const result = await runTool("/usr/bin/squeue", ["--json", `--jobs=${job.jobId}`]);
         if (!result.ok) refuse("installation", `squeue --json failed: ${printable(result.stderr.trim())}`);
@@ -4195,83 +4245,47 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
       ? attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.uid}=${uid}`, `${LABEL.node}=${hostName()}`]))
       : [],
   ]);
-  const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
-
-  // The paths to judge as the caller: the mount sources, the caller's folder, the step's PMIx folder.
-  const folder = currentFolder();
-  if (folder !== undefined && typeof folder !== "string") {
-    refuse(
-      "usage",
-      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
-        `as itself; cd to another folder`,
-    );
-  }
-  const cwd = folder;
-  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
-  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
-  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
-  const paths = new Set<string>();
-  if (caller !== undefined) {
-    for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
-    for (const spec of invocation.options.volumes) {
-      const request = guess(() => withCallerFolder(parseVolume(spec), cwd));
-      if (request !== undefined) paths.add(request.source);
-    }
-    if (cwd !== undefined) paths.add(cwd);
-    const pmix = job !== undefined && slurmConf !== undefined ? guess(() => pmixFolderOf(job, slurmConf)) : undefined;
-    if (pmix !== undefined) paths.add(pmix);
-  }
-  const probes = new Map<string, PathProbe | string>();
-  if (caller !== undefined && paths.size > 0 && processUid === 0) {
-    asCaller(caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
-  }
-  const fixed = new Map<string, boolean>();
-  for (const [path, probe] of probes) {
-    if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
-  }
-  const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
-    return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
-  };
-  const own = ownContainers instanceof Refusal
-    ? ownContainers
-    : ownContainers.map((container) => withStat({ container }, container.Labels?.[LABEL.supervisor]));
-  const staging = listNames(STAGING_DIR).map((name) => withStat({ name }, parseStagingName(name).supervisor));
-
   return {
-    processUid,
-    sudo,
-    allowlist,
-    settings: settingsFile,
-    procSelfCgroup,
-    user,
-    cwd,
-    callerEnv: callerEnvironment(),
-    callerLimits,
-    stdinIsTerminal: Deno.stdin.isTerminal(),
-    stdoutIsTerminal: Deno.stdout.isTerminal(),
-    hostName: hostName(),
-    random: crypto.getRandomValues(new Uint8Array(6)),
-    supervisor: ownSupervisorId(),
     image,
     engineInfo: engineInfoFact,
     engineVersion: engineVersionFact,
     jobRecord,
-    slurmConf,
-    probes,
-    fixed,
-    ownContainers: own,
-    staging,
-    gpuControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"].filter(exists),
-    ...(job?.version === 1
-      ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
-      : {}),
-    ...(job !== undefined && (invocation.options.gpus || settings.defaultGpus)
-      ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
-      : {}),
-    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
-    oomProtected: protectFromOomKiller(procSelfCgroup),
+    ownContainers: ownContainers instanceof Refusal
+      ? ownContainers
+      : ownContainers.map((container) => withSupervisorStat({ container }, container.Labels?.[LABEL.supervisor])),
   };
+}
+
+/** An item with its supervisor's /proc/<pid>/stat, when the supervisor id names a pid. */
+function withSupervisorStat<T extends object>(item: T, supervisor: string | undefined) {
+  const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, 1 << 30);
+  return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
+}
+
+/**
+ * What the kernel says of each path planProbes names (and of the step's PMIx folder, known only from
+ * slurm.conf), asked as the caller; and which real paths the engine may take as text (see fixedByRoot).
+ */
+function readRunPaths(wanted: RunProbes | undefined, base: RunBaseFacts, slurmConf: ConfigFile | undefined) {
+  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
+  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
+  const settings = wanted?.settings ?? DEFAULT_SETTINGS;
+  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
+  const probes = new Map<string, PathProbe | string>();
+  const fixed = new Map<string, boolean>();
+  if (wanted === undefined) return { probes, fixed };
+  const paths = new Set(wanted.paths);
+  const pmix = wanted.job !== undefined
+    ? unlessRefused(() => planPmix({ slurmConf, hostName: base.hostName, probes }, wanted.job, wanted.caller).pmix)
+    : undefined;
+  if (pmix !== undefined) paths.add(pmix);
+  if (paths.size > 0 && base.processUid === 0) {
+    asCaller(wanted.caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
+  }
+  for (const [path, probe] of probes) {
+    if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
+  }
+  return { probes, fixed };
 }
 
 /** The devices.list of a v1 step's cgroup (the devices hierarchy's mount point from mountinfo). */
@@ -4322,14 +4336,6 @@ function listNames(folder: string): string[] {
   }
 }
 
-/** The step's PMIx server folder, from slurm.conf (which must be root's) and the cgroup's job and step. */
-function pmixFolderOf(job: JobStep, slurmConf: ConfigFile): string | undefined {
-  const text = trustedText(slurmConf, false);
-  if (text === undefined) return undefined;
-  const conf = parseSlurmConf(text);
-  return pmixFolder(job, conf, slurmNodeName(job, conf, hostName()), hostName());
-}
-
 // ---- run: decide
 
 /** Containerd releases with the fix for CVE-2020-15257 (host networking let containers reach the shim). */
@@ -4351,6 +4357,51 @@ export function containerdVersion(version: Record<string, unknown>): string | un
   return typeof containerd?.Version === "string" ? containerd.Version : undefined;
 }
 
+/** The facts planRun's first rules decide from (planRequest): all read before anything else. */
+export type RequestFacts = Pick<
+  RunFacts,
+  "processUid" | "sudo" | "user" | "allowlist" | "settings" | "procSelfCgroup" | "cwd"
+>;
+
+/** Whose record the read looks up: the user sudo names; none for root (checkCaller refuses root first). */
+export function planUserLookup(sudo: RunFacts["sudo"], processUid: number): string | undefined {
+  const identity = parseSudoIdentity(sudo, processUid);
+  return identity.uid === 0 ? undefined : identity.user;
+}
+
+/** Who asks, for which allowlisted image, under which settings, in which job, with which volumes. */
+export function planRequest(invocation: RunInvocation, facts: RequestFacts) {
+  const caller = planCaller(facts);
+  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
+  const settings = settingsFrom(facts.settings);
+  const job = planJob(facts, caller, settings);
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
+  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  return { caller, entry, settings, job, volumeRequests };
+}
+
+/** What the read asks for beyond the base facts (see readRunFacts). */
+export type RunProbes = ReturnType<typeof planProbes>;
+
+/**
+ * What the read looks at, decided by planRun's own first rules (planRequest): the paths to judge as the
+ * caller (the mount sources and the caller's folder; the step's PMIx folder is known only from slurm.conf,
+ * see readRunPaths), and whether the job's GPUs are asked for.
+ */
+export function planProbes(invocation: RunInvocation, facts: RequestFacts) {
+  const request = planRequest(invocation, facts);
+  const { caller, settings, job, volumeRequests } = request;
+  const paths = new Set<string>();
+  for (const item of defaultMountRequests(settings, caller.home, facts.cwd)) paths.add(item.source);
+  for (const item of volumeRequests) paths.add(item.source);
+  if (facts.cwd !== undefined) paths.add(facts.cwd);
+  return {
+    ...request,
+    paths: [...paths],
+    gpus: (invocation.options.gpus || settings.defaultGpus) && job !== undefined,
+  };
+}
+
 /**
  * Decides everything about one run from its facts, in the order of the data, refusing at the first rule
  * broken: who, which image, which settings and job, which engine, mounts (a user's mount must pass every
@@ -4358,12 +4409,7 @@ export function containerdVersion(version: Record<string, unknown>): string | un
  * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
 export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
-  const caller = planCaller(facts);
-  const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
-  const settings = settingsFrom(facts.settings);
-  const job = planJob(facts, caller, settings);
-  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
-  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  const { caller, entry, settings, job, volumeRequests } = planRequest(invocation, facts);
   const { image, runtime } = planEngine(facts, job, settings, entry);
   const environment = planEnvironment(invocation, facts, caller, settings, job, image);
   const slurm = planPmix(facts, job, caller);
@@ -4405,7 +4451,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
 }
 
 /** Who the container runs as: the caller sudo names (never root), checked against the user database. */
-export function planCaller(facts: RunFacts): Caller {
+export function planCaller(facts: Pick<RunFacts, "sudo" | "processUid" | "user">): Caller {
   const sudo = parseSudoIdentity(facts.sudo, facts.processUid);
   const caller = checkCaller(sudo, facts.user); // first: never as root
   if (facts.processUid !== 0) {
@@ -4415,7 +4461,11 @@ export function planCaller(facts: RunFacts): Caller {
 }
 
 /** The caller's Slurm step, from the kernel's cgroup of socker; required where the settings say so. */
-export function planJob(facts: RunFacts, caller: Caller, settings: Settings): JobStep | undefined {
+export function planJob(
+  facts: Pick<RunFacts, "procSelfCgroup">,
+  caller: Caller,
+  settings: Settings,
+): JobStep | undefined {
   const job = jobStepFromCgroup(facts.procSelfCgroup, caller.uid);
   if (job === undefined && settings.requireJob) {
     refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
@@ -4485,7 +4535,11 @@ export function planEnvironment(
 }
 
 /** The Slurm node's name, the step's PMIx folder, and its mount when the folder is the caller's. */
-export function planPmix(facts: RunFacts, job: JobStep | undefined, caller: Caller) {
+export function planPmix(
+  facts: Pick<RunFacts, "slurmConf" | "hostName" | "probes">,
+  job: JobStep | undefined,
+  caller: Caller,
+) {
   const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
   const slurmConf = slurmConfText !== undefined ? parseSlurmConf(slurmConfText) : undefined;
   const node = job !== undefined && slurmConf !== undefined
@@ -5885,7 +5939,10 @@ async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string
 async function runCommand(invocation: RunInvocation, callerLimits: Limits): Promise<number> {
   const started = performance.now();
   hangUpWithParent();
-  const facts = await readRunFacts(invocation, callerLimits);
+  // The job's cgroups as socker started in them: read before protectFromOomKiller may move it to another.
+  const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
+  const setUp = { procSelfCgroup, oomProtected: protectFromOomKiller(procSelfCgroup) };
+  const facts = await readRunFacts(invocation, callerLimits, setUp);
   try {
     const plan = planRun(invocation, facts);
     const settings = settingsFrom(facts.settings);
