@@ -1793,22 +1793,6 @@ export function environmentNames(entries: readonly string[]): string[] {
   return entries.map((entry) => entry.slice(0, Math.max(entry.indexOf("="), 0)));
 }
 
-/**
- * After a pull, the image's ENV is known only then: an inherited variable whose name the image sets is
- * dropped, so that the image's value wins, as when the image was already here (`inherited`: the names that
- * came only by env_inherit).
- */
-export function dropImageNames(
-  env: readonly string[],
-  inherited: readonly string[],
-  imageNames: readonly string[],
-): string[] {
-  return env.filter((entry) => {
-    const name = entry.slice(0, entry.indexOf("="));
-    return !(inherited.includes(name) && imageNames.includes(name));
-  });
-}
-
 /** The names the image's own ENV sets, from the engine's record. */
 export function imageEnvNames(image: ImageRecord | undefined): string[] {
   const env = image?.Config?.Env;
@@ -2198,8 +2182,6 @@ export type RunPlan = {
   tmpfs: readonly TmpfsMount[];
   /** /dev/shm's size in bytes (private IPC only; see shmBytes). */
   shmBytes?: number;
-  /** The names in `env` that came only by env_inherit (the image's ENV wins over them; see dropImageNames). */
-  envInherited: readonly string[];
   network: Settings["network"];
   ipc: Settings["ipc"];
   pid: Settings["pid"];
@@ -2220,6 +2202,10 @@ export type RunPlan = {
   /** One-line hints for the caller (printed on stderr; they change nothing). */
   hints: readonly string[];
   job?: JobStep;
+  /** The syslog facility of the run's audit records (`log_facility`). */
+  logFacility: string;
+  /** Whether a step's tasks share a container (`share`; see planShare). */
+  share: Settings["share"];
 };
 
 /** A container (or a staging folder) whose supervising socker is gone. */
@@ -4447,6 +4433,8 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     orphans,
     hints,
     job,
+    logFacility: settings.logFacility,
+    share: settings.share,
   };
 }
 
@@ -4509,7 +4497,10 @@ export function planEngine(facts: RunFacts, job: JobStep | undefined, settings: 
   return { image, runtime };
 }
 
-/** The container's environment, and which of its names came only by env_inherit. */
+/**
+ * The container's environment. The image's ENV names win over inherited ones: after a pull they are known
+ * only from the pulled image's record, so runCommand decides again from it.
+ */
 export function planEnvironment(
   invocation: RunInvocation,
   facts: RunFacts,
@@ -4517,7 +4508,7 @@ export function planEnvironment(
   settings: Settings,
   job: JobStep | undefined,
   image: ImageRecord | undefined,
-): { env: string[]; envInherited: string[] } {
+): { env: string[] } {
   const more: MoreEnvironment = {
     imageNames: imageEnvNames(image),
     derived: settings.rendezvousVariables && job !== undefined
@@ -4525,13 +4516,7 @@ export function planEnvironment(
       : {},
   };
   const inJob = job !== undefined;
-  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more);
-  // What came only by env_inherit: after a pull, those the image's ENV sets are dropped (dropImageNames).
-  const notInheriting = { ...settings, envInherit: false };
-  const without = environmentNames(
-    containerEnvironment(invocation.options.env, facts.callerEnv, caller, notInheriting, inJob, more),
-  );
-  return { env, envInherited: environmentNames(env).filter((name) => !without.includes(name)) };
+  return { env: containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more) };
 }
 
 /** The Slurm node's name, the step's PMIx folder, and its mount when the folder is the caller's. */
@@ -5079,121 +5064,132 @@ function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined
   }
 }
 
+/** The signal handling of a run in its own container (see superviseSignals). */
+type SignalSupervisor = ReturnType<typeof superviseSignals>;
+
+/** What actRun's steps leave for its clean-up and its outcome. */
+type RunState = { containerId?: string; logged: boolean; rawTerminal: boolean };
+
 /**
- * Runs the plan: removes the caller's orphans, pulls the image when allowed and missing, creates what the
- * engine would create as root, logs the start (never unlogged), stages the mounts, then creates,
+ * Runs the plan (its image is here: runCommand pulled it first): removes the caller's orphans, creates what
+ * the engine would create as root, logs the start (never unlogged), stages the mounts, then creates,
  * attaches to, starts and supervises the container until the engine has removed it.
  */
-async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promise<RunOutcome> {
-  const signals = superviseSignals();
-  let containerId: string | undefined;
-  let rawTerminal = false;
-  let logged = false;
-  const stopped = () => ({
-    exitCode: 128 + signals.terminatedBy()!,
-    containerId,
-    logged,
+async function actRun(plan: RunPlan, signals: SignalSupervisor, verbose: boolean): Promise<RunOutcome> {
+  const state: RunState = { logged: false, rawTerminal: false };
+  const ended = (exitCode: number): RunOutcome => ({
+    exitCode,
+    containerId: state.containerId,
+    logged: state.logged,
     stoppedBy: signals.terminatedBy(),
   });
   try {
     await removeOrphans(plan.orphans);
-    const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
-    const imageId = plan.imageId ?? pulled!.id;
-    const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    const layers = pulled === undefined || !(checkImage || plan.workdirInMount || plan.workdirInImage)
-      ? plan.imageLayers
-      : imageLayers(pulled.image);
-    if (typeof layers === "string" && checkImage) {
-      refuse("installation", `cannot check the mount points in the image: ${layers}`);
-    }
-    const imageFolders = typeof layers === "string" ? undefined : layers;
-    if (plan.workdirInImage && imageFolders !== undefined) {
-      // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
-      const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
-      const entry = (layer: number, path: string) => layerEntry(`${imageFolders[layer]}${path}`);
-      if (imageSymlinkOn(point.below, imageFolders.length, entry) === undefined) {
-        const found = imageEntryAt(point.below, imageFolders.length, entry);
-        const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
-        if (problem !== undefined) refuse("usage", problem);
-      }
-    }
-    prepareMountPoints(plan, imageFolders);
-    // A pulled image's entrypoint, CMD and ENV are known only now.
-    const started = pulled !== undefined
-      ? startCommand(pulled.image, plan.entrypointOption, plan.argv, plan.entry.text)
-      : { entrypoint: plan.imageEntrypoint, cmd: plan.cmd };
-    if (pulled !== undefined) {
-      plan = { ...plan, env: dropImageNames(plan.env, plan.envInherited, imageEnvNames(pulled.image)) };
-    }
-    const start = {
-      shell: plan.workdirInMount && imageFolders !== undefined ? imageShell(imageFolders) : undefined,
-      entrypoint: started.entrypoint,
-      cmd: started.cmd,
-      env: plan.env,
-    };
-    await reportRunStart(plan, imageId, facility);
-    logged = true;
-    if (signals.terminatedBy() !== undefined) return stopped();
-    const sources = stageMounts(plan);
-    const spec = containerSpec(plan, sources, start);
-    if (verbose) {
-      console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
-    }
-    if (signals.terminatedBy() !== undefined) return stopped();
-    containerId = await engineCreate(plan.containerName, spec);
-    signals.watch(containerId, plan.tty, false);
-    if (signals.terminatedBy() !== undefined) return stopped();
-    const [attached, waited] = await Promise.all([engineAttach(containerId, plan.stdin), engineWait(containerId)]);
-    const problem = await engineStart(containerId);
-    if (problem !== undefined) {
-      attached.conn.close();
-      if (signals.terminatedBy() !== undefined) return stopped();
-      refuse("engine", `the Docker engine could not start the container: ${problem}`);
-    }
-    signals.watch(containerId, plan.tty, true);
-    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
-      Deno.stdin.setRaw(true);
-      rawTerminal = true;
-    }
-    const id = containerId;
-    let pipeSignalled = false;
-    const progress: OutputProgress = { writing: false, last: performance.now() };
-    const output = pumpOutput(
-      attached.conn,
-      attached.initial,
-      plan.tty,
-      () => {
-        if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
-        pipeSignalled = true;
-      },
-      signals.terminated,
-      progress,
-    );
-    if (plan.stdin) void pumpStdin(attached.conn);
-    const status = await waited();
-    // All output the container wrote reaches the caller before socker returns.
-    progress.last = performance.now();
-    await drainOutput(output, progress);
-    attached.conn.close();
-    if (typeof status === "string" && signals.terminatedBy() === undefined) {
-      refuse("engine", `lost the container's exit status: ${status}`);
-    }
-    return {
-      exitCode: exitCodeFor(typeof status === "number" ? status : 0, signals.terminatedBy()),
-      containerId,
-      logged,
-      stoppedBy: signals.terminatedBy(),
-    };
+    checkWorkdirInImage(plan);
+    prepareMountPoints(plan, plan.imageLayers);
+    await reportRunStart(plan);
+    state.logged = true;
+    const started = await createAndStart(plan, signals, verbose, state);
+    if (started === undefined) return ended(128 + signals.terminatedBy()!);
+    const status = await superviseContainer(plan, signals, started, state);
+    return ended(exitCodeFor(status, signals.terminatedBy()));
   } catch (error) {
-    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
+    if (error instanceof Refusal) {
+      return { exitCode: EXIT.REFUSED, containerId: state.containerId, failure: error, logged: state.logged };
+    }
     throw error;
   } finally {
-    if (rawTerminal) leaveRawMode();
-    const gone = containerId === undefined || await ensureGone(containerId);
-    signals.release();
+    if (state.rawTerminal) leaveRawMode();
+    const gone = state.containerId === undefined || await ensureGone(state.containerId);
     unstage(plan.staging);
     if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
   }
+}
+
+/**
+ * A -w in the image must be a folder there. Act reads the image's layer folders for it, as
+ * prepareMountPoints does: which entries to look at follows from planRun's mount points.
+ */
+function checkWorkdirInImage(plan: RunPlan): void {
+  const layers = plan.imageLayers;
+  if (!plan.workdirInImage || layers === undefined) return;
+  // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
+  const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
+  const entry = (layer: number, path: string) => layerEntry(`${layers[layer]}${path}`);
+  if (imageSymlinkOn(point.below, layers.length, entry) === undefined) {
+    const found = imageEntryAt(point.below, layers.length, entry);
+    const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
+    if (problem !== undefined) refuse("usage", problem);
+  }
+}
+
+/**
+ * Stages the mounts, then creates, attaches to and starts the container; undefined when a terminating
+ * signal came first (looked at before each step, so that nothing more is started).
+ */
+async function createAndStart(plan: RunPlan, signals: SignalSupervisor, verbose: boolean, state: RunState) {
+  const stopping = () => signals.terminatedBy() !== undefined;
+  if (stopping()) return undefined;
+  const start = {
+    shell: plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined,
+    entrypoint: plan.imageEntrypoint,
+    cmd: plan.cmd,
+    env: plan.env,
+  };
+  const spec = containerSpec(plan, stageMounts(plan), start);
+  if (verbose) {
+    console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
+  }
+  if (stopping()) return undefined;
+  const id = state.containerId = await engineCreate(plan.containerName, spec);
+  signals.watch(id, plan.tty, false);
+  if (stopping()) return undefined;
+  const [attached, waited] = await Promise.all([engineAttach(id, plan.stdin), engineWait(id)]);
+  const problem = await engineStart(id);
+  if (problem !== undefined) {
+    attached.conn.close();
+    if (stopping()) return undefined;
+    refuse("engine", `the Docker engine could not start the container: ${problem}`);
+  }
+  signals.watch(id, plan.tty, true);
+  return { id, attached, waited };
+}
+
+/** Passes the caller's terminal and streams to the started container until it ends: its exit status. */
+async function superviseContainer(
+  plan: RunPlan,
+  signals: SignalSupervisor,
+  started: NonNullable<Awaited<ReturnType<typeof createAndStart>>>,
+  state: RunState,
+): Promise<number> {
+  const { id, attached, waited } = started;
+  if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+    Deno.stdin.setRaw(true);
+    state.rawTerminal = true;
+  }
+  let pipeSignalled = false;
+  const progress: OutputProgress = { writing: false, last: performance.now() };
+  const output = pumpOutput(
+    attached.conn,
+    attached.initial,
+    plan.tty,
+    () => {
+      if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+      pipeSignalled = true;
+    },
+    signals.terminated,
+    progress,
+  );
+  if (plan.stdin) void pumpStdin(attached.conn);
+  const status = await waited();
+  // All output the container wrote reaches the caller before socker returns.
+  progress.last = performance.now();
+  await drainOutput(output, progress);
+  attached.conn.close();
+  if (typeof status === "string" && signals.terminatedBy() === undefined) {
+    refuse("engine", `lost the container's exit status: ${status}`);
+  }
+  return typeof status === "number" ? status : 0;
 }
 
 // ---- run: step containers (one container per step and node, shared by the step's tasks)
@@ -5599,7 +5595,6 @@ async function joinStepContainer(
   supervisor: string,
   start: { shell?: string },
   verbose: boolean,
-  facility: string,
   state: { logged: boolean },
 ): Promise<{ id: string; created: boolean }> {
   const name = plan.containerName;
@@ -5617,7 +5612,7 @@ async function joinStepContainer(
       const problem = sharedContainerProblem(found, plan, key, name);
       const holderOk = problem === undefined && runsAsCaller(readText(`/proc/${found.State?.Pid}/status`), plan.caller);
       if (problem === undefined && holderOk) {
-        await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, facility);
+        await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, plan.logFacility);
         state.logged = true;
         return { id: found.Id!, created: false };
       }
@@ -5629,7 +5624,7 @@ async function joinStepContainer(
       Deno.mkdirSync(registry, { recursive: true, mode: 0o700 });
       Deno.writeFileSync(entry, new Uint8Array(), { mode: 0o600 });
     }
-    await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, facility);
+    await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, plan.logFacility);
     state.logged = true;
     const sources = stageMounts(plan);
     const spec = sharedContainerSpec(plan, key, sources, start);
@@ -5690,7 +5685,6 @@ async function actSharedRun(
   plan: RunPlan,
   key: string,
   verbose: boolean,
-  facility: string,
 ): Promise<RunOutcome> {
   const supervisor = plan.labels[LABEL.supervisor];
   for (const hint of plan.hints) console.error(`socker: ${hint}`);
@@ -5762,15 +5756,11 @@ async function actSharedRun(
   const stopped = () => ({ exitCode: 128 + terminatedBy!, containerId, logged, stoppedBy: terminatedBy });
   try {
     await removeOrphans(plan.orphans);
-    const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    if (typeof plan.imageLayers === "string" && checkImage) {
-      refuse("installation", "cannot check the mount points in the image");
-    }
     prepareMountPoints(plan, plan.imageLayers);
     const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
     if (terminatedBy !== undefined) return stopped();
     const audit = { logged: false };
-    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, facility, audit)
+    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, audit)
       .finally(() => logged = audit.logged);
     containerId = step.id;
     joined = true;
@@ -5859,10 +5849,9 @@ async function actSharedRun(
  */
 async function stepContainerPlan(
   plan: RunPlan,
-  settings: Settings,
   callerEnv: Record<string, string> | undefined,
 ): Promise<{ plan: RunPlan; key: string } | undefined> {
-  if (!planShare(plan, settings.share, tasksHint(callerEnv))) return undefined;
+  if (!planShare(plan, plan.share, tasksHint(callerEnv))) return undefined;
   const key = await sha256Hex(shareSpecText(plan, hostName()));
   const name = sharedContainerName(plan.caller.uid, key);
   return {
@@ -5899,21 +5888,29 @@ function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
 }
 
 /** The start record, written before the container is created (a run never starts unlogged), and the hints. */
-async function reportRunStart(plan: RunPlan, imageId: string | undefined, facility: string): Promise<void> {
+async function reportRunStart(plan: RunPlan): Promise<void> {
   for (const hint of plan.hints) console.error(`socker: ${hint}`);
-  await writeAudit({ ...runRecord(plan, imageId), event: "start" }, facility);
+  await writeAudit({ ...runRecord(plan, plan.imageId), event: "start" }, plan.logFacility);
 }
 
 /**
- * The end record: the exit code or the failure, and how long the run took; a run refused before its start
- * record gets a refusal record instead (none when the refusal is that the log cannot be written).
+ * The report of a run, whatever its outcome: refused before it had a plan (the command line and sudo's
+ * word, see reportRefusal); refused before its start record (a refusal record; none when the refusal is
+ * that the log cannot be written); else the end record: the exit code or the failure, and how long it took.
  */
-async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string, started: number): Promise<void> {
-  if (!outcome.logged) {
-    if (outcome.failure !== undefined && outcome.failure.kind !== "audit") {
+async function reportRun(
+  invocation: RunInvocation,
+  plan: RunPlan | undefined,
+  outcome: RunOutcome,
+  started: number,
+): Promise<void> {
+  if (plan === undefined || !outcome.logged) {
+    if (outcome.failure !== undefined && plan === undefined) {
+      await reportRefusal(invocation.argv, invocation, outcome.failure);
+    } else if (outcome.failure !== undefined && outcome.failure.kind !== "audit") {
       await writeAuditAfter(
-        { ...runRecord(plan, plan.imageId), event: "refused", rule: outcome.failure.reason },
-        facility,
+        { ...runRecord(plan!, plan!.imageId), event: "refused", rule: outcome.failure.reason },
+        plan!.logFacility,
       );
     }
     if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
@@ -5931,30 +5928,62 @@ async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string
     outcome: outcome.failure !== undefined ? `refused: ${outcome.failure.reason}` : `exit ${outcome.exitCode}`,
     container_id: outcome.containerId,
     duration_ms: Math.round(performance.now() - started),
-  }, facility);
+  }, plan.logFacility);
   if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
 }
 
-/** `socker run`: read, decide, act, report. */
+/** `socker run`: set up, read, decide, act, report; every outcome (a refusal at any phase) goes to reportRun. */
 async function runCommand(invocation: RunInvocation, callerLimits: Limits): Promise<number> {
   const started = performance.now();
   hangUpWithParent();
   // The job's cgroups as socker started in them: read before protectFromOomKiller may move it to another.
   const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
   const setUp = { procSelfCgroup, oomProtected: protectFromOomKiller(procSelfCgroup) };
-  const facts = await readRunFacts(invocation, callerLimits, setUp);
+  let facts: RunFacts | undefined;
+  let ran: { plan?: RunPlan; outcome: RunOutcome };
   try {
-    const plan = planRun(invocation, facts);
-    const settings = settingsFrom(facts.settings);
-    const facility = settings.logFacility;
-    const step = await stepContainerPlan(plan, settings, textVariables(facts.callerEnv));
-    const outcome = step === undefined
-      ? await actRun(plan, invocation.verbose, facility)
-      : await actSharedRun(step.plan, step.key, invocation.verbose, facility);
-    await reportRunEnd(step?.plan ?? plan, outcome, facility, started);
-    return outcome.exitCode;
+    facts = await readRunFacts(invocation, callerLimits, setUp);
+    ran = await planAndActRun(invocation, facts);
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    ran = { outcome: { exitCode: EXIT.REFUSED, failure: error, logged: false } };
   } finally {
-    for (const probe of facts.probes.values()) if (typeof probe === "object") closeHandle(probe.handle);
+    for (const probe of facts?.probes.values() ?? []) if (typeof probe === "object") closeHandle(probe.handle);
+  }
+  await reportRun(invocation, ran.plan, ran.outcome, started);
+  return ran.outcome.exitCode;
+}
+
+/**
+ * Decides the run and acts on it. An image to pull first is a cycle of its own: pull it (and record the
+ * pull), take the engine's record of it as the image fact, decide again (a refusal then is the run's
+ * outcome). A run that pulled gets its own container (step containers are shared only by runs that found
+ * the image here, see planShare); its signals are handled from before the pull.
+ */
+async function planAndActRun(
+  invocation: RunInvocation,
+  facts: RunFacts,
+): Promise<{ plan: RunPlan; outcome: RunOutcome }> {
+  let plan = planRun(invocation, facts);
+  const step = await stepContainerPlan(plan, textVariables(facts.callerEnv));
+  if (step !== undefined) {
+    return { plan: step.plan, outcome: await actSharedRun(step.plan, step.key, invocation.verbose) };
+  }
+  const signals = superviseSignals();
+  try {
+    if (plan.imageId === undefined) {
+      try {
+        const pulled = await pullImage(plan.entry);
+        await reportPull(plan.entry, pulled, plan.logFacility);
+        plan = planRun(invocation, { ...facts, image: pulled.image });
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        return { plan, outcome: { exitCode: EXIT.REFUSED, failure: error, logged: false } };
+      }
+    }
+    return { plan, outcome: await actRun(plan, signals, invocation.verbose) };
+  } finally {
+    signals.release();
   }
 }
 
@@ -6109,10 +6138,7 @@ function terminalProgress(): { show: (text: string) => void; close: () => void }
  * PULL_LOCK_WAIT_MS; who waited finds it present). Progress goes to stderr when it is a terminal, never
  * blocking; the pull and the digest that arrived are recorded.
  */
-async function pullImage(
-  entry: AllowlistEntry,
-  facility: string,
-): Promise<{ id: string; pulled: boolean; digest: string; image: ImageRecord }> {
+async function pullImage(entry: AllowlistEntry): Promise<PullResult> {
   const before = await engineImage(entry.canonical);
   if (before?.Id !== undefined) {
     return { id: before.Id, pulled: false, digest: imageDigest(entry, before), image: before };
@@ -6142,23 +6168,31 @@ async function pullImage(
     });
     const pulled = await engineImage(entry.canonical);
     if (pulled?.Id === undefined) refuse("engine", `the pull of ${entry.canonical} ended without the image`);
-    const digest = imageDigest(entry, pulled);
-    await writeAuditAfter({
-      event: "pull",
-      host: hostName(),
-      user: Deno.env.get("SUDO_USER") ?? "root",
-      uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
-      outcome: "pulled",
-      image: entry.canonical,
-      image_id: pulled.Id,
-      repo_digest: digest,
-      duration_ms: Math.round(performance.now() - started),
-    }, facility);
-    return { id: pulled.Id, pulled: true, digest, image: pulled };
+    const durationMs = Math.round(performance.now() - started);
+    return { id: pulled.Id, pulled: true, digest: imageDigest(entry, pulled), image: pulled, durationMs };
   } finally {
     progress?.close();
     closeHandle(lock);
   }
+}
+
+/** What a pull ended with: the image's id, record and digest; whether it was pulled (else present), and how long it took. */
+type PullResult = { id: string; pulled: boolean; digest: string; image: ImageRecord; durationMs?: number };
+
+/** The record of a pull that pulled (a pull that found the image present records nothing). */
+async function reportPull(entry: AllowlistEntry, result: PullResult, facility: string): Promise<void> {
+  if (!result.pulled) return;
+  await writeAuditAfter({
+    event: "pull",
+    host: hostName(),
+    user: Deno.env.get("SUDO_USER") ?? "root",
+    uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
+    outcome: "pulled",
+    image: entry.canonical,
+    image_id: result.id,
+    repo_digest: result.digest,
+    duration_ms: result.durationMs,
+  }, facility);
 }
 
 function readRegistryAuthText(): string | undefined {
@@ -6173,7 +6207,8 @@ async function pullCommand(image: string | undefined): Promise<number> {
   let failures = 0;
   for (const entry of entries) {
     try {
-      const result = await pullImage(entry, facility);
+      const result = await pullImage(entry);
+      await reportPull(entry, result, facility);
       console.log(`${entry.canonical}: ${result.pulled ? "pulled" : "present"} (${result.digest})`);
     } catch (error) {
       if (!(error instanceof Refusal)) throw error;
