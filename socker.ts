@@ -5677,55 +5677,108 @@ function leaveRawMode(): void {
   } catch { /* the terminal is gone */ }
 }
 
+/** What a task's run in its step container has reached, for its signal handlers, clean-up and outcome. */
+type ExecRun = {
+  containerId?: string;
+  execId?: string;
+  /** The exec's host pid, once asked (see superviseExecSignals). */
+  execPid?: number;
+  /** From here on a signal must find the process, even while the start is answered. */
+  execStarted: boolean;
+  ended: boolean;
+  logged: boolean;
+  rawTerminal: boolean;
+  joined: boolean;
+  failure?: Refusal;
+  terminatedBy?: number;
+};
+
 /**
  * Runs one task in its step's container: as actRun, but the command is an exec in the shared container.
  * Signals end this task's process only; its exit code is the exec's.
  */
-async function actSharedRun(
-  plan: RunPlan,
-  key: string,
-  verbose: boolean,
-): Promise<RunOutcome> {
+async function actSharedRun(plan: RunPlan, key: string, verbose: boolean): Promise<RunOutcome> {
   const supervisor = plan.labels[LABEL.supervisor];
   for (const hint of plan.hints) console.error(`socker: ${hint}`);
-  let terminatedBy: number | undefined;
+  const run: ExecRun = { execStarted: false, ended: false, logged: false, rawTerminal: false, joined: false };
+  const signals = superviseExecSignals(plan, run);
+  const ended = (exitCode: number) => ({
+    exitCode,
+    containerId: run.containerId,
+    logged: run.logged,
+    stoppedBy: run.terminatedBy,
+  });
+  try {
+    await removeOrphans(plan.orphans);
+    prepareMountPoints(plan, plan.imageLayers);
+    const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    const audit = { logged: false };
+    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, audit)
+      .finally(() => run.logged = audit.logged);
+    run.containerId = step.id;
+    run.joined = true;
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    const request = execRequest(plan, shell);
+    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${step.id}/exec ${JSON.stringify(request)}`);
+    run.execId = await engineExecCreate(step.id, request);
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    run.execStarted = true; // from here on a signal must find the process, even while the start is answered
+    const attached = await engineExecStart(run.execId, plan.tty);
+    const code = await superviseExec(plan, run, signals, attached);
+    return ended(exitCodeFor(code, run.terminatedBy));
+  } catch (error) {
+    if (error instanceof Refusal) {
+      return { exitCode: EXIT.REFUSED, containerId: run.containerId, failure: error, logged: run.logged };
+    }
+    throw error;
+  } finally {
+    if (run.rawTerminal) leaveRawMode();
+    run.ended = true;
+    const pid = run.execPid;
+    if (pid !== undefined && run.containerId !== undefined) signalExec(pid, run.containerId, "SIGKILL");
+    const gone = !run.joined ||
+      await leaveStepContainer(plan, key, run.containerId!, supervisor).catch(() => false);
+    signals.release();
+    unstage(plan.staging);
+    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  }
+}
+
+/**
+ * A task's signal handling in its step container: SIGTERM, SIGINT and SIGHUP kill the task's process and
+ * what it started (never the container, which the step's other tasks share); SIGQUIT, SIGUSR1 and SIGUSR2
+ * are passed on to it once; SIGWINCH resizes its terminal.
+ */
+function superviseExecSignals(plan: RunPlan, run: ExecRun) {
   let markTerminated = () => {};
   const terminated = new Promise<void>((resolve) => markTerminated = resolve);
-  let containerId: string | undefined;
-  let execId: string | undefined;
-  let execPid: number | undefined;
-  let ended = false;
-  let logged = false;
-  let rawTerminal = false;
-  let joined = false;
-  let failure: Refusal | undefined;
   const lastForwarded = new Map<string, number>();
   // The exec's host pid, asked once it was started (the engine sets it as the process starts); none
   // once the process has ended (its exit code is set).
-  let execStarted = false;
   let pidAsked: Promise<number | undefined> | undefined;
   const execPidOf = () =>
-    !execStarted || execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
-      for (let round = 0; round < 200 && !ended; round++) {
-        const state = await engineExecInspect(execId!).catch(() => undefined);
+    !run.execStarted || run.execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
+      for (let round = 0; round < 200 && !run.ended; round++) {
+        const state = await engineExecInspect(run.execId!).catch(() => undefined);
         const pid = boundedInt(String(state?.Pid ?? ""), 1, PID_MAX);
-        if (pid !== undefined) return execPid = pid;
+        if (pid !== undefined) return run.execPid = pid;
         if (typeof state?.ExitCode === "number") return undefined;
         await sleep(round < 10 ? 10 : 50);
       }
       return undefined;
     })();
   const killUntilEnded = async () => {
-    while (!ended) {
-      const pid = execId !== undefined ? await execPidOf() : undefined;
-      if (containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
+    while (!run.ended) {
+      const pid = run.execId !== undefined ? await execPidOf() : undefined;
+      if (run.containerId !== undefined) signalExec(pid, run.containerId, "SIGKILL");
       await sleep(200);
     }
   };
   let resizing = false;
   const onSignal = (signal: Deno.Signal) => () => {
     if (signal === "SIGWINCH") {
-      if (!plan.tty || execId === undefined || resizing) return;
+      if (!plan.tty || run.execId === undefined || resizing) return;
       resizing = true;
       const { rows, columns } = (() => {
         try {
@@ -5734,113 +5787,106 @@ async function actSharedRun(
           return { rows: 0, columns: 0 };
         }
       })();
-      void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+      void engineCall("POST", `/exec/${path(run.execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined).finally(() => resizing = false);
       return;
     }
     const action = signalAction(signal);
-    if (action?.kind === "terminate" && terminatedBy === undefined) {
-      terminatedBy = action.number;
+    if (action?.kind === "terminate" && run.terminatedBy === undefined) {
+      run.terminatedBy = action.number;
       markTerminated();
       void killUntilEnded();
-    } else if (action?.kind === "forward" && containerId !== undefined && execId !== undefined) {
+    } else if (action?.kind === "forward" && run.containerId !== undefined && run.execId !== undefined) {
       if (isSignalRepeat(lastForwarded.get(signal), performance.now())) return;
       lastForwarded.set(signal, performance.now());
-      const id = containerId;
+      const id = run.containerId;
       void execPidOf().then((pid) => signalExec(pid, id, signal));
     }
   };
   const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS), "SIGWINCH"] as Deno.Signal[];
   const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
-  const stopped = () => ({ exitCode: 128 + terminatedBy!, containerId, logged, stoppedBy: terminatedBy });
-  try {
-    await removeOrphans(plan.orphans);
-    prepareMountPoints(plan, plan.imageLayers);
-    const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
-    if (terminatedBy !== undefined) return stopped();
-    const audit = { logged: false };
-    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, audit)
-      .finally(() => logged = audit.logged);
-    containerId = step.id;
-    joined = true;
-    if (terminatedBy !== undefined) return stopped();
-    const request = execRequest(plan, shell);
-    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${containerId}/exec ${JSON.stringify(request)}`);
-    execId = await engineExecCreate(containerId, request);
-    if (terminatedBy !== undefined) return stopped();
-    execStarted = true; // from here on a signal must find the process, even while the start is answered
-    const attached = await engineExecStart(execId, plan.tty);
-    // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
-    // checked from the kernel's view of its process; a mismatch ends it at once.
-    const id = containerId;
-    const checked = execPidOf().then((pid) => {
-      if (pid === undefined || ended) return;
-      const status = readText(`/proc/${pid}/status`);
-      if (
-        status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
-        !runsAsCaller(status, plan.caller)
-      ) {
-        failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
-        signalExec(pid, id, "SIGKILL");
-      }
-    });
-    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
-      Deno.stdin.setRaw(true);
-      rawTerminal = true;
+  return {
+    terminated,
+    execPidOf,
+    release: () => listeners.forEach(([signal, listener]) => Deno.removeSignalListener(signal, listener)),
+  };
+}
+
+/**
+ * Passes the caller's terminal and streams to the started exec until its process ends: its exit code
+ * (0 when a terminating signal ended it; see exitCodeFor).
+ */
+async function superviseExec(
+  plan: RunPlan,
+  run: ExecRun,
+  signals: ReturnType<typeof superviseExecSignals>,
+  attached: Awaited<ReturnType<typeof engineExecStart>>,
+): Promise<number> {
+  const { terminated, execPidOf } = signals;
+  const id = run.containerId!;
+  const execId = run.execId!;
+  // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
+  // checked from the kernel's view of its process; a mismatch ends it at once.
+  const checked = execPidOf().then((pid) => {
+    if (pid === undefined || run.ended) return;
+    const status = readText(`/proc/${pid}/status`);
+    if (
+      status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
+      !runsAsCaller(status, plan.caller)
+    ) {
+      run.failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
+      signalExec(pid, id, "SIGKILL");
     }
-    if (plan.tty) {
-      try {
-        const { rows, columns } = Deno.consoleSize();
-        void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
-          .catch(() => undefined);
-      } catch { /* no terminal size */ }
-    }
-    let pipeSignalled = false;
-    const progress: OutputProgress = { writing: false, last: performance.now() };
-    const output = pumpOutput(
-      attached.conn,
-      attached.initial,
-      plan.tty,
-      () => {
-        if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
-        pipeSignalled = true;
-      },
-      terminated,
-      progress,
-    );
-    if (plan.stdin) void pumpStdin(attached.conn);
-    // The stream ends when the exec's process has ended and its output is out (or, after a terminating
-    // signal, once its processes were killed: then what is left of the stream is given a moment).
-    await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);
-    await drainOutput(Promise.race([output, terminated.then(() => sleep(2000))]), progress);
-    attached.conn.close();
-    await checked;
-    let state: { Running?: boolean; ExitCode?: number | null } | undefined;
-    for (let round = 0; round < 100; round++) {
-      state = await engineExecInspect(execId).catch(() => undefined);
-      if (state?.Running === false || terminatedBy !== undefined) break;
-      await sleep(round < 10 ? 5 : 50);
-    }
-    if (failure !== undefined) throw failure;
-    const code = boundedNumber(state?.ExitCode, 0, 255);
-    if (code === undefined && terminatedBy === undefined) {
-      refuse("engine", "lost the task's exit status (its step container was stopped)");
-    }
-    return { exitCode: exitCodeFor(code ?? 0, terminatedBy), containerId, logged, stoppedBy: terminatedBy };
-  } catch (error) {
-    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
-    throw error;
-  } finally {
-    if (rawTerminal) leaveRawMode();
-    ended = true;
-    const pid = execPid;
-    if (pid !== undefined && containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
-    const gone = !joined || await leaveStepContainer(plan, key, containerId!, supervisor).catch(() => false);
-    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
-    unstage(plan.staging);
-    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  });
+  if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+    Deno.stdin.setRaw(true);
+    run.rawTerminal = true;
   }
+  if (plan.tty) {
+    try {
+      const { rows, columns } = Deno.consoleSize();
+      void engineCall("POST", `/exec/${path(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+        .catch(() => undefined);
+    } catch { /* no terminal size */ }
+  }
+  let pipeSignalled = false;
+  const progress: OutputProgress = { writing: false, last: performance.now() };
+  const output = pumpOutput(
+    attached.conn,
+    attached.initial,
+    plan.tty,
+    () => {
+      if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
+      pipeSignalled = true;
+    },
+    terminated,
+    progress,
+  );
+  if (plan.stdin) void pumpStdin(attached.conn);
+  // The stream ends when the exec's process has ended and its output is out (or, after a terminating
+  // signal, once its processes were killed: then what is left of the stream is given a moment).
+  await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);
+  await drainOutput(Promise.race([output, terminated.then(() => sleep(2000))]), progress);
+  attached.conn.close();
+  await checked;
+  return await execExitCode(run, execId);
+}
+
+/** The exec's exit code, once the engine says its process ended (asked a while; a stopped container has none). */
+async function execExitCode(run: ExecRun, execId: string): Promise<number> {
+  let state: { Running?: boolean; ExitCode?: number | null } | undefined;
+  for (let round = 0; round < 100; round++) {
+    state = await engineExecInspect(execId).catch(() => undefined);
+    if (state?.Running === false || run.terminatedBy !== undefined) break;
+    await sleep(round < 10 ? 5 : 50);
+  }
+  if (run.failure !== undefined) throw run.failure;
+  const code = boundedNumber(state?.ExitCode, 0, 255);
+  if (code === undefined && run.terminatedBy === undefined) {
+    refuse("engine", "lost the task's exit status (its step container was stopped)");
+  }
+  return code ?? 0;
 }
 
 /**
