@@ -2649,7 +2649,7 @@ function openResolved(dirfd: number, path: string, flags: number, resolve: numbe
 }
 
 /**
- * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunFacts,
+ * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunPaths,
  * from the mount table read first and `user_filesystems`); undefined (no judgement) outside a run.
  */
 let mountJudge: ((fd: number) => string | undefined) | undefined;
@@ -4402,7 +4402,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   const { mounts, cwd } = planMounts(facts, caller, settings, volumeRequests, slurm.pmixRequest);
   const storage = planMountPoints(invocation, facts, settings, image, mounts, cwd);
   const devices = planDevices(invocation, facts, caller, settings, job, slurm.node);
-  // What the container starts: known now when the image is here, else after the pull (see actRun).
+  // What the container starts: known now when the image is here, else from the pulled image (see planAndActRun).
   const start = image !== undefined
     ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
     : { entrypoint: [], cmd: [...invocation.argv] };
