@@ -4095,7 +4095,8 @@ export type RunFacts = {
   settings: ConfigFile;
   procSelfCgroup: string;
   user: UserRecord | string;
-  cwd?: string;
+  /** The caller's current folder, as the kernel names it (bytes that are not text: refused, see callerFolder). */
+  cwd?: string | NotText;
   callerEnv?: Record<string, string | NotText>;
   callerLimits: Limits;
   stdinIsTerminal: boolean;
@@ -4185,14 +4186,6 @@ function readRunBase(callerLimits: Limits, setUp: RunSetUp) {
   const sudo = sudoEnvironment();
   const processUid = Deno.uid() ?? -1;
   const lookup = unlessRefused(() => planUserLookup(sudo, processUid));
-  const folder = currentFolder();
-  if (folder !== undefined && typeof folder !== "string") {
-    refuse(
-      "usage",
-      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
-        `as itself; cd to another folder`,
-    );
-  }
   return {
     processUid,
     sudo,
@@ -4200,7 +4193,7 @@ function readRunBase(callerLimits: Limits, setUp: RunSetUp) {
     settings: readConfigFile(SETTINGS_PATH),
     procSelfCgroup: setUp.procSelfCgroup,
     user: lookup !== undefined ? userRecord(lookup) : "no caller",
-    cwd: folder,
+    cwd: currentFolder(),
     callerEnv: callerEnvironment(),
     callerLimits,
     stdinIsTerminal: Deno.stdin.isTerminal(),
@@ -4357,13 +4350,26 @@ export function planUserLookup(sudo: RunFacts["sudo"], processUid: number): stri
 
 /** Who asks, for which allowlisted image, under which settings, in which job, with which volumes. */
 export function planRequest(invocation: RunInvocation, facts: RequestFacts) {
+  const folder = callerFolder(facts.cwd); // first: before any rule, as when the read refused it
   const caller = planCaller(facts);
   const entry = allowedImage(parseAllowlist(trustedText(facts.allowlist, true)!, ALLOWLIST_PATH), invocation.image);
   const settings = settingsFrom(facts.settings);
   const job = planJob(facts, caller, settings);
-  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), folder));
   if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
-  return { caller, entry, settings, job, volumeRequests };
+  return { caller, entry, settings, job, volumeRequests, folder };
+}
+
+/** The caller's current folder as given: socker mounts it as itself, so its name must be UTF-8 text. */
+export function callerFolder(cwd: string | NotText | undefined): string | undefined {
+  if (cwd !== undefined && typeof cwd !== "string") {
+    refuse(
+      "usage",
+      `your current folder's name ('${showBytes(cwd.notText)}') is not UTF-8 text: socker cannot mount it ` +
+        `as itself; cd to another folder`,
+    );
+  }
+  return cwd;
 }
 
 /** What the read asks for beyond the base facts (see readRunFacts). */
@@ -4376,11 +4382,11 @@ export type RunProbes = ReturnType<typeof planProbes>;
  */
 export function planProbes(invocation: RunInvocation, facts: RequestFacts) {
   const request = planRequest(invocation, facts);
-  const { caller, settings, job, volumeRequests } = request;
+  const { caller, settings, job, volumeRequests, folder } = request;
   const paths = new Set<string>();
-  for (const item of defaultMountRequests(settings, caller.home, facts.cwd)) paths.add(item.source);
+  for (const item of defaultMountRequests(settings, caller.home, folder)) paths.add(item.source);
   for (const item of volumeRequests) paths.add(item.source);
-  if (facts.cwd !== undefined) paths.add(facts.cwd);
+  if (folder !== undefined) paths.add(folder);
   return {
     ...request,
     paths: [...paths],
@@ -4395,11 +4401,12 @@ export function planProbes(invocation: RunInvocation, facts: RequestFacts) {
  * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
 export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
-  const { caller, entry, settings, job, volumeRequests } = planRequest(invocation, facts);
+  const request = planRequest(invocation, facts);
+  const { caller, entry, settings, job } = request;
   const { image, runtime } = planEngine(facts, job, settings, entry);
   const environment = planEnvironment(invocation, facts, caller, settings, job, image);
   const slurm = planPmix(facts, job, caller);
-  const { mounts, cwd } = planMounts(facts, caller, settings, volumeRequests, slurm.pmixRequest);
+  const { mounts, cwd } = planMounts(facts, request, slurm.pmixRequest);
   const storage = planMountPoints(invocation, facts, settings, image, mounts, cwd);
   const devices = planDevices(invocation, facts, caller, settings, job, slurm.node);
   // What the container starts: known now when the image is here, else from the pulled image (see planAndActRun).
@@ -4547,27 +4554,26 @@ export function planPmix(
  */
 export function planMounts(
   facts: RunFacts,
-  caller: Caller,
-  settings: Settings,
-  volumeRequests: readonly MountRequest[],
+  request: { caller: Caller; settings: Settings; volumeRequests: readonly MountRequest[]; folder?: string },
   pmixRequest: readonly MountRequest[],
 ): { mounts: Mount[]; cwd: string | undefined } {
-  const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
+  const { caller, settings, volumeRequests, folder } = request;
+  const cwdProbe = folder !== undefined ? facts.probes.get(folder) : undefined;
   if (typeof cwdProbe === "string" && cwdProbe.includes("(user_filesystems)")) {
-    refuse("policy", `your current folder ${printable(facts.cwd!)} ${cwdProbe}; cd to another folder`);
+    refuse("policy", `your current folder ${printable(folder!)} ${cwdProbe}; cd to another folder`);
   }
   const cwd = typeof cwdProbe === "object" && cwdProbe.kind === "dir" && cwdProbe.searchable
     ? cwdProbe.realPath
     : undefined;
   const requests = [...mountRequests(defaultMountRequests(settings, caller.home, cwd), volumeRequests), ...pmixRequest];
   const mounts: Mount[] = [];
-  for (const request of requests) {
-    const probedAs = request.source === cwd ? facts.cwd! : request.source;
+  for (const item of requests) {
+    const probedAs = item.source === cwd ? folder! : item.source;
     const probe = facts.probes.get(probedAs);
     const fixed = typeof probe === "object" && facts.fixed.get(probedAs) === true;
-    const decided = decideMount(request, probe, settings, fixed);
+    const decided = decideMount(item, probe, settings, fixed);
     if (typeof decided === "string") {
-      if (request.by === "user") refuse("policy", decided);
+      if (item.by === "user") refuse("policy", decided);
       continue;
     }
     if (mounts.some((mount) => mount.destination === decided.destination)) continue;
