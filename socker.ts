@@ -5042,7 +5042,10 @@ function unstage(staging: string): void {
 /**
  * Makes sure the engine creates no mount point and no working directory as root on the host (see
  * mountPoints): in a mounted folder, each is walked to and created as the caller, never through a
- * symlink; in the image, no folder on the way may be a symlink that could lead into a mount.
+ * symlink; in the image, no folder on the way may be a symlink that could lead into a mount. Act checks
+ * here on purpose, at use: each walk starts from the descriptor the caller's own lookup opened, and the
+ * walk that creates a point checks it again, so a folder swapped since planRun (or between the two
+ * passes) is refused, never followed.
  */
 function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined): void {
   for (const point of plan.mountPoints) {
