@@ -1713,15 +1713,6 @@ export function containerEnvironment(
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
   const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass, "TERM"];
   const imageNames = new Set(more.imageNames ?? []);
-  // A variable whose value is not UTF-8 text is refused only when it would pass (the engine takes text,
-  // and a decoded value is another value); one that would not pass, or that -e NAME=VALUE replaces, is
-  // dropped like every other.
-  const text = (name: string, value: string | NotText, why: string): string =>
-    typeof value === "string" ? value : refuse(
-      "policy",
-      `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
-        `socker passes only text; fix or unset it`,
-    );
   const replaced = new Set(requests.filter((request) => request.includes("=")).map((r) => r.slice(0, r.indexOf("="))));
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
@@ -1742,7 +1733,7 @@ export function containerEnvironment(
           }`,
       );
     }
-    const valueText = text(name, value, "it passes into containers");
+    const valueText = variableText(name, value, "it passes into containers");
     if (valueText.length > MAX_VALUE_BYTES) {
       refuse(
         "policy",
@@ -1755,26 +1746,7 @@ export function containerEnvironment(
   for (const [name, value] of Object.entries(more.derived ?? {})) {
     if (callerEnv === undefined || !Object.hasOwn(callerEnv, name)) env.set(name, value);
   }
-  for (const request of requests) {
-    const equals = request.indexOf("=");
-    const name = equals < 0 ? request : request.slice(0, equals);
-    if (!ENV_NAME.test(name)) {
-      refuse("usage", `-e '${printable(request)}': '${printable(name)}' is not a variable name`);
-    }
-    if (CALLER_VARIABLES.includes(name)) {
-      refuse(
-        "policy",
-        `-e ${name}: ${name} is always yours in the container (${CALLER_VARIABLES.join(", ")} cannot be set)`,
-      );
-    }
-    if (settings.envDeny.includes(name)) {
-      refuse("policy", `-e ${name}: your administrator never lets ${name} into containers (env_deny)`);
-    }
-    if (equals >= 0) env.set(name, request.slice(equals + 1));
-    else if (callerEnv === undefined) {
-      refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
-    } else if (Object.hasOwn(callerEnv, name)) env.set(name, text(name, callerEnv[name], `-e ${name}`));
-  }
+  for (const request of requests) setRequested(env, request, callerEnv, settings);
   for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
   const bytes = entries.reduce((sum, entry) => sum + entry.length + 1, 0);
@@ -1786,6 +1758,46 @@ export function containerEnvironment(
     );
   }
   return entries;
+}
+
+/**
+ * A variable's value as text. A variable whose value is not UTF-8 text is refused only when it would pass
+ * (the engine takes text, and a decoded value is another value); one that would not pass, or that
+ * -e NAME=VALUE replaces, is dropped like every other.
+ */
+function variableText(name: string, value: string | NotText, why: string): string {
+  return typeof value === "string" ? value : refuse(
+    "policy",
+    `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
+      `socker passes only text; fix or unset it`,
+  );
+}
+
+/** Sets one `-e` request in the environment (a bare NAME takes the caller's value), or refuses it. */
+function setRequested(
+  env: Map<string, string>,
+  request: string,
+  callerEnv: Readonly<Record<string, string | NotText>> | undefined,
+  settings: Settings,
+): void {
+  const equals = request.indexOf("=");
+  const name = equals < 0 ? request : request.slice(0, equals);
+  if (!ENV_NAME.test(name)) {
+    refuse("usage", `-e '${printable(request)}': '${printable(name)}' is not a variable name`);
+  }
+  if (CALLER_VARIABLES.includes(name)) {
+    refuse(
+      "policy",
+      `-e ${name}: ${name} is always yours in the container (${CALLER_VARIABLES.join(", ")} cannot be set)`,
+    );
+  }
+  if (settings.envDeny.includes(name)) {
+    refuse("policy", `-e ${name}: your administrator never lets ${name} into containers (env_deny)`);
+  }
+  if (equals >= 0) env.set(name, request.slice(equals + 1));
+  else if (callerEnv === undefined) {
+    refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
+  } else if (Object.hasOwn(callerEnv, name)) env.set(name, variableText(name, callerEnv[name], `-e ${name}`));
 }
 
 /** The names of a `NAME=VALUE` list (what the audit record keeps of the environment: never the values). */
