@@ -1746,15 +1746,6 @@ export function containerEnvironment(
   const env = new Map<string, string>([["HOME", caller.home ?? "/"], ["USER", caller.user], ["LOGNAME", caller.user]]);
   const patterns = [...(inJob ? JOB_VARIABLE_PATTERNS : []), ...settings.envPass, "TERM"];
   const imageNames = new Set(more.imageNames ?? []);
-  // A variable whose value is not UTF-8 text is refused only when it would pass (the engine takes text,
-  // and a decoded value is another value); one that would not pass, or that -e NAME=VALUE replaces, is
-  // dropped like every other.
-  const text = (name: string, value: string | NotText, why: string): string =>
-    typeof value === "string" ? value : refuse(
-      "policy",
-      `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
-        `socker passes only text; fix or unset it`,
-    );
   const replaced = new Set(requests.filter((request) => request.includes("=")).map((r) => r.slice(0, r.indexOf("="))));
   let passed = 0;
   for (const [name, value] of Object.entries(callerEnv ?? {})) {
@@ -1775,7 +1766,7 @@ export function containerEnvironment(
           }`,
       );
     }
-    const valueText = text(name, value, "it passes into containers");
+    const valueText = variableText(name, value, "it passes into containers");
     if (valueText.length > MAX_VALUE_BYTES) {
       refuse(
         "policy",
@@ -1788,26 +1779,7 @@ export function containerEnvironment(
   for (const [name, value] of Object.entries(more.derived ?? {})) {
     if (callerEnv === undefined || !Object.hasOwn(callerEnv, name)) env.set(name, value);
   }
-  for (const request of requests) {
-    const equals = request.indexOf("=");
-    const name = equals < 0 ? request : request.slice(0, equals);
-    if (!ENV_NAME.test(name)) {
-      refuse("usage", `-e '${printable(request)}': '${printable(name)}' is not a variable name`);
-    }
-    if (CALLER_VARIABLES.includes(name)) {
-      refuse(
-        "policy",
-        `-e ${name}: ${name} is always yours in the container (${CALLER_VARIABLES.join(", ")} cannot be set)`,
-      );
-    }
-    if (settings.envDeny.includes(name)) {
-      refuse("policy", `-e ${name}: your administrator never lets ${name} into containers (env_deny)`);
-    }
-    if (equals >= 0) env.set(name, request.slice(equals + 1));
-    else if (callerEnv === undefined) {
-      refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
-    } else if (Object.hasOwn(callerEnv, name)) env.set(name, text(name, callerEnv[name], `-e ${name}`));
-  }
+  for (const request of requests) setRequested(env, request, callerEnv, settings);
   for (const [name, value] of Object.entries(settings.envSet)) env.set(name, value);
   const entries = [...env].map(([name, value]) => `${name}=${value}`);
   const bytes = entries.reduce((sum, entry) => sum + entry.length + 1, 0);
@@ -1821,25 +1793,49 @@ export function containerEnvironment(
   return entries;
 }
 
+/**
+ * A variable's value as text. A variable whose value is not UTF-8 text is refused only when it would pass
+ * (the engine takes text, and a decoded value is another value); one that would not pass, or that
+ * -e NAME=VALUE replaces, is dropped like every other.
+ */
+function variableText(name: string, value: string | NotText, why: string): string {
+  return typeof value === "string" ? value : refuse(
+    "policy",
+    `your variable ${name} (${why}) holds bytes that are not UTF-8 text ('${showBytes(value.notText, 60)}'): ` +
+      `socker passes only text; fix or unset it`,
+  );
+}
+
+/** Sets one `-e` request in the environment (a bare NAME takes the caller's value), or refuses it. */
+function setRequested(
+  env: Map<string, string>,
+  request: string,
+  callerEnv: Readonly<Record<string, string | NotText>> | undefined,
+  settings: Settings,
+): void {
+  const equals = request.indexOf("=");
+  const name = equals < 0 ? request : request.slice(0, equals);
+  if (!ENV_NAME.test(name)) {
+    refuse("usage", `-e '${printable(request)}': '${printable(name)}' is not a variable name`);
+  }
+  if (CALLER_VARIABLES.includes(name)) {
+    refuse(
+      "policy",
+      `-e ${name}: ${name} is always yours in the container (${CALLER_VARIABLES.join(", ")} cannot be set)`,
+    );
+  }
+  if (settings.envDeny.includes(name)) {
+    refuse("policy", `-e ${name}: your administrator never lets ${name} into containers (env_deny)`);
+  }
+  if (equals >= 0) env.set(name, request.slice(equals + 1));
+  else if (callerEnv === undefined) {
+    refuse("policy", `-e ${name}: socker cannot see your environment here; give -e ${name}=VALUE`);
+  } else if (Object.hasOwn(callerEnv, name)) env.set(name, variableText(name, callerEnv[name], `-e ${name}`));
+}
+
 /** The names of a `NAME=VALUE` list (what the audit record keeps of the environment: never the values). */
 export function environmentNames(entries: readonly string[]): string[] {
   return entries.map((entry) => entry.slice(0, Math.max(entry.indexOf("="), 0)));
-}
-
-/**
- * After a pull, the image's ENV is known only then: an inherited variable whose name the image sets is
- * dropped, so that the image's value wins, as when the image was already here (`inherited`: the names that
- * came only by env_inherit).
- */
-export function dropImageNames(
-  env: readonly string[],
-  inherited: readonly string[],
-  imageNames: readonly string[],
-): string[] {
-  return env.filter((entry) => {
-    const name = entry.slice(0, entry.indexOf("="));
-    return !(inherited.includes(name) && imageNames.includes(name));
-  });
 }
 
 /** The names the image's own ENV sets, from the engine's record. */
@@ -2234,8 +2230,6 @@ export type RunPlan = {
   tmpfs: readonly TmpfsMount[];
   /** /dev/shm's size in bytes (private IPC only; see shmBytes). */
   shmBytes?: number;
-  /** The names in `env` that came only by env_inherit (the image's ENV wins over them; see dropImageNames). */
-  envInherited: readonly string[];
   network: Settings["network"];
   ipc: Settings["ipc"];
   pid: Settings["pid"];
@@ -2256,6 +2250,10 @@ export type RunPlan = {
   /** One-line hints for the caller (printed on stderr; they change nothing). */
   hints: readonly string[];
   job?: JobStep;
+  /** The syslog facility of the run's audit records (`log_facility`). */
+  logFacility: string;
+  /** Whether a step's tasks share a container (`share`; see planShare). */
+  share: Settings["share"];
 };
 
 /** A container (or a staging folder) whose supervising socker is gone. */
@@ -2742,7 +2740,7 @@ function openResolved(dirfd: number, path: string, flags: number, resolve: numbe
 }
 
 /**
- * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunFacts,
+ * Judges the mount of an open descriptor before anything looks into it (set once per run by readRunPaths,
  * from the mount table read first and `user_filesystems`); undefined (no judgement) outside a run.
  */
 let mountJudge: ((fd: number) => string | undefined) | undefined;
@@ -4253,7 +4251,8 @@ export type RunFacts = {
   settings: ConfigFile;
   procSelfCgroup: string;
   user: UserRecord | string;
-  cwd?: string;
+  /** The caller's current folder, as the kernel names it (bytes that are not text: refused, see callerFolder). */
+  cwd?: string | NotText;
   callerEnv?: Record<string, string | NotText>;
   callerLimits: Limits;
   stdinIsTerminal: boolean;
@@ -4295,39 +4294,82 @@ export type RunFacts = {
   memoryLimit?: number;
 };
 
+/** What the process set-up of a run leaves for the read: the cgroups as socker started in them, and OOM. */
+type RunSetUp = { procSelfCgroup: string; oomProtected: boolean };
+
+/** The facts read before the read knows what else to ask for (see planProbes). */
+type RunBaseFacts = ReturnType<typeof readRunBase>;
+
 /**
- * Gathers the facts of a run. To know which paths, records and engine answers to ask for, it applies the
- * same pure rules `planRun` will (best effort: where one fails, the fact is left out and planRun refuses).
+ * Gathers the facts of a run: the base facts, then what planProbes (planRun's own first rules) says to ask
+ * for. When those rules refuse, nothing more is read: planRun refuses the same facts at the same rule.
  */
-async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Promise<RunFacts> {
+async function readRunFacts(invocation: RunInvocation, callerLimits: Limits, setUp: RunSetUp): Promise<RunFacts> {
+  const base = readRunBase(callerLimits, setUp);
+  const wanted = unlessRefused(() => planProbes(invocation, base));
+  const records = await readRunRecords(wanted);
+  const job = wanted?.job;
+  const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
+  return {
+    ...base,
+    ...records,
+    slurmConf,
+    ...readRunPaths(wanted, base, slurmConf),
+    staging: listNames(STAGING_DIR).map((name) => withSupervisorStat({ name }, parseStagingName(name).supervisor)),
+    gpuControlDevices: GPU_CONTROL_DEVICES.filter(exists),
+    ...(job?.version === 1
+      ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
+      : {}),
+    ...(job !== undefined && wanted?.gpus === true
+      ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
+      : {}),
+    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
+  };
+}
+
+/** A decision the read needs, or undefined when planRun will refuse it (then there is nothing more to read). */
+function unlessRefused<T>(decide: () => T): T | undefined {
+  try {
+    return decide();
+  } catch (error) {
+    if (error instanceof Refusal) return undefined;
+    throw error;
+  }
+}
+
+/** The facts that need no decision: sudo's variables, the configuration files, the caller's folder, etc. */
+function readRunBase(callerLimits: Limits, setUp: RunSetUp) {
   const sudo = sudoEnvironment();
   const processUid = Deno.uid() ?? -1;
-  const allowlist = readConfigFile(ALLOWLIST_PATH);
-  const settingsFile = readConfigFile(SETTINGS_PATH);
-  const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
-  const guess = <T>(rule: () => T): T | undefined => {
-    try {
-      return rule();
-    } catch (error) {
-      if (!(error instanceof Refusal)) throw error; // the rule is judged again, and refuses, in planRun
-      return undefined;
-    }
+  const lookup = unlessRefused(() => planUserLookup(sudo, processUid));
+  return {
+    processUid,
+    sudo,
+    allowlist: readConfigFile(ALLOWLIST_PATH),
+    settings: readConfigFile(SETTINGS_PATH),
+    procSelfCgroup: setUp.procSelfCgroup,
+    user: lookup !== undefined ? userRecord(lookup) : "no caller",
+    cwd: currentFolder(),
+    callerEnv: callerEnvironment(),
+    callerLimits,
+    stdinIsTerminal: Deno.stdin.isTerminal(),
+    stdoutIsTerminal: Deno.stdout.isTerminal(),
+    hostName: hostName(),
+    random: crypto.getRandomValues(new Uint8Array(6)),
+    supervisor: ownSupervisorId(),
+    oomProtected: setUp.oomProtected,
   };
-  const sudoIdentityGuess = guess(() => parseSudoIdentity(sudo, processUid));
-  const settings = guess(() => settingsFrom(settingsFile)) ?? DEFAULT_SETTINGS;
-  const entry = guess(() => allowedImage(allowlistFrom(allowlist), invocation.image));
-  const job = guess(() => jobStepFromCgroup(procSelfCgroup, sudoIdentityGuess?.uid ?? -1));
-  const user = sudoIdentityGuess !== undefined && sudoIdentityGuess.uid !== 0
-    ? userRecord(sudoIdentityGuess.user)
-    : "no caller";
-  const caller = guess(() => checkCaller(sudoIdentityGuess!, user));
-  const uid = caller?.uid;
+}
 
+/** The engine's and Slurm's answers the probes ask for (each kept as the refusal it met, see certain). */
+async function readRunRecords(wanted: RunProbes | undefined) {
+  const job = wanted?.job;
+  const uid = wanted?.caller.uid;
   const [image, engineInfoFact, engineVersionFact, jobRecord, ownContainers] = await Promise.all([
-    entry !== undefined ? attempt(() => engineImage(entry.canonical)) : undefined,
+    wanted !== undefined ? attempt(() => engineImage(wanted.entry.canonical)) : undefined,
     job !== undefined ? attempt(() => engineInfo()) : undefined,
-    settings.network === "host" ? attempt(() => engineVersion()) : undefined,
-    (invocation.options.gpus || settings.defaultGpus) && job !== undefined
+    wanted?.settings.network === "host" ? attempt(() => engineVersion()) : undefined,
+    job !== undefined && wanted?.gpus === true
       ? attempt(async () => {
         const result = await runTool("/usr/bin/squeue", ["--json", `--jobs=${job.jobId}`]);
         if (!result.ok) refuse("installation", `squeue --json failed: ${printable(result.stderr.trim())}`);
@@ -4338,83 +4380,47 @@ async function readRunFacts(invocation: RunInvocation, callerLimits: Limits): Pr
       ? attempt(() => engineList([`${LABEL.managed}=true`, `${LABEL.uid}=${uid}`, `${LABEL.node}=${hostName()}`]))
       : [],
   ]);
-  const slurmConf = job !== undefined ? readConfigFile(SLURM_CONF_PATH) : undefined;
-
-  // The paths to judge as the caller: the mount sources, the caller's folder, the step's PMIx folder.
-  const folder = currentFolder();
-  if (folder !== undefined && typeof folder !== "string") {
-    refuse(
-      "usage",
-      `your current folder's name ('${showBytes(folder.notText)}') is not UTF-8 text: socker cannot mount it ` +
-        `as itself; cd to another folder`,
-    );
-  }
-  const cwd = folder;
-  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
-  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
-  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
-  const paths = new Set<string>();
-  if (caller !== undefined) {
-    for (const request of defaultMountRequests(settings, caller.home, cwd)) paths.add(request.source);
-    for (const spec of invocation.options.volumes) {
-      const request = guess(() => withCallerFolder(parseVolume(spec), cwd));
-      if (request !== undefined) paths.add(request.source);
-    }
-    if (cwd !== undefined) paths.add(cwd);
-    const pmix = job !== undefined && slurmConf !== undefined ? guess(() => pmixFolderOf(job, slurmConf)) : undefined;
-    if (pmix !== undefined) paths.add(pmix);
-  }
-  const probes = new Map<string, PathProbe | string>();
-  if (caller !== undefined && paths.size > 0 && processUid === 0) {
-    asCaller(caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
-  }
-  const fixed = new Map<string, boolean>();
-  for (const [path, probe] of probes) {
-    if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
-  }
-  const withStat = <T extends object>(item: T, supervisor: string | undefined) => {
-    const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
-    return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
-  };
-  const own = ownContainers instanceof Refusal
-    ? ownContainers
-    : ownContainers.map((container) => withStat({ container }, container.Labels?.[LABEL.supervisor]));
-  const staging = listNames(STAGING_DIR).map((name) => withStat({ name }, parseStagingName(name).supervisor));
-
   return {
-    processUid,
-    sudo,
-    allowlist,
-    settings: settingsFile,
-    procSelfCgroup,
-    user,
-    cwd,
-    callerEnv: callerEnvironment(),
-    callerLimits,
-    stdinIsTerminal: Deno.stdin.isTerminal(),
-    stdoutIsTerminal: Deno.stdout.isTerminal(),
-    hostName: hostName(),
-    random: crypto.getRandomValues(new Uint8Array(6)),
-    supervisor: ownSupervisorId(),
     image,
     engineInfo: engineInfoFact,
     engineVersion: engineVersionFact,
     jobRecord,
-    slurmConf,
-    probes,
-    fixed,
-    ownContainers: own,
-    staging,
-    gpuControlDevices: GPU_CONTROL_DEVICES.filter(exists),
-    ...(job?.version === 1
-      ? { cgroupConf: readConfigFile(CGROUP_CONF_PATH), deviceRuntimeInstalled: exists(DEVICE_RUNTIME_PATH) }
-      : {}),
-    ...(job !== undefined && (invocation.options.gpus || settings.defaultGpus)
-      ? { stepDevicesList: job.version === 1 ? stepDevicesList(job) : undefined, gpusRefused: gpusRefusedHere() }
-      : {}),
-    memoryLimit: job !== undefined ? readJobMemoryLimit(job) : undefined,
-    oomProtected: protectFromOomKiller(procSelfCgroup),
+    ownContainers: ownContainers instanceof Refusal
+      ? ownContainers
+      : ownContainers.map((container) => withSupervisorStat({ container }, container.Labels?.[LABEL.supervisor])),
   };
+}
+
+/** An item with its supervisor's /proc/<pid>/stat, when the supervisor id names a pid. */
+function withSupervisorStat<T extends object>(item: T, supervisor: string | undefined) {
+  const pid = boundedInt(/^(\d+):/.exec(supervisor ?? "")?.[1], 1, PID_MAX);
+  return { ...item, supervisorStat: pid === undefined ? undefined : procStat(pid) };
+}
+
+/**
+ * What the kernel says of each path planProbes names (and of the step's PMIx folder, known only from
+ * slurm.conf), asked as the caller; and which real paths the engine may take as text (see fixedByRoot).
+ */
+function readRunPaths(wanted: RunProbes | undefined, base: RunBaseFacts, slurmConf: ConfigFile | undefined) {
+  // The mount table, read before any of the caller's paths is touched: every walk judges each mount it
+  // reaches against it (a filesystem a user mounted, or one mounted since, is never looked into).
+  const settings = wanted?.settings ?? DEFAULT_SETTINGS;
+  mountJudge = judgeMounts(parseMountTable(readText(MOUNTINFO_PATH) ?? ""), settings.userFilesystems === "allow");
+  const probes = new Map<string, PathProbe | string>();
+  const fixed = new Map<string, boolean>();
+  if (wanted === undefined) return { probes, fixed };
+  const paths = new Set(wanted.paths);
+  const pmix = wanted.job !== undefined
+    ? unlessRefused(() => planPmix({ slurmConf, hostName: base.hostName, probes }, wanted.job, wanted.caller).pmix)
+    : undefined;
+  if (pmix !== undefined) paths.add(pmix);
+  if (paths.size > 0 && base.processUid === 0) {
+    asCaller(wanted.caller, () => paths.forEach((p) => probes.set(p, probePath(p))));
+  }
+  for (const [path, probe] of probes) {
+    if (typeof probe !== "string") fixed.set(path, fixedByRoot(probe.realPath, probe.handle));
+  }
+  return { probes, fixed };
 }
 
 /** The devices.list of a v1 step's cgroup (the devices hierarchy's mount point from mountinfo). */
@@ -4465,14 +4471,6 @@ function listNames(folder: string): string[] {
   }
 }
 
-/** The step's PMIx server folder, from slurm.conf (which must be root's) and the cgroup's job and step. */
-function pmixFolderOf(job: JobStep, slurmConf: ConfigFile): string | undefined {
-  const text = trustedText(slurmConf, false);
-  if (text === undefined) return undefined;
-  const conf = parseSlurmConf(text);
-  return pmixFolder(job, conf, slurmNodeName(job, conf, hostName()), hostName());
-}
-
 // ---- run: decide
 
 /** Containerd releases with the fix for CVE-2020-15257 (host networking let containers reach the shim). */
@@ -4494,6 +4492,64 @@ export function containerdVersion(version: Record<string, unknown>): string | un
   return typeof containerd?.Version === "string" ? containerd.Version : undefined;
 }
 
+/** The facts planRun's first rules decide from (planRequest): all read before anything else. */
+export type RequestFacts = Pick<
+  RunFacts,
+  "processUid" | "sudo" | "user" | "allowlist" | "settings" | "procSelfCgroup" | "cwd"
+>;
+
+/** Whose record the read looks up: the user sudo names; none for root (checkCaller refuses root first). */
+export function planUserLookup(sudo: RunFacts["sudo"], processUid: number): string | undefined {
+  const identity = parseSudoIdentity(sudo, processUid);
+  return identity.uid === 0 ? undefined : identity.user;
+}
+
+/** Who asks, for which allowlisted image, under which settings, in which job, with which volumes. */
+export function planRequest(invocation: RunInvocation, facts: RequestFacts) {
+  const folder = callerFolder(facts.cwd); // first: before any rule, as when the read refused it
+  const caller = planCaller(facts);
+  const entry = allowedImage(allowlistFrom(facts.allowlist), invocation.image);
+  const settings = settingsFrom(facts.settings);
+  const job = planJob(facts, caller, settings);
+  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), folder));
+  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  return { caller, entry, settings, job, volumeRequests, folder };
+}
+
+/** The caller's current folder as given: socker mounts it as itself, so its name must be UTF-8 text. */
+export function callerFolder(cwd: string | NotText | undefined): string | undefined {
+  if (cwd !== undefined && typeof cwd !== "string") {
+    refuse(
+      "usage",
+      `your current folder's name ('${showBytes(cwd.notText)}') is not UTF-8 text: socker cannot mount it ` +
+        `as itself; cd to another folder`,
+    );
+  }
+  return cwd;
+}
+
+/** What the read asks for beyond the base facts (see readRunFacts). */
+export type RunProbes = ReturnType<typeof planProbes>;
+
+/**
+ * What the read looks at, decided by planRun's own first rules (planRequest): the paths to judge as the
+ * caller (the mount sources and the caller's folder; the step's PMIx folder is known only from slurm.conf,
+ * see readRunPaths), and whether the job's GPUs are asked for.
+ */
+export function planProbes(invocation: RunInvocation, facts: RequestFacts) {
+  const request = planRequest(invocation, facts);
+  const { caller, settings, job, volumeRequests, folder } = request;
+  const paths = new Set<string>();
+  for (const item of defaultMountRequests(settings, caller.home, folder)) paths.add(item.source);
+  for (const item of volumeRequests) paths.add(item.source);
+  if (folder !== undefined) paths.add(folder);
+  return {
+    ...request,
+    paths: [...paths],
+    gpus: (invocation.options.gpus || settings.defaultGpus) && job !== undefined,
+  };
+}
+
 /**
  * Decides everything about one run from its facts, in the order of the data, refusing at the first rule
  * broken: who, which image, which settings and job, which engine, mounts (a user's mount must pass every
@@ -4501,20 +4557,78 @@ export function containerdVersion(version: Record<string, unknown>): string | un
  * limits, namespaces, terminal, labels; and which of the caller's orphans to remove first.
  */
 export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
+  const request = planRequest(invocation, facts);
+  const { caller, entry, settings, job } = request;
+  const { image, runtime } = planEngine(facts, job, settings, entry);
+  const environment = planEnvironment(invocation, facts, caller, settings, job, image);
+  const slurm = planPmix(facts, job, caller);
+  const { mounts, cwd } = planMounts(facts, request, slurm.pmixRequest);
+  const storage = planMountPoints(invocation, facts, settings, image, mounts, cwd);
+  const devices = planDevices(invocation, facts, caller, settings, job, slurm.node);
+  // What the container starts: known now when the image is here, else from the pulled image (see planAndActRun).
+  const start = image !== undefined
+    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
+    : { entrypoint: [], cmd: [...invocation.argv] };
+  const name = containerName(caller.uid, facts.random);
+  const hints = planHints(facts, settings, job, slurm);
+  const orphans = planRunOrphans(facts, caller);
+  return {
+    caller,
+    entry,
+    imageId: image?.Id,
+    argv: invocation.argv,
+    containerName: name,
+    staging: stagingName(name, job?.jobId, facts.supervisor),
+    tty: !invocation.options.noTty && facts.stdinIsTerminal && facts.stdoutIsTerminal,
+    stdin: !invocation.options.noStdin,
+    labels: planLabels(facts, caller, job),
+    cgroupParent: job?.parent,
+    ...storage,
+    imageEntrypoint: start.entrypoint,
+    cmd: start.cmd,
+    entrypointOption: invocation.options.entrypoint,
+    ...environment,
+    ...planNamespaces(settings, facts),
+    devices,
+    ...(runtime !== undefined ? { runtime } : {}),
+    ulimits: containerUlimits(facts.callerLimits),
+    oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
+    orphans,
+    hints,
+    job,
+    logFacility: settings.logFacility,
+    share: settings.share,
+  };
+}
+
+/** Who the container runs as: the caller sudo names (never root), checked against the user database. */
+export function planCaller(facts: Pick<RunFacts, "sudo" | "processUid" | "user">): Caller {
   const sudo = parseSudoIdentity(facts.sudo, facts.processUid);
   const caller = checkCaller(sudo, facts.user); // first: never as root
   if (facts.processUid !== 0) {
     refuse("installation", "this program must be started through sudo by the 'socker' launcher");
   }
+  return caller;
+}
 
-  const entry = allowedImage(allowlistFrom(facts.allowlist), invocation.image);
-  const settings = settingsFrom(facts.settings);
-  const job = jobStepFromCgroup(facts.procSelfCgroup, sudo.uid);
+/** The caller's Slurm step, from the kernel's cgroup of socker; required where the settings say so. */
+export function planJob(
+  facts: Pick<RunFacts, "procSelfCgroup">,
+  caller: Caller,
+  settings: Settings,
+): JobStep | undefined {
+  const job = jobStepFromCgroup(facts.procSelfCgroup, caller.uid);
   if (job === undefined && settings.requireJob) {
     refuse("policy", "this node runs containers only inside Slurm jobs; use srun, sbatch or salloc");
   }
-  const volumeRequests = invocation.options.volumes.map((spec) => withCallerFolder(parseVolume(spec), facts.cwd));
-  if (invocation.options.workdir !== undefined) chooseWorkdir(invocation.options.workdir, undefined, []);
+  return job;
+}
+
+/**
+ * Whether this engine fits the run: its cgroups fit the job's, containerd is fixed for host networking,
+ * the image is here or may be pulled. The image's record (undefined: to be pulled) and the runtime.
+ */
+export function planEngine(facts: RunFacts, job: JobStep | undefined, settings: Settings, entry: AllowlistEntry) {
   const image = certain(facts.image);
   if (job !== undefined) {
     const problem = engineCgroupProblem(certain(facts.engineInfo) ?? {}, job);
@@ -4543,6 +4657,21 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
         "load it (socker pulls only when the administrator sets pull = missing)",
     );
   }
+  return { image, runtime };
+}
+
+/**
+ * The container's environment. The image's ENV names win over inherited ones: after a pull they are known
+ * only from the pulled image's record, so runCommand decides again from it.
+ */
+export function planEnvironment(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  caller: Caller,
+  settings: Settings,
+  job: JobStep | undefined,
+  image: ImageRecord | undefined,
+): { env: string[] } {
   const more: MoreEnvironment = {
     imageNames: imageEnvNames(image),
     derived: settings.rendezvousVariables && job !== undefined
@@ -4550,15 +4679,15 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
       : {},
   };
   const inJob = job !== undefined;
-  const env = containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more);
-  // What came only by env_inherit: after a pull, those the image's ENV sets are dropped (dropImageNames).
-  const notInheriting = { ...settings, envInherit: false };
-  const without = environmentNames(
-    containerEnvironment(invocation.options.env, facts.callerEnv, caller, notInheriting, inJob, more),
-  );
-  const envInherited = environmentNames(env).filter((name) => !without.includes(name));
+  return { env: containerEnvironment(invocation.options.env, facts.callerEnv, caller, settings, inJob, more) };
+}
 
-  // Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
+/** The Slurm node's name, the step's PMIx folder, and its mount when the folder is the caller's. */
+export function planPmix(
+  facts: Pick<RunFacts, "slurmConf" | "hostName" | "probes">,
+  job: JobStep | undefined,
+  caller: Caller,
+) {
   const slurmConfText = facts.slurmConf !== undefined ? trustedText(facts.slurmConf, false) : undefined;
   const slurmConf = slurmConfText !== undefined ? parseSlurmConf(slurmConfText) : undefined;
   const node = job !== undefined && slurmConf !== undefined
@@ -4572,27 +4701,55 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     pmix !== undefined && typeof pmixProbe === "object" && pmixProbe.owner === caller.uid
       ? [{ source: pmix, destination: pmix, readOnly: false, origin: "the step's PMIx folder", by: "socker" }]
       : [];
-  const cwdProbe = facts.cwd !== undefined ? facts.probes.get(facts.cwd) : undefined;
+  return { node, pmix, pmixRequest };
+}
+
+/**
+ * Mounts: the user's must pass every rule; a default or socker's own mount the user cannot use is left out.
+ * Also the caller's folder as the kernel resolved it (undefined when it cannot be the working folder).
+ */
+export function planMounts(
+  facts: RunFacts,
+  request: { caller: Caller; settings: Settings; volumeRequests: readonly MountRequest[]; folder?: string },
+  pmixRequest: readonly MountRequest[],
+): { mounts: Mount[]; cwd: string | undefined } {
+  const { caller, settings, volumeRequests, folder } = request;
+  const cwdProbe = folder !== undefined ? facts.probes.get(folder) : undefined;
   if (typeof cwdProbe === "string" && cwdProbe.includes("(user_filesystems)")) {
-    refuse("policy", `your current folder ${printable(facts.cwd!)} ${cwdProbe}; cd to another folder`);
+    refuse("policy", `your current folder ${printable(folder!)} ${cwdProbe}; cd to another folder`);
   }
   const cwd = typeof cwdProbe === "object" && cwdProbe.kind === "dir" && cwdProbe.searchable
     ? cwdProbe.realPath
     : undefined;
   const requests = [...mountRequests(defaultMountRequests(settings, caller.home, cwd), volumeRequests), ...pmixRequest];
   const mounts: Mount[] = [];
-  for (const request of requests) {
-    const probedAs = request.source === cwd ? facts.cwd! : request.source;
+  for (const item of requests) {
+    const probedAs = item.source === cwd ? folder! : item.source;
     const probe = facts.probes.get(probedAs);
     const fixed = typeof probe === "object" && facts.fixed.get(probedAs) === true;
-    const decided = decideMount(request, probe, settings, fixed);
+    const decided = decideMount(item, probe, settings, fixed);
     if (typeof decided === "string") {
-      if (request.by === "user") refuse("policy", decided);
+      if (item.by === "user") refuse("policy", decided);
       continue;
     }
     if (mounts.some((mount) => mount.destination === decided.destination)) continue;
     mounts.push(decided);
   }
+  return { mounts, cwd };
+}
+
+/**
+ * The working folder, the --tmpfs mounts, and where the engine would create mount points (checked in the
+ * image's layers when the image is here, see prepareMountPoints).
+ */
+export function planMountPoints(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  settings: Settings,
+  image: ImageRecord | undefined,
+  mounts: Mount[],
+  cwd: string | undefined,
+) {
   const workdir = chooseWorkdir(invocation.options.workdir, cwd, mounts);
   const tmpfs = tmpfsMounts(invocation.options.tmpfs ?? [], settings, facts.memoryLimit, mounts);
   const points = mountPoints(mounts, workdir);
@@ -4617,9 +4774,27 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
   if (typeof layers === "string" && checkImage) {
     refuse("installation", `cannot check the mount points in the image: ${layers}`);
   }
+  return {
+    mounts,
+    mountPoints: points,
+    imageLayers: typeof layers === "string" ? undefined : layers,
+    mountRoutes: mountRoutes(mounts, points),
+    workdirInMount,
+    workdirInImage,
+    workdir,
+    tmpfs,
+  };
+}
 
-  // Devices: only what Slurm allocated to this job on this node.
-  let devices: string[] = [];
+/** Devices: only what Slurm allocated to this job on this node. */
+export function planDevices(
+  invocation: RunInvocation,
+  facts: RunFacts,
+  caller: Caller,
+  settings: Settings,
+  job: JobStep | undefined,
+  node: string,
+): string[] {
   if (invocation.options.gpus) {
     if (job === undefined) refuse("policy", "--gpus works only inside a Slurm job with GPUs allocated");
     const gpus = gpusFromJobRecord(certain(facts.jobRecord), job.jobId, caller.uid, node);
@@ -4635,7 +4810,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
           "give the step GPUs with srun --gres=gpu:N",
       );
     }
-    devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+    return gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
   } else if (settings.defaultGpus && job !== undefined) {
     // default_gpus: the step's GPUs on this node, from the same record; none when it has none (no refusal).
     const record = facts.jobRecord;
@@ -4645,21 +4820,29 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     if (typeof gpus !== "string") {
       const denied = stepDeniedGpus(gpus, facts.stepDevicesList, facts.gpusRefused ?? []);
       const usable = gpus.filter((gpu) => !denied.includes(gpu));
-      if (usable.length > 0) devices = gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
+      if (usable.length > 0) return gpuDeviceNodes(usable, (device) => facts.gpuControlDevices.includes(device));
     }
   }
+  return [];
+}
 
-  // What the container starts: known now when the image is here, else after the pull (see actRun).
-  const start = image !== undefined
-    ? startCommand(image, invocation.options.entrypoint, invocation.argv, entry.text)
-    : { entrypoint: [], cmd: [...invocation.argv] };
-
-  const containerNameValue = containerName(caller.uid, facts.random);
-  const hints = pmix !== undefined && pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
+/** The one-line hints for the caller: a step without a PMIx server, MPI across private namespaces. */
+export function planHints(
+  facts: RunFacts,
+  settings: Settings,
+  job: JobStep | undefined,
+  slurm: { pmix?: string; pmixRequest: readonly MountRequest[] },
+): string[] {
+  const hints = slurm.pmix !== undefined && slurm.pmixRequest.length === 0 && facts.callerEnv?.PMI_FD !== undefined
     ? ["hint: this step has no PMIx server; for MPI inside containers start it with srun --mpi=pmix"]
     : [];
   const mpiHint = job !== undefined ? mpiNamespaceHint(textVariables(facts.callerEnv), settings) : undefined;
   if (mpiHint !== undefined) hints.push(mpiHint);
+  return hints;
+}
+
+/** The caller's containers and staging folders on this node whose supervisor died: removed first. */
+export function planRunOrphans(facts: RunFacts, caller: Caller): Orphan[] {
   const orphanContainers = certain(facts.ownContainers)
     .filter((item) => item.container.Labels?.[LABEL.supervisor] !== undefined)
     .filter((item) => !supervisorAlive(item.container.Labels?.[LABEL.supervisor], item.supervisorStat))
@@ -4673,50 +4856,29 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     .filter((item) => parseStagingName(item.name).supervisor !== undefined)
     .filter((item) => !supervisorAlive(parseStagingName(item.name).supervisor, item.supervisorStat))
     .map((item) => ({ staging: item.name }));
+  return [...orphanContainers, ...orphanStaging];
+}
 
+/** The container's labels: socker's, whose, where, which supervisor, which job step. */
+export function planLabels(facts: RunFacts, caller: Caller, job: JobStep | undefined): Record<string, string> {
   return {
-    caller,
-    entry,
-    imageId: image?.Id,
-    argv: invocation.argv,
-    containerName: containerNameValue,
-    staging: stagingName(containerNameValue, job?.jobId, facts.supervisor),
-    tty: !invocation.options.noTty && facts.stdinIsTerminal && facts.stdoutIsTerminal,
-    stdin: !invocation.options.noStdin,
-    labels: {
-      [LABEL.managed]: "true",
-      [LABEL.uid]: String(caller.uid),
-      [LABEL.user]: caller.user,
-      [LABEL.node]: facts.hostName,
-      [LABEL.supervisor]: facts.supervisor,
-      ...(job !== undefined ? { [LABEL.job]: job.jobId, [LABEL.step]: job.stepId } : {}),
-    },
-    cgroupParent: job?.parent,
-    mounts,
-    mountPoints: points,
-    imageLayers: typeof layers === "string" ? undefined : layers,
-    mountRoutes: mountRoutes(mounts, points),
-    workdirInMount,
-    workdirInImage,
-    imageEntrypoint: start.entrypoint,
-    cmd: start.cmd,
-    entrypointOption: invocation.options.entrypoint,
-    workdir,
-    env,
-    envInherited,
-    tmpfs,
+    [LABEL.managed]: "true",
+    [LABEL.uid]: String(caller.uid),
+    [LABEL.user]: caller.user,
+    [LABEL.node]: facts.hostName,
+    [LABEL.supervisor]: facts.supervisor,
+    ...(job !== undefined ? { [LABEL.job]: job.jobId, [LABEL.step]: job.stepId } : {}),
+  };
+}
+
+/** The administrator's namespaces, and /dev/shm's size with a private IPC namespace. */
+export function planNamespaces(settings: Settings, facts: RunFacts) {
+  return {
     shmBytes: settings.ipc === "private" ? shmBytes(settings.shmSize, facts.memoryLimit) : undefined,
     network: settings.network,
     ipc: settings.ipc,
     pid: settings.pid,
     uts: settings.uts,
-    devices,
-    ...(runtime !== undefined ? { runtime } : {}),
-    ulimits: containerUlimits(facts.callerLimits),
-    oomScoreAdj: facts.oomProtected === false ? OOM_SCORE_ADJ_MAX : undefined,
-    orphans: [...orphanContainers, ...orphanStaging],
-    hints,
-    job,
   };
 }
 
@@ -5036,7 +5198,10 @@ function unstage(staging: string): void {
 /**
  * Makes sure the engine creates no mount point and no working directory as root on the host (see
  * mountPoints): in a mounted folder, each is walked to and created as the caller, never through a
- * symlink; in the image, no folder on the way may be a symlink that could lead into a mount.
+ * symlink; in the image, no folder on the way may be a symlink that could lead into a mount. Act checks
+ * here on purpose, at use: each walk starts from the descriptor the caller's own lookup opened, and the
+ * walk that creates a point checks it again, so a folder swapped since planRun (or between the two
+ * passes) is refused, never followed.
  */
 function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined): void {
   for (const point of plan.mountPoints) {
@@ -5064,121 +5229,132 @@ function prepareMountPoints(plan: RunPlan, layers: readonly string[] | undefined
   }
 }
 
+/** The signal handling of a run in its own container (see superviseSignals). */
+type SignalSupervisor = ReturnType<typeof superviseSignals>;
+
+/** What actRun's steps leave for its clean-up and its outcome. */
+type RunState = { containerId?: string; logged: boolean; rawTerminal: boolean };
+
 /**
- * Runs the plan: removes the caller's orphans, pulls the image when allowed and missing, creates what the
- * engine would create as root, logs the start (never unlogged), stages the mounts, then creates,
+ * Runs the plan (its image is here: runCommand pulled it first): removes the caller's orphans, creates what
+ * the engine would create as root, logs the start (never unlogged), stages the mounts, then creates,
  * attaches to, starts and supervises the container until the engine has removed it.
  */
-async function actRun(plan: RunPlan, verbose: boolean, facility: string): Promise<RunOutcome> {
-  const signals = superviseSignals();
-  let containerId: string | undefined;
-  let rawTerminal = false;
-  let logged = false;
-  const stopped = () => ({
-    exitCode: 128 + signals.terminatedBy()!,
-    containerId,
-    logged,
+async function actRun(plan: RunPlan, signals: SignalSupervisor, verbose: boolean): Promise<RunOutcome> {
+  const state: RunState = { logged: false, rawTerminal: false };
+  const ended = (exitCode: number): RunOutcome => ({
+    exitCode,
+    containerId: state.containerId,
+    logged: state.logged,
     stoppedBy: signals.terminatedBy(),
   });
   try {
     await removeOrphans(plan.orphans);
-    const pulled = plan.imageId === undefined ? await pullImage(plan.entry, facility) : undefined;
-    const imageId = plan.imageId ?? pulled!.id;
-    const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    const layers = pulled === undefined || !(checkImage || plan.workdirInMount || plan.workdirInImage)
-      ? plan.imageLayers
-      : imageLayers(pulled.image);
-    if (typeof layers === "string" && checkImage) {
-      refuse("installation", `cannot check the mount points in the image: ${layers}`);
-    }
-    const imageFolders = typeof layers === "string" ? undefined : layers;
-    if (plan.workdirInImage && imageFolders !== undefined) {
-      // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
-      const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
-      const entry = (layer: number, path: string) => layerEntry(`${imageFolders[layer]}${path}`);
-      if (imageSymlinkOn(point.below, imageFolders.length, entry) === undefined) {
-        const found = imageEntryAt(point.below, imageFolders.length, entry);
-        const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
-        if (problem !== undefined) refuse("usage", problem);
-      }
-    }
-    prepareMountPoints(plan, imageFolders);
-    // A pulled image's entrypoint, CMD and ENV are known only now.
-    const started = pulled !== undefined
-      ? startCommand(pulled.image, plan.entrypointOption, plan.argv, plan.entry.text)
-      : { entrypoint: plan.imageEntrypoint, cmd: plan.cmd };
-    if (pulled !== undefined) {
-      plan = { ...plan, env: dropImageNames(plan.env, plan.envInherited, imageEnvNames(pulled.image)) };
-    }
-    const start = {
-      shell: plan.workdirInMount && imageFolders !== undefined ? imageShell(imageFolders) : undefined,
-      entrypoint: started.entrypoint,
-      cmd: started.cmd,
-      env: plan.env,
-    };
-    await reportRunStart(plan, imageId, facility);
-    logged = true;
-    if (signals.terminatedBy() !== undefined) return stopped();
-    const sources = stageMounts(plan);
-    const spec = containerSpec(plan, sources, start);
-    if (verbose) {
-      console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
-    }
-    if (signals.terminatedBy() !== undefined) return stopped();
-    containerId = await engineCreate(plan.containerName, spec);
-    signals.watch(containerId, plan.tty, false);
-    if (signals.terminatedBy() !== undefined) return stopped();
-    const [attached, waited] = await Promise.all([engineAttach(containerId, plan.stdin), engineWait(containerId)]);
-    const problem = await engineStart(containerId);
-    if (problem !== undefined) {
-      attached.conn.close();
-      if (signals.terminatedBy() !== undefined) return stopped();
-      refuse("engine", `the Docker engine could not start the container: ${problem}`);
-    }
-    signals.watch(containerId, plan.tty, true);
-    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
-      Deno.stdin.setRaw(true);
-      rawTerminal = true;
-    }
-    const id = containerId;
-    let pipeSignalled = false;
-    const progress: OutputProgress = { writing: false, last: performance.now() };
-    const output = pumpOutput(
-      attached.conn,
-      attached.initial,
-      plan.tty,
-      () => {
-        if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
-        pipeSignalled = true;
-      },
-      signals.terminated,
-      progress,
-    );
-    if (plan.stdin) void pumpStdin(attached.conn);
-    const status = await waited();
-    // All output the container wrote reaches the caller before socker returns.
-    progress.last = performance.now();
-    await drainOutput(output, progress);
-    attached.conn.close();
-    if (typeof status === "string" && signals.terminatedBy() === undefined) {
-      refuse("engine", `lost the container's exit status: ${status}`);
-    }
-    return {
-      exitCode: exitCodeFor(typeof status === "number" ? status : 0, signals.terminatedBy()),
-      containerId,
-      logged,
-      stoppedBy: signals.terminatedBy(),
-    };
+    checkWorkdirInImage(plan);
+    prepareMountPoints(plan, plan.imageLayers);
+    await reportRunStart(plan);
+    state.logged = true;
+    const started = await createAndStart(plan, signals, verbose, state);
+    if (started === undefined) return ended(128 + signals.terminatedBy()!);
+    const status = await superviseContainer(plan, signals, started, state);
+    return ended(exitCodeFor(status, signals.terminatedBy()));
   } catch (error) {
-    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
+    if (error instanceof Refusal) {
+      return { exitCode: EXIT.REFUSED, containerId: state.containerId, failure: error, logged: state.logged };
+    }
     throw error;
   } finally {
-    if (rawTerminal) leaveRawMode();
-    const gone = containerId === undefined || await ensureGone(containerId);
-    signals.release();
+    if (state.rawTerminal) leaveRawMode();
+    const gone = state.containerId === undefined || await ensureGone(state.containerId);
     unstage(plan.staging);
     if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
   }
+}
+
+/**
+ * A -w in the image must be a folder there. Act reads the image's layer folders for it, as
+ * prepareMountPoints does: which entries to look at follows from planRun's mount points.
+ */
+function checkWorkdirInImage(plan: RunPlan): void {
+  const layers = plan.imageLayers;
+  if (!plan.workdirInImage || layers === undefined) return;
+  // A symlink on the way is the image's own: prepareMountPoints judges it; the engine follows it.
+  const point = plan.mountPoints[plan.mountPoints.length - 1 - plan.tmpfs.length];
+  const entry = (layer: number, path: string) => layerEntry(`${layers[layer]}${path}`);
+  if (imageSymlinkOn(point.below, layers.length, entry) === undefined) {
+    const found = imageEntryAt(point.below, layers.length, entry);
+    const problem = workdirProblem(plan.workdir!, found, plan.entry.text);
+    if (problem !== undefined) refuse("usage", problem);
+  }
+}
+
+/**
+ * Stages the mounts, then creates, attaches to and starts the container; undefined when a terminating
+ * signal came first (looked at before each step, so that nothing more is started).
+ */
+async function createAndStart(plan: RunPlan, signals: SignalSupervisor, verbose: boolean, state: RunState) {
+  const stopping = () => signals.terminatedBy() !== undefined;
+  if (stopping()) return undefined;
+  const start = {
+    shell: plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined,
+    entrypoint: plan.imageEntrypoint,
+    cmd: plan.cmd,
+    env: plan.env,
+  };
+  const spec = containerSpec(plan, stageMounts(plan), start);
+  if (verbose) {
+    console.error(`socker: POST ${ENGINE_API}/containers/create?name=${plan.containerName} ${JSON.stringify(spec)}`);
+  }
+  if (stopping()) return undefined;
+  const id = state.containerId = await engineCreate(plan.containerName, spec);
+  signals.watch(id, plan.tty, false);
+  if (stopping()) return undefined;
+  const [attached, waited] = await Promise.all([engineAttach(id, plan.stdin), engineWait(id)]);
+  const problem = await engineStart(id);
+  if (problem !== undefined) {
+    attached.conn.close();
+    if (stopping()) return undefined;
+    refuse("engine", `the Docker engine could not start the container: ${problem}`);
+  }
+  signals.watch(id, plan.tty, true);
+  return { id, attached, waited };
+}
+
+/** Passes the caller's terminal and streams to the started container until it ends: its exit status. */
+async function superviseContainer(
+  plan: RunPlan,
+  signals: SignalSupervisor,
+  started: NonNullable<Awaited<ReturnType<typeof createAndStart>>>,
+  state: RunState,
+): Promise<number> {
+  const { id, attached, waited } = started;
+  if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+    Deno.stdin.setRaw(true);
+    state.rawTerminal = true;
+  }
+  let pipeSignalled = false;
+  const progress: OutputProgress = { writing: false, last: performance.now() };
+  const output = pumpOutput(
+    attached.conn,
+    attached.initial,
+    plan.tty,
+    () => {
+      if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+      pipeSignalled = true;
+    },
+    signals.terminated,
+    progress,
+  );
+  if (plan.stdin) void pumpStdin(attached.conn);
+  const status = await waited();
+  // All output the container wrote reaches the caller before socker returns.
+  progress.last = performance.now();
+  await drainOutput(output, progress);
+  attached.conn.close();
+  if (typeof status === "string" && signals.terminatedBy() === undefined) {
+    refuse("engine", `lost the container's exit status: ${status}`);
+  }
+  return typeof status === "number" ? status : 0;
 }
 
 // ---- run: step containers (one container per step and node, shared by the step's tasks)
@@ -5587,7 +5763,6 @@ async function joinStepContainer(
   supervisor: string,
   start: { shell?: string },
   verbose: boolean,
-  facility: string,
   state: { logged: boolean },
 ): Promise<{ id: string; created: boolean }> {
   const name = plan.containerName;
@@ -5605,7 +5780,7 @@ async function joinStepContainer(
       const problem = sharedContainerProblem(found, plan, key, name);
       const holderOk = problem === undefined && runsAsCaller(readText(`/proc/${found.State?.Pid}/status`), plan.caller);
       if (problem === undefined && holderOk) {
-        await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, facility);
+        await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "joined" }, plan.logFacility);
         state.logged = true;
         return { id: found.Id!, created: false };
       }
@@ -5617,7 +5792,7 @@ async function joinStepContainer(
       Deno.mkdirSync(registry, { recursive: true, mode: 0o700 });
       Deno.writeFileSync(entry, new Uint8Array(), { mode: 0o600 });
     }
-    await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, facility);
+    await writeAudit({ ...runRecord(plan, plan.imageId), event: "start", share: "created" }, plan.logFacility);
     state.logged = true;
     const sources = stageMounts(plan);
     const spec = sharedContainerSpec(plan, key, sources, start);
@@ -5670,56 +5845,108 @@ function leaveRawMode(): void {
   } catch { /* the terminal is gone */ }
 }
 
+/** What a task's run in its step container has reached, for its signal handlers, clean-up and outcome. */
+type ExecRun = {
+  containerId?: string;
+  execId?: string;
+  /** The exec's host pid, once asked (see superviseExecSignals). */
+  execPid?: number;
+  /** From here on a signal must find the process, even while the start is answered. */
+  execStarted: boolean;
+  ended: boolean;
+  logged: boolean;
+  rawTerminal: boolean;
+  joined: boolean;
+  failure?: Refusal;
+  terminatedBy?: number;
+};
+
 /**
  * Runs one task in its step's container: as actRun, but the command is an exec in the shared container.
  * Signals end this task's process only; its exit code is the exec's.
  */
-async function actSharedRun(
-  plan: RunPlan,
-  key: string,
-  verbose: boolean,
-  facility: string,
-): Promise<RunOutcome> {
+async function actSharedRun(plan: RunPlan, key: string, verbose: boolean): Promise<RunOutcome> {
   const supervisor = plan.labels[LABEL.supervisor];
   for (const hint of plan.hints) console.error(`socker: ${hint}`);
-  let terminatedBy: number | undefined;
+  const run: ExecRun = { execStarted: false, ended: false, logged: false, rawTerminal: false, joined: false };
+  const signals = superviseExecSignals(plan, run);
+  const ended = (exitCode: number) => ({
+    exitCode,
+    containerId: run.containerId,
+    logged: run.logged,
+    stoppedBy: run.terminatedBy,
+  });
+  try {
+    await removeOrphans(plan.orphans);
+    prepareMountPoints(plan, plan.imageLayers);
+    const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    const audit = { logged: false };
+    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, audit)
+      .finally(() => run.logged = audit.logged);
+    run.containerId = step.id;
+    run.joined = true;
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    const request = execRequest(plan, shell);
+    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${step.id}/exec ${JSON.stringify(request)}`);
+    run.execId = await engineExecCreate(step.id, request);
+    if (run.terminatedBy !== undefined) return ended(128 + run.terminatedBy);
+    run.execStarted = true; // from here on a signal must find the process, even while the start is answered
+    const attached = await engineExecStart(run.execId, plan.tty);
+    const code = await superviseExec(plan, run, signals, attached);
+    return ended(exitCodeFor(code, run.terminatedBy));
+  } catch (error) {
+    if (error instanceof Refusal) {
+      return { exitCode: EXIT.REFUSED, containerId: run.containerId, failure: error, logged: run.logged };
+    }
+    throw error;
+  } finally {
+    if (run.rawTerminal) leaveRawMode();
+    run.ended = true;
+    const pid = run.execPid;
+    if (pid !== undefined && run.containerId !== undefined) signalExec(pid, run.containerId, "SIGKILL");
+    const gone = !run.joined ||
+      await leaveStepContainer(plan, key, run.containerId!, supervisor).catch(() => false);
+    signals.release();
+    unstage(plan.staging);
+    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  }
+}
+
+/**
+ * A task's signal handling in its step container: SIGTERM, SIGINT and SIGHUP kill the task's process and
+ * what it started (never the container, which the step's other tasks share); SIGQUIT, SIGUSR1 and SIGUSR2
+ * are passed on to it once; SIGWINCH resizes its terminal.
+ */
+function superviseExecSignals(plan: RunPlan, run: ExecRun) {
   let markTerminated = () => {};
   const terminated = new Promise<void>((resolve) => markTerminated = resolve);
-  let containerId: string | undefined;
-  let execId: string | undefined;
-  let execPid: number | undefined;
-  let ended = false;
-  let logged = false;
-  let rawTerminal = false;
-  let joined = false;
-  let failure: Refusal | undefined;
   const lastForwarded = new Map<string, number>();
   // The exec's host pid, asked once it was started (the engine sets it as the process starts); none
   // once the process has ended (its exit code is set).
-  let execStarted = false;
   let pidAsked: Promise<number | undefined> | undefined;
   const execPidOf = () =>
-    !execStarted || execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
-      for (let round = 0; round < 200 && !ended; round++) {
-        const state = await engineExecInspect(execId!).catch(() => undefined);
+    !run.execStarted || run.execId === undefined ? Promise.resolve(undefined) : pidAsked ??= (async () => {
+      for (let round = 0; round < 200 && !run.ended; round++) {
+        const state = await engineExecInspect(run.execId!).catch(() => undefined);
         const pid = boundedInt(String(state?.Pid ?? ""), 1, PID_MAX);
-        if (pid !== undefined) return execPid = pid;
+        if (pid !== undefined) return run.execPid = pid;
         if (typeof state?.ExitCode === "number") return undefined;
         await sleep(round < 10 ? 10 : 50);
       }
       return undefined;
     })();
   const killUntilEnded = async () => {
-    while (!ended) {
-      const pid = execId !== undefined ? await execPidOf() : undefined;
-      if (containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
+    while (!run.ended) {
+      const pid = run.execId !== undefined ? await execPidOf() : undefined;
+      if (run.containerId !== undefined) signalExec(pid, run.containerId, "SIGKILL");
       await sleep(200);
     }
   };
   let resizing = false;
   const onSignal = (signal: Deno.Signal) => () => {
     if (signal === "SIGWINCH") {
-      if (!plan.tty || execId === undefined || resizing) return;
+      if (!plan.tty || run.execId === undefined || resizing) return;
       resizing = true;
       const { rows, columns } = (() => {
         try {
@@ -5728,117 +5955,106 @@ async function actSharedRun(
           return { rows: 0, columns: 0 };
         }
       })();
-      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+      void engineCall("POST", `/exec/${urlSegment(run.execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined).finally(() => resizing = false);
       return;
     }
     const action = signalAction(signal);
-    if (action?.kind === "terminate" && terminatedBy === undefined) {
-      terminatedBy = action.number;
+    if (action?.kind === "terminate" && run.terminatedBy === undefined) {
+      run.terminatedBy = action.number;
       markTerminated();
       void killUntilEnded();
-    } else if (action?.kind === "forward" && containerId !== undefined && execId !== undefined) {
+    } else if (action?.kind === "forward" && run.containerId !== undefined && run.execId !== undefined) {
       if (isSignalRepeat(lastForwarded.get(signal), performance.now())) return;
       lastForwarded.set(signal, performance.now());
-      const id = containerId;
+      const id = run.containerId;
       void execPidOf().then((pid) => signalExec(pid, id, signal));
     }
   };
   const signals = [...Object.keys(TERMINATING_SIGNALS), ...Object.keys(FORWARDED_SIGNALS), "SIGWINCH"] as Deno.Signal[];
   const listeners = signals.map((signal) => [signal, onSignal(signal)] as const);
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
-  const stopped = () => ({ exitCode: 128 + terminatedBy!, containerId, logged, stoppedBy: terminatedBy });
-  try {
-    await removeOrphans(plan.orphans);
-    const checkImage = plan.mountPoints.some((point) => point.checkImage);
-    if (typeof plan.imageLayers === "string" && checkImage) {
-      refuse("installation", "cannot check the mount points in the image");
+  return {
+    terminated,
+    execPidOf,
+    release: () => listeners.forEach(([signal, listener]) => Deno.removeSignalListener(signal, listener)),
+  };
+}
+
+/**
+ * Passes the caller's terminal and streams to the started exec until its process ends: its exit code
+ * (0 when a terminating signal ended it; see exitCodeFor).
+ */
+async function superviseExec(
+  plan: RunPlan,
+  run: ExecRun,
+  signals: ReturnType<typeof superviseExecSignals>,
+  attached: Awaited<ReturnType<typeof engineExecStart>>,
+): Promise<number> {
+  const { terminated, execPidOf } = signals;
+  const id = run.containerId!;
+  const execId = run.execId!;
+  // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
+  // checked from the kernel's view of its process; a mismatch ends it at once.
+  const checked = execPidOf().then((pid) => {
+    if (pid === undefined || run.ended) return;
+    const status = readText(`/proc/${pid}/status`);
+    if (
+      status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
+      !runsAsCaller(status, plan.caller)
+    ) {
+      run.failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
+      signalExec(pid, id, "SIGKILL");
     }
-    prepareMountPoints(plan, plan.imageLayers);
-    const shell = plan.workdirInMount && plan.imageLayers !== undefined ? imageShell(plan.imageLayers) : undefined;
-    if (terminatedBy !== undefined) return stopped();
-    const audit = { logged: false };
-    const step = await joinStepContainer(plan, key, supervisor, { shell }, verbose, facility, audit)
-      .finally(() => logged = audit.logged);
-    containerId = step.id;
-    joined = true;
-    if (terminatedBy !== undefined) return stopped();
-    const request = execRequest(plan, shell);
-    if (verbose) console.error(`socker: POST ${ENGINE_API}/containers/${containerId}/exec ${JSON.stringify(request)}`);
-    execId = await engineExecCreate(containerId, request);
-    if (terminatedBy !== undefined) return stopped();
-    execStarted = true; // from here on a signal must find the process, even while the start is answered
-    const attached = await engineExecStart(execId, plan.tty);
-    // The exec runs as the caller with the container's groups (the engine adds GroupAdd to every exec):
-    // checked from the kernel's view of its process; a mismatch ends it at once.
-    const id = containerId;
-    const checked = execPidOf().then((pid) => {
-      if (pid === undefined || ended) return;
-      const status = readText(`/proc/${pid}/status`);
-      if (
-        status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
-        !runsAsCaller(status, plan.caller)
-      ) {
-        failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
-        signalExec(pid, id, "SIGKILL");
-      }
-    });
-    if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
-      Deno.stdin.setRaw(true);
-      rawTerminal = true;
-    }
-    if (plan.tty) {
-      try {
-        const { rows, columns } = Deno.consoleSize();
-        void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
-          .catch(() => undefined);
-      } catch { /* no terminal size */ }
-    }
-    let pipeSignalled = false;
-    const progress: OutputProgress = { writing: false, last: performance.now() };
-    const output = pumpOutput(
-      attached.conn,
-      attached.initial,
-      plan.tty,
-      () => {
-        if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
-        pipeSignalled = true;
-      },
-      terminated,
-      progress,
-    );
-    if (plan.stdin) void pumpStdin(attached.conn);
-    // The stream ends when the exec's process has ended and its output is out (or, after a terminating
-    // signal, once its processes were killed: then what is left of the stream is given a moment).
-    await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);
-    await drainOutput(Promise.race([output, terminated.then(() => sleep(2000))]), progress);
-    attached.conn.close();
-    await checked;
-    let state: { Running?: boolean; ExitCode?: number | null } | undefined;
-    for (let round = 0; round < 100; round++) {
-      state = await engineExecInspect(execId).catch(() => undefined);
-      if (state?.Running === false || terminatedBy !== undefined) break;
-      await sleep(round < 10 ? 5 : 50);
-    }
-    if (failure !== undefined) throw failure;
-    const code = boundedNumber(state?.ExitCode, 0, 255);
-    if (code === undefined && terminatedBy === undefined) {
-      refuse("engine", "lost the task's exit status (its step container was stopped)");
-    }
-    return { exitCode: exitCodeFor(code ?? 0, terminatedBy), containerId, logged, stoppedBy: terminatedBy };
-  } catch (error) {
-    if (error instanceof Refusal) return { exitCode: EXIT.REFUSED, containerId, failure: error, logged };
-    throw error;
-  } finally {
-    if (rawTerminal) leaveRawMode();
-    ended = true;
-    const pid = execPid;
-    if (pid !== undefined && containerId !== undefined) signalExec(pid, containerId, "SIGKILL");
-    const gone = !joined || await leaveStepContainer(plan, key, containerId!, supervisor).catch(() => false);
-    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
-    unstage(plan.staging);
-    if (!gone) console.error(`socker: container ${plan.containerName} could not be removed; ask your administrator`);
+  });
+  if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
+    Deno.stdin.setRaw(true);
+    run.rawTerminal = true;
   }
+  if (plan.tty) {
+    try {
+      const { rows, columns } = Deno.consoleSize();
+      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
+        .catch(() => undefined);
+    } catch { /* no terminal size */ }
+  }
+  let pipeSignalled = false;
+  const progress: OutputProgress = { writing: false, last: performance.now() };
+  const output = pumpOutput(
+    attached.conn,
+    attached.initial,
+    plan.tty,
+    () => {
+      if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
+      pipeSignalled = true;
+    },
+    terminated,
+    progress,
+  );
+  if (plan.stdin) void pumpStdin(attached.conn);
+  // The stream ends when the exec's process has ended and its output is out (or, after a terminating
+  // signal, once its processes were killed: then what is left of the stream is given a moment).
+  await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);
+  await drainOutput(Promise.race([output, terminated.then(() => sleep(2000))]), progress);
+  attached.conn.close();
+  await checked;
+  return await execExitCode(run, execId);
+}
+
+/** The exec's exit code, once the engine says its process ended (asked a while; a stopped container has none). */
+async function execExitCode(run: ExecRun, execId: string): Promise<number> {
+  let state: { Running?: boolean; ExitCode?: number | null } | undefined;
+  for (let round = 0; round < 100; round++) {
+    state = await engineExecInspect(execId).catch(() => undefined);
+    if (state?.Running === false || run.terminatedBy !== undefined) break;
+    await sleep(round < 10 ? 5 : 50);
+  }
+  if (run.failure !== undefined) throw run.failure;
+  const code = boundedNumber(state?.ExitCode, 0, 255);
+  if (code === undefined && run.terminatedBy === undefined) {
+    refuse("engine", "lost the task's exit status (its step container was stopped)");
+  }
+  return code ?? 0;
 }
 
 /**
@@ -5847,10 +6063,9 @@ async function actSharedRun(
  */
 async function stepContainerPlan(
   plan: RunPlan,
-  settings: Settings,
   callerEnv: Record<string, string> | undefined,
 ): Promise<{ plan: RunPlan; key: string } | undefined> {
-  if (!planShare(plan, settings.share, tasksHint(callerEnv))) return undefined;
+  if (!planShare(plan, plan.share, tasksHint(callerEnv))) return undefined;
   const key = await sha256Hex(shareSpecText(plan, hostName()));
   const name = sharedContainerName(plan.caller.uid, key);
   return {
@@ -5887,21 +6102,29 @@ function runRecord(plan: RunPlan, imageId: string | undefined): AuditRecord {
 }
 
 /** The start record, written before the container is created (a run never starts unlogged), and the hints. */
-async function reportRunStart(plan: RunPlan, imageId: string | undefined, facility: string): Promise<void> {
+async function reportRunStart(plan: RunPlan): Promise<void> {
   for (const hint of plan.hints) console.error(`socker: ${hint}`);
-  await writeAudit({ ...runRecord(plan, imageId), event: "start" }, facility);
+  await writeAudit({ ...runRecord(plan, plan.imageId), event: "start" }, plan.logFacility);
 }
 
 /**
- * The end record: the exit code or the failure, and how long the run took; a run refused before its start
- * record gets a refusal record instead (none when the refusal is that the log cannot be written).
+ * The report of a run, whatever its outcome: refused before it had a plan (the command line and sudo's
+ * word, see reportRefusal); refused before its start record (a refusal record; none when the refusal is
+ * that the log cannot be written); else the end record: the exit code or the failure, and how long it took.
  */
-async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string, started: number): Promise<void> {
-  if (!outcome.logged) {
-    if (outcome.failure !== undefined && outcome.failure.kind !== "audit") {
+async function reportRun(
+  invocation: RunInvocation,
+  plan: RunPlan | undefined,
+  outcome: RunOutcome,
+  started: number,
+): Promise<void> {
+  if (plan === undefined || !outcome.logged) {
+    if (outcome.failure !== undefined && plan === undefined) {
+      await reportRefusal(invocation.argv, invocation, outcome.failure);
+    } else if (outcome.failure !== undefined && outcome.failure.kind !== "audit") {
       await writeAuditAfter(
-        { ...runRecord(plan, plan.imageId), event: "refused", rule: outcome.failure.reason },
-        facility,
+        { ...runRecord(plan!, plan!.imageId), event: "refused", rule: outcome.failure.reason },
+        plan!.logFacility,
       );
     }
     if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
@@ -5919,27 +6142,62 @@ async function reportRunEnd(plan: RunPlan, outcome: RunOutcome, facility: string
     outcome: outcome.failure !== undefined ? `refused: ${outcome.failure.reason}` : `exit ${outcome.exitCode}`,
     container_id: outcome.containerId,
     duration_ms: Math.round(performance.now() - started),
-  }, facility);
+  }, plan.logFacility);
   if (outcome.failure !== undefined) console.error(refusalLine(outcome.failure));
 }
 
-/** `socker run`: read, decide, act, report. */
+/** `socker run`: set up, read, decide, act, report; every outcome (a refusal at any phase) goes to reportRun. */
 async function runCommand(invocation: RunInvocation, callerLimits: Limits): Promise<number> {
   const started = performance.now();
   hangUpWithParent();
-  const facts = await readRunFacts(invocation, callerLimits);
+  // The job's cgroups as socker started in them: read before protectFromOomKiller may move it to another.
+  const procSelfCgroup = readText("/proc/self/cgroup") ?? "";
+  const setUp = { procSelfCgroup, oomProtected: protectFromOomKiller(procSelfCgroup) };
+  let facts: RunFacts | undefined;
+  let ran: { plan?: RunPlan; outcome: RunOutcome };
   try {
-    const plan = planRun(invocation, facts);
-    const settings = settingsFrom(facts.settings);
-    const facility = settings.logFacility;
-    const step = await stepContainerPlan(plan, settings, textVariables(facts.callerEnv));
-    const outcome = step === undefined
-      ? await actRun(plan, invocation.verbose, facility)
-      : await actSharedRun(step.plan, step.key, invocation.verbose, facility);
-    await reportRunEnd(step?.plan ?? plan, outcome, facility, started);
-    return outcome.exitCode;
+    facts = await readRunFacts(invocation, callerLimits, setUp);
+    ran = await planAndActRun(invocation, facts);
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    ran = { outcome: { exitCode: EXIT.REFUSED, failure: error, logged: false } };
   } finally {
-    for (const probe of facts.probes.values()) if (typeof probe === "object") closeHandle(probe.handle);
+    for (const probe of facts?.probes.values() ?? []) if (typeof probe === "object") closeHandle(probe.handle);
+  }
+  await reportRun(invocation, ran.plan, ran.outcome, started);
+  return ran.outcome.exitCode;
+}
+
+/**
+ * Decides the run and acts on it. An image to pull first is a cycle of its own: pull it (and record the
+ * pull), take the engine's record of it as the image fact, decide again (a refusal then is the run's
+ * outcome). A run that pulled gets its own container (step containers are shared only by runs that found
+ * the image here, see planShare); its signals are handled from before the pull.
+ */
+async function planAndActRun(
+  invocation: RunInvocation,
+  facts: RunFacts,
+): Promise<{ plan: RunPlan; outcome: RunOutcome }> {
+  let plan = planRun(invocation, facts);
+  const step = await stepContainerPlan(plan, textVariables(facts.callerEnv));
+  if (step !== undefined) {
+    return { plan: step.plan, outcome: await actSharedRun(step.plan, step.key, invocation.verbose) };
+  }
+  const signals = superviseSignals();
+  try {
+    if (plan.imageId === undefined) {
+      try {
+        const pulled = await pullImage(plan.entry);
+        await reportPull(plan.entry, pulled, plan.logFacility);
+        plan = planRun(invocation, { ...facts, image: pulled.image });
+      } catch (error) {
+        if (!(error instanceof Refusal)) throw error;
+        return { plan, outcome: { exitCode: EXIT.REFUSED, failure: error, logged: false } };
+      }
+    }
+    return { plan, outcome: await actRun(plan, signals, invocation.verbose) };
+  } finally {
+    signals.release();
   }
 }
 
@@ -6094,10 +6352,7 @@ function terminalProgress(): { show: (text: string) => void; close: () => void }
  * PULL_LOCK_WAIT_MS; who waited finds it present). Progress goes to stderr when it is a terminal, never
  * blocking; the pull and the digest that arrived are recorded.
  */
-async function pullImage(
-  entry: AllowlistEntry,
-  facility: string,
-): Promise<{ id: string; pulled: boolean; digest: string; image: ImageRecord }> {
+async function pullImage(entry: AllowlistEntry): Promise<PullResult> {
   const before = await engineImage(entry.canonical);
   if (before?.Id !== undefined) {
     return { id: before.Id, pulled: false, digest: imageDigest(entry, before), image: before };
@@ -6127,23 +6382,31 @@ async function pullImage(
     });
     const pulled = await engineImage(entry.canonical);
     if (pulled?.Id === undefined) refuse("engine", `the pull of ${entry.canonical} ended without the image`);
-    const digest = imageDigest(entry, pulled);
-    await writeAuditAfter({
-      event: "pull",
-      host: hostName(),
-      user: Deno.env.get("SUDO_USER") ?? "root",
-      uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
-      outcome: "pulled",
-      image: entry.canonical,
-      image_id: pulled.Id,
-      repo_digest: digest,
-      duration_ms: Math.round(performance.now() - started),
-    }, facility);
-    return { id: pulled.Id, pulled: true, digest, image: pulled };
+    const durationMs = Math.round(performance.now() - started);
+    return { id: pulled.Id, pulled: true, digest: imageDigest(entry, pulled), image: pulled, durationMs };
   } finally {
     progress?.close();
     closeHandle(lock);
   }
+}
+
+/** What a pull ended with: the image's id, record and digest; whether it was pulled (else present), and how long it took. */
+type PullResult = { id: string; pulled: boolean; digest: string; image: ImageRecord; durationMs?: number };
+
+/** The record of a pull that pulled (a pull that found the image present records nothing). */
+async function reportPull(entry: AllowlistEntry, result: PullResult, facility: string): Promise<void> {
+  if (!result.pulled) return;
+  await writeAuditAfter({
+    event: "pull",
+    host: hostName(),
+    user: Deno.env.get("SUDO_USER") ?? "root",
+    uid: boundedInt(Deno.env.get("SUDO_UID"), 0, ID_MAX) ?? 0,
+    outcome: "pulled",
+    image: entry.canonical,
+    image_id: result.id,
+    repo_digest: result.digest,
+    duration_ms: result.durationMs,
+  }, facility);
 }
 
 function readRegistryAuthText(): string | undefined {
@@ -6158,7 +6421,8 @@ async function pullCommand(image: string | undefined): Promise<number> {
   let failures = 0;
   for (const entry of entries) {
     try {
-      const result = await pullImage(entry, facility);
+      const result = await pullImage(entry);
+      await reportPull(entry, result, facility);
       console.log(`${entry.canonical}: ${result.pulled ? "pulled" : "present"} (${result.digest})`);
     } catch (error) {
       if (!(error instanceof Refusal)) throw error;

@@ -8,9 +8,11 @@ import {
   exactText,
   notTextProblem,
   parseVolume,
+  planProbes,
+  planRun,
   showBytes,
 } from "../../socker.ts";
-import { refusal } from "./facts.ts";
+import { IMAGE, refusal, run, runFacts } from "./facts.ts";
 
 const bytes = (...parts: (string | number[])[]) =>
   new Uint8Array(parts.flatMap((part) => typeof part === "string" ? [...new TextEncoder().encode(part)] : part));
@@ -76,4 +78,11 @@ Deno.test("a ':' in a -v source gets the syntax, not a word about modes", () => 
     /is not a mode \(ro or rw\): the syntax is -v SRC:DST\[:ro\|rw\], with no ':' in SRC or DST/,
   );
   refusal(() => parseVolume("/home/a/x:y:/data:ro"), /the syntax is -v SRC:DST\[:ro\|rw\], with no ':' in SRC or DST/);
+});
+
+Deno.test("a current folder whose name is not text is refused first, before the read asks for anything else", () => {
+  // Not even the caller is checked first: sudo's word is bad here too, and the folder is what is refused.
+  const facts = runFacts({ cwd: { notText: new Uint8Array([0x2f, 0x61, 0xff]) }, sudo: {}, processUid: 1000 });
+  refusal(() => planProbes(run(IMAGE, "true"), facts), /your current folder's name \('\/a\\xff'\) is not UTF-8 text/);
+  refusal(() => planRun(run(IMAGE, "true"), facts), /your current folder's name .* is not UTF-8 text/);
 });

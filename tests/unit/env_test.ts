@@ -4,13 +4,13 @@ import assert from "node:assert/strict";
 import {
   containerEnvironment,
   DEFAULT_SETTINGS,
-  dropImageNames,
   environmentNames,
   imageEnvNames,
   matchesPattern,
+  planRun,
   type Settings,
 } from "../../socker.ts";
-import { env, IMAGE, inJob, planTests, refusal, run, runFacts, settingsFile } from "./facts.ts";
+import { env, IMAGE, IMAGE_ID, inJob, planTests, refusal, run, runFacts, settingsFile } from "./facts.ts";
 
 const alice = { user: "alice", home: "/home/alice" };
 const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
@@ -75,7 +75,12 @@ Deno.test("environment: derived variables yield to the caller's and to -e; names
   const env = containerEnvironment(["MASTER_ADDR=x"], { RANK: "9" }, alice, settings(), true, { derived });
   assert.deepEqual([asMap(env).RANK, asMap(env).MASTER_ADDR], ["9", "x"]);
   assert.deepEqual(environmentNames(["A=1", "B==2", "C="]), ["A", "B", "C"]);
-  assert.deepEqual(dropImageNames(["A=1", "B=2", "C=3"], ["A", "B"], ["B", "C"]), ["A=1", "C=3"]);
+  // After a pull runCommand decides again from the pulled image's record: its ENV names win over inherited ones.
+  const pulled = { Id: IMAGE_ID, Config: { Env: ["B=image", "C=image"] } };
+  const names = environmentNames(
+    planRun(run(IMAGE, "true"), runFacts({ callerEnv: { A: "1", B: "2" }, image: pulled })).env,
+  );
+  assert.deepEqual([names.includes("A"), names.includes("B")], [true, false]);
   assert.deepEqual(imageEnvNames({ Config: { Env: ["PATH=/bin", "X=1=2", 3, "bad"] } }), ["PATH", "X"]);
 });
 

@@ -13,14 +13,16 @@ import {
   parseCommandLine,
   parseResponseHead,
   parseSudoIdentity,
+  planProbes,
   planRun,
+  planUserLookup,
   printable,
   Refusal,
   refusalLine,
   startCommand,
   streamDemuxer,
 } from "../../socker.ts";
-import { IMAGE, IMAGE_ID, planTests, refusal, run, runFacts, SAFE_HOST_CONFIG } from "./facts.ts";
+import { ALLOWLIST, IMAGE, IMAGE_ID, planTests, refusal, rootFile, run, runFacts, SAFE_HOST_CONFIG } from "./facts.ts";
 
 function usageError(args: string[], pattern: RegExp): void {
   assert.throws(() => parseCommandLine(args), (error: unknown) => {
@@ -399,3 +401,17 @@ planTests([
     },
   ],
 ]);
+
+Deno.test("read: planProbes names what to look at with planRun's own first rules, and refuses as planRun does", () => {
+  const probes = planProbes(run("-v", "/data/in:/in:ro", IMAGE, "true"), runFacts());
+  assert.equal(probes.caller.uid, 2001);
+  assert.equal(probes.entry.text, IMAGE);
+  assert.ok(probes.paths.includes("/home/alice/work"));
+  assert.ok(probes.paths.includes("/data/in"));
+  assert.equal(probes.gpus, false);
+  const facts = runFacts({ allowlist: rootFile(ALLOWLIST, "centos:7\n") });
+  refusal(() => planProbes(run(IMAGE, "true"), facts), /not allowed|allowlist/);
+  refusal(() => planRun(run(IMAGE, "true"), facts), /not allowed|allowlist/);
+  assert.equal(planUserLookup({ SUDO_UID: "2001", SUDO_GID: "2001", SUDO_USER: "alice" }, 0), "alice");
+  assert.equal(planUserLookup({}, 0), undefined);
+});
