@@ -308,6 +308,9 @@ export const MAX_ENV = 256;
 export const MAX_ARGS = 4096;
 export const MAX_ARGS_BYTES = 1 << 20;
 
+/** The options a command's own part of the command line gave (see parseCommandOptions). */
+type CommandOptions = { verbose: boolean; jobId?: string; orphans: boolean; all: boolean; options: RunOptions };
+
 /**
  * Parses socker's command line. Options are read only up to the COMMAND and, for `run`, up to IMAGE:
  * everything after IMAGE is the container's command, untouched (`sh -c '...'` keeps its `-c`).
@@ -315,9 +318,8 @@ export const MAX_ARGS_BYTES = 1 << 20;
  * Throws a usage Refusal naming the problem for anything it does not understand.
  */
 export function parseCommandLine(args: readonly string[]): Invocation {
-  const usage = (problem: string): never => refuse("usage", problem);
   if (args.length > MAX_ARGS || args.reduce((sum, arg) => sum + arg.length, 0) > MAX_ARGS_BYTES) {
-    usage(`at most ${MAX_ARGS} arguments of ${MAX_ARGS_BYTES} bytes in all`);
+    refuse("usage", `at most ${MAX_ARGS} arguments of ${MAX_ARGS_BYTES} bytes in all`);
   }
   let verbose = false;
   let i = 0;
@@ -326,18 +328,34 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     if (arg === "-h" || arg === "--help") return { command: "help" };
     if (arg === "--version") return { command: "version" };
     if (arg === "-v" || arg === "--verbose") verbose = true;
-    else if (arg.startsWith("-")) usage(`unknown option '${printable(arg)}'`);
+    else if (arg.startsWith("-")) refuse("usage", `unknown option '${printable(arg)}'`);
     else break;
   }
-  if (i === args.length) usage("no command given");
+  if (i === args.length) refuse("usage", "no command given");
   const command = args[i++] as (typeof COMMANDS)[number];
-  if (!COMMANDS.includes(command)) usage(`unknown command '${printable(command)}'`);
+  if (!COMMANDS.includes(command)) refuse("usage", `unknown command '${printable(command)}'`);
+  const parsed = parseCommandOptions(command, args.slice(i), verbose);
+  return parsed.help ? { command: "help" } : invocationOf(command, parsed, parsed.rest);
+}
 
-  // Options of the command itself.
-  let jobId: string | undefined;
-  let orphans = false;
-  let all = false;
-  const options: RunOptions = { volumes: [], env: [], noTty: false, noStdin: false, gpus: false };
+/**
+ * The options of the command itself, up to its first argument (or `--` for run): what they set, and the
+ * arguments left; `help` when -h or --help came among them.
+ */
+function parseCommandOptions(
+  command: (typeof COMMANDS)[number],
+  args: readonly string[],
+  verbose: boolean,
+): CommandOptions & { help: boolean; rest: readonly string[] } {
+  const usage = (problem: string): never => refuse("usage", problem);
+  const found: CommandOptions = {
+    verbose,
+    orphans: false,
+    all: false,
+    options: { volumes: [], env: [], noTty: false, noStdin: false, gpus: false },
+  };
+  const options = found.options;
+  let i = 0;
   /** The value of an option given as `-x VALUE`, `--long VALUE` or `--long=VALUE`. */
   const valueOf = (arg: string, short: string, long: string): string | undefined => {
     if (arg === short || arg === long) {
@@ -349,15 +367,15 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   for (; i < args.length; i++) {
     const arg = args[i];
     let value: string | undefined;
-    if (arg === "-h" || arg === "--help") return { command: "help" };
-    if (arg === "--verbose" || (arg === "-v" && command !== "run")) verbose = true;
+    if (arg === "-h" || arg === "--help") return { ...found, help: true, rest: [] };
+    if (arg === "--verbose" || (arg === "-v" && command !== "run")) found.verbose = true;
     else if (command === "cleanup" && (value = valueOf(arg, "--job", "--job")) !== undefined) {
       if (boundedInt(value, 1, ID_MAX) === undefined) {
         usage(`--job needs a numeric Slurm job id, got '${printable(value)}'`);
       }
-      jobId = value;
-    } else if (command === "cleanup" && arg === "--orphans") orphans = true;
-    else if (command === "pull" && arg === "--all") all = true;
+      found.jobId = value;
+    } else if (command === "cleanup" && arg === "--orphans") found.orphans = true;
+    else if (command === "pull" && arg === "--all") found.all = true;
     else if (command === "run" && (value = valueOf(arg, "-v", "--volume")) !== undefined) {
       options.volumes.push(value);
     } else if (command === "run" && (value = valueOf(arg, "-w", "--workdir")) !== undefined) {
@@ -378,11 +396,19 @@ export function parseCommandLine(args: readonly string[]): Invocation {
       usage(`unknown option '${printable(arg)}' for '${command}'`);
     } else break;
   }
-  const rest = args.slice(i);
+  return { ...found, help: false, rest: args.slice(i) };
+}
+
+/** The invocation a command's options and arguments make, or a usage refusal naming what is wrong. */
+function invocationOf(
+  command: (typeof COMMANDS)[number],
+  { verbose, jobId, orphans, all, options }: CommandOptions,
+  rest: readonly string[],
+): Invocation {
+  const usage = (problem: string): never => refuse("usage", problem);
   const noArguments = () => {
     if (rest.length > 0) usage(`'${command}' takes no arguments, got '${printable(rest[0])}'`);
   };
-
   switch (command) {
     case "images":
     case "ps":
@@ -3245,6 +3271,46 @@ async function engineConnect(): Promise<Deno.UnixConn> {
   }
 }
 
+/** Closes an engine connection that may be closed already (by the time bound, or by its reader). */
+function closeConnection(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
+  }
+}
+
+/** The bytes of one HTTP/1.1 request to the engine: its head and its JSON body, if any. */
+export function engineRequestBytes(
+  method: string,
+  path: string,
+  options: { body?: unknown; headers?: Record<string, string> },
+): Uint8Array {
+  const body = options.body === undefined ? new Uint8Array() : encoder.encode(JSON.stringify(options.body));
+  const headers = { Host: "docker", Connection: "close", ...options.headers };
+  const head = `${method} ${ENGINE_API}${path} HTTP/1.1\r\n` +
+    Object.entries(headers).map(([key, value]) => `${key}: ${value}\r\n`).join("") +
+    (options.body === undefined ? "" : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n`) +
+    "\r\n";
+  return concatBytes([encoder.encode(head), body]);
+}
+
+/** Reads until the answer's head is complete (bounded at 1 MiB): the head, and what came after it. */
+async function readAnswerHead(
+  conn: Deno.Conn,
+  buffer: Uint8Array,
+): Promise<{ head: NonNullable<ReturnType<typeof parseResponseHead>>; rest: Uint8Array }> {
+  let received: Uint8Array = new Uint8Array(0);
+  let parsed: ReturnType<typeof parseResponseHead>;
+  while ((parsed = parseResponseHead(received)) === undefined) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("the engine closed the connection without an answer");
+    received = concatBytes([received, buffer.subarray(0, n)]);
+    if (received.length > 1 << 20) throw new Error("the engine's answer has no end of headers");
+  }
+  return { head: parsed, rest: received.subarray(parsed.length) };
+}
+
 /**
  * Sends one request and returns once the engine's head has arrived. `timeoutMs` bounds the whole exchange
  * (0: no bound, for waits that last as long as a container).
@@ -3260,20 +3326,12 @@ async function engineOpen(
   const cancelTimer = timeoutMs > 0
     ? after(timeoutMs, () => {
       timedOut = true;
-      try {
-        conn.close();
-      } catch (error) {
-        if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
-      }
+      closeConnection(conn);
     })
     : undefined;
   const close = () => {
     cancelTimer?.();
-    try {
-      conn.close();
-    } catch (error) {
-      if (!(error instanceof Deno.errors.BadResource)) throw error; // already closed
-    }
+    closeConnection(conn);
   };
   const failed = (error: unknown): never => {
     close();
@@ -3286,55 +3344,49 @@ async function engineOpen(
     );
   };
   try {
-    const body = options.body === undefined ? new Uint8Array() : encoder.encode(JSON.stringify(options.body));
-    const headers = { Host: "docker", Connection: "close", ...options.headers };
-    const head = `${method} ${ENGINE_API}${path} HTTP/1.1\r\n` +
-      Object.entries(headers).map(([key, value]) => `${key}: ${value}\r\n`).join("") +
-      (options.body === undefined ? "" : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n`) +
-      "\r\n";
-    await writeAll(conn, concatBytes([encoder.encode(head), body]));
+    await writeAll(conn, engineRequestBytes(method, path, options));
     const buffer = new Uint8Array(65536);
-    let received: Uint8Array = new Uint8Array(0);
-    let parsed: ReturnType<typeof parseResponseHead>;
-    while ((parsed = parseResponseHead(received)) === undefined) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new Error("the engine closed the connection without an answer");
-      received = concatBytes([received, buffer.subarray(0, n)]);
-      if (received.length > 1 << 20) throw new Error("the engine's answer has no end of headers");
-    }
-    const { status, headers: answerHeaders, length } = parsed;
-    const chunked = /chunked/i.test(answerHeaders.get("transfer-encoding") ?? "");
-    const decode = chunked ? chunkDecoder() : undefined;
-    let first: Uint8Array | undefined = received.subarray(length);
+    const { head, rest } = await readAnswerHead(conn, buffer);
+    const chunked = /chunked/i.test(head.headers.get("transfer-encoding") ?? "");
+    const read = bodyReader(conn, buffer, rest, chunked ? chunkDecoder() : undefined);
     return {
-      status,
-      headers: answerHeaders,
+      status: head.status,
+      headers: head.headers,
       close,
-      read: async () => {
-        try {
-          for (;;) {
-            let bytes: Uint8Array;
-            if (first !== undefined) {
-              bytes = first;
-              first = undefined;
-            } else {
-              if (decode?.done()) return null;
-              const n = await conn.read(buffer);
-              if (n === null) return null;
-              bytes = buffer.slice(0, n);
-            }
-            const payload = decode ? decode.push(bytes) : bytes;
-            if (payload.length > 0) return payload;
-            if (decode?.done()) return null;
-          }
-        } catch (error) {
-          return failed(error);
-        }
-      },
+      read: () => read().catch(failed),
     };
   } catch (error) {
     return failed(error);
   }
+}
+
+/**
+ * The reader of an answer's body: what came with the head first, then the connection's bytes, decoded
+ * when chunked; null at its end.
+ */
+function bodyReader(
+  conn: Deno.Conn,
+  buffer: Uint8Array,
+  first: Uint8Array | undefined,
+  decode: ReturnType<typeof chunkDecoder> | undefined,
+): () => Promise<Uint8Array | null> {
+  return async () => {
+    for (;;) {
+      let bytes: Uint8Array;
+      if (first !== undefined) {
+        bytes = first;
+        first = undefined;
+      } else {
+        if (decode?.done()) return null;
+        const n = await conn.read(buffer);
+        if (n === null) return null;
+        bytes = buffer.slice(0, n);
+      }
+      const payload = decode ? decode.push(bytes) : bytes;
+      if (payload.length > 0) return payload;
+      if (decode?.done()) return null;
+    }
+  };
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
@@ -3554,34 +3606,23 @@ async function engineAttach(id: string, stdin: boolean): Promise<{ conn: Deno.Un
  */
 async function engineUpgrade(
   target: string,
-  body: Uint8Array | undefined,
+  body: unknown | undefined,
   what: string,
 ): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
   const conn = await engineConnect();
-  const type = body === undefined ? "" : "Content-Type: application/json\r\n";
-  await writeAll(
-    conn,
-    concatBytes([
-      encoder.encode(
-        `POST ${ENGINE_API}${target} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n` +
-          `${type}Content-Length: ${body?.length ?? 0}\r\n\r\n`,
-      ),
-      body ?? new Uint8Array(0),
-    ]),
-  );
-  const buffer = new Uint8Array(65536);
-  let received: Uint8Array = new Uint8Array(0);
-  let head: ReturnType<typeof parseResponseHead>;
-  while ((head = parseResponseHead(received)) === undefined) {
-    const n = await conn.read(buffer);
-    if (n === null) refuse("engine", `the Docker engine closed the ${what} connection`);
-    received = concatBytes([received, buffer.subarray(0, n!)]);
+  try {
+    const headers = { Connection: "Upgrade", Upgrade: "tcp" };
+    await writeAll(conn, engineRequestBytes("POST", target, { body, headers }));
+    const { head, rest } = await readAnswerHead(conn, new Uint8Array(65536));
+    if (head.status !== 101 && head.status !== 200) {
+      refuse("engine", `the Docker engine answered ${head.status} to ${what}`);
+    }
+    return { conn, initial: rest.slice() };
+  } catch (error) {
+    closeConnection(conn);
+    if (error instanceof Refusal || isBug(error)) throw error;
+    return refuse("engine", `the Docker engine closed the ${what} connection: ${errorText(error)}`);
   }
-  if (head.status !== 101 && head.status !== 200) {
-    conn.close();
-    refuse("engine", `the Docker engine answered ${head.status} to ${what}`);
-  }
-  return { conn, initial: received.slice(head.length) };
 }
 
 /** POST /containers/ID/resize: the terminal's size. */
@@ -5574,6 +5615,28 @@ export function liveTasks(entries: readonly { name: string; stat?: string }[]): 
 // The acts of sharing.
 
 /**
+ * Removes a file or an empty folder of root's own (a lock, a registry entry or folder). Any error is fine
+ * here: it is gone already, a task registered meanwhile (a folder not empty), or it stays for `socker
+ * cleanup`, which sweeps the registry again; a removal must never end a supervision or a cleanup.
+ */
+function removeIfPossible(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch { /* any error: see above */ }
+}
+
+/**
+ * Signals a process root found in a container's cgroup. Any error is fine here: it ended meanwhile
+ * (ESRCH), or the kernel refused (a security module); the caller's next round, or the engine's own kill
+ * and removal, goes on.
+ */
+function signalIfPossible(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(pid, signal);
+  } catch { /* any error: see above */ }
+}
+
+/**
  * Takes the exclusive lock of one step container (a file under LOCK_DIR), waiting at most
  * SHARE_LOCK_WAIT_MS (takeLock, the one way socker waits for a lock). A lock file removed by its last
  * holder while this one waited is taken again.
@@ -5590,15 +5653,13 @@ async function shareLock(key: string): Promise<{ release: (remove?: boolean) => 
     let current: number | undefined;
     try {
       current = Deno.statSync(lockPath).ino ?? undefined;
-    } catch { /* removed meanwhile */ }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error; // removed meanwhile by its last holder
+    }
     if (current !== undefined && current === (statHandle(fd)?.inode)) {
       return {
         release: (remove = false) => {
-          if (remove) {
-            try {
-              Deno.removeSync(lockPath);
-            } catch { /* already gone */ }
-          }
+          if (remove) removeIfPossible(lockPath);
           closeHandle(fd);
         },
       };
@@ -5635,11 +5696,7 @@ async function killContainerProcesses(id: string, parent: string | undefined): P
       }
     }
     if (pids.size === 0) return;
-    for (const pid of pids) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch { /* already gone */ }
-    }
+    for (const pid of pids) signalIfPossible(pid, "SIGKILL");
     await sleep(20);
   }
 }
@@ -5648,14 +5705,8 @@ async function killContainerProcesses(id: string, parent: string | undefined): P
 async function removeSharedContainer(id: string, name: string, parent: string | undefined): Promise<boolean> {
   await killContainerProcesses(id, parent);
   const gone = await ensureGone(id);
-  for (const entry of listNames(`${SHARE_DIR}/${name}`)) {
-    try {
-      Deno.removeSync(`${SHARE_DIR}/${name}/${entry}`);
-    } catch { /* gone */ }
-  }
-  try {
-    Deno.removeSync(`${SHARE_DIR}/${name}`);
-  } catch { /* a task registered meanwhile (cannot happen under the lock) */ }
+  for (const entry of listNames(`${SHARE_DIR}/${name}`)) removeIfPossible(`${SHARE_DIR}/${name}/${entry}`);
+  removeIfPossible(`${SHARE_DIR}/${name}`);
   return gone;
 }
 
@@ -5668,14 +5719,8 @@ function sweepShareRegistry(): void {
   for (const name of listNames(SHARE_DIR)) {
     const entries = registryEntries(name);
     if (liveTasks(entries).length > 0) continue;
-    for (const entry of entries) {
-      try {
-        Deno.removeSync(`${SHARE_DIR}/${name}/${entry.name}`);
-      } catch { /* gone */ }
-    }
-    try {
-      Deno.removeSync(`${SHARE_DIR}/${name}`);
-    } catch { /* a task registered meanwhile */ }
+    for (const entry of entries) removeIfPossible(`${SHARE_DIR}/${name}/${entry.name}`);
+    removeIfPossible(`${SHARE_DIR}/${name}`); // stays if a task registered meanwhile
   }
 }
 
@@ -5699,8 +5744,7 @@ async function engineExecCreate(id: string, request: Record<string, unknown>): P
 
 /** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
 async function engineExecStart(execId: string, tty: boolean): Promise<{ conn: Deno.UnixConn; initial: Uint8Array }> {
-  const body = encoder.encode(JSON.stringify({ Detach: false, Tty: tty }));
-  return await engineUpgrade(`/exec/${urlSegment(execId)}/start`, body, "exec start");
+  return await engineUpgrade(`/exec/${urlSegment(execId)}/start`, { Detach: false, Tty: tty }, "exec start");
 }
 
 /** GET /exec/ID/json: whether the exec runs, its host pid and its exit code. */
@@ -5745,9 +5789,7 @@ function signalExec(pid: number | undefined, containerId: string, signal: Deno.S
   if (pid === undefined || !(readText(`/proc/${pid}/cgroup`) ?? "").includes(containerId)) return;
   for (const target of signal === "SIGKILL" ? processTree(pid) : [pid]) {
     if (target !== pid && !(readText(`/proc/${target}/cgroup`) ?? "").includes(containerId)) continue;
-    try {
-      Deno.kill(target, signal);
-    } catch { /* already gone */ }
+    signalIfPossible(target, signal);
   }
 }
 
@@ -5810,11 +5852,7 @@ async function joinStepContainer(
     }
     return { id, created: true };
   } catch (error) {
-    if (registered) {
-      try {
-        Deno.removeSync(entry);
-      } catch { /* gone */ }
-    }
+    if (registered) removeIfPossible(entry);
     throw error;
   } finally {
     lock.release();
@@ -5827,9 +5865,7 @@ async function leaveStepContainer(plan: RunPlan, key: string, id: string, superv
   const lock = await shareLock(key);
   let last = false;
   try {
-    try {
-      Deno.removeSync(`${SHARE_DIR}/${name}/${supervisor.replace(":", "-")}`);
-    } catch { /* gone */ }
+    removeIfPossible(`${SHARE_DIR}/${name}/${supervisor.replace(":", "-")}`);
     if (liveTasks(registryEntries(name)).length > 0) return true;
     last = true;
     return await removeSharedContainer(id, name, plan.cgroupParent);
@@ -5842,7 +5878,7 @@ async function leaveStepContainer(plan: RunPlan, key: string, id: string, superv
 function leaveRawMode(): void {
   try {
     Deno.stdin.setRaw(false);
-  } catch { /* the terminal is gone */ }
+  } catch { /* any error: the terminal is gone, and there is nothing left to put back */ }
 }
 
 /** What a task's run in its step container has reached, for its signal handlers, clean-up and outcome. */
@@ -5951,7 +5987,7 @@ function superviseExecSignals(plan: RunPlan, run: ExecRun) {
       const { rows, columns } = (() => {
         try {
           return Deno.consoleSize();
-        } catch {
+        } catch { // any error (a plain Error): no terminal to measure
           return { rows: 0, columns: 0 };
         }
       })();
@@ -6016,7 +6052,7 @@ async function superviseExec(
       const { rows, columns } = Deno.consoleSize();
       void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined);
-    } catch { /* no terminal size */ }
+    } catch { /* any error (a plain Error): no terminal to measure; the exec keeps the engine's size */ }
   }
   let pipeSignalled = false;
   const progress: OutputProgress = { writing: false, last: performance.now() };

@@ -9,6 +9,7 @@ import {
   chunkDecoder,
   containerSpec,
   engineMessage,
+  engineRequestBytes,
   isRootItself,
   parseCommandLine,
   parseResponseHead,
@@ -219,6 +220,18 @@ Deno.test("checkCaller takes groups from the database and refuses root", () => {
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (data: Uint8Array) => new TextDecoder().decode(data);
+
+Deno.test("socker's requests to the engine: one head, a JSON body with its length, upgrades asked for", () => {
+  const get = text(engineRequestBytes("GET", "/containers/json?all=1", {}));
+  assert.match(get, /^GET \/v1\.\d+\/containers\/json\?all=1 HTTP\/1\.1\r\nHost: docker\r\nConnection: close\r\n\r\n$/);
+  const post = text(engineRequestBytes("POST", "/exec/abc/start", { body: { Detach: false, Tty: true } }));
+  const [head, body] = post.split("\r\n\r\n");
+  assert.equal(body, '{"Detach":false,"Tty":true}');
+  assert.match(head, new RegExp(`Content-Type: application/json\r\nContent-Length: ${body.length}$`));
+  const upgrade = text(engineRequestBytes("POST", "/x", { headers: { Connection: "Upgrade", Upgrade: "tcp" } }));
+  assert.match(upgrade, /\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n$/);
+  assert.doesNotMatch(upgrade, /Connection: close/);
+});
 
 Deno.test("the engine's response heads parse; anything else does not", () => {
   const raw = bytes("HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\nxyz");
