@@ -5361,14 +5361,18 @@ async function createAndStart(plan: RunPlan, signals: SignalSupervisor, verbose:
   return { id, attached, waited };
 }
 
-/** Passes the caller's terminal and streams to the started container until it ends: its exit status. */
-async function superviseContainer(
+/**
+ * Passes the caller's streams to a started container or exec: the terminal in raw mode (noted in `state`, to
+ * be put back), its output copied out, its stdin in; `onPipe` runs once, when a reader of socker's output
+ * went away (the container's process learns of it by SIGPIPE, as in a shell pipeline).
+ */
+function passStreams(
   plan: RunPlan,
-  signals: SignalSupervisor,
-  started: NonNullable<Awaited<ReturnType<typeof createAndStart>>>,
-  state: RunState,
-): Promise<number> {
-  const { id, attached, waited } = started;
+  attached: { conn: Deno.UnixConn; initial: Uint8Array },
+  state: { rawTerminal: boolean },
+  terminated: Promise<void>,
+  onPipe: () => void,
+): { output: Promise<void>; progress: OutputProgress } {
   if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
     Deno.stdin.setRaw(true);
     state.rawTerminal = true;
@@ -5380,13 +5384,27 @@ async function superviseContainer(
     attached.initial,
     plan.tty,
     () => {
-      if (!pipeSignalled) void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+      if (!pipeSignalled) onPipe();
       pipeSignalled = true;
     },
-    signals.terminated,
+    terminated,
     progress,
   );
   if (plan.stdin) void pumpStdin(attached.conn);
+  return { output, progress };
+}
+
+/** Passes the caller's terminal and streams to the started container until it ends: its exit status. */
+async function superviseContainer(
+  plan: RunPlan,
+  signals: SignalSupervisor,
+  started: NonNullable<Awaited<ReturnType<typeof createAndStart>>>,
+  state: RunState,
+): Promise<number> {
+  const { id, attached, waited } = started;
+  const { output, progress } = passStreams(plan, attached, state, signals.terminated, () => {
+    void engineKill(id, "SIGPIPE", 5000).catch(() => false);
+  });
   const status = await waited();
   // All output the container wrote reaches the caller before socker returns.
   progress.last = performance.now();
@@ -6043,10 +6061,6 @@ async function superviseExec(
       signalExec(pid, id, "SIGKILL");
     }
   });
-  if (plan.tty && plan.stdin && Deno.stdin.isTerminal()) {
-    Deno.stdin.setRaw(true);
-    run.rawTerminal = true;
-  }
   if (plan.tty) {
     try {
       const { rows, columns } = Deno.consoleSize();
@@ -6054,20 +6068,9 @@ async function superviseExec(
         .catch(() => undefined);
     } catch { /* any error (a plain Error): no terminal to measure; the exec keeps the engine's size */ }
   }
-  let pipeSignalled = false;
-  const progress: OutputProgress = { writing: false, last: performance.now() };
-  const output = pumpOutput(
-    attached.conn,
-    attached.initial,
-    plan.tty,
-    () => {
-      if (!pipeSignalled) void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
-      pipeSignalled = true;
-    },
-    terminated,
-    progress,
-  );
-  if (plan.stdin) void pumpStdin(attached.conn);
+  const { output, progress } = passStreams(plan, attached, run, terminated, () => {
+    void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
+  });
   // The stream ends when the exec's process has ended and its output is out (or, after a terminating
   // signal, once its processes were killed: then what is left of the stream is given a moment).
   await Promise.race([output, terminated.then(() => Promise.race([output, sleep(2000)]))]);

@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import {
   containerName,
-  type ListedContainer,
   parseStagingName,
   planJobCleanup,
   planOrphans,
@@ -12,7 +11,7 @@ import {
   supervisorAlive,
   supervisorId,
 } from "../../socker.ts";
-import { engineDown, IMAGE, planTests, run, runFacts } from "./facts.ts";
+import { container, engineDown, IMAGE, planTests, run, runFacts, stat } from "./facts.ts";
 
 const A = "a".repeat(64), B = "b".repeat(64), C = "c".repeat(64);
 
@@ -58,20 +57,6 @@ Deno.test("cleanup of a job: containers by label and by cgroup folder, their fol
     { jobId: "5", containers: [], folders: [], slurmFolders: [], staging: ["job_5.socker-1-aa@1-2"] },
     "the engine down stops no other sweep",
   );
-});
-
-const stat = (pid: number, start: number) => `${pid} (deno) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 ${start} 0 0`;
-const container = (
-  id: string,
-  labels: Record<string, string>,
-  name = `/socker-${labels["socker.uid"]}-${id.slice(0, 4)}`,
-): ListedContainer => ({
-  Id: id,
-  Names: [name],
-  Image: "docker.io/socker-test/busybox:2",
-  Command: "/sbin/docker-init -- sleep 1000",
-  Created: 1000,
-  Labels: { "socker.managed": "true", ...labels },
 });
 
 Deno.test("the reaper removes what a dead supervisor left, never what a live one holds", () => {

@@ -6,6 +6,7 @@ import {
   DOCKER_CONFIG_DIR,
   LIMIT_ROWS,
   type Limits,
+  type ListedContainer,
   type Ownership,
   parseCommandLine,
   pathChain,
@@ -178,3 +179,20 @@ export const jobRecord = (gres: string[], nodes = "n1", user = 2001) => ({
 });
 /** The PMIx folder (PMIX_SERVER_TMPDIR) of alice's step 1.0 on n1. */
 export const pmixTmpDir = "/var/spool/slurmd/n1/pmix.1.0";
+
+/** A /proc/PID/stat line of a process started at START (clock ticks since boot). */
+export const stat = (pid: number, start: number) =>
+  `${pid} (deno) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 ${start} 0 0`;
+/** A container as the engine lists it, with socker's labels. */
+export const container = (
+  id: string,
+  labels: Record<string, string>,
+  name = `/socker-${labels["socker.uid"]}-${id.slice(0, 4)}`,
+): ListedContainer => ({
+  Id: id,
+  Names: [name],
+  Image: "docker.io/socker-test/busybox:2",
+  Command: "/sbin/docker-init -- sleep 1000",
+  Created: 1000,
+  Labels: { "socker.managed": "true", ...labels },
+});

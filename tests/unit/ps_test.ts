@@ -1,22 +1,9 @@
 // Unit tests of socker ps and socker stop: the caller's own containers only; root sees everyone's.
 import assert from "node:assert/strict";
-import { ageText, type ListedContainer, planPs, planStop } from "../../socker.ts";
+import { ageText, planPs, planStop } from "../../socker.ts";
+import { container, stat } from "./facts.ts";
 
 const A = "a".repeat(64), B = "b".repeat(64);
-
-const stat = (pid: number, start: number) => `${pid} (deno) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0 ${start} 0 0`;
-const container = (
-  id: string,
-  labels: Record<string, string>,
-  name = `/socker-${labels["socker.uid"]}-${id.slice(0, 4)}`,
-): ListedContainer => ({
-  Id: id,
-  Names: [name],
-  Image: "docker.io/socker-test/busybox:2",
-  Command: "/sbin/docker-init -- sleep 1000",
-  Created: 1000,
-  Labels: { "socker.managed": "true", ...labels },
-});
 
 const facts = (callerUid: number) => ({
   caller: { uid: callerUid, gid: callerUid, user: callerUid === 0 ? "root" : "alice" },
