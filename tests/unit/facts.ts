@@ -196,3 +196,14 @@ export const container = (
   Created: 1000,
   Labels: { "socker.managed": "true", ...labels },
 });
+
+/** The test cluster's slurm.conf, as the unit tests of Slurm and PMIx read it. */
+export const SLURM_CONF = `# the test cluster
+SlurmdSpoolDir=/var/spool/slurmd/%n
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/affinity,task/cgroup
+Epilog=/usr/local/libexec/socker/slurm-epilog
+NodeName=n1 NodeHostname=vm NodeAddr=127.0.0.1 Port=6818 CPUs=1
+NodeName=n2 NodeHostname=vm NodeAddr=127.0.0.1 Port=6819 CPUs=1
+NodeName=gpu01 CPUs=8
+`;

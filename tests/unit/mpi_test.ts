@@ -12,7 +12,19 @@ import {
   type Settings,
   slurmNodeName,
 } from "../../socker.ts";
-import { fixture, IMAGE, inJob, planTests, pmixTmpDir, probe, probeMap, run, runFacts, settingsFile } from "./facts.ts";
+import {
+  fixture,
+  IMAGE,
+  inJob,
+  planTests,
+  pmixTmpDir,
+  probe,
+  probeMap,
+  run,
+  runFacts,
+  settingsFile,
+  SLURM_CONF,
+} from "./facts.ts";
 
 const settings = (over: Partial<Settings> = {}): Settings => ({ ...DEFAULT_SETTINGS, ...over });
 
@@ -54,16 +66,6 @@ Deno.test("MPI hint: a PMIx step with several ranks here and private namespaces 
 });
 
 const cgroup = (name: string) => fixture(`proc/${name}`);
-
-const SLURM_CONF = `# the test cluster
-SlurmdSpoolDir=/var/spool/slurmd/%n
-ProctrackType=proctrack/cgroup
-TaskPlugin=task/affinity,task/cgroup
-Epilog=/usr/local/libexec/socker/slurm-epilog
-NodeName=n1 NodeHostname=vm NodeAddr=127.0.0.1 Port=6818 CPUs=1
-NodeName=n2 NodeHostname=vm NodeAddr=127.0.0.1 Port=6819 CPUs=1
-NodeName=gpu01 CPUs=8
-`;
 
 Deno.test("the step's PMIx folder comes from slurm.conf and the cgroup, with %n and %h expanded", () => {
   const conf = parseSlurmConf(SLURM_CONF);

@@ -13,7 +13,7 @@ import {
   Refusal,
   slurmConfProblems,
 } from "../../socker.ts";
-import { env, fixture, IMAGE, inJob, planTests, run, runFacts, settingsFile } from "./facts.ts";
+import { env, fixture, IMAGE, inJob, planTests, run, runFacts, settingsFile, SLURM_CONF } from "./facts.ts";
 
 const cgroup = (name: string) => fixture(`proc/${name}`);
 
@@ -154,16 +154,6 @@ Deno.test("in a controller only Docker filled, the job's folders are socker's to
     "/cg/slurm_n1/uid_2001/job_6",
   ]);
 });
-
-const SLURM_CONF = `# the test cluster
-SlurmdSpoolDir=/var/spool/slurmd/%n
-ProctrackType=proctrack/cgroup
-TaskPlugin=task/affinity,task/cgroup
-Epilog=/usr/local/libexec/socker/slurm-epilog
-NodeName=n1 NodeHostname=vm NodeAddr=127.0.0.1 Port=6818 CPUs=1
-NodeName=n2 NodeHostname=vm NodeAddr=127.0.0.1 Port=6819 CPUs=1
-NodeName=gpu01 CPUs=8
-`;
 
 Deno.test("slurm.conf: cgroup tracking, task/cgroup and socker's Epilog are required", () => {
   const hook = "/usr/local/libexec/socker/slurm-epilog";
