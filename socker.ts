@@ -4503,13 +4503,22 @@ function readJobMemoryLimit(job: JobStep): number | undefined {
   return memoryLimitOf(texts);
 }
 
-/** The names in a folder, or none when it does not exist. */
-function listNames(folder: string): string[] {
+/**
+ * The entries of a folder, or none when it cannot be read. Any error means "none": this serves
+ * supervision and cleanup, where no folder may end the run or keep a sweep from the next one.
+ */
+function folderEntries(folder: string): Deno.DirEntry[] {
   try {
-    return [...Deno.readDirSync(folder)].map((entry) => entry.name);
-  } catch { // any error means "none": it serves supervision and cleanup, where no error may end the run
+    return [...Deno.readDirSync(folder)];
+  } catch {
+    /* any error: see above */
     return [];
   }
+}
+
+/** The names in a folder, or none when it does not exist. */
+function listNames(folder: string): string[] {
+  return folderEntries(folder).map((entry) => entry.name);
 }
 
 // ---- run: decide
@@ -4973,8 +4982,8 @@ function superviseSignals() {
     try {
       do {
         resizeAgain = false;
-        const { rows, columns } = Deno.consoleSize();
-        await engineResize(container, rows, columns);
+        const size = terminalSize();
+        if (size !== undefined) await engineResize(container, size.rows, size.columns);
       } while (resizeAgain && !ended);
     } catch { // any error: a resize is best effort and must never end the supervision
       /* no terminal size to pass on, or the engine did not take it */
@@ -5227,13 +5236,9 @@ function unstage(staging: string): void {
   for (const name of listNames(folder)) {
     const target = `${folder}/${name}`;
     unmount(target);
-    try {
-      Deno.removeSync(target); // fails, harmlessly, while something is still mounted there
-    } catch { /* any error: what cannot be removed now is left for cleanup, which runs again */ }
+    removeIfPossible(target); // fails, harmlessly, while something is still mounted there: left for cleanup
   }
-  try {
-    Deno.removeSync(folder);
-  } catch { /* any error: left for cleanup, which runs again */ }
+  removeIfPossible(folder);
 }
 
 /**
@@ -5892,6 +5897,19 @@ async function leaveStepContainer(plan: RunPlan, key: string, id: string, superv
   }
 }
 
+/**
+ * The caller's terminal's size, or none. Any error means "none": Deno says "no terminal" with a plain
+ * Error, and a size is only ever passed on as a courtesy.
+ */
+function terminalSize(): { rows: number; columns: number } | undefined {
+  try {
+    return Deno.consoleSize();
+  } catch {
+    /* any error: see above */
+    return undefined;
+  }
+}
+
 /** Puts the caller's terminal back from raw mode (it may be gone by now). */
 function leaveRawMode(): void {
   try {
@@ -6002,13 +6020,7 @@ function superviseExecSignals(plan: RunPlan, run: ExecRun) {
     if (signal === "SIGWINCH") {
       if (!plan.tty || run.execId === undefined || resizing) return;
       resizing = true;
-      const { rows, columns } = (() => {
-        try {
-          return Deno.consoleSize();
-        } catch { // any error (a plain Error): no terminal to measure
-          return { rows: 0, columns: 0 };
-        }
-      })();
+      const { rows, columns } = terminalSize() ?? { rows: 0, columns: 0 };
       void engineCall("POST", `/exec/${urlSegment(run.execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
         .catch(() => undefined).finally(() => resizing = false);
       return;
@@ -6062,11 +6074,12 @@ async function superviseExec(
     }
   });
   if (plan.tty) {
-    try {
-      const { rows, columns } = Deno.consoleSize();
-      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${rows}&w=${columns}`, { timeoutMs: 5000 })
-        .catch(() => undefined);
-    } catch { /* any error (a plain Error): no terminal to measure; the exec keeps the engine's size */ }
+    const size = terminalSize(); // none: the exec keeps the engine's size
+    if (size !== undefined) {
+      void engineCall("POST", `/exec/${urlSegment(execId)}/resize?h=${size.rows}&w=${size.columns}`, {
+        timeoutMs: 5000,
+      }).catch(() => undefined);
+    }
   }
   const { output, progress } = passStreams(plan, attached, run, terminated, () => {
     void execPidOf().then((pid) => signalExec(pid, id, "SIGPIPE"));
@@ -6655,12 +6668,9 @@ export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
   return { jobId: facts.jobId, containers: [...ids], folders, slurmFolders, staging };
 }
 
+/** The names of the folders in a folder, or none when it cannot be read. */
 function listDirs(path: string): string[] {
-  try {
-    return [...Deno.readDirSync(path)].filter((entry) => entry.isDirectory).map((entry) => entry.name);
-  } catch { // any error means "none": cleanup must go on to the next sweep whatever one folder says
-    return [];
-  }
+  return folderEntries(path).filter((entry) => entry.isDirectory).map((entry) => entry.name);
 }
 
 /** How long one cleanup may take in all (the Epilog hook bounds it again, and always exits 0). */
