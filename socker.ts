@@ -970,7 +970,18 @@ export function parseProcLimits(text: string): Limits {
   for (const line of text.split("\n")) {
     const spec = LIMIT_ROWS.find((row) => line.startsWith(`${row.row} `));
     if (spec === undefined) continue;
-    const [soft, hard] = line.slice(spec.row.length).trim().split(/\s+/).map(value);
+    const words = line.slice(spec.row.length).trim().split(/\s+/);
+    const [soft, hard] = words.map(value);
+    // A limit the caller set that JavaScript cannot hold exactly (above 2^53) cannot be passed on as it is,
+    // and passing on another would change it: said as the caller's to change, not as a fault of the node.
+    const huge = words.slice(0, 2).find((word) => /^\d{16,}$/.test(word) && value(word) === undefined);
+    if (huge !== undefined && words.slice(0, 2).every((word) => /^(\d+|unlimited)$/.test(word))) {
+      refuse(
+        "usage",
+        `your ${spec.row.replace(/^Max /, "").toLowerCase()} limit (${huge}) is too large for socker to pass on ` +
+          `exactly: set it to unlimited or below ${LIMIT_MAX}`,
+      );
+    }
     if (soft === undefined || hard === undefined || soft > hard) {
       refuse("installation", `cannot read the resource limit '${printable(line)}'`);
     }
@@ -3953,7 +3964,17 @@ async function appendAudit(record: AuditRecord, facility: string): Promise<strin
   const needsDigest = encoder.encode(auditLine(stamped, Infinity)).length > SYSLOG_LINE_MAX;
   const digest = needsDigest ? await sha256Hex(JSON.stringify(record.command ?? null)) : undefined;
   if (digest !== undefined) line = auditLine(stamped, limit, digest);
-  const problem = appendAuditFile(line);
+  // A finite file-size limit (the caller's, passed on by sudo, where root may not raise it) would let the
+  // kernel cut the line short: a partial record that the next one, anyone's, is glued onto, and a limit
+  // near the file's size would tell the caller how big the log is. So the file takes no record then,
+  // whatever its size: a refusal (the only record a caller with such a limit gets: a run needs it
+  // unlimited) goes to the system log alone, anything else is a problem.
+  const fileSizeBounded = currentLimits().fsize?.soft !== Infinity;
+  const problem = !fileSizeBounded
+    ? appendAuditFile(line)
+    : record.event === "refused"
+    ? undefined
+    : "socker's file-size limit (ulimit -f) is not unlimited";
   sendToSyslog(syslogDatagram(facility, Deno.pid, new Date(), auditLine(record, SYSLOG_LINE_MAX, digest)));
   return problem;
 }
@@ -5739,11 +5760,38 @@ async function removeSharedContainer(id: string, name: string, parent: string | 
  * stays if a task registered meanwhile. Called by `socker cleanup`.
  */
 function sweepShareRegistry(): void {
+  sweepShareEntries();
+  sweepShareLocks();
+}
+
+/** The registry part of sweepShareRegistry. */
+function sweepShareEntries(): void {
   for (const name of listNames(SHARE_DIR)) {
     const entries = registryEntries(name);
     if (liveTasks(entries).length > 0) continue;
     for (const entry of entries) removeIfPossible(`${SHARE_DIR}/${name}/${entry.name}`);
     removeIfPossible(`${SHARE_DIR}/${name}`); // stays if a task registered meanwhile
+  }
+}
+
+/**
+ * Removes the lock files of step containers that have no registry folder any more (a step cancelled: the
+ * watcher, the Epilog or the reaper removed its container without its lock), unless a task holds one now;
+ * a task that opened one before it went takes a fresh one (see shareLock).
+ */
+function sweepShareLocks(): void {
+  const registries = listNames(SHARE_DIR);
+  for (const file of listNames(LOCK_DIR)) {
+    const prefix = /^share-([0-9a-f]{32})\.lock$/.exec(file)?.[1];
+    if (prefix === undefined || registries.some((name) => name.endsWith(`-${prefix.slice(0, 24)}`))) continue;
+    const path = `${LOCK_DIR}/${file}`;
+    const fd = sys(SYSCALLS.openat, AT_FDCWD, cString(path), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0) continue;
+    try {
+      if (sys(FLOCK, fd, LOCK_EX | LOCK_NB) === 0) removeIfPossible(path);
+    } finally {
+      closeHandle(fd);
+    }
   }
 }
 
@@ -6702,13 +6750,23 @@ async function removeCgroupFolder(folder: string, deadline: number): Promise<str
 }
 
 /** Whether a slurmstepd of this job still runs on this node (its process title is `slurmstepd: [J.S]`). */
-function stepdRuns(jobId: string): boolean {
+function stepdRuns(jobId: string, step?: string): boolean {
+  const title = step === undefined ? `slurmstepd: [${jobId}.` : `slurmstepd: [${jobId}.${step}]`;
   for (const name of listNames("/proc")) {
     if (!/^\d+$/.test(name)) continue;
-    const title = readText(`/proc/${name}/cmdline`);
-    if (title?.startsWith(`slurmstepd: [${jobId}.`)) return true;
+    // Any user can give a process this title (exec -a): only root's processes count (slurmstepd runs as root,
+    // all four of its uids 0), so that no user can hold cleanup or the watcher off Slurm's folders.
+    if (readText(`/proc/${name}/cmdline`)?.startsWith(title) && isRootProcess(readText(`/proc/${name}/status`))) {
+      return true;
+    }
   }
   return false;
+}
+
+/** Whether a process's /proc/PID/status says that all its uids (real, effective, saved, filesystem) are 0. */
+export function isRootProcess(status: string | undefined): boolean {
+  const uids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$/m.exec(status ?? "");
+  return uids !== null && uids.slice(1).every((uid) => uid === "0");
 }
 
 /** Waits until `done` holds or the deadline passes; returns whether it held. */
@@ -6749,6 +6807,7 @@ async function actCleanup(plan: CleanupPlan, engineProblem: string | undefined):
   const slurms: SweepOutcome = { sweep: "Slurm's folders", done: 0, problems: [] };
   if (plan.slurmFolders.length > 0 && plan.jobId !== undefined) {
     const done = await waitUntil(() => !stepdRuns(plan.jobId!), Math.min(deadline, Date.now() + STEPD_EXIT_WAIT_MS));
+    if (!done) slurms.problems.push(`a slurmstepd of job ${plan.jobId} still runs: Slurm's folders left`);
     for (const folder of done ? plan.slurmFolders : []) {
       const problem = await removeCgroupFolder(folder, Math.min(deadline, Date.now() + 2000));
       if (problem === undefined) slurms.done++;
@@ -6948,13 +7007,6 @@ export function stepFolders(folders: readonly string[], step: string): string[] 
 }
 
 /** Whether a slurmstepd of this step still runs on this node (its process title is `slurmstepd: [J.S]`). */
-function stepStepdRuns(jobId: string, step: string): boolean {
-  for (const name of listNames("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    if (readText(`/proc/${name}/cmdline`)?.startsWith(`slurmstepd: [${jobId}.${step}]`)) return true;
-  }
-  return false;
-}
 
 /**
  * Removes one orphan as the reaper would (kill and remove, its staging folder), then, once Slurm is done
@@ -6966,6 +7018,7 @@ async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
     // Every process in it (with pid = host, the container's end does not end its tasks' execs).
     const parent = (await engineContainer(orphan.id).catch(() => undefined))?.HostConfig?.CgroupParent;
     await removeSharedContainer(orphan.id, orphan.name, parent);
+    sweepShareLocks();
   }
   const staging = listNames(STAGING_DIR).filter((name) => parseStagingName(name).container === orphan.name);
   const sweeps = await actCleanup(
@@ -6975,7 +7028,7 @@ async function removeWatchedOrphan(orphan: WatchedContainer): Promise<void> {
   if (orphan.job !== undefined && orphan.step !== undefined && boundedInt(orphan.job, 1, ID_MAX) !== undefined) {
     const job = orphan.job, step = orphan.step;
     const folders: SweepOutcome = { sweep: "step cgroup folders", done: 0, problems: [] };
-    if (await waitUntil(() => !stepStepdRuns(job, step), Date.now() + STEPD_EXIT_WAIT_MS)) {
+    if (await waitUntil(() => !stepdRuns(job, step), Date.now() + STEPD_EXIT_WAIT_MS)) {
       const mounts = cgroupMounts(readText(MOUNTINFO_PATH) ?? "");
       const v2Node = mounts.every((mount) => mount.version === 2);
       for (const mount of mounts) {

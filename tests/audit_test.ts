@@ -247,3 +247,22 @@ Deno.test("attack: a flood of refusals adds at most one system-log line each to 
     assert.ok(size <= 4001, `the file grew by ${size} bytes`);
   }
 });
+
+Deno.test("attack: a file-size limit just past the audit log's end cuts no record short, and tells nothing of its size", async () => {
+  // Each limit lands inside the refusal's own line, where the kernel would cut it; none may be written in part.
+  for (const extra of [1, 60, 300]) {
+    const tag = marker("fsize");
+    const before = Deno.statSync(AUDIT_LOG).size;
+    const result = await asAlice(`exec prlimit --fsize=${before + extra} socker run ${IMAGE} echo ${tag}`);
+    assertRefused(result, /file-size limit \(ulimit -f\) is \d+ KiB; socker needs it unlimited/);
+    const text = Deno.readTextFileSync(AUDIT_LOG);
+    assert.ok(text.endsWith("\n"), `+${extra}: the log still ends with a whole line`);
+    for (const line of text.slice(before).split("\n").filter((l) => l !== "")) JSON.parse(line);
+    assert.ok(!text.slice(before).includes(tag), `+${extra}: the file took no part of the refused record`);
+    const copied = await waitFor(
+      async () => (await Deno.readTextFile("/var/log/auth.log").catch(() => "")).includes(tag),
+      5000,
+    );
+    assert.ok(copied >= 0, `+${extra}: the system log has the refusal`);
+  }
+});

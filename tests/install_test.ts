@@ -354,6 +354,27 @@ for (const { flag, low, fine, refusal } of LIMIT_CASES) {
   });
 }
 
+Deno.test("limits of 2^53 bytes and more (up to the kernel's 2^64-1) get one line and 125, never a shell error", async () => {
+  const spellings = [
+    "ulimit -v 9007199254740992",
+    "prlimit --pid $$ --as=9223372036854775808:unlimited",
+    "prlimit --pid $$ --as=18446744073709551614",
+    "prlimit --pid $$ --data=9223372036854775808",
+    "prlimit --pid $$ --stack=9223372036854775808:unlimited",
+    "prlimit --pid $$ --fsize=1152921504606846976",
+  ];
+  for (const limits of spellings) {
+    const result = await withLimits(limits, ["run", "socker-test/busybox:2", "true"]);
+    assert.equal(result.code, 125, `${limits}: ${result.stderr}`);
+    assert.match(
+      result.stderr,
+      /^socker: your [a-z ]+ limit \(\d+\) is too large for socker to pass on exactly/,
+      limits,
+    );
+    assert.equal(result.stderr.trimEnd().split("\n").length, 1, `${limits}: one line: ${result.stderr}`);
+  }
+});
+
 Deno.test("the Slurm Epilog hook bounds its cleanup in time and always exits 0", async () => {
   const hook = Deno.readTextFileSync("/usr/local/libexec/socker/slurm-epilog");
   assert.match(

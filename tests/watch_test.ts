@@ -146,6 +146,30 @@ watchTest(
   },
 );
 
+watchTest(
+  "scancel JOB.STEP of a step sharing one container: the container and its lock file go, the job runs on",
+  async () => {
+    const locks = () => new Set(Array.from(Deno.readDirSync("/run/socker-locks")).map((entry) => entry.name));
+    const before = locks();
+    const job = await sbatch(`srun -n2 -O socker run ${IMAGE} sleep 1000\nsleep 1000`, [
+      "-N1",
+      "-w",
+      "n1",
+      "-n2",
+      "-O",
+    ]);
+    await waitJobRuns(job);
+    const names = await containersOf(job, 1);
+    const stepLocks = [...locks()].filter((name) => name.startsWith("share-") && !before.has(name));
+    assert.equal(stepLocks.length, 1, `the step's lock: ${stepLocks}`);
+    await sh("/usr/bin/scancel", [`${job}.0`]);
+    assert.ok((await goneWithin(names)) >= 0, "the step container is gone");
+    const lockGone = await waitFor(() => Promise.resolve(!locks().has(stepLocks[0])), GONE_MS);
+    assert.ok(lockGone >= 0, `${stepLocks[0]} is left in /run/socker-locks`);
+    assert.equal(await jobState(job), "RUNNING");
+  },
+);
+
 /** Whether any cgroup folder of the job's step is left on this host. */
 async function stepFolders(job: string, step: string): Promise<boolean> {
   const found = await sh("/usr/bin/find", [

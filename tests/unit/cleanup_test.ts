@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import {
   containerName,
+  isRootProcess,
   parseStagingName,
   planJobCleanup,
   planOrphans,
@@ -145,3 +146,14 @@ planTests([
     /Docker engine is not reachable/,
   ],
 ]);
+
+Deno.test("cleanup waits only for root's slurmstepd: a user's process titled like one does not count", () => {
+  const status = (uids: string) =>
+    `Name:\tslurmstepd\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t${uids}\nGid:\t0\t0\t0\t0\n`;
+  assert.equal(isRootProcess(status("0\t0\t0\t0")), true);
+  assert.equal(isRootProcess(status("2001\t2001\t2001\t2001")), false, "alice's exec -a 'slurmstepd: [N.0]'");
+  assert.equal(isRootProcess(status("2001\t0\t0\t0")), false, "a set-uid program started by alice");
+  assert.equal(isRootProcess(status("0\t0\t0\t2001")), false);
+  assert.equal(isRootProcess(undefined), false, "gone");
+  assert.equal(isRootProcess("Uid:\t0\n"), false, "not the kernel's four fields");
+});

@@ -89,6 +89,23 @@ Deno.test("the caller's limits are read from the kernel's text, every row, bound
     () => parseProcLimits(PROC_LIMITS.replace("96362                96362", "99999999999999999999 x")),
     /cannot read/,
   );
+  // A limit above 2^53 (prlimit --as=2^54, --fsize=2^60) is the caller's to change, said in their words.
+  for (const [row, text] of [["Max file size             1048576", "Max file size             1152921504606846976"]]) {
+    refusal(
+      () => parseProcLimits(PROC_LIMITS.replace(row, text)),
+      /^your file size limit \(1152921504606846976\) is too large for socker to pass on exactly: set it to unlimited/,
+    );
+  }
+  refusal(
+    () =>
+      parseProcLimits(
+        PROC_LIMITS.replace(
+          "Max address space         unlimited            unlimited",
+          "Max address space 18014398509481984 unlimited",
+        ),
+      ),
+    /your address space limit \(18014398509481984\) is too large/,
+  );
 });
 
 Deno.test("the container gets exactly the caller's limits, for every limit docker can set", () => {
