@@ -360,7 +360,6 @@ Deno.test("limits of 2^53 bytes and more (up to the kernel's 2^64-1) get one lin
     "prlimit --pid $$ --as=9223372036854775808:unlimited",
     "prlimit --pid $$ --as=18446744073709551614",
     "prlimit --pid $$ --data=9223372036854775808",
-    "prlimit --pid $$ --stack=9223372036854775808:unlimited",
     "prlimit --pid $$ --fsize=1152921504606846976",
   ];
   for (const limits of spellings) {
@@ -373,6 +372,14 @@ Deno.test("limits of 2^53 bytes and more (up to the kernel's 2^64-1) get one lin
     );
     assert.equal(result.stderr.trimEnd().split("\n").length, 1, `${limits}: one line: ${result.stderr}`);
   }
+  // A soft stack limit of 2^63 never reaches socker: sudo puts its own default back (measured: 8192 KiB),
+  // so that spelling runs, with the stack sudo gave.
+  const stack = await withLimits("prlimit --pid $$ --stack=9223372036854775808:unlimited", [
+    "run",
+    "socker-test/busybox:2",
+    "true",
+  ]);
+  assert.equal(stack.code, 0, stack.stderr);
 });
 
 Deno.test("the Slurm Epilog hook bounds its cleanup in time and always exits 0", async () => {
