@@ -80,6 +80,14 @@ readonly SOURCE_RUNC="$SELF_DIR/socker-runc"
 readonly SOURCE_ENTRY="$SELF_DIR/socker-entry.sh.in" # the entry point's template (see entry_text)
 readonly ENGINE_CONFIG=/etc/docker/daemon.json # the Docker engine's configuration file
 readonly RUNTIME_NAME=socker-runc              # fixed in socker.ts
+# Podman (--engine podman): its API service, run as root on a socket of its own in a root-only folder
+# (PODMAN_SOCKET in socker.ts), with the cgroupfs manager so that a cgroup parent inside a Slurm step is
+# honoured; a systemd unit where systemd runs, else a loop kept running like the watcher's.
+readonly PODMAN_SOCKET_DIR=/run/socker-engine
+readonly PODMAN_SOCKET=$PODMAN_SOCKET_DIR/podman.sock
+readonly PODMAN_SERVICE=socker-podman.service
+readonly PODMAN_LOOP_PID=/run/socker-podman-loop.pid
+readonly PODMAN_RUNTIMES=/etc/containers/containers.conf.d/socker.conf # Podman's runtime entry for socker-runc
 
 PREFIX=/usr/local
 SYSCONFDIR=/etc
@@ -89,6 +97,7 @@ DO_EPILOG=0
 DO_DEMO=0
 DRY_RUN=0
 UNINSTALL=0
+ENGINE="" # --engine: docker or podman, written to socker.conf; empty: socker.conf's engine is kept
 SCRATCH="" # private folder (0700) for generated content; cleanup_temps removes it at exit
 PLANNED_DIRS="" # folders that --dry-run would have created
 INSTALLED_PKGS=() # Debian packages this run installed, for the summary
@@ -127,6 +136,13 @@ Options:
                      and start it), build the local image $DEMO_IMAGE from busybox with
                      $DEMO_DOCKER, allow it, and run it through socker as an unprivileged user
                      (\$SUDO_USER or nobody)
+  --engine ENGINE    docker or podman: the engine socker talks to, written as 'engine = ENGINE' in
+                     SYSCONFDIR/socker/socker.conf (other lines kept). podman: installs Debian's
+                     podman and catatonit when missing, runs its API service as root on
+                     $PODMAN_SOCKET (folder root 0700) with --cgroup-manager=cgroupfs
+                     (systemd unit $PODMAN_SERVICE, else a loop kept running like the
+                     watcher's), and registers socker-runc in $PODMAN_RUNTIMES.
+                     docker: stops and removes that service. Default: socker.conf's engine is kept
   --dry-run          print every action, change nothing (works without root)
   --uninstall        remove what install.sh installed; keeps SYSCONFDIR/socker (the allowlist),
                      $LOG_DIR (the audit log) and any dockerroot user or docker group
@@ -351,17 +367,18 @@ is_elf() { [ "$(head -c 4 -- "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177EL
 parse_args() {
   while [ $# -gt 0 ]; do
     case $1 in
-    --prefix | --sysconfdir | --deno | --denort)
+    --prefix | --sysconfdir | --deno | --denort | --engine)
       [ $# -ge 2 ] || usage_error "$1 needs a value"
       case $1 in
       --prefix) PREFIX=$2 ;;
       --sysconfdir) SYSCONFDIR=$2 ;;
       --deno) DENO_SRC=$2 ;;
       --denort) DENORT=$2 ;;
+      --engine) ENGINE=$2 ;;
       esac
       shift 2
       ;;
-    --prefix=* | --sysconfdir=* | --deno=* | --denort=*)
+    --prefix=* | --sysconfdir=* | --deno=* | --denort=* | --engine=*)
       local name=${1%%=*} value=${1#*=}
       set -- "$name" "$value" "${@:2}"
       ;;
@@ -382,6 +399,13 @@ parse_args() {
   if [ "$PREFIX" = / ] || [ "$SYSCONFDIR" = / ]; then usage_error "--prefix and --sysconfdir cannot be /"; fi
   if [ -n "$DENO_SRC" ]; then check_path --deno "$DENO_SRC"; fi
   if [ -n "$DENORT" ]; then check_path --denort "$DENORT"; fi
+  case $ENGINE in
+  "" | docker | podman) ;;
+  *) usage_error "--engine must be docker or podman, not '$ENGINE'" ;;
+  esac
+  if [ "$ENGINE" = podman ] && [ "$DO_DEMO" -eq 1 ]; then
+    usage_error "--demo builds its image with the docker CLI: run it without --engine podman"
+  fi
   if [ "$UNINSTALL" -eq 1 ] && [ $((DO_EPILOG + DO_DEMO)) -gt 0 ]; then
     usage_error "--uninstall cannot be combined with --epilog or --demo"
   fi
@@ -397,6 +421,7 @@ parse_args() {
   LIB=$PREFIX/lib/socker
   CONF_DIR=$SYSCONFDIR/socker
   ALLOWLIST=$CONF_DIR/socker-images
+  SETTINGS=$CONF_DIR/socker.conf
   DOCKER_CONFIG_DIR=$LIB/docker-config
   # Deno permissions of the privileged side: used for deno compile and for the wrapper alike.
   # Deno 2.9 opens no path under /proc or /sys (socker reads /proc/self/cgroup and
@@ -871,6 +896,158 @@ step_watcher() {
   fi
   run setsid -f /bin/sh "$loop" </dev/null >/dev/null 2>&1
   dry || say "started the watcher: $loop (no systemd; install.sh starts it again on each run, start it at boot yourself)"
+}
+
+# ---------------------------------------------------------------- podman
+
+podman_service_text() {
+  cat <<EOF
+# The Podman API service socker talks to (engine = podman): root's, on a socket only root can reach,
+# with the cgroupfs manager (socker's containers go into the Slurm step's cgroup). Installed by install.sh.
+[Unit]
+Description=Podman API service for socker (root only, cgroupfs)
+
+[Service]
+ExecStartPre=/usr/bin/install -d -o root -g root -m 0700 $PODMAN_SOCKET_DIR
+ExecStart=$PODMAN --cgroup-manager=cgroupfs system service --time=0 unix://$PODMAN_SOCKET
+# conmon, each container's monitor, must outlive a restart of the service, as containerd-shim does dockerd's.
+KillMode=process
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# podman_loop_text: without systemd, this loop keeps the Podman service running (a second after it ends).
+podman_loop_text() {
+  cat <<EOF
+#!/bin/sh
+# Installed by install.sh: keeps the Podman API service socker talks to running on a node without systemd.
+# Started by install.sh with setsid: this shell leads its own process group, recorded in $PODMAN_LOOP_PID.
+echo \$\$ >$PODMAN_LOOP_PID
+while :; do
+  /usr/bin/install -d -o root -g root -m 0700 $PODMAN_SOCKET_DIR
+  $PODMAN --cgroup-manager=cgroupfs system service --time=0 unix://$PODMAN_SOCKET </dev/null >/dev/null 2>&1
+  sleep 1
+done
+EOF
+}
+
+# podman_runtimes_text: socker-runc as a runtime Podman knows by name (Docker's is in $ENGINE_CONFIG).
+podman_runtimes_text() {
+  cat <<EOF
+# Installed by install.sh: the OCI runtime socker's containers use in Slurm jobs (see $RUNTIME).
+[engine.runtimes]
+$RUNTIME_NAME = ["$RUNTIME"]
+EOF
+}
+
+# stop_podman_loop: stops the loop install.sh started, with the service in its process group (containers
+# keep running under their conmon, which left that group).
+stop_podman_loop() {
+  local pid
+  pid=$(cat "$PODMAN_LOOP_PID" 2>/dev/null) || return 0
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'socker-podman-loop'; then
+    run kill -TERM -- "-$pid" 2>/dev/null || true
+    dry || say "stopped the Podman service loop (process group $pid)"
+  fi
+  dry || rm -f -- "$PODMAN_LOOP_PID"
+}
+
+# podman_answers: the Podman service answers on its socket.
+podman_answers() {
+  [ -S "$PODMAN_SOCKET" ] && "$PODMAN" --url "unix://$PODMAN_SOCKET" version >/dev/null 2>&1
+}
+
+# step_podman: Podman installed, socker-runc registered, and its API service running as root.
+step_podman() {
+  local loop=$LIBEXEC/socker-podman-loop changed=0 file text _
+  apt_install podman catatonit
+  PODMAN=$(command -v podman || true)
+  if dry && [ -z "$PODMAN" ]; then PODMAN=/usr/bin/podman; fi
+  [ -n "$PODMAN" ] || die "apt-get install podman did not install podman"
+  if [ -x "$RUNTIME" ] || dry; then
+    ensure_parent "$(dirname "$PODMAN_RUNTIMES")"
+    file=$(content_file "$(podman_runtimes_text)") || exit
+    same_file "$file" "$PODMAN_RUNTIMES" 0644 || changed=1
+    install_file "$file" "$PODMAN_RUNTIMES" 0644
+  fi
+  if has_systemd; then
+    text=$(podman_service_text)
+    file=$(content_file "$text") || exit
+    same_file "$file" "$SYSTEMD_DIR/$PODMAN_SERVICE" 0644 || changed=1
+    install_file "$file" "$SYSTEMD_DIR/$PODMAN_SERVICE" 0644
+    run systemctl daemon-reload
+    run systemctl enable "$PODMAN_SERVICE"
+    if [ "$changed" -eq 1 ] || ! systemctl is-active --quiet "$PODMAN_SERVICE" 2>/dev/null; then
+      run systemctl restart "$PODMAN_SERVICE"
+    fi
+  else
+    file=$(content_file "$(podman_loop_text)") || exit
+    same_file "$file" "$loop" 0755 || changed=1
+    install_file "$file" "$loop" 0755
+    local init_root
+    if init_root=$(stat -c %d:%i /proc/1/root/. 2>/dev/null) && [ "$(stat -c %d:%i /)" != "$init_root" ]; then
+      say "note: this is a chroot: the Podman service is not started here; start $loop (as root) on the booted node"
+      return 0
+    fi
+    if [ "$changed" -eq 1 ] || ! podman_answers; then
+      stop_podman_loop
+      changed=1
+      run setsid -f /bin/sh "$loop" </dev/null >/dev/null 2>&1
+    fi
+  fi
+  if dry; then
+    say "would wait up to 30 s for the Podman service on $PODMAN_SOCKET"
+    return 0
+  fi
+  for _ in $(seq 150); do
+    if podman_answers; then
+      if [ "$changed" -eq 1 ]; then
+        say "started the Podman service on $PODMAN_SOCKET (root 0600 in a root 0700 folder, cgroupfs)"
+      else
+        say "unchanged Podman service on $PODMAN_SOCKET (answers)"
+      fi
+      return 0
+    fi
+    sleep 0.2
+  done
+  die "the Podman service did not answer on $PODMAN_SOCKET within 30 s"
+}
+
+# remove_podman_service: stops and removes socker's Podman service (--engine docker, --uninstall).
+remove_podman_service() {
+  if [ -f "$SYSTEMD_DIR/$PODMAN_SERVICE" ] && grep -qs 'Installed by install.sh' "$SYSTEMD_DIR/$PODMAN_SERVICE"; then
+    if has_systemd; then run systemctl disable --now "$PODMAN_SERVICE" 2>/dev/null || true; fi
+  fi
+  remove_ours "$SYSTEMD_DIR/$PODMAN_SERVICE"
+  stop_podman_loop
+  remove_ours "$LIBEXEC/socker-podman-loop"
+  remove_ours "$PODMAN_RUNTIMES"
+}
+
+# step_engine_setting: 'engine = ENGINE' in socker.conf: the line replaced, or added; the file made when
+# missing (root 0644, as socker requires of it). Other lines are kept as they are.
+step_engine_setting() {
+  local text="" file
+  if [ -L "$SETTINGS" ] || { [ -e "$SETTINGS" ] && [ ! -f "$SETTINGS" ]; }; then
+    die "$SETTINGS exists and is not a regular file; remove it first"
+  fi
+  if [ -f "$SETTINGS" ]; then
+    text=$(grep -v -E '^[[:space:]]*engine[[:space:]]*=' "$SETTINGS" || true)
+    text=${text:+$text$'\n'}
+  fi
+  text+="engine = $ENGINE"
+  file=$(content_file "$text") || exit
+  if same_file "$file" "$SETTINGS" 0644; then
+    say "unchanged engine = $ENGINE in $SETTINGS"
+    return 0
+  fi
+  install_file "$file" "$SETTINGS" 0644
+  dry || say "set engine = $ENGINE in $SETTINGS"
 }
 
 # step_runtime: socker.ts and the pinned deno; sets SOCKER_VERSION.
@@ -1350,6 +1527,7 @@ uninstall() {
   if has_systemd && [ ! -e "$SYSTEMD_DIR/$REAPER_SERVICE" ]; then run systemctl daemon-reload 2>/dev/null || true; fi
   remove_ours "$CRON_FILE"
   remove_ours "$LOGROTATE_FILE"
+  remove_podman_service
   # The engine's runtime entry before the runtime itself (below, with $LIBEXEC).
   unregister_runtime
   if [ -e "$LAUNCHER" ] || [ -L "$LAUNCHER" ]; then
@@ -1408,6 +1586,11 @@ main() {
   step_audit_log
   step_reaper
   step_oci_runtime
+  case $ENGINE in
+  podman) step_podman ;;
+  docker) remove_podman_service ;;
+  esac
+  if [ -n "$ENGINE" ]; then step_engine_setting; fi
   step_watcher
   if [ "$DO_EPILOG" -eq 1 ]; then step_epilog; fi
   dry || self_check

@@ -47,6 +47,11 @@ export const SOCKER_VERSION = "0.2.0"; // install.sh
 
 /** The Docker engine's socket: socker (root) opens it itself; no docker CLI runs on any socker path. */
 export const DOCKER_SOCKET = "/var/run/docker.sock";
+/**
+ * The Podman API service's socket (`engine = podman`), in a root-only folder of its own (not STAGING_DIR,
+ * whose entries cleanup sweeps): install.sh runs `podman system service` on it as root.
+ */
+export const PODMAN_SOCKET = "/run/socker-engine/podman.sock";
 /** The engine API version socker speaks (Docker 20.10 and later). */
 export const ENGINE_API = "/v1.41";
 
@@ -680,7 +685,14 @@ export type Settings = {
   defaultGpus: boolean;
   /** `share`: `step` (the tasks of a step on a node share one container, see planShare) or `none`. */
   share: "step" | "none";
+  /** `engine`: the engine socker talks to over its Docker-compatible API: `docker` or `podman`. */
+  engine: EngineKind;
+  /** `socket`: the engine's socket, when not its default (DOCKER_SOCKET, PODMAN_SOCKET). */
+  socket?: string;
 };
+
+/** The engines socker speaks to. */
+export type EngineKind = "docker" | "podman";
 
 /** Facilities the audit log's system-log copy may use. */
 export const LOG_FACILITIES = [
@@ -730,6 +742,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   rendezvousVariables: true,
   defaultGpus: false,
   share: "step",
+  engine: "docker",
 });
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -788,6 +801,13 @@ const SETTING_PARSERS: Record<string, SettingParser> = {
   pull: choice("pull", "pull", ["never", "missing"]),
   user_filesystems: choice("userFilesystems", "user_filesystems", ["refuse", "allow"]),
   share: choice("share", "share", ["step", "none"]),
+  engine: choice("engine", "engine", ["docker", "podman"]),
+  socket: (value, words, settings) => {
+    if (words.length !== 1 || !isCleanAbsolute(value) || value === "/") {
+      throw new Error(`socket must be one clean absolute path, not '${printable(value)}'`);
+    }
+    settings.socket = value;
+  },
   log_facility: choice("logFacility", "log_facility", LOG_FACILITIES),
   default_mounts: (_value, words, settings) => {
     for (const word of words) {
@@ -1074,6 +1094,23 @@ export function containerUlimits(caller: Limits): { Name: string; Soft: number; 
   }));
 }
 
+/**
+ * The container's limits as an engine whose runtime may not raise limits can set them: each at most the
+ * engine's own hard limit (`-1` is unlimited). Podman's runc inherits the service's limits and, without
+ * CAP_SYS_RESOURCE, cannot set one above them: the container would not start. Lowered, never raised.
+ */
+export function ulimitsWithin(
+  ulimits: readonly { Name: string; Soft: number; Hard: number }[],
+  engine: Limits,
+): { Name: string; Soft: number; Hard: number }[] {
+  const bound = (value: number, max: number) => (max === Infinity ? value : value === -1 ? max : Math.min(value, max));
+  return ulimits.map((ulimit) => {
+    const name = LIMIT_ROWS.find((row) => row.docker === ulimit.Name)?.name;
+    const hard = name === undefined || engine[name] === undefined ? Infinity : engine[name].hard;
+    return { Name: ulimit.Name, Soft: bound(ulimit.Soft, hard), Hard: bound(ulimit.Hard, hard) };
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // cgroups and Slurm: which job step the caller is in, from /proc/self/cgroup (written by the kernel; the
 // caller cannot move a process into a cgroup of another job), and what Slurm's own files and records say.
@@ -1249,8 +1286,29 @@ export const SLURM_CONTROLLERS = ["freezer", "cpuset", "memory", "devices"];
 const CONTAINER_ID = /^[0-9a-f]{64}$/;
 
 /**
+ * The container id a cgroup folder's name stands for: Docker names a container's folder by its id, Podman
+ * (cgroupfs) `libpod-<id>`; undefined for any other folder.
+ */
+export function containerIdOfFolder(name: string): string | undefined {
+  const id = name.startsWith("libpod-") ? name.slice("libpod-".length) : name;
+  return CONTAINER_ID.test(id) ? id : undefined;
+}
+
+/**
+ * Podman (cgroupfs) puts each container's monitor, `conmon` (root's), in a folder `conmon` beside the
+ * container's, under the same cgroup parent: an engine's folder, not Slurm's.
+ */
+export const CONMON_FOLDER = "conmon";
+
+/** Whether a cgroup folder is the engine's: a container's (by its id) or Podman's conmon folder. */
+export function isEngineFolder(name: string): boolean {
+  return containerIdOfFolder(name) !== undefined || name === CONMON_FOLDER;
+}
+
+/**
  * Lists what a finished job left in one hierarchy, deepest first, by whose it is to remove: `containers`
- * are the engine's folders of containers (named by their 64-hex id, with what lies below) anywhere under
+ * are the engine's folders of containers (see isEngineFolder: a 64-hex id, `libpod-<id>`, Podman's `conmon`,
+ * with what lies below) anywhere under
  * the job; `jobFolders` are the job's own folders in hierarchies Slurm does not manage (v1 cpu, cpuacct,
  * blkio, pids, name=systemd, and the unified tree of a hybrid node: Docker created them there for the
  * cgroup parent), socker's to remove at once; `slurmFolders` are the job and step folders in hierarchies
@@ -1278,7 +1336,7 @@ export function jobLeftovers(
   }
   const folders = parents.filter((parent) => listDirs(parent).includes(`job_${jobId}`))
     .flatMap((parent) => [...below(`${parent}/job_${jobId}`), `${parent}/job_${jobId}`]);
-  const ids = folders.filter((folder) => CONTAINER_ID.test(folder.slice(folder.lastIndexOf("/") + 1)));
+  const ids = folders.filter((folder) => isEngineFolder(folder.slice(folder.lastIndexOf("/") + 1)));
   const ofContainer = (folder: string) => ids.some((id) => folder === id || folder.startsWith(`${id}/`));
   const slurmOwns = mount.version === 2 ? v2Node : mount.controllers.some((c) => SLURM_CONTROLLERS.includes(c));
   const job = folders.filter((folder) => !ofContainer(folder));
@@ -3274,11 +3332,62 @@ type EngineStream = {
   close: () => void;
 };
 
+/** The engine a process talks to, from socker.conf: its kind and socket, and why its socket is not trusted. */
+export type EngineChoice = { kind: EngineKind; socket: string; problem?: string };
+
+/** The engine named in the settings, on its default socket unless `socket` names another. */
+export function engineChoice(settings: Pick<Settings, "engine" | "socket">): EngineChoice {
+  return {
+    kind: settings.engine,
+    socket: settings.socket ?? (settings.engine === "podman" ? PODMAN_SOCKET : DOCKER_SOCKET),
+  };
+}
+
+/** The engine's name as people know it. */
+export function engineTitle(kind: EngineKind): string {
+  return kind === "podman" ? "Podman" : "Docker";
+}
+
+/** What socker reads of an engine's socket: the socket (statx, symlinks followed) and each folder above it. */
+export type SocketFacts = { path: string; socket: { uid: number; mode: number } | string; folders: Ownership[] };
+
+const S_IFSOCK = 0o140000;
+
+/**
+ * Why socker must not talk to the engine over this socket, or undefined. Whoever answers on it is trusted
+ * with every run, so it must be root's: a socket owned by root, in folders only root can change (else a
+ * user could put a socket of their own in its place). Docker's socket may be its group's (`docker`, root's
+ * equal by Docker's design) but never everyone's; Podman's, which install.sh makes, only root's: never a
+ * socket another user could connect to. A socket that is not there is no problem here: connecting says so.
+ */
+export function engineSocketProblem(kind: EngineKind, facts: SocketFacts): string | undefined {
+  const { socket, path } = facts;
+  if (typeof socket === "string") return undefined;
+  if ((socket.mode & S_IFMT) !== S_IFSOCK) return `${path} is not a socket`;
+  if (socket.uid !== 0) return `${path} is not owned by root (owner uid ${socket.uid})`;
+  const mode = (socket.mode & 0o7777).toString(8).padStart(4, "0");
+  if ((socket.mode & 0o006) !== 0) return `${path} may be used by anyone (mode ${mode})`;
+  if (kind === "podman" && (socket.mode & 0o060) !== 0) {
+    return `${path} may be used by its group (mode ${mode}); Podman's socket must be root's alone`;
+  }
+  return untrustedReason([{ path, uid: 0, mode: 0, kind: "file" }, ...facts.folders]);
+}
+
+/** The engine this process talks to: chosen once in main, from socker.conf (Docker until then). */
+let engineInUse: EngineChoice = engineChoice(DEFAULT_SETTINGS);
+
+/** "the Docker engine" or "the Podman engine": the engine in use, as messages name it. */
+function theEngine(capital = false): string {
+  return `${capital ? "The" : "the"} ${engineTitle(engineInUse.kind)} engine`;
+}
+
 async function engineConnect(): Promise<Deno.UnixConn> {
+  const { socket, problem } = engineInUse;
+  if (problem !== undefined) refuse("installation", `refusing to use ${theEngine()}'s socket: ${problem}`);
   try {
-    return await Deno.connect({ transport: "unix", path: DOCKER_SOCKET });
+    return await Deno.connect({ transport: "unix", path: socket });
   } catch (error) {
-    return refuse("engine", `the Docker engine is not reachable at ${DOCKER_SOCKET}: ${errorText(error)}`);
+    return refuse("engine", `${theEngine()} is not reachable at ${socket}: ${errorText(error)}`);
   }
 }
 
@@ -3350,8 +3459,8 @@ async function engineOpen(
     return refuse(
       "engine",
       timedOut
-        ? `the Docker engine did not answer ${method} ${path.split("?")[0]} within ${timeoutMs / 1000} s`
-        : `lost the connection to the Docker engine: ${errorText(error)}`,
+        ? `${theEngine()} did not answer ${method} ${path.split("?")[0]} within ${timeoutMs / 1000} s`
+        : `lost the connection to ${theEngine()}: ${errorText(error)}`,
     );
   };
   try {
@@ -3417,7 +3526,7 @@ export async function engineCall(
     for (let chunk = await stream.read(); chunk !== null; chunk = await stream.read()) {
       chunks.push(chunk);
       size += chunk.length;
-      if (size > 64 << 20) refuse("engine", "the Docker engine's answer is larger than 64 MiB");
+      if (size > 64 << 20) refuse("engine", `${theEngine()}'s answer is larger than 64 MiB`);
     }
     return { status: stream.status, body: decoder.decode(concatBytes(chunks)) };
   } finally {
@@ -3437,13 +3546,13 @@ export function engineMessage(body: string): string {
 
 function engineJson(answer: EngineAnswer, what: string): unknown {
   if (answer.status < 200 || answer.status > 299) {
-    refuse("engine", `the Docker engine answered ${answer.status} to ${what}: ${engineMessage(answer.body)}`);
+    refuse("engine", `${theEngine()} answered ${answer.status} to ${what}: ${engineMessage(answer.body)}`);
   }
   try {
     return JSON.parse(answer.body);
   } catch (error) {
     if (!(error instanceof SyntaxError)) throw error; // not JSON
-    return refuse("engine", `the Docker engine gave an unreadable answer to ${what}`);
+    return refuse("engine", `${theEngine()} gave an unreadable answer to ${what}`);
   }
 }
 
@@ -3499,11 +3608,31 @@ export function startCommand(
   return { entrypoint: chosen, cmd };
 }
 
+/**
+ * The names under which an engine may hold an allowlisted image (its canonical reference), in the order
+ * asked. Docker files an image loaded as `name:tag` under `docker.io/library/name:tag` (`docker.io/a/b` for
+ * `a/b`), the canonical name itself. Podman files it under `localhost/name:tag` (`localhost/a/b`): on Podman
+ * a Docker Hub reference is asked for as it is first (a pulled image), then as Podman names a loaded one.
+ * No other registry ever maps to `localhost/`, so an entry never matches an image of another registry.
+ */
+export function engineImageNames(canonical: string, kind: EngineKind): string[] {
+  if (kind !== "podman" || !canonical.startsWith("docker.io/")) return [canonical];
+  const path = canonical.slice("docker.io/".length);
+  return [canonical, `localhost/${path.startsWith("library/") ? path.slice("library/".length) : path}`];
+}
+
+/** The name the engine holds each canonical reference under, as engineImage found it (see engineCreate). */
+const engineImageName = new Map<string, string>();
+
 /** GET /images/NAME/json: the local image, or undefined when the engine does not hold it. */
 async function engineImage(reference: string): Promise<ImageRecord | undefined> {
-  const answer = await engineCall("GET", `/images/${urlSegment(reference)}/json`);
-  if (answer.status === 404) return undefined;
-  return engineJson(answer, `image ${reference}`) as ImageRecord;
+  for (const name of engineImageNames(reference, engineInUse.kind)) {
+    const answer = await engineCall("GET", `/images/${urlSegment(name)}/json`);
+    if (answer.status === 404) continue;
+    engineImageName.set(reference, name);
+    return engineJson(answer, `image ${reference}`) as ImageRecord;
+  }
+  return undefined;
 }
 
 /** A container as the engine lists it. */
@@ -3524,7 +3653,7 @@ export async function engineList(labels: readonly string[], timeoutMs?: number):
     await engineCall("GET", `/containers/json?all=1&filters=${filters}`, { timeoutMs }),
     "list",
   );
-  if (!Array.isArray(listed)) refuse("engine", "the Docker engine's container list is not a list");
+  if (!Array.isArray(listed)) refuse("engine", `${theEngine()}'s container list is not a list`);
   return (listed as ListedContainer[]).filter((item) => typeof item?.Id === "string" && CONTAINER_ID.test(item.Id));
 }
 
@@ -3552,14 +3681,68 @@ async function engineRemove(id: string, timeoutMs?: number): Promise<boolean> {
 
 /** POST /containers/create?name=NAME: the new container's id. */
 async function engineCreate(name: string, spec: Record<string, unknown>): Promise<string> {
-  const answer = await engineCall("POST", `/containers/create?name=${urlSegment(name)}`, { body: spec });
+  // The image by the name this engine holds it under (engineImageNames), as engineImage found it.
+  const image = engineImageName.get(String(spec.Image)) ?? spec.Image;
+  // On Podman the container's record is kept after its end, for its exit code (podmanWait): its socker
+  // removes it (ensureGone), or the watcher, the reaper or the Epilog when socker was killed.
+  // Its limits within the service's own, which its runc cannot raise (ulimitsWithin).
+  const hostConfig = spec.HostConfig as Record<string, unknown> | undefined;
+  const serviceLimits = engineInUse.kind === "podman" ? readPodmanServiceLimits(engineInUse.socket) : undefined;
+  const kept = engineInUse.kind === "podman" && hostConfig !== undefined
+    ? {
+      HostConfig: {
+        ...hostConfig,
+        AutoRemove: false,
+        ...(Array.isArray(hostConfig.Ulimits) && serviceLimits !== undefined
+          ? { Ulimits: ulimitsWithin(hostConfig.Ulimits, serviceLimits) }
+          : {}),
+      },
+    }
+    : {};
+  const body = { ...spec, Image: image, ...kept };
+  const answer = await engineCall("POST", `/containers/create?name=${urlSegment(name)}`, { body });
   if (answer.status === 404) {
     refuse("engine", `image '${spec.Image}' is no longer on this node: ${engineMessage(answer.body)}`);
   }
   const created = engineJson(answer, "create") as { Id?: unknown };
   return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
     ? created.Id
-    : refuse("engine", "the Docker engine gave no container id");
+    : refuse("engine", `${theEngine()} gave no container id`);
+}
+
+/**
+ * Whether a process's command line (NUL-separated) is Podman's API service on this socket:
+ * `podman [options] system service [options] unix://SOCKET`.
+ */
+export function isPodmanService(cmdline: string, socket: string): boolean {
+  const args = cmdline.split("\0");
+  const system = args.indexOf("system");
+  return /(^|\/)podman$/.test(args[0]) && system > 0 && args[system + 1] === "service" &&
+    args.includes(`unix://${socket}`);
+}
+
+/** The pid of root's Podman service on this socket, if one runs (its limits and options are read). */
+function podmanServicePid(socket: string): number | undefined {
+  for (const name of listNames("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const cmdline = readText(`/proc/${name}/cmdline`);
+    if (cmdline !== undefined && isPodmanService(cmdline, socket) && isRootProcess(readText(`/proc/${name}/status`))) {
+      return Number(name);
+    }
+  }
+  return undefined;
+}
+
+/** The Podman service's own limits, which its runc inherits; undefined when it cannot be found. */
+function readPodmanServiceLimits(socket: string): Limits | undefined {
+  const pid = podmanServicePid(socket);
+  const text = pid === undefined ? undefined : readText(`/proc/${pid}/limits`);
+  try {
+    return text === undefined ? undefined : parseProcLimits(text);
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    return undefined; // unreadable: the engine says what it cannot set
+  }
 }
 
 /** POST /containers/ID/start; the engine's reason when it could not start it. */
@@ -3574,11 +3757,12 @@ async function engineStart(id: string): Promise<string | undefined> {
  * POST /containers/ID/wait?condition=removed, once the engine has registered the wait (its head arrives
  * at once; the body when the container is gone, with its exit code).
  */
-async function engineWait(id: string): Promise<() => Promise<number | string>> {
+async function engineWait(id: string): Promise<(streamEnded: Promise<void>) => Promise<number | string>> {
+  if (engineInUse.kind === "podman") return (streamEnded) => podmanWait(id, streamEnded);
   const stream = await engineOpen("POST", `/containers/${urlSegment(id)}/wait?condition=removed`, { timeoutMs: 0 });
   if (stream.status !== 200) {
     stream.close();
-    refuse("engine", `the Docker engine answered ${stream.status} to wait`);
+    refuse("engine", `${theEngine()} answered ${stream.status} to wait`);
   }
   return async () => {
     const chunks: Uint8Array[] = [];
@@ -3599,6 +3783,48 @@ async function engineWait(id: string): Promise<() => Promise<number | string>> {
       return "the engine's wait ended without an exit status";
     }
   };
+}
+
+/** How often socker asks Podman whether a container whose attach stream ended (a detach) has ended too. */
+export const PODMAN_WAIT_POLL_MS = 500;
+
+/**
+ * Podman's wait: its `/wait` (4.3) polls the container's state in the service and can burn a CPU for as long
+ * as the container runs, so socker waits on what it has anyway, the attach stream, which conmon ends when
+ * the container's process exits; then the container's record (kept: see engineCreate) says its exit
+ * code. A stream that ended while the container still runs (a detach) is followed by a slow poll.
+ */
+async function podmanWait(id: string, streamEnded: Promise<void>): Promise<number | string> {
+  await streamEnded.catch(() => undefined); // any end of the stream, an error included, is its end
+  for (let asked = 0;; asked++) {
+    let found: Awaited<ReturnType<typeof engineInspect>>;
+    try {
+      found = await engineInspect(id);
+    } catch (error) {
+      if (isBug(error)) throw error;
+      return error instanceof Refusal ? error.reason : errorText(error);
+    }
+    const status = podmanExitStatus(found);
+    if (status !== undefined) return status;
+    await sleep(asked < 20 ? 25 : PODMAN_WAIT_POLL_MS); // the state follows the stream's end within ms
+  }
+}
+
+/**
+ * A container's exit status from Podman's record of it: its code once it is no longer running, a reason
+ * when it is gone (nothing says how it ended), undefined while it runs.
+ */
+export function podmanExitStatus(
+  found: { State?: { Running?: boolean; Status?: string; ExitCode?: unknown } } | undefined,
+): number | string | undefined {
+  if (found === undefined) return "the container was removed before its exit code was read";
+  const state = found.State;
+  if (state?.Running === true || state?.Status === "running" || state?.Status === "paused") return undefined;
+  if (state?.Status === "created" || state?.Status === "configured" || state?.Status === "initialized") {
+    return undefined; // not started yet
+  }
+  const code = boundedNumber(state?.ExitCode, 0, 255);
+  return code ?? `the engine reported exit status ${printable(String(state?.ExitCode))}`;
 }
 
 /**
@@ -3626,13 +3852,14 @@ async function engineUpgrade(
     await writeAll(conn, engineRequestBytes("POST", target, { body, headers }));
     const { head, rest } = await readAnswerHead(conn, new Uint8Array(65536));
     if (head.status !== 101 && head.status !== 200) {
-      refuse("engine", `the Docker engine answered ${head.status} to ${what}`);
+      const message = rest.length > 0 ? `: ${engineMessage(decoder.decode(rest))}` : "";
+      refuse("engine", `${theEngine()} answered ${head.status} to ${what}${message}`);
     }
     return { conn, initial: rest.slice() };
   } catch (error) {
     closeConnection(conn);
     if (error instanceof Refusal || isBug(error)) throw error;
-    return refuse("engine", `the Docker engine closed the ${what} connection: ${errorText(error)}`);
+    return refuse("engine", `${theEngine()} closed the ${what} connection: ${errorText(error)}`);
   }
 }
 
@@ -5381,7 +5608,7 @@ async function createAndStart(plan: RunPlan, signals: SignalSupervisor, verbose:
   if (problem !== undefined) {
     attached.conn.close();
     if (stopping()) return undefined;
-    refuse("engine", `the Docker engine could not start the container: ${problem}`);
+    refuse("engine", `${theEngine()} could not start the container: ${problem}`);
   }
   signals.watch(id, plan.tty, true);
   return { id, attached, waited };
@@ -5431,7 +5658,7 @@ async function superviseContainer(
   const { output, progress } = passStreams(plan, attached, state, signals.terminated, () => {
     void engineKill(id, "SIGPIPE", 5000).catch(() => false);
   });
-  const status = await waited();
+  const status = await waited(output);
   // All output the container wrote reaches the caller before socker returns.
   progress.last = performance.now();
   await drainOutput(output, progress);
@@ -5810,7 +6037,7 @@ async function engineExecCreate(id: string, request: Record<string, unknown>): P
   ) as { Id?: unknown };
   return typeof created.Id === "string" && CONTAINER_ID.test(created.Id)
     ? created.Id
-    : refuse("engine", "the Docker engine gave no exec id");
+    : refuse("engine", `${theEngine()} gave no exec id`);
 }
 
 /** POST /exec/ID/start, attached: the engine takes the connection over and streams the exec's stdio on it. */
@@ -5919,7 +6146,7 @@ async function joinStepContainer(
         : "its holder is not yours");
     if (why !== undefined) {
       await removeSharedContainer(id, name, plan.cgroupParent);
-      refuse("engine", `the Docker engine could not start the step container: ${why}`);
+      refuse("engine", `${theEngine()} could not start the step container: ${why}`);
     }
     return { id, created: true };
   } catch (error) {
@@ -6117,7 +6344,7 @@ async function superviseExec(
       status !== undefined && (readText(`/proc/${pid}/cgroup`) ?? "").includes(id) &&
       !runsAsCaller(status, plan.caller)
     ) {
-      run.failure = new Refusal("engine", "the Docker engine ran the task with other ids or groups; it was stopped");
+      run.failure = new Refusal("engine", `${theEngine()} ran the task with other ids or groups; it was stopped`);
       signalExec(pid, id, "SIGKILL");
     }
   });
@@ -6704,8 +6931,8 @@ export function planJobCleanup(facts: JobCleanupFacts): CleanupPlan {
   const ids = new Set<string>();
   for (const { containers } of facts.leftovers) {
     for (const folder of containers) {
-      const name = folder.slice(folder.lastIndexOf("/") + 1);
-      if (CONTAINER_ID.test(name)) ids.add(name);
+      const id = containerIdOfFolder(folder.slice(folder.lastIndexOf("/") + 1));
+      if (id !== undefined) ids.add(id);
     }
   }
   if (!(facts.labelled instanceof Refusal)) { for (const container of facts.labelled) ids.add(container.Id); }
@@ -7688,6 +7915,44 @@ async function reportRefusal(
   }, settings instanceof Refusal ? DEFAULT_SETTINGS.logFacility : settings.logFacility);
 }
 
+/**
+ * The engine socker.conf names, with its socket judged (engineSocketProblem). A socker.conf that cannot be
+ * read leaves Docker on its socket: each command's own read of the settings then refuses or says so.
+ */
+function readEngineChoice(): EngineChoice {
+  let settings: Settings;
+  try {
+    settings = settingsFrom(readConfigFile(SETTINGS_PATH));
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    return engineChoice(DEFAULT_SETTINGS);
+  }
+  const choice = engineChoice(settings);
+  return { ...choice, problem: engineSocketProblem(choice.kind, readSocketFacts(choice.socket)) };
+}
+
+/** The socket's and its folders' owners and modes, along its real path (symlinks such as /var/run resolved). */
+function readSocketFacts(path: string): SocketFacts {
+  const real = rootRealPath(path);
+  if (typeof real === "number") return { path, socket: errnoText(real), folders: [] };
+  const info = pathInfo(real);
+  if (typeof info === "number") return { path, socket: errnoText(info), folders: [] };
+  try {
+    return {
+      path,
+      socket: { uid: info.uid, mode: info.mode },
+      folders: pathChain(real).slice(1).map((f) => ownership(f)),
+    };
+  } catch (error) {
+    if (isBug(error)) throw error;
+    return {
+      path,
+      socket: { uid: info.uid, mode: info.mode },
+      folders: [{ path: real, uid: -1, mode: 0, kind: "other" }],
+    };
+  }
+}
+
 /** Refuses unless this process is root (started through sudo by the launcher, or by root itself). */
 function requireRootProcess(): void {
   if (Deno.uid() !== 0) refuse("installation", "this program must be started through sudo by the 'socker' launcher");
@@ -7709,6 +7974,7 @@ export async function main(args: readonly string[], exact?: readonly (string | N
       return 0;
     }
     const callerLimits = takeOwnLimits();
+    if (Deno.uid() === 0) engineInUse = readEngineChoice();
     if (invocation.command === "run") return await runCommand(invocation, callerLimits);
     requireRootProcess();
     switch (invocation.command) {
