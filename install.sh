@@ -900,6 +900,13 @@ step_watcher() {
 
 # ---------------------------------------------------------------- podman
 
+# podman_runtime_option: the service's default runtime, socker-runc when installed. Podman 4.3 ignores a
+# container's own runtime (HostConfig.Runtime) on its Docker API, so every container of socker's service
+# runs with socker-runc (without runc's two mknod wildcard rules: socker's containers never have CAP_MKNOD).
+podman_runtime_option() {
+  if [ -x "$RUNTIME" ] || dry; then printf ' --runtime %s' "$RUNTIME_NAME"; fi
+}
+
 podman_service_text() {
   cat <<EOF
 # The Podman API service socker talks to (engine = podman): root's, on a socket only root can reach,
@@ -909,7 +916,7 @@ Description=Podman API service for socker (root only, cgroupfs)
 
 [Service]
 ExecStartPre=/usr/bin/install -d -o root -g root -m 0700 $PODMAN_SOCKET_DIR
-ExecStart=$PODMAN --cgroup-manager=cgroupfs system service --time=0 unix://$PODMAN_SOCKET
+ExecStart=$PODMAN --cgroup-manager=cgroupfs$(podman_runtime_option) system service --time=0 unix://$PODMAN_SOCKET
 # conmon, each container's monitor, must outlive a restart of the service, as containerd-shim does dockerd's.
 KillMode=process
 Restart=always
@@ -929,7 +936,7 @@ podman_loop_text() {
 echo \$\$ >$PODMAN_LOOP_PID
 while :; do
   /usr/bin/install -d -o root -g root -m 0700 $PODMAN_SOCKET_DIR
-  $PODMAN --cgroup-manager=cgroupfs system service --time=0 unix://$PODMAN_SOCKET </dev/null >/dev/null 2>&1
+  $PODMAN --cgroup-manager=cgroupfs$(podman_runtime_option) system service --time=0 unix://$PODMAN_SOCKET </dev/null >/dev/null 2>&1
   sleep 1
 done
 EOF

@@ -3535,12 +3535,12 @@ export async function engineCall(
 }
 
 /** The engine's message in an error answer. */
-export function engineMessage(body: string): string {
+export function engineMessage(body: string, max = 200): string {
   try {
-    return printable(String((JSON.parse(body) as { message?: unknown } | null)?.message ?? body));
+    return printable(String((JSON.parse(body) as { message?: unknown } | null)?.message ?? body), max);
   } catch (error) {
     if (!(error instanceof SyntaxError)) throw error; // not JSON
-    return printable(body);
+    return printable(body, max);
   }
 }
 
@@ -3852,7 +3852,8 @@ async function engineUpgrade(
     await writeAll(conn, engineRequestBytes("POST", target, { body, headers }));
     const { head, rest } = await readAnswerHead(conn, new Uint8Array(65536));
     if (head.status !== 101 && head.status !== 200) {
-      const message = rest.length > 0 ? `: ${engineMessage(decoder.decode(rest))}` : "";
+      // Podman says here why runc could not create the container (its reason comes last): kept whole.
+      const message = rest.length > 0 ? `: ${engineMessage(decoder.decode(rest), 800)}` : "";
       refuse("engine", `${theEngine()} answered ${head.status} to ${what}${message}`);
     }
     return { conn, initial: rest.slice() };
@@ -4938,7 +4939,18 @@ export function planEngine(facts: RunFacts, job: JobStep | undefined, settings: 
     (certain(facts.engineInfo) as Record<string, unknown> | undefined)?.Runtimes,
     facts.deviceRuntimeInstalled === true,
   );
-  if (settings.network === "host") {
+  if (runtime !== undefined && settings.engine === "podman") {
+    const runs = (certain(facts.engineInfo) as Record<string, unknown> | undefined)?.DefaultRuntime;
+    if (runs !== DEVICE_RUNTIME) {
+      refuse(
+        "installation",
+        `this node confines Slurm jobs to their devices (ConstrainDevices=yes) and the Podman service runs ` +
+          `'${printable(String(runs))}', not ${DEVICE_RUNTIME} (Podman 4.3 ignores a container's own runtime): ` +
+          "ask your administrator to run socker's install.sh --engine podman on this node",
+      );
+    }
+  }
+  if (settings.network === "host" && settings.engine !== "podman") {
     const version = containerdVersion(certain(facts.engineVersion) ?? {});
     if (version === undefined || containerdFixed(version) !== true) {
       refuse(

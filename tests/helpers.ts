@@ -5,7 +5,33 @@ import assert from "node:assert/strict";
 
 export const SOCKER = "/usr/local/bin/socker";
 export const PRIVILEGED_SOCKER = "/usr/local/libexec/socker/socker";
-export const DOCKER = "/usr/bin/docker";
+/**
+ * The engine the integration tests run against: `SOCKER_TEST_ENGINE=podman` (tests/podman.sh, which
+ * switches socker.conf's engine for that part) or Docker. With Podman every test's name starts with
+ * `[podman] `, so that a report names the engine of each case.
+ */
+export const TEST_ENGINE: "docker" | "podman" = Deno.env.get("SOCKER_TEST_ENGINE") === "podman" ? "podman" : "docker";
+/** The engine's own CLI, root's, for what the tests check behind socker's back (podman's takes the same flags). */
+export const DOCKER = TEST_ENGINE === "podman" ? "/usr/bin/podman" : "/usr/bin/docker";
+/** The engine's socket, as socker.conf's default for the engine says. */
+export const ENGINE_SOCKET = TEST_ENGINE === "podman" ? "/run/socker-engine/podman.sock" : "/var/run/docker.sock";
+/** How the engine's messages name it. */
+export const ENGINE_TITLE = TEST_ENGINE === "podman" ? "Podman" : "Docker";
+if (TEST_ENGINE === "podman") {
+  const test = Deno.test;
+  const named = (args: unknown[]) => {
+    if (typeof args[0] === "string") args[0] = `[podman] ${args[0]}`;
+    else if (typeof args[0] === "object" && args[0] !== null && "name" in args[0]) {
+      args[0] = { ...args[0], name: `[podman] ${(args[0] as { name: string }).name}` };
+    }
+    return args;
+  };
+  // deno-lint-ignore no-explicit-any
+  (Deno as any).test = Object.assign((...args: unknown[]) => (test as any).apply(Deno, named(args)), {
+    only: test.only,
+    ignore: test.ignore,
+  });
+}
 export const ALLOWLIST = "/etc/socker/socker-images";
 export const IMAGE = "socker-test/busybox:2";
 export const ABSENT_IMAGE = "socker-test/absent:1";
