@@ -1678,12 +1678,18 @@ export function mountRoutes(mounts: readonly Mount[], points: readonly MountPoin
 }
 
 /**
+ * The storage drivers whose layers socker reads: Docker's overlay2 and Podman's overlay (containers/storage),
+ * the same overlayfs layout (UpperDir, LowerDir; whiteouts and opaque folders as overlayfs has them).
+ */
+export const OVERLAY_DRIVERS = ["overlay2", "overlay"];
+
+/**
  * The image's layer folders, top first, from the engine's record (overlay2: UpperDir, then LowerDir), or
  * why socker cannot look into the image.
  */
 export function imageLayers(image: ImageRecord): string[] | string {
   const driver = image.GraphDriver;
-  if (driver?.Name !== "overlay2") {
+  if (driver === undefined || !OVERLAY_DRIVERS.includes(String(driver.Name))) {
     return `socker checks the folders inside images only on the overlay2 storage driver; this engine uses ` +
       `${printable(String(driver?.Name ?? "an unknown one"))}`;
   }
@@ -3373,6 +3379,41 @@ export function engineSocketProblem(kind: EngineKind, facts: SocketFacts): strin
   return untrustedReason([{ path, uid: 0, mode: 0, kind: "file" }, ...facts.folders]);
 }
 
+/**
+ * Doctor's judgement of the engine's socket and service: the socket as engineSocketProblem judges it, and on
+ * Podman its service found running as root on that socket (`service`: its command line) with the cgroupfs
+ * manager (the only one that honours a cgroup parent inside a Slurm step).
+ */
+export function engineServiceProblem(
+  engine: EngineChoice,
+  socket: SocketFacts,
+  service: string | undefined,
+): string | undefined {
+  if (typeof socket.socket === "string") return `${socket.path}: ${socket.socket}`;
+  const problem = engineSocketProblem(engine.kind, socket);
+  if (problem !== undefined) return problem;
+  if (engine.kind !== "podman") return undefined;
+  if (service === undefined) {
+    return `no Podman service of root's runs on ${engine.socket} (podman system service): run install.sh --engine podman`;
+  }
+  const args = service.split("\0");
+  const manager = args.find((arg) => arg.startsWith("--cgroup-manager="))?.slice("--cgroup-manager=".length) ??
+    args[args.indexOf("--cgroup-manager") + 1];
+  if (manager !== "cgroupfs") {
+    return `the Podman service runs without --cgroup-manager=cgroupfs: socker's cgroup parent inside a Slurm step ` +
+      "would not be honoured; run install.sh --engine podman";
+  }
+  return undefined;
+}
+
+/**
+ * Whether the tasks of a step share a container (see planShare): socker.conf's `share`, but never on Podman,
+ * whose exec API (the step containers' path) socker has not been checked against: each task its own.
+ */
+export function stepSharing(settings: Pick<Settings, "share" | "engine">): Settings["share"] {
+  return settings.engine === "podman" ? "none" : settings.share;
+}
+
 /** The engine this process talks to: chosen once in main, from socker.conf (Docker until then). */
 let engineInUse: EngineChoice = engineChoice(DEFAULT_SETTINGS);
 
@@ -4896,7 +4937,7 @@ export function planRun(invocation: RunInvocation, facts: RunFacts): RunPlan {
     hints,
     job,
     logFacility: settings.logFacility,
-    share: settings.share,
+    share: stepSharing(settings),
   };
 }
 
@@ -7531,12 +7572,46 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       }),
   },
   {
+    name: "engine socket",
+    needs: [],
+    probe: () => {
+      const pid = engineInUse.kind === "podman" ? podmanServicePid(engineInUse.socket) : undefined;
+      return {
+        engine: engineInUse,
+        socket: readSocketFacts(engineInUse.socket),
+        service: pid === undefined ? undefined : readText(`/proc/${pid}/cmdline`),
+      };
+    },
+    judge: (value) =>
+      judged("engine socket", () => {
+        const fact = certain<{ engine: EngineChoice; socket: SocketFacts; service?: string }>(value);
+        const problem = engineServiceProblem(fact.engine, fact.socket, fact.service);
+        if (problem !== undefined) refuse("installation", problem);
+        return `${engineTitle(fact.engine.kind)} on ${fact.engine.socket} (root's${
+          fact.engine.kind === "podman" ? " alone; its service runs as root with --cgroup-manager=cgroupfs" : ""
+        })`;
+      }),
+  },
+  {
     name: "the Docker engine",
     needs: [],
     probe: () => engineInfo(SWEEP_ENGINE_TIMEOUT_MS),
     judge: (value) =>
-      judged("Docker engine", () => {
+      judged(`${engineTitle(engineInUse.kind)} engine`, () => {
         const info = certain<Record<string, unknown>>(value);
+        if (engineInUse.kind === "podman") {
+          if (info.CgroupDriver !== "cgroupfs") {
+            refuse(
+              "installation",
+              `the Podman service uses the ${printable(String(info.CgroupDriver))} cgroup manager: socker needs ` +
+                "cgroupfs (run install.sh --engine podman)",
+            );
+          }
+          return `Podman ${printable(String(info.ServerVersion))} (Docker API 1.41), cgroup manager cgroupfs, ` +
+            `cgroup v${printable(String(info.CgroupVersion))}, default runtime ${
+              printable(String(info.DefaultRuntime))
+            }; step containers (share) are off on Podman`;
+        }
         return `version ${printable(String(info.ServerVersion))}, cgroup driver ${
           printable(String(info.CgroupDriver))
         }, cgroup v${printable(String(info.CgroupVersion))}`;
@@ -7549,14 +7624,14 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
     judge: (value) =>
       judged("engine storage driver", () => {
         const driver = String(certain<Record<string, unknown>>(value).Driver ?? "unknown");
-        if (driver !== "overlay2") {
+        if (!OVERLAY_DRIVERS.includes(driver)) {
           refuse(
             "installation",
             `${printable(driver)}: socker checks mount points inside images only on overlay2, and refuses runs ` +
               "with more than one mount elsewhere: use the overlay2 storage driver",
           );
         }
-        return "overlay2 (socker can check mount points inside images)";
+        return `${driver} (socker can check mount points inside images)`;
       }),
   },
   {
@@ -7695,6 +7770,9 @@ export const DOCTOR_ROWS: readonly DoctorRow[] = [
       judged("step containers", () => {
         const { file, holder } = certain<{ file: ConfigFile; holder: FileFacts | number }>(value);
         if (settingsFrom(file).share === "none") return "off (share = none): every task gets its own container";
+        if (stepSharing(settingsFrom(file)) === "none") {
+          return "off on Podman (its exec API is not checked against socker's guarantees): every task gets its own container";
+        }
         if (typeof holder === "number" || holder.kind !== "file" || holder.uid !== 0 || (holder.mode & 0o022) !== 0) {
           refuse("installation", `share = step needs the holder ${HOLDER_DIR}/busybox (root's): rerun install.sh`);
         }

@@ -15,6 +15,8 @@ export const TEST_ENGINE: "docker" | "podman" = Deno.env.get("SOCKER_TEST_ENGINE
 export const DOCKER = TEST_ENGINE === "podman" ? "/usr/bin/podman" : "/usr/bin/docker";
 /** The engine's socket, as socker.conf's default for the engine says. */
 export const ENGINE_SOCKET = TEST_ENGINE === "podman" ? "/run/socker-engine/podman.sock" : "/var/run/docker.sock";
+/** A container's cgroup folder's name, as a pattern: Docker's is its id, Podman's (cgroupfs) `libpod-<id>`. */
+export const CONTAINER_FOLDER = TEST_ENGINE === "podman" ? "libpod-[0-9a-f]{64}" : "[0-9a-f]{64}";
 /** How the engine's messages name it. */
 export const ENGINE_TITLE = TEST_ENGINE === "podman" ? "Podman" : "Docker";
 if (TEST_ENGINE === "podman") {

@@ -2,7 +2,7 @@
 // proctrack/cgroup, task/cgroup with ConstrainCores/RAMSpace/Devices, socker's Epilog), jobs submitted by
 // alice with sbatch and srun, containers on the real Docker engine. `sudo tests/run.sh` sets it all up.
 import assert from "node:assert/strict";
-import { assertRefused, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor, withWatcherStopped } from "./helpers.ts";
+import { assertRefused, CONTAINER_FOLDER, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor, withWatcherStopped } from "./helpers.ts";
 
 import {
   asAlice,
@@ -43,7 +43,7 @@ slurmTest("srun step: every container process sits in the step's cgroup, forged 
   const lines = memoryLines(jobOutput(job));
   assert.equal(lines.length, 9, jobOutput(job));
   for (const line of lines) {
-    assert.match(line, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_[0-2]/[0-9a-f]{64}$`));
+    assert.match(line, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_[0-2]/${CONTAINER_FOLDER}$`));
   }
   for (const step of ["0", "1", "2"]) assert.equal(lines.filter((l) => l.includes(`/step_${step}/`)).length, 3);
   await waitJobEnd(other);
@@ -58,7 +58,7 @@ slurmTest("batch step: the container sits in step_batch, also with SLURM_JOB_ID 
   await sh("/usr/bin/scancel", [other]);
   const lines = memoryLines(jobOutput(job));
   assert.equal(lines.length, 1, jobOutput(job));
-  assert.match(lines[0], new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_batch/[0-9a-f]{64}$`));
+  assert.match(lines[0], new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_batch/${CONTAINER_FOLDER}$`));
   await waitJobEnd(other);
 });
 
@@ -193,7 +193,7 @@ slurmTest(
     assert.equal(lines.length, 2, output);
     const nodes = lines.map((line) => /\/(slurm_n\d)\//.exec(line)?.[1]).sort();
     assert.deepEqual(nodes, ["slurm_n1", "slurm_n2"]);
-    for (const line of lines) assert.match(line, new RegExp(`/uid_2001/job_${job}/step_0/[0-9a-f]{64}$`));
+    for (const line of lines) assert.match(line, new RegExp(`/uid_2001/job_${job}/step_0/${CONTAINER_FOLDER}$`));
     assert.match(output, /^rc=3$/m);
   },
 );
@@ -250,7 +250,7 @@ slurmTest("salloc: a step started with srun places the container in the allocati
   assert.equal(result.code, 0, result.stderr);
   const job = /Granted job allocation (\d+)/.exec(result.stderr)?.[1];
   assert.ok(job, result.stderr);
-  assert.match(result.stdout, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/[0-9a-f]{64}\\n`));
+  assert.match(result.stdout, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/${CONTAINER_FOLDER}\\n`));
 });
 
 slurmTest("srun --pty: the container gets a terminal, inside the step's cgroup, and its exit code", async () => {
@@ -258,7 +258,7 @@ slurmTest("srun --pty: the container gets a terminal, inside the step's cgroup, 
   const result = await asAlice(["/usr/bin/script", "-qec", line, "/dev/null"]);
   assert.equal(result.code, 4, result.stdout + result.stderr);
   assert.match(result.stdout, /\/dev\/pts\/\d+/);
-  assert.match(result.stdout, /:memory:\/slurm_n\d\/uid_2001\/job_\d+\/step_0\/[0-9a-f]{64}/);
+  assert.match(result.stdout, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_\\d+/step_0/${CONTAINER_FOLDER}`));
 });
 
 // ---- the job visible inside the container
@@ -283,7 +283,7 @@ slurmTest("env_deny wins over the job's own variables; a forged SLURM_JOB_ID rea
     await waitJobEnd(job);
     const output = jobOutput(job);
     assert.match(output, /^ntasks= job=424242$/m, output);
-    assert.match(output, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/[0-9a-f]{64}$`, "m"));
+    assert.match(output, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/${CONTAINER_FOLDER}$`, "m"));
   } finally {
     Deno.removeSync("/etc/socker/socker.conf");
   }
