@@ -15,6 +15,7 @@ import {
   sockerContainers,
   spawnSocker,
   stagingLeft,
+  TEST_ENGINE,
   userLine,
   waitFor,
 } from "./helpers.ts";
@@ -213,7 +214,11 @@ Deno.test("terminals: even the engine's own detach sequence keeps socker supervi
   const result = { code: status.code, stdout };
   assert.equal(result.code, 9, result.stdout);
   assert.match(result.stdout, /before/);
-  assert.ok(!result.stdout.includes("after"), `the stream was detached: ${result.stdout}`);
+  // Docker ends the stream at its detach sequence (socker keeps waiting for the code); Podman 4.3 does not
+  // detach on it at all: the sequence is the program's input, and its output goes on.
+  if (TEST_ENGINE !== "podman") {
+    assert.ok(!result.stdout.includes("after"), `the stream was detached: ${result.stdout}`);
+  }
   await assertNoContainers();
 });
 

@@ -2,7 +2,17 @@
 // proctrack/cgroup, task/cgroup with ConstrainCores/RAMSpace/Devices, socker's Epilog), jobs submitted by
 // alice with sbatch and srun, containers on the real Docker engine. `sudo tests/run.sh` sets it all up.
 import assert from "node:assert/strict";
-import { assertRefused, CONTAINER_FOLDER, DOCKER, IMAGE, sh, socker, stagingLeft, waitFor, withWatcherStopped } from "./helpers.ts";
+import {
+  assertRefused,
+  CONTAINER_FOLDER,
+  DOCKER,
+  IMAGE,
+  sh,
+  socker,
+  stagingLeft,
+  waitFor,
+  withWatcherStopped,
+} from "./helpers.ts";
 
 import {
   asAlice,
