@@ -1,6 +1,7 @@
 // socker's benchmarks: prints tables of measured figures (not a test; nothing here passes or fails).
 //   sudo deno run --allow-all bench/bench.ts [--pairs N] [--cancels N] [--scale N] [--no-slurm] [--no-mpi]
 //   sudo deno run --allow-all bench/bench.ts --steps [--rounds N]
+//   sudo deno run --allow-all bench/bench.ts --podman [--pairs N]   (after install.sh --engine podman)
 // Needs what `sudo tests/run.sh` sets up: the installed socker, the test users and images (the OpenMPI one
 // for the MPI figures), the two-node Slurm cluster, and the test images in the allowlist.
 //
@@ -22,7 +23,7 @@
 //    one held allocation: native srun, socker with one container per task (share = none), socker with step
 //    containers (share = step); interleaved round by round, medians, and the cost of each extra rank.
 import { parseArgs } from "node:util";
-import { engineList } from "../socker.ts";
+import { engineList, parseProcLimits, ulimitsWithin } from "../socker.ts";
 
 const { values } = parseArgs({
   options: {
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     "no-mpi": { type: "boolean", default: false },
     steps: { type: "boolean", default: false },
     rounds: { type: "string", default: "3" },
+    podman: { type: "boolean", default: false },
   },
 });
 const PAIRS = Number(values.pairs);
@@ -232,6 +234,86 @@ if (values.steps) {
     ...kinds.map((k) => `${ms(c(k.name, 16) / navigator.hardwareConcurrency)} / ${ms(m(k.name, 16))}`),
   ]);
   table("CPU time of the whole machine during each step (medians; all processes, all cores)", cpuRows);
+  Deno.exit(0);
+}
+
+// ---- --podman (issue 23): socker on Podman against plain `podman run` with the same options, and socker
+// on Podman against socker on Docker; every kind in turn (the order turns each round), medians. socker.conf's
+// engine is switched for each run (and removed at the end, as --steps does); plain podman is Podman's CLI
+// as root (it runs the container itself, without the API service), with socker's create request's options.
+if (values.podman) {
+  const PODMAN = "/usr/bin/podman";
+  const engine = (name: string) =>
+    Deno.writeTextFileSync("/etc/socker/socker.conf", `engine = ${name}\n`, { mode: 0o644 });
+  const serviceLimits = () => {
+    const pid = new TextDecoder().decode(
+      new Deno.Command("/usr/bin/pgrep", { args: ["-f", "-o", "podman .*system service"] }).outputSync().stdout,
+    ).trim();
+    return parseProcLimits(Deno.readTextFileSync(`/proc/${pid}/limits`));
+  };
+  const runs = new Map<string, { wall: number; cpu: number }[]>();
+  const kinds: { name: string; engine: string; run: (i: number) => Deno.Command }[] = [];
+  try {
+    engine("podman");
+    const verbose = await shell("alice", `exec ${SOCKER} -v run ${IMAGE} true`).output();
+    const specLine = new TextDecoder().decode(verbose.stderr).split("\n")[0];
+    const spec = JSON.parse(specLine.slice(specLine.indexOf("{")));
+    // As socker's engine client sends it to Podman: the image by Podman's name, limits within the service's.
+    spec.Image = `localhost/${IMAGE}`;
+    spec.HostConfig.Ulimits = ulimitsWithin(spec.HostConfig.Ulimits, serviceLimits());
+    const plainLine = (i: number) =>
+      `exec ${PODMAN} ${cliOptions(spec, `bench-podman-${Deno.pid}-${i}`).map(quote).join(" ")}`;
+    kinds.push(
+      { name: "plain podman run (same options)", engine: "podman", run: (i) => shell("root", plainLine(i)) },
+      { name: "socker run on Podman", engine: "podman", run: () => shell("alice", `exec ${SOCKER} run ${IMAGE} true`) },
+      { name: "socker run on Docker", engine: "docker", run: () => shell("alice", `exec ${SOCKER} run ${IMAGE} true`) },
+    );
+    for (const k of kinds) { // warm every path
+      engine(k.engine);
+      await measured(k.run(-1));
+    }
+    for (let i = 0; i < PAIRS; i++) {
+      for (const k of [0, 1, 2].map((j) => kinds[(j + i) % 3])) {
+        engine(k.engine);
+        runs.set(k.name, [...(runs.get(k.name) ?? []), await measured(k.run(i))]);
+      }
+    }
+  } finally {
+    try {
+      Deno.removeSync("/etc/socker/socker.conf");
+    } catch { /* none */ }
+  }
+  const version = new TextDecoder().decode(
+    (await new Deno.Command(PODMAN, { args: ["version", "--format", "{{.Server.Version}}"] }).output()).stdout,
+  ).trim();
+  const walls = (name: string) => runs.get(name)!.map((r) => r.wall);
+  const cpus = (name: string) => runs.get(name)!.map((r) => r.cpu);
+  const pairs = (a: string, b: string, of: (name: string) => number[]) => median(of(a).map((x, i) => x - of(b)[i]));
+  const [plainP, sockerP, sockerD] = kinds.map((k) => k.name);
+  table(`Podman ${version}: ${PAIRS} interleaved rounds of 'run ${IMAGE} true' (CPU: the command's process tree)`, [
+    ["", "wall median", "wall min", "wall max", "CPU median"],
+    ...kinds.map((k) => [
+      k.name,
+      ms(median(walls(k.name))),
+      ms(Math.min(...walls(k.name))),
+      ms(Math.max(...walls(k.name))),
+      ms(median(cpus(k.name))),
+    ]),
+    [
+      "socker on Podman - plain podman (median of pairs)",
+      ms(pairs(sockerP, plainP, walls)),
+      "",
+      "",
+      ms(pairs(sockerP, plainP, cpus)),
+    ],
+    [
+      "socker on Podman - socker on Docker (median of pairs)",
+      ms(pairs(sockerP, sockerD, walls)),
+      "",
+      "",
+      ms(pairs(sockerP, sockerD, cpus)),
+    ],
+  ]);
   Deno.exit(0);
 }
 

@@ -7,6 +7,9 @@
 #      and tests/setup-registry.sh: a local registry (127.0.0.1:5000) holding the pull tests' images;
 #   2. the unit tests and the integration tests (real Docker, real Slurm, real sudo, real OpenMPI), with
 #      the test allowlist in place; the site's own allowlist is put back afterwards;
+#   2b. tests/podman.sh: the integration tests of run, signals, slurm, cleanup, mounts, limits, env, ps,
+#      images and doctor again with socker's engine switched to Podman (install.sh --engine podman), each
+#      named "[podman] ..."; socker.conf and the Docker watcher are put back afterwards;
 #   3. tests/fresh-install.sh: README's first command in a fresh Debian root (no sudo, syslog, Deno, npm);
 #   4. tests/cgroup-v2.sh: socker on a cgroup v2-only node, a QEMU guest whose root has every capability
 #      (the real node's path); then the same guest booted with cgroup v1 (tests/cgroup-v2.sh --cgroup v1).
@@ -80,6 +83,7 @@ part() {
   parts+=$'\n'"${line:-$name: no result (exit $rc)}"
   [ "$f" -eq 0 ] || status=1
 }
+part podman tests/podman.sh
 part fresh-install tests/fresh-install.sh
 part cgroup-v2 tests/cgroup-v2.sh
 part cgroup-v1-root tests/cgroup-v2.sh --cgroup v1
