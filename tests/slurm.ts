@@ -63,6 +63,19 @@ export async function jobCgroupFolders(jobId: string): Promise<string[]> {
   return result.stdout.split("\n").filter((line) => line !== "");
 }
 
+/** Every process on this host in a cgroup of the job, as "PID COMMAND" (Podman's conmon among them). */
+export function jobProcesses(jobId: string): string[] {
+  const found: string[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      if (!Deno.readTextFileSync(`/proc/${entry.name}/cgroup`).includes(`/job_${jobId}/`)) continue;
+      found.push(`${entry.name} ${Deno.readTextFileSync(`/proc/${entry.name}/comm`).trim()}`);
+    } catch { /* the process ended meanwhile */ }
+  }
+  return found;
+}
+
 export async function jobContainers(jobId: string): Promise<string[]> {
   return await sockerContainers(`label=socker.job=${jobId}`);
 }

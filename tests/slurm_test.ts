@@ -10,6 +10,7 @@ import {
   sh,
   socker,
   stagingLeft,
+  TEST_ENGINE,
   waitFor,
   withWatcherStopped,
 } from "./helpers.ts";
@@ -20,6 +21,7 @@ import {
   jobCgroupFolders,
   jobContainers,
   jobOutput,
+  jobProcesses,
   jobTest,
   sbatch,
   USER,
@@ -129,6 +131,10 @@ async function cancelAndMeasure(script: string): Promise<{ goneMs: number; job: 
   await waitJobRuns(job);
   assert.ok(await waitFor(async () => (await jobContainers(job)).length > 0, 30_000) >= 0, "container started");
   await new Promise((resolve) => setTimeout(resolve, 300));
+  if (TEST_ENGINE === "podman") {
+    const running = jobProcesses(job);
+    assert.ok(running.some((line) => line.endsWith(" conmon")), `Podman's conmon runs in the job: ${running}`);
+  }
   const start = performance.now();
   await sh("/usr/bin/scancel", [job]);
   const gone = await waitFor(async () => (await jobContainers(job)).length === 0, 15_000, 20);
@@ -137,6 +143,7 @@ async function cancelAndMeasure(script: string): Promise<{ goneMs: number; job: 
   await waitJobEnd(job);
   assert.deepEqual(await jobContainers(job), []);
   assert.deepEqual(await jobCgroupFolders(job), [], "every cgroup folder of the job is removed");
+  assert.deepEqual(jobProcesses(job), [], "no process of the job is left (Podman's conmon included)");
   return { goneMs, job };
 }
 
