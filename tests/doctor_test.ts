@@ -7,11 +7,13 @@ import {
   assertRefused,
   IMAGE,
   PRIVILEGED_SOCKER,
+  restoreSettings,
   sh,
   socker,
   startEngine,
   stopEngine,
   withAllowlist,
+  writeSettings,
 } from "./helpers.ts";
 
 async function doctor() {
@@ -103,11 +105,11 @@ Deno.test("doctor: each broken piece gets exactly one FIX line saying how to fix
     }
     await expectHealthy();
 
-    Deno.writeTextFileSync("/etc/socker/socker.conf", "no_such_key = 1\n", { mode: 0o644 });
+    writeSettings("no_such_key = 1\n");
     try {
       await expectOneFix(/settings .*unknown setting 'no_such_key'/);
     } finally {
-      Deno.removeSync("/etc/socker/socker.conf");
+      restoreSettings();
     }
     await expectHealthy();
 

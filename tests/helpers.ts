@@ -187,14 +187,28 @@ export function assertRefused(result: Result, pattern: RegExp): void {
 export const SETTINGS = "/etc/socker/socker.conf";
 export const AUDIT_LOG = "/var/log/socker/audit.log";
 
-/** Runs `body` with a socker.conf of the test's own, and removes it after (whatever happens). */
-export async function withSettings(text: string, body: () => Promise<void>): Promise<void> {
-  Deno.writeTextFileSync(SETTINGS, text, { mode: 0o644 });
+/** The line of socker.conf that every test's own settings keep: the engine under test (Docker's is the default). */
+export const ENGINE_SETTING = TEST_ENGINE === "podman" ? "engine = podman\n" : "";
+
+/** Writes a socker.conf of a test's own, the engine under test kept. */
+export function writeSettings(text: string): void {
+  Deno.writeTextFileSync(SETTINGS, text + ENGINE_SETTING, { mode: 0o644 });
   Deno.chmodSync(SETTINGS, 0o644);
+}
+
+/** Puts socker.conf back as the part left it: none on Docker, the engine line on Podman. */
+export function restoreSettings(): void {
+  if (ENGINE_SETTING === "") Deno.removeSync(SETTINGS);
+  else Deno.writeTextFileSync(SETTINGS, ENGINE_SETTING, { mode: 0o644 });
+}
+
+/** Runs `body` with a socker.conf of the test's own, and puts it back after (whatever happens). */
+export async function withSettings(text: string, body: () => Promise<void>): Promise<void> {
+  writeSettings(text);
   try {
     await body();
   } finally {
-    Deno.removeSync(SETTINGS);
+    restoreSettings();
   }
 }
 

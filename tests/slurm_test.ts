@@ -7,12 +7,14 @@ import {
   CONTAINER_FOLDER,
   DOCKER,
   IMAGE,
+  restoreSettings,
   sh,
   socker,
   stagingLeft,
   TEST_ENGINE,
   waitFor,
   withWatcherStopped,
+  writeSettings,
 } from "./helpers.ts";
 
 import {
@@ -231,15 +233,14 @@ slurmTest("outside a job: no cgroup parent; refused when the administrator requi
   const free = await socker(USER, ["-v", "run", IMAGE, "true"]);
   assert.equal(free.code, 0, free.stderr);
   assert.ok(!free.stderr.includes("--cgroup-parent"));
-  const settings = "/etc/socker/socker.conf";
-  Deno.writeTextFileSync(settings, "require_job = yes\n", { mode: 0o644 });
+  writeSettings("require_job = yes\n");
   try {
     assertRefused(await socker(USER, ["run", IMAGE, "true"]), /only inside Slurm jobs/);
     const job = await sbatch(`srun -n1 socker run ${IMAGE} echo inside-ok`);
     await waitJobEnd(job);
     assert.match(jobOutput(job), /inside-ok/);
   } finally {
-    Deno.removeSync(settings);
+    restoreSettings();
   }
 });
 
@@ -292,7 +293,7 @@ slurmTest("srun -N2 -n2: each container knows its rank, the task count and the n
 });
 
 slurmTest("env_deny wins over the job's own variables; a forged SLURM_JOB_ID reaches the container only", async () => {
-  Deno.writeTextFileSync("/etc/socker/socker.conf", "env_deny = SLURM_NTASKS\n", { mode: 0o644 });
+  writeSettings("env_deny = SLURM_NTASKS\n");
   try {
     const job = await sbatch(
       `srun -n1 env SLURM_JOB_ID=424242 socker run ${IMAGE} sh -c 'echo "ntasks=$SLURM_NTASKS job=$SLURM_JOB_ID"; grep :memory: /proc/self/cgroup'`,
@@ -302,6 +303,6 @@ slurmTest("env_deny wins over the job's own variables; a forged SLURM_JOB_ID rea
     assert.match(output, /^ntasks= job=424242$/m, output);
     assert.match(output, new RegExp(`:memory:/slurm_n\\d/uid_2001/job_${job}/step_0/${CONTAINER_FOLDER}$`, "m"));
   } finally {
-    Deno.removeSync("/etc/socker/socker.conf");
+    restoreSettings();
   }
 });
