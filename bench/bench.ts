@@ -262,7 +262,10 @@ if (values.podman) {
     spec.Image = `localhost/${IMAGE}`;
     spec.HostConfig.Ulimits = ulimitsWithin(spec.HostConfig.Ulimits, serviceLimits());
     const plainLine = (i: number) =>
-      `exec ${PODMAN} ${cliOptions(spec, `bench-podman-${Deno.pid}-${i}`).map(quote).join(" ")}`;
+      // Podman's CNI bridge runs iptables, from /usr/sbin (the service has it on its PATH).
+      `PATH=/usr/sbin:/sbin:$PATH exec ${PODMAN} ${
+        cliOptions(spec, `bench-podman-${Deno.pid}-${i}`).map(quote).join(" ")
+      }`;
     kinds.push(
       { name: "plain podman run (same options)", engine: "podman", run: (i) => shell("root", plainLine(i)) },
       { name: "socker run on Podman", engine: "podman", run: () => shell("alice", `exec ${SOCKER} run ${IMAGE} true`) },
