@@ -3389,7 +3389,7 @@ export function engineServiceProblem(
   socket: SocketFacts,
   service: string | undefined,
 ): string | undefined {
-  if (typeof socket.socket === "string") return `${socket.path}: ${socket.socket}`;
+  if (typeof socket.socket === "string") return undefined; // the engine's own row says it is not reachable
   const problem = engineSocketProblem(engine.kind, socket);
   if (problem !== undefined) return problem;
   if (engine.kind !== "podman") return undefined;

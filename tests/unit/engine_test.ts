@@ -203,9 +203,10 @@ Deno.test("the Podman service: root's on this socket, with the cgroupfs manager"
   const systemd = line("/usr/bin/podman", "system", "service", `unix://${PODMAN_SOCKET}`);
   assert.match(engineServiceProblem(podman, socketFacts(0o600), systemd)!, /without --cgroup-manager=cgroupfs/);
   assert.match(engineServiceProblem(podman, socketFacts(0o666), good)!, /may be used by anyone/);
-  assert.match(
-    engineServiceProblem(podman, { ...socketFacts(0o600), socket: "No such file or directory" }, good)!,
-    /podman\.sock: No such file or directory/,
+  assert.equal(
+    engineServiceProblem(podman, { ...socketFacts(0o600), socket: "No such file or directory" }, good),
+    undefined,
+    "a missing socket is the engine row's one FIX line, not a second one",
   );
   assert.equal(engineServiceProblem(engineChoice({ engine: "docker" }), socketFacts(0o660), undefined), undefined);
 });
